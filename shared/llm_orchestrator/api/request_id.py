@@ -1,0 +1,55 @@
+"""``X-Request-ID``: echo a sane client value, else generate ``req-<uuid>``; on every response."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _choose(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _ACCEPTABLE.match(candidate):
+                return candidate
+            break
+    return f"req-{uuid.uuid4()}"
+
+
+def request_id_of(request: Request) -> str:
+    state: Any = request.scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = _choose(request.scope)
+    return str(state["request_id"])
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead on every request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        request_id = state.setdefault("request_id", _choose(scope))
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

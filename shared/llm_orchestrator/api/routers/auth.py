@@ -1,0 +1,84 @@
+"""POST /auth/login, POST /auth/refresh, and API keys under /auth/keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from llm_orchestrator.api.deps import CurrentPrincipal, RuntimeDep, require
+from llm_orchestrator.api.pagination import Page
+from llm_orchestrator.api.schemas.auth import (
+    ApiKeyPublic,
+    CreatedKeyResponse,
+    CreateKeyRequest,
+    KeyList,
+    LoginRequest,
+    RefreshRequest,
+    TokenResponse,
+)
+from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
+from llm_orchestrator.auth.permissions import Permission
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.auth.service import TokenPair
+
+router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
+
+
+def _tokens(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        user_id=pair.user.id,
+        roles=list(pair.user.roles),
+    )
+
+
+@router.post("/login", response_model=TokenResponse)
+async def login(body: LoginRequest, runtime: RuntimeDep) -> TokenResponse:
+    return _tokens(await runtime.auth.login(body.username, body.password))
+
+
+@router.post("/refresh", response_model=TokenResponse)
+async def refresh(body: RefreshRequest, runtime: RuntimeDep) -> TokenResponse:
+    return _tokens(await runtime.auth.refresh(body.refresh_token))
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKeyResponse)
+async def create_key(
+    body: CreateKeyRequest,
+    runtime: RuntimeDep,
+    caller: Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))],
+) -> CreatedKeyResponse:
+    created = await runtime.auth.create_key(
+        caller,
+        name=body.name,
+        scopes=body.scopes,
+        expires_in_days=body.expires_in_days,
+        owner_id=body.user_id,
+    )
+    key = created.key
+    return CreatedKeyResponse(
+        id=key.id,
+        key=created.raw_key,
+        user_id=key.user_id,
+        scopes=list(key.scopes),
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        name=key.name,
+    )
+
+
+@router.get("/keys", response_model=KeyList)
+async def list_keys(runtime: RuntimeDep, caller: CurrentPrincipal, page: Page) -> KeyList:
+    keys, total = await runtime.auth.list_keys(caller, limit=page.limit, offset=page.offset)
+    return KeyList(
+        keys=[ApiKeyPublic.of(k) for k in keys], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(key_id: str, runtime: RuntimeDep, caller: CurrentPrincipal) -> Response:
+    await runtime.auth.revoke_key(caller, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

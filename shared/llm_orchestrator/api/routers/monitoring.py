@@ -1,0 +1,56 @@
+"""Public health probes (and, with the metrics issue, GET /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from llm_orchestrator.api.deps import RuntimeDep
+from llm_orchestrator.api.schemas.monitoring import CheckResult, HealthReport, Liveness
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.runtime import Runtime
+
+router = APIRouter(tags=["monitoring"])
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
+async def _database_check(runtime: Runtime) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            async with runtime.db.connection() as conn:
+                await conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means unhealthy; the probe must still answer
+        elapsed = (time.perf_counter() - started) * 1000
+        return CheckResult(
+            status="unhealthy", response_time_ms=round(elapsed, 2), error=type(exc).__name__
+        )
+    elapsed = (time.perf_counter() - started) * 1000
+    return CheckResult(status="healthy", response_time_ms=round(elapsed, 2))
+
+
+async def _report(runtime: Runtime) -> JSONResponse:
+    checks = {"database": await _database_check(runtime)}
+    healthy = all(c.status == "healthy" for c in checks.values())
+    report = HealthReport(
+        status="healthy" if healthy else "unhealthy", timestamp=utcnow(), checks=checks
+    )
+    return JSONResponse(report.model_dump(mode="json"), status_code=200 if healthy else 503)
+
+
+@router.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport}})
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    return await _report(runtime)
+
+
+@router.get("/health/ready", response_model=HealthReport, responses={503: {"model": HealthReport}})
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    return await _report(runtime)
+
+
+@router.get("/health/live", response_model=Liveness)
+async def live() -> Liveness:
+    return Liveness(status="healthy", timestamp=utcnow())

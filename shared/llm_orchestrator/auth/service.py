@@ -1,0 +1,195 @@
+"""Authentication: logins, refresh-token rotation, API keys, and turning credentials into a
+``Principal``. Takes its repositories and clock as arguments; no HTTP, no SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from llm_orchestrator.auth.keys import KEY_PREFIX, generate_api_key, hash_secret
+from llm_orchestrator.auth.passwords import verify_password
+from llm_orchestrator.auth.permissions import (
+    SCOPES,
+    key_permissions,
+    permissions_for_roles,
+    permissions_for_scopes,
+)
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.auth.tokens import TokenCodec
+from llm_orchestrator.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
+from llm_orchestrator.store.api_keys import ApiKey, ApiKeyRepository
+from llm_orchestrator.store.refresh_tokens import Redemption, RefreshTokenRepository
+from llm_orchestrator.store.users import User, UserRepository
+
+INVALID_LOGIN = "Invalid username or password"
+MAX_KEY_LIFETIME_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKey
+    raw_key: str
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        users: UserRepository,
+        api_keys: ApiKeyRepository,
+        refresh_tokens: RefreshTokenRepository,
+        codec: TokenCodec,
+        access_ttl: timedelta,
+        refresh_ttl: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._users = users
+        self._keys = api_keys
+        self._refresh = refresh_tokens
+        self._codec = codec
+        self._access_ttl = access_ttl
+        self._refresh_ttl = refresh_ttl
+        self._now = clock
+
+    async def login(self, username: str, password: str) -> TokenPair:
+        user = await self._users.get_by_username(username)
+        # Verify even for an unknown user so both failures take the same time.
+        if not verify_password(user.password_hash if user else None, password) or user is None:
+            raise Unauthorized(INVALID_LOGIN)
+        now = self._now()
+        await self._users.record_login(user.id, now)
+        return await self._issue_pair(user, family_id=uuid.uuid4(), now=now)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        now = self._now()
+        self._codec.decode(refresh_token, expected_type="refresh", now=now)
+        redeemed = await self._refresh.redeem(hash_secret(refresh_token), now)
+        if redeemed.outcome is Redemption.REUSED:
+            raise Unauthorized("Refresh token already used; its session has been revoked")
+        if redeemed.outcome is not Redemption.OK or redeemed.user_id is None:
+            raise Unauthorized("Invalid refresh token")
+        user = await self._users.get(redeemed.user_id)
+        if user is None:
+            raise Unauthorized("Invalid refresh token")
+        assert redeemed.family_id is not None
+        return await self._issue_pair(user, family_id=redeemed.family_id, now=now)
+
+    async def _issue_pair(self, user: User, *, family_id: uuid.UUID, now: datetime) -> TokenPair:
+        access, _ = self._codec.issue(
+            subject=user.id, token_type="access", now=now, ttl=self._access_ttl
+        )
+        refresh, claims = self._codec.issue(
+            subject=user.id,
+            token_type="refresh",
+            now=now,
+            ttl=self._refresh_ttl,
+            family_id=family_id,
+        )
+        await self._refresh.issue(
+            jti=claims.jti,
+            family_id=family_id,
+            user_id=user.id,
+            token_hash=hash_secret(refresh),
+            issued_at=now,
+            expires_at=claims.expires_at,
+        )
+        return TokenPair(access, refresh, int(self._access_ttl.total_seconds()), user)
+
+    async def authenticate_bearer(self, token: str) -> Principal:
+        claims = self._codec.decode(token, expected_type="access", now=self._now())
+        user = await self._users.get(claims.subject)
+        if user is None:
+            raise Unauthorized("Invalid token")
+        return Principal(
+            user_id=user.id,
+            username=user.username,
+            roles=user.roles,
+            tier=user.tier,
+            permissions=permissions_for_roles(user.roles),
+            via="jwt",
+        )
+
+    async def authenticate_api_key(self, raw_key: str) -> Principal:
+        if not raw_key.startswith(KEY_PREFIX):
+            raise Unauthorized("Invalid API key")
+        key = await self._keys.find_active_by_hash(hash_secret(raw_key), self._now())
+        if key is None:
+            raise Unauthorized("Invalid, expired or revoked API key")
+        user = await self._users.get(key.user_id)
+        if user is None:
+            raise Unauthorized("Invalid API key")
+        return Principal(
+            user_id=user.id,
+            username=user.username,
+            roles=user.roles,
+            tier=user.tier,
+            permissions=key_permissions(key.scopes, user.roles),
+            via="api_key",
+            api_key_id=key.id,
+        )
+
+    async def create_key(
+        self,
+        caller: Principal,
+        *,
+        name: str,
+        scopes: Sequence[str],
+        expires_in_days: int | None,
+        owner_id: str | None = None,
+    ) -> CreatedKey:
+        unknown = [
+            FieldError(f"scopes[{i}]", f"Unknown scope '{s}'; allowed: {', '.join(SCOPES)}")
+            for i, s in enumerate(scopes)
+            if s not in SCOPES
+        ]
+        if unknown:
+            raise ValidationFailed("Invalid API key request", unknown)
+        owner = await self._users.get(owner_id) if owner_id else None
+        if owner_id and owner is None:
+            raise ValidationFailed(
+                "Invalid API key request", [FieldError("user_id", "No such user")]
+            )
+        owner_roles = owner.roles if owner else caller.roles
+        # A key never carries more than its owner's roles, nor more than its creator holds.
+        allowed = permissions_for_roles(owner_roles) & caller.permissions
+        excess = sorted(
+            s for s in scopes if not permissions_for_scopes([s]) <= allowed
+        )
+        if excess:
+            raise Forbidden(
+                "Scopes exceed the key owner's permissions", {"scopes": excess}
+            )
+        now = self._now()
+        raw = generate_api_key()
+        key = await self._keys.create(
+            key_id=uuid.uuid4(),
+            user_id=owner.id if owner else caller.user_id,
+            name=name,
+            key_hash=hash_secret(raw),
+            scopes=sorted(set(scopes), key=SCOPES.index),
+            expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+        )
+        return CreatedKey(key, raw)
+
+    async def list_keys(
+        self, caller: Principal, *, limit: int, offset: int
+    ) -> tuple[list[ApiKey], int]:
+        return await self._keys.list_for_user(caller.user_id, limit=limit, offset=offset)
+
+    async def revoke_key(self, caller: Principal, key_id: str) -> None:
+        try:
+            parsed = uuid.UUID(key_id)
+        except ValueError as exc:
+            raise NotFound("API key not found") from exc
+        if not await self._keys.revoke(parsed, owner_id=caller.owner_filter(), now=self._now()):
+            raise NotFound("API key not found")

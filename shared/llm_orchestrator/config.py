@@ -1,0 +1,54 @@
+"""Configuration, read once from ``LLMO_*`` environment variables.
+
+Domain code never reads ``os.environ``; it receives what it needs from a ``Settings``
+instance built at the edge (CLI, Lambda handler, test fixture).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("llm-orchestrator", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMO_", extra="ignore")
+
+    environment: str = "local"
+    database_url: str | None = None
+    """Unset → an embedded PostgreSQL in ``data_dir`` (local only)."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    """Unset on first start → a generated password, printed once."""
+
+    jwt_secret: SecretStr | None = None
+    """Unset locally → generated once and kept in ``data_dir``; required on AWS."""
+    jwt_key_id: str = "k1"
+    access_token_ttl_seconds: int = 3600
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+
+    engine: Literal["local", "stepfunctions"] = "local"
+    secrets_backend: Literal["db", "aws"] = "db"
+
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment == "local"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,100 @@
+"""The composition root: builds the database, repositories and services from ``Settings``.
+
+The HTTP app, the Lambda handlers, the CLI and the tests all get their collaborators from a
+``Runtime``; nothing else wires objects together.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from llm_orchestrator.auth.service import AuthService
+from llm_orchestrator.auth.tokens import TokenCodec
+from llm_orchestrator.auth.users import UserService
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.config import Settings
+from llm_orchestrator.store.api_keys import ApiKeyRepository
+from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
+from llm_orchestrator.store.users import UserRepository
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    users: UserRepository
+    api_keys: ApiKeyRepository
+    auth: AuthService
+    user_admin: UserService
+    started_at: float = field(default_factory=time.time)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    if not settings.is_local:
+        raise RuntimeError("LLMO_DATABASE_URL is required outside the local environment")
+    from llm_orchestrator.store.embedded import start_embedded_postgres
+
+    return start_embedded_postgres(settings.data_dir)
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """The configured secret, or locally one generated once and kept in the data dir.
+
+    Never a per-process random key: every process (and every Lambda container) must verify
+    the tokens the others signed.
+    """
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    if not settings.is_local:
+        raise RuntimeError("LLMO_JWT_SECRET is required outside the local environment")
+    return _read_or_create_secret_file(settings.data_dir / "jwt-secret")
+
+
+def _read_or_create_secret_file(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        value = secrets.token_urlsafe(48)
+        handle.write(value)
+    return value
+
+
+def build_runtime(settings: Settings, *, database_url: str | None = None) -> Runtime:
+    db = Database(
+        database_url or resolve_database_url(settings),
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+    )
+    users = UserRepository(db)
+    api_keys = ApiKeyRepository(db)
+    auth = AuthService(
+        users=users,
+        api_keys=api_keys,
+        refresh_tokens=RefreshTokenRepository(db),
+        codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        clock=utcnow,
+    )
+    return Runtime(
+        settings=settings,
+        db=db,
+        users=users,
+        api_keys=api_keys,
+        auth=auth,
+        user_admin=UserService(users),
+    )

@@ -1,0 +1,51 @@
+"""The local server: every endpoint group in one process, on the configured or embedded
+PostgreSQL, with migrations applied and the bootstrap admin in place."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI
+
+from llm_orchestrator.api.app import create_app, fixed_runtime
+from llm_orchestrator.config import Settings
+from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_url
+from llm_orchestrator.store.migrate import apply_migrations
+
+log = logging.getLogger(__name__)
+
+
+def all_routers() -> list[APIRouter]:
+    from llm_orchestrator.api.routers import admin, auth, monitoring
+
+    return [auth.router, admin.router, monitoring.router]
+
+
+@dataclass
+class LocalServer:
+    app: FastAPI
+    runtime: Runtime
+    database_url: str
+    generated_admin_password: str | None = None
+
+
+def prepare_database(settings: Settings) -> str:
+    url = resolve_database_url(settings)
+    applied = apply_migrations(url)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return url
+
+
+async def bootstrap(runtime: Runtime) -> str | None:
+    settings = runtime.settings
+    password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    return await runtime.user_admin.ensure_admin(settings.admin_username, password)
+
+
+def build_local_server(settings: Settings, *, database_url: str | None = None) -> LocalServer:
+    url = database_url or prepare_database(settings)
+    runtime = build_runtime(settings, database_url=url)
+    app = create_app(all_routers(), fixed_runtime(runtime))
+    return LocalServer(app=app, runtime=runtime, database_url=url)

@@ -1,0 +1,110 @@
+"""API keys: stored as SHA-256 hashes; the raw key exists only in the create response."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llm_orchestrator.store.db import Database, fetch_page
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: uuid.UUID
+    user_id: str
+    name: str
+    key_hash: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _key(row: dict[str, Any]) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        key_hash=row["key_hash"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class ApiKeyRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        key_id: uuid.UUID,
+        user_id: str,
+        name: str,
+        key_hash: str,
+        scopes: list[str],
+        expires_at: datetime | None,
+    ) -> ApiKey:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, scopes, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+                (key_id, user_id, name, key_hash, scopes, expires_at),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return _key(row)
+
+    async def find_active_by_hash(self, key_hash: str, now: datetime) -> ApiKey | None:
+        """The key with this hash if it is neither revoked nor expired; marks it used."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE api_keys SET last_used_at = %s"
+                " WHERE key_hash = %s AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > %s) RETURNING *",
+                (now, key_hash, now),
+            )
+            row = await cur.fetchone()
+        return _key(row) if row else None
+
+    async def list_for_user(
+        self, user_id: str, *, limit: int, offset: int
+    ) -> tuple[list[ApiKey], int]:
+        async with self._db.connection() as conn:
+            rows, total = await fetch_page(
+                conn,
+                source="api_keys",
+                where="user_id = %s AND revoked_at IS NULL",
+                params=(user_id,),
+                order_by="created_at, id",
+                limit=limit,
+                offset=offset,
+            )
+        return [_key(r) for r in rows], total
+
+    async def revoke(self, key_id: uuid.UUID, *, owner_id: str | None, now: datetime) -> bool:
+        """Revoke a live key; ``owner_id`` None means any owner (admin). False if none."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = %s"
+                " WHERE id = %s AND revoked_at IS NULL AND (%s::text IS NULL OR user_id = %s)"
+                " RETURNING id",
+                (now, key_id, owner_id, owner_id),
+            )
+            return await cur.fetchone() is not None
+
+    async def count_active(self, now: datetime) -> int:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM api_keys"
+                " WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %s)",
+                (now,),
+            )
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
