@@ -63,7 +63,9 @@ Login = Callable[[str, str], Awaitable[Session]]
 @pytest.fixture
 def login(client: httpx.AsyncClient) -> Login:
     async def do_login(username: str, password: str) -> Session:
-        response = await client.post("/auth/login", json={"username": username, "password": password})
+        response = await client.post(
+            "/auth/login", json={"username": username, "password": password}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         return Session(body["user_id"], body["access_token"], body["refresh_token"])

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,7 +55,7 @@ def error_response(
     code: str,
     message: str,
     details: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     request_id = request_id_of(request)
     body = {"code": code, "message": message, "details": details or {}, "request_id": request_id}
@@ -68,7 +68,7 @@ def error_response(
 def status_for(exc: OrchestratorError) -> tuple[int, str]:
     for klass in type(exc).__mro__:
         if klass in ERROR_TABLE:
-            return ERROR_TABLE[klass]  # type: ignore[index]
+            return ERROR_TABLE[klass]
     return 500, "internal_error"
 
 
@@ -106,7 +106,13 @@ def _readable(error: dict[str, Any]) -> str:
 
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": field_path(e.get("loc", ())), "message": _readable(e)} for e in exc.errors()]
+    errors = [
+        {
+            "field": "body" if e.get("type") == "json_invalid" else field_path(e.get("loc", ())),
+            "message": _readable(e),
+        }
+        for e in exc.errors()
+    ]
     return error_response(
         request, 400, "validation_error", "Request validation failed", {"errors": errors}
     )

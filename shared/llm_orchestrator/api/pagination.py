@@ -18,7 +18,9 @@ class PageParams:
 
 
 def page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Results per page")
+    ] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, description="Results to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)

@@ -162,13 +162,9 @@ class AuthService:
         owner_roles = owner.roles if owner else caller.roles
         # A key never carries more than its owner's roles, nor more than its creator holds.
         allowed = permissions_for_roles(owner_roles) & caller.permissions
-        excess = sorted(
-            s for s in scopes if not permissions_for_scopes([s]) <= allowed
-        )
+        excess = sorted(s for s in scopes if not permissions_for_scopes([s]) <= allowed)
         if excess:
-            raise Forbidden(
-                "Scopes exceed the key owner's permissions", {"scopes": excess}
-            )
+            raise Forbidden("Scopes exceed the key owner's permissions", {"scopes": excess})
         now = self._now()
         raw = generate_api_key()
         key = await self._keys.create(

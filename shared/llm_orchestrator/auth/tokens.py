@@ -60,7 +60,9 @@ class TokenCodec:
         }
         if family_id is not None:
             payload["fam"] = str(family_id)
-        token = jwt.encode(payload, self._secret, algorithm=ALGORITHM, headers={"kid": self._key_id})
+        token = jwt.encode(
+            payload, self._secret, algorithm=ALGORITHM, headers={"kid": self._key_id}
+        )
         return token, claims
 
     def decode(self, token: str, *, expected_type: TokenType, now: datetime) -> TokenClaims:
@@ -73,7 +75,10 @@ class TokenCodec:
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "jti", "typ", "iss"], "verify_iat": False},
+                options={
+                    "require": ["exp", "iat", "sub", "jti", "typ", "iss"],
+                    "verify_iat": False,
+                },
                 leeway=0,
             )
         except jwt.ExpiredSignatureError as exc:

@@ -103,14 +103,13 @@ async def fetch_page(
     repositories (never user text); every user value travels in ``params``.
     """
     cur = await conn.execute(
-        f"SELECT count(*) AS total FROM {source} WHERE {where}",  # type: ignore[arg-type]
+        f"SELECT count(*) AS total FROM {source} WHERE {where}",
         params,
     )
     count_row = await cur.fetchone()
     total = int(count_row["total"]) if count_row else 0
     cur = await conn.execute(
-        f"SELECT {columns} FROM {source} WHERE {where}"  # type: ignore[arg-type]
-        f" ORDER BY {order_by} LIMIT %s OFFSET %s",
+        f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order_by} LIMIT %s OFFSET %s",
         (*params, limit, offset),
     )
     return await cur.fetchall(), total

@@ -37,7 +37,7 @@ def apply_migrations(url: str) -> list[str]:
                 if name in done:
                     continue
                 with conn.transaction():
-                    conn.execute(sql)  # type: ignore[arg-type]  # trusted, packaged SQL
+                    conn.execute(sql.encode())  # trusted, packaged SQL
                     conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
                 applied_now.append(name)
         finally:

@@ -85,4 +85,3 @@ class UserRepository:
         async with self._db.connection() as conn:
             cur = await conn.execute("SELECT 1 FROM users WHERE 'admin' = ANY(roles) LIMIT 1")
             return await cur.fetchone() is not None
-

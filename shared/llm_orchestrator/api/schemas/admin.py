@@ -10,14 +10,18 @@ from pydantic import BaseModel, EmailStr, Field
 from llm_orchestrator.api.schemas.common import PageMeta, StrictModel
 from llm_orchestrator.store.users import User
 
+RoleName = Literal["admin", "developer", "viewer"]
+
+
+def _default_roles() -> list[RoleName]:
+    return ["developer"]
+
 
 class CreateUserRequest(StrictModel):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     email: EmailStr
     password: str = Field(min_length=8, max_length=1024)
-    roles: list[Literal["admin", "developer", "viewer"]] = Field(
-        default_factory=lambda: ["developer"], min_length=1
-    )
+    roles: list[RoleName] = Field(default_factory=_default_roles, min_length=1)
     tier: Literal["free", "pro", "enterprise"] = "free"
 
 

@@ -1,0 +1,47 @@
+"""Turn an endpoint group's router into an API Gateway Lambda handler.
+
+Every ``functions/<group>/handler.py`` is two lines over this, so runtime wiring,
+Powertools set-up and the ASGI adapter cannot drift between Lambdas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter
+
+from llm_orchestrator.api.app import create_app, lazy_runtime
+from llm_orchestrator.config import get_settings
+from llm_orchestrator.runtime import Runtime, build_runtime
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def _runtime_from_environment() -> Runtime:
+    return build_runtime(get_settings())
+
+
+def make_http_handler(
+    service: str,
+    routers: Sequence[APIRouter],
+    runtime_factory: Callable[[], Runtime] = _runtime_from_environment,
+) -> LambdaHandler:
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+    from mangum import Mangum
+
+    logger = Logger(service=service)
+    metrics = Metrics(namespace="LLMOrchestrator", service=service)
+    tracer = Tracer(service=service)
+    # lifespan off: Mangum would run startup/shutdown around every invocation; the runtime is
+    # built on the first request instead and reused while the container is warm.
+    adapter = Mangum(create_app(routers, lazy_runtime(runtime_factory)), lifespan="off")
+
+    @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response: dict[str, Any] = adapter(event, context)
+        return response
+
+    return handler
