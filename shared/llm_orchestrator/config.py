@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     engine: Literal["local", "stepfunctions"] = "local"
     secrets_backend: Literal["db", "aws"] = "db"
 
+    rate_limits_enabled: bool = True
+    rate_limit_enterprise_per_minute: int = 6_000
+    rate_limit_enterprise_per_hour: int = 200_000
+    rate_limit_enterprise_per_day: int = 2_000_000
+
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
 

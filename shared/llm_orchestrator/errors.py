@@ -58,9 +58,18 @@ class Conflict(OrchestratorError):
 class RateLimited(OrchestratorError):
     """A rate-limit window is exhausted."""
 
-    def __init__(self, message: str, *, retry_after: int, limit: int, window: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int,
+        limit: int,
+        window: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message, {"retry_after": retry_after, "limit": limit, "window": window})
         self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after), **(headers or {})}
 
 
 class ServiceUnavailable(OrchestratorError):

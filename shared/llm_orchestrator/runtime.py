@@ -18,8 +18,10 @@ from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.auth.users import UserService
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
+from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter, TierLimits
 from llm_orchestrator.store.api_keys import ApiKeyRepository
 from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.rate_limits import RateLimitRepository
 from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
 from llm_orchestrator.store.users import UserRepository
 
@@ -32,6 +34,7 @@ class Runtime:
     api_keys: ApiKeyRepository
     auth: AuthService
     user_admin: UserService
+    limiter: RateLimiter
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -97,4 +100,15 @@ def build_runtime(settings: Settings, *, database_url: str | None = None) -> Run
         api_keys=api_keys,
         auth=auth,
         user_admin=UserService(users),
+        limiter=RateLimiter(RateLimitRepository(db), tier_limits(settings), utcnow),
     )
+
+
+def tier_limits(settings: Settings) -> dict[str, TierLimits]:
+    tiers = dict(DEFAULT_TIERS)
+    tiers["enterprise"] = TierLimits(
+        settings.rate_limit_enterprise_per_minute,
+        settings.rate_limit_enterprise_per_hour,
+        settings.rate_limit_enterprise_per_day,
+    )
+    return tiers

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from llm_orchestrator import __version__
 from llm_orchestrator.api.errors import install_error_handlers
-from llm_orchestrator.api.request_id import RequestIdMiddleware
+from llm_orchestrator.api.headers import ResponseHeadersMiddleware
 from llm_orchestrator.runtime import Runtime
 
 API_PREFIX = "/api/v1"
@@ -60,7 +60,7 @@ def create_app(
     )
     app.state.runtime_provider = runtime_provider
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     return app

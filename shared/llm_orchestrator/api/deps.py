@@ -1,18 +1,23 @@
-"""FastAPI dependencies: the runtime, the caller, and permission checks."""
+"""FastAPI dependencies: the runtime, the caller, rate limits and permission checks."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.errors import Unauthorized
+from llm_orchestrator.errors import RateLimited, ServiceUnavailable, Unauthorized
+from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER
 from llm_orchestrator.runtime import Runtime
 
+log = logging.getLogger(__name__)
+PUBLIC_LIMIT_TIMEOUT_SECONDS = 1.0
 _bearer = HTTPBearer(auto_error=False, description="JWT access token from /auth/login")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="llo_sk_… API key")
 
@@ -25,21 +30,56 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _count_request(request: Request, runtime: Runtime, subject: str, tier: str) -> None:
+    if not runtime.settings.rate_limits_enabled:
+        return
+    state: Any = request.state
+    try:
+        status = await runtime.limiter.check(subject, tier)
+    except RateLimited as exc:
+        state.rate_limit_headers = {k: v for k, v in exc.headers.items() if k != "Retry-After"}
+        raise
+    state.rate_limit_headers = status.headers()
+
+
+async def limit_by_client_ip(request: Request, runtime: RuntimeDep) -> None:
+    """Public endpoints are limited per client IP.
+
+    Fails open when the database cannot count in time: health probes must still answer
+    (and report the database as down) when it is.
+    """
+    try:
+        async with asyncio.timeout(PUBLIC_LIMIT_TIMEOUT_SECONDS):
+            await _count_request(request, runtime, f"ip:{client_ip(request)}", PUBLIC_TIER)
+    except (ServiceUnavailable, TimeoutError):
+        log.warning("rate limiter unavailable; letting a public request through")
+
+
 async def authenticate(
     request: Request,
     runtime: RuntimeDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    if bearer is not None:
-        principal = await runtime.auth.authenticate_bearer(bearer.credentials)
-    elif api_key:
-        principal = await runtime.auth.authenticate_api_key(api_key)
-    elif request.headers.get("authorization"):
-        raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
-    else:
-        raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
+    try:
+        if bearer is not None:
+            principal = await runtime.auth.authenticate_bearer(bearer.credentials)
+        elif api_key:
+            principal = await runtime.auth.authenticate_api_key(api_key)
+        elif request.headers.get("authorization"):
+            raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
+        else:
+            raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
+    except Unauthorized:
+        # Failed credentials count against the client IP, so guessing keys is throttled too.
+        await limit_by_client_ip(request, runtime)
+        raise
     request.state.principal = principal
+    await _count_request(request, runtime, principal.rate_limit_subject, principal.tier)
     return principal
 
 

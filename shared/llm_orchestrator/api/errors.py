@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llm_orchestrator.api.request_id import REQUEST_ID_HEADER, request_id_of
+from llm_orchestrator.api.headers import REQUEST_ID_HEADER, request_id_of
 from llm_orchestrator.errors import (
     Conflict,
     Forbidden,
@@ -75,7 +75,7 @@ def status_for(exc: OrchestratorError) -> tuple[int, str]:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrchestratorError)
     status, code = status_for(exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = exc.headers if isinstance(exc, RateLimited) else None
     return error_response(request, status, code, exc.message, exc.details, headers)
 
 

@@ -24,8 +24,11 @@ Connection = psycopg.AsyncConnection[dict[str, Any]]
 
 
 class Database:
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+    ) -> None:
         self.url = url
+        self._timeout = timeout
         self._min_size = min_size
         self._max_size = max_size
         self._pool: AsyncConnectionPool[Connection] | None = None
@@ -44,7 +47,9 @@ class Database:
                         kwargs={"row_factory": dict_row, "autocommit": True},
                         open=False,
                     )
-                    await pool.open(wait=True, timeout=15)
+                    # No wait: a database that is down fails the request that needs it
+                    # (after ``timeout``), not the first request that happens to open the pool.
+                    await pool.open(wait=False)
                     self._pool = pool
         return self._pool
 
@@ -55,7 +60,7 @@ class Database:
 
         try:
             pool = await self._get_pool()
-            async with pool.connection() as conn, translate_errors():
+            async with pool.connection(timeout=self._timeout) as conn, translate_errors():
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise ServiceUnavailable("Database unavailable") from exc

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from llm_orchestrator.api.deps import CurrentPrincipal, RuntimeDep, require
+from llm_orchestrator.api.deps import CurrentPrincipal, RuntimeDep, limit_by_client_ip, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.auth import (
     ApiKeyPublic,
@@ -35,12 +35,12 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/login", response_model=TokenResponse)
+@router.post("/login", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
 async def login(body: LoginRequest, runtime: RuntimeDep) -> TokenResponse:
     return _tokens(await runtime.auth.login(body.username, body.password))
 
 
-@router.post("/refresh", response_model=TokenResponse)
+@router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
 async def refresh(body: RefreshRequest, runtime: RuntimeDep) -> TokenResponse:
     return _tokens(await runtime.auth.refresh(body.refresh_token))
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from llm_orchestrator.api.deps import RuntimeDep
+from llm_orchestrator.api.deps import RuntimeDep, limit_by_client_ip
 from llm_orchestrator.api.schemas.monitoring import CheckResult, HealthReport, Liveness
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.runtime import Runtime
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], dependencies=[Depends(limit_by_client_ip)])
 HEALTH_TIMEOUT_SECONDS = 3.0
 
 

@@ -1,4 +1,6 @@
-"""``X-Request-ID``: echo a sane client value, else generate ``req-<uuid>``; on every response."""
+"""Headers on every response: ``X-Request-ID`` (echo a sane client value, else generate
+``req-<uuid>``) and the ``X-RateLimit-*`` status that the rate-limit dependency left in the
+request state."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def request_id_of(request: Request) -> str:
     return str(state["request_id"])
 
 
-class RequestIdMiddleware:
+class ResponseHeadersMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware overhead on every request)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -42,14 +44,16 @@ class RequestIdMiddleware:
             return
         state = scope.setdefault("state", {})
         request_id = state.setdefault("request_id", _choose(scope))
-        header = (b"x-request-id", request_id.encode("latin-1"))
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    headers.append(header)
+                present = {name.lower() for name, _ in headers}
+                extra = {REQUEST_ID_HEADER: request_id, **state.get("rate_limit_headers", {})}
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive, send_with_headers)

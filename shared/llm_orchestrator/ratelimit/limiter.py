@@ -1,0 +1,98 @@
+"""Per-subject fixed-window rate limits (minute, hour, day) by tier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from llm_orchestrator.errors import RateLimited
+from llm_orchestrator.store.rate_limits import RateLimitRepository
+
+WINDOWS: tuple[tuple[str, timedelta, str], ...] = (
+    ("minute", timedelta(minutes=1), "1 minute"),
+    ("hour", timedelta(hours=1), "1 hour"),
+    ("day", timedelta(days=1), "1 day"),
+)
+
+
+@dataclass(frozen=True)
+class TierLimits:
+    per_minute: int
+    per_hour: int
+    per_day: int
+
+    def for_window(self, name: str) -> int:
+        return {"minute": self.per_minute, "hour": self.per_hour, "day": self.per_day}[name]
+
+
+DEFAULT_TIERS: dict[str, TierLimits] = {
+    "free": TierLimits(60, 1_000, 10_000),
+    "pro": TierLimits(600, 10_000, 100_000),
+    "enterprise": TierLimits(6_000, 200_000, 2_000_000),
+}
+PUBLIC_TIER = "public"
+
+
+@dataclass(frozen=True)
+class RateLimitStatus:
+    """What the ``X-RateLimit-*`` headers report: the window closest to its limit."""
+
+    limit: int
+    remaining: int
+    reset_epoch: int
+    window: str
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_epoch),
+        }
+
+
+def _window_start(now: datetime, size: timedelta) -> datetime:
+    epoch = now.timestamp()
+    seconds = size.total_seconds()
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=now.tzinfo)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        repository: RateLimitRepository,
+        tiers: dict[str, TierLimits],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._repo = repository
+        self._tiers = tiers
+        self._now = clock
+
+    async def check(self, subject: str, tier: str) -> RateLimitStatus:
+        """Count a request; raise ``RateLimited`` (carrying the status) when over a limit."""
+        limits = self._tiers.get(tier) or self._tiers["free"]
+        now = self._now()
+        windows = [
+            (name, _window_start(now, size), limits.for_window(name)) for name, size, _ in WINDOWS
+        ]
+        allowed, counts = await self._repo.hit(subject, windows)
+        statuses = []
+        for (name, size, label), count in zip(WINDOWS, counts, strict=True):
+            limit = limits.for_window(name)
+            reset = int((count.window_start + size).timestamp())
+            remaining = limit - count.hits
+            statuses.append((remaining, RateLimitStatus(limit, max(0, remaining), reset, label)))
+        exhausted = [s for remaining, s in statuses if remaining <= 0]
+        tightest = min(statuses, key=lambda pair: pair[0] / pair[1].limit)[1]
+        if not allowed:
+            blocking = max(exhausted, key=lambda s: s.reset_epoch) if exhausted else tightest
+            retry_after = max(1, blocking.reset_epoch - int(now.timestamp()))
+            error = RateLimited(
+                f"Rate limit exceeded. Please retry after {retry_after} seconds.",
+                retry_after=retry_after,
+                limit=blocking.limit,
+                window=blocking.window,
+                headers=blocking.headers(),
+            )
+            raise error
+        return tightest

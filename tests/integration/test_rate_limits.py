@@ -1,0 +1,102 @@
+"""Per-user / per-key / per-IP rate limits, counted in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+
+async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_user_succeed(client, create_user):
+    user = await create_user("busy", tier="free")
+
+    responses = await asyncio.gather(
+        *[client.get("/auth/keys", headers=user.headers) for _ in range(200)]
+    )
+
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 60
+    assert statuses.count(429) == 140
+
+
+async def test_every_authenticated_response_reports_the_limit(client, create_user):
+    user = await create_user("counted", tier="free")
+
+    first = await client.get("/auth/keys", headers=user.headers)
+    second = await client.get("/auth/keys", headers=user.headers)
+
+    assert first.headers["X-RateLimit-Limit"] == "60"
+    assert int(first.headers["X-RateLimit-Remaining"]) == 59
+    assert int(second.headers["X-RateLimit-Remaining"]) == 58
+    reset = int(first.headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 60
+    # Error responses carry them too.
+    forbidden = await client.get("/admin/users", headers=user.headers)
+    assert forbidden.status_code == 403
+    assert forbidden.headers["X-RateLimit-Remaining"] == "57"
+
+
+async def test_the_429_has_retry_after_and_the_documented_details(client, create_user):
+    user = await create_user("limited", tier="free")
+    for _ in range(60):
+        assert (await client.get("/auth/keys", headers=user.headers)).status_code == 200
+
+    refused = await client.get("/auth/keys", headers=user.headers)
+
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["code"] == "rate_limited"
+    assert body["details"]["limit"] == 60
+    assert body["details"]["window"] == "1 minute"
+    assert 1 <= body["details"]["retry_after"] <= 60
+    assert refused.headers["Retry-After"] == str(body["details"]["retry_after"])
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_pro_tier_gets_the_pro_limit(client, create_user):
+    user = await create_user("pro", tier="pro")
+    response = await client.get("/auth/keys", headers=user.headers)
+    assert response.headers["X-RateLimit-Limit"] == "600"
+
+
+async def test_each_api_key_has_its_own_budget(client, admin):
+    key = (
+        await client.post(
+            "/auth/keys", headers=admin.headers, json={"name": "k", "scopes": ["admin"]}
+        )
+    ).json()["key"]
+
+    by_key = await client.get("/auth/keys", headers={"X-API-Key": key})
+    by_token = await client.get("/auth/keys", headers=admin.headers)
+
+    # The admin is enterprise; the key's counter starts fresh, apart from the session's.
+    assert by_key.headers["X-RateLimit-Limit"] == "6000"
+    assert by_key.headers["X-RateLimit-Remaining"] == "5999"
+    assert int(by_token.headers["X-RateLimit-Remaining"]) < 5999
+
+
+async def test_public_endpoints_are_limited_per_client_ip(server):
+    def client_from(ip: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=server.app, client=(ip, 1000))
+        return httpx.AsyncClient(transport=transport, base_url="http://t/api/v1")
+
+    async with client_from("192.0.2.1") as first, client_from("192.0.2.2") as second:
+        statuses = [(await first.get("/health/live")).status_code for _ in range(61)]
+        other = await second.get("/health/live")
+
+    assert statuses[:60] == [200] * 60
+    assert statuses[60] == 429
+    assert other.status_code == 200
+    assert other.headers["X-RateLimit-Remaining"] == "59"
+
+
+async def test_failed_authentication_counts_against_the_client_ip(server):
+    transport = httpx.ASGITransport(app=server.app, client=("192.0.2.9", 1000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+        results = [
+            (await http.get("/auth/keys", headers={"X-API-Key": "llo_sk_guess"})).status_code
+            for _ in range(61)
+        ]
+    assert results[:60] == [401] * 60
+    assert results[60] == 429
