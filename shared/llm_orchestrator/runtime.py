@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.auth.service import AuthService
 from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.auth.users import UserService
@@ -20,6 +21,7 @@ from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter, TierLimits
 from llm_orchestrator.store.api_keys import ApiKeyRepository
+from llm_orchestrator.store.audit import AuditRepository
 from llm_orchestrator.store.db import Database
 from llm_orchestrator.store.rate_limits import RateLimitRepository
 from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
@@ -35,6 +37,7 @@ class Runtime:
     auth: AuthService
     user_admin: UserService
     limiter: RateLimiter
+    audit: AuditTrail
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -101,6 +104,7 @@ def build_runtime(settings: Settings, *, database_url: str | None = None) -> Run
         auth=auth,
         user_admin=UserService(users),
         limiter=RateLimiter(RateLimitRepository(db), tier_limits(settings), utcnow),
+        audit=AuditTrail(AuditRepository(db), utcnow),
     )
 
 

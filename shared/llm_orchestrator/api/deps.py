@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from llm_orchestrator.api.audit_log import client_ip
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import RateLimited, ServiceUnavailable, Unauthorized
@@ -28,10 +29,6 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def _count_request(request: Request, runtime: Runtime, subject: str, tier: str) -> None:

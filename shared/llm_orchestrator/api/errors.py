@@ -75,6 +75,10 @@ def status_for(exc: OrchestratorError) -> tuple[int, str]:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrchestratorError)
     status, code = status_for(exc)
+    if status in (401, 403):
+        from llm_orchestrator.api.audit_log import record_refusal
+
+        await record_refusal(request, status, exc.message)
     headers = exc.headers if isinstance(exc, RateLimited) else None
     return error_response(request, status, code, exc.message, exc.details, headers)
 

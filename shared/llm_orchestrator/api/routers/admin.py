@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 
+from llm_orchestrator.api import audit_log
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.admin import CreateUserRequest, UserList, UserPublic
@@ -26,12 +27,23 @@ async def list_users(runtime: RuntimeDep, _: Admin, page: Page) -> UserList:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
-async def create_user(body: CreateUserRequest, runtime: RuntimeDep, _: Admin) -> UserPublic:
+async def create_user(
+    body: CreateUserRequest, request: Request, runtime: RuntimeDep, _: Admin
+) -> UserPublic:
     user = await runtime.user_admin.create_user(
         username=body.username,
         email=str(body.email),
         password=body.password,
         roles=body.roles,
         tier=body.tier,
+    )
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="user_management",
+        action="Create user",
+        resource_type="user",
+        resource_id=user.id,
+        details={"username": user.username, "roles": list(user.roles), "tier": user.tier},
     )
     return UserPublic.of(user)

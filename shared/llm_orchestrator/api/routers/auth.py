@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
+from llm_orchestrator.api import audit_log
 from llm_orchestrator.api.deps import CurrentPrincipal, RuntimeDep, limit_by_client_ip, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.auth import (
@@ -21,6 +22,7 @@ from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.auth.service import TokenPair
+from llm_orchestrator.errors import Unauthorized
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
 
@@ -36,18 +38,61 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 
 @router.post("/login", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def login(body: LoginRequest, runtime: RuntimeDep) -> TokenResponse:
-    return _tokens(await runtime.auth.login(body.username, body.password))
+async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+    try:
+        pair = await runtime.auth.login(body.username, body.password)
+    except Unauthorized:
+        await audit_log.record(
+            request,
+            runtime,
+            event_type="authentication",
+            action="Login",
+            result="failure",
+            details={"username": body.username},
+        )
+        raise
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="authentication",
+        action="Login",
+        user_id=pair.user.id,
+        resource_type="user",
+        resource_id=pair.user.id,
+    )
+    return _tokens(pair)
 
 
 @router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def refresh(body: RefreshRequest, runtime: RuntimeDep) -> TokenResponse:
-    return _tokens(await runtime.auth.refresh(body.refresh_token))
+async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+    try:
+        pair = await runtime.auth.refresh(body.refresh_token)
+    except Unauthorized as exc:
+        await audit_log.record(
+            request,
+            runtime,
+            event_type="authentication",
+            action="Refresh token",
+            result="failure",
+            details={"reason": exc.message},
+        )
+        raise
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="authentication",
+        action="Refresh token",
+        user_id=pair.user.id,
+        resource_type="user",
+        resource_id=pair.user.id,
+    )
+    return _tokens(pair)
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKeyResponse)
 async def create_key(
     body: CreateKeyRequest,
+    request: Request,
     runtime: RuntimeDep,
     caller: Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))],
 ) -> CreatedKeyResponse:
@@ -59,6 +104,15 @@ async def create_key(
         owner_id=body.user_id,
     )
     key = created.key
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="api_key",
+        action="Create API key",
+        resource_type="api_key",
+        resource_id=str(key.id),
+        details={"name": key.name, "owner": key.user_id, "scopes": list(key.scopes)},
+    )
     return CreatedKeyResponse(
         id=key.id,
         key=created.raw_key,
@@ -79,6 +133,16 @@ async def list_keys(runtime: RuntimeDep, caller: CurrentPrincipal, page: Page) -
 
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_key(key_id: str, runtime: RuntimeDep, caller: CurrentPrincipal) -> Response:
+async def revoke_key(
+    key_id: str, request: Request, runtime: RuntimeDep, caller: CurrentPrincipal
+) -> Response:
     await runtime.auth.revoke_key(caller, key_id)
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="api_key",
+        action="Revoke API key",
+        resource_type="api_key",
+        resource_id=key_id,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

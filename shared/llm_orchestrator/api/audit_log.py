@@ -1,0 +1,62 @@
+"""Recording audit events from the HTTP layer, where the caller and client IP are known."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+
+from llm_orchestrator.audit.trail import Result
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def record(
+    request: Request,
+    runtime: Runtime,
+    *,
+    event_type: str,
+    action: str,
+    result: Result = "success",
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    user_id: str | None = None,
+) -> None:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    await runtime.audit.record(
+        event_type=event_type,
+        action=action,
+        result=result,
+        user_id=user_id or (principal.user_id if principal else None),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        ip_address=client_ip(request),
+        details={"request_id": request.state.request_id, **(details or {})},
+    )
+    request.state.audited = True
+
+
+async def record_refusal(request: Request, status: int, message: str) -> None:
+    """Every 401/403 lands in the trail, unless the route already recorded the failure."""
+    if getattr(request.state, "audited", False):
+        return
+    try:
+        runtime: Runtime = await request.app.state.runtime_provider()
+        await record(
+            request,
+            runtime,
+            event_type="access_denied",
+            action=f"{request.method} {request.url.path}",
+            result="failure",
+            details={"status": status, "reason": message},
+        )
+    except Exception:  # the refusal must still be answered if the trail is unavailable
+        log.exception("could not record an access refusal in the audit trail")
