@@ -1,0 +1,416 @@
+"""Runs a loaded state machine; see :mod:`llm_orchestrator.engine.asl` for the semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, NoReturn
+
+from llm_orchestrator.engine.asl_history import (
+    ExecutionResult,
+    ExecutionStatus,
+    HistoryEvent,
+    HistoryEventType,
+)
+from llm_orchestrator.engine.asl_model import (
+    STATES_RUNTIME,
+    STATES_TIMEOUT,
+    Catcher,
+    FailState,
+    ParallelState,
+    PassState,
+    PathNotFound,
+    RenderContext,
+    Retrier,
+    Scope,
+    StateMachine,
+    SucceedState,
+    TaskState,
+    copy_json,
+    error_matches,
+)
+from llm_orchestrator.engine.asl_tokens import TaskTokenRegistry, TokenOutcome
+from llm_orchestrator.engine.clock import Clock, TimerHandle
+
+Invoker = Callable[[str, dict[str, Any]], Awaitable[Any]]
+"""``(function_name, payload) -> result``: what a ``lambda:invoke`` Task calls."""
+
+_Event = HistoryEventType
+
+
+class TaskFailed(Exception):
+    """Raised by an invoker: the task failed with ASL error ``error`` (what Retry/Catch match)."""
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        super().__init__(f"{error}: {cause}" if cause else error)
+        self.error = error
+        self.cause = cause
+
+
+class StopSignal:
+    """StopExecution for local runs: :meth:`stop` ends each run watching it as ABORTED.
+
+    In-flight invocations and task-token waits are cancelled. Stopping a run that has
+    already finished changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+        self.requested = False
+        self.error: str | None = None
+        self.cause: str | None = None
+
+    def stop(self, error: str | None = None, cause: str | None = None) -> None:
+        if self.requested:
+            return
+        self.requested, self.error, self.cause = True, error, cause
+        for listener in tuple(self._listeners):
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` on :meth:`stop`; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+
+async def run_execution(
+    machine: StateMachine,
+    execution_input: Mapping[str, Any],
+    *,
+    execution_arn: str,
+    invoker: Invoker,
+    token_registry: TaskTokenRegistry,
+    clock: Clock,
+    rng: random.Random,
+    stop: StopSignal | None = None,
+) -> ExecutionResult:
+    """Run ``machine`` on ``execution_input`` to its end and say how it ended.
+
+    ``execution_arn`` is ``$$.Execution.Id``; ``rng`` draws the FULL-jitter delays.
+    Raises ``TypeError`` if the input is not a JSON object. Cancelling the task running
+    this coroutine cancels the execution's work, waits for it to unwind and propagates;
+    use ``stop`` to end a run with status ABORTED instead.
+    """
+    run = _Execution(machine, execution_arn, invoker, token_registry, clock, rng)
+    return await run.run(execution_input, stop)
+
+
+class _StateError(Exception):
+    """A state failed with an ASL error; Retry/Catch may handle it, else it ends the scope."""
+
+    def __init__(self, error: str | None, cause: str | None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.cause = cause
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class _Deadline:
+    """``asyncio.timeout_at`` on a :class:`Clock`, so a FakeClock can expire it."""
+
+    def __init__(self, clock: Clock, when: float) -> None:
+        self._clock = clock
+        self._when = when
+        self.expired = False
+
+    async def __aenter__(self) -> _Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline needs a running task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle: TimerHandle = self._clock.call_at(self._when, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._handle.cancel()
+        # Only our own cancellation becomes a timeout; one from outside (a stop) goes on.
+        if self.expired and self._task.uncancel() <= self._cancelling:
+            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                raise TimeoutError from exc
+
+
+class _Execution:
+    def __init__(
+        self,
+        machine: StateMachine,
+        execution_arn: str,
+        invoker: Invoker,
+        tokens: TaskTokenRegistry,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self._machine = machine
+        self._arn = execution_arn
+        self._invoker = invoker
+        self._tokens = tokens
+        self._clock = clock
+        self._rng = rng
+        self._history: list[HistoryEvent] = []
+        self._interrupt: ExecutionStatus | None = None
+
+    def _record(self, event: HistoryEventType, state: str | None = None, **details: Any) -> None:
+        self._history.append(HistoryEvent(event, self._clock.now(), state, **details))
+
+    def _result(self, status: ExecutionStatus, **details: Any) -> ExecutionResult:
+        return ExecutionResult(status, history=tuple(self._history), **details)
+
+    async def run(
+        self, execution_input: Mapping[str, Any], stop: StopSignal | None
+    ) -> ExecutionResult:
+        if not isinstance(execution_input, Mapping):
+            raise TypeError("the execution input must be a JSON object")
+        data: dict[str, Any] = copy_json(execution_input)
+        self._record(_Event.EXECUTION_STARTED, payload=data)
+        if stop is not None and stop.requested:
+            return self._aborted(stop)
+        body = asyncio.ensure_future(self._run_scope(self._machine.root, data))
+
+        def interrupt(status: ExecutionStatus) -> None:
+            if self._interrupt is None and not body.done():
+                self._interrupt = status
+                body.cancel()
+
+        timeout = self._machine.timeout_seconds
+        timer = None
+        if timeout is not None:
+            deadline = self._clock.now() + timeout
+            timer = self._clock.call_at(deadline, lambda: interrupt(ExecutionStatus.TIMED_OUT))
+        unsubscribe = stop.subscribe(lambda: interrupt(ExecutionStatus.ABORTED)) if stop else None
+        output: dict[str, Any] | None = None
+        failure: _StateError | None = None
+        try:
+            output = await body
+        except _StateError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            if self._interrupt is None or _being_cancelled():
+                # Our caller cancelled us: nothing of this run may outlive the call.
+                body.cancel()
+                await asyncio.wait([body])
+                raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if unsubscribe is not None:
+                unsubscribe()
+        # Once interrupted, the interrupt decides, whatever the cancelled body did after.
+        if self._interrupt is ExecutionStatus.TIMED_OUT:
+            cause = f"the execution did not finish within {timeout} seconds"
+            self._record(_Event.EXECUTION_TIMED_OUT, error=STATES_TIMEOUT, cause=cause)
+            return self._result(ExecutionStatus.TIMED_OUT, error=STATES_TIMEOUT, cause=cause)
+        if self._interrupt is ExecutionStatus.ABORTED and stop is not None:
+            return self._aborted(stop)
+        if failure is not None:
+            self._record(_Event.EXECUTION_FAILED, error=failure.error, cause=failure.cause)
+            return self._result(ExecutionStatus.FAILED, error=failure.error, cause=failure.cause)
+        self._record(_Event.EXECUTION_SUCCEEDED, output=output)
+        return self._result(ExecutionStatus.SUCCEEDED, output=output)
+
+    def _aborted(self, stop: StopSignal) -> ExecutionResult:
+        self._record(_Event.EXECUTION_ABORTED, error=stop.error, cause=stop.cause)
+        return self._result(ExecutionStatus.ABORTED, error=stop.error, cause=stop.cause)
+
+    async def _run_scope(self, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
+        name: str | None = scope.start_at
+        while name is not None:
+            state = scope.states[name]
+            if isinstance(state, TaskState):
+                name, data = await self._run_task(state, data)
+            elif isinstance(state, ParallelState):
+                name, data = await self._run_parallel(state, data)
+            elif isinstance(state, PassState):
+                self._record(_Event.PASS_STATE_ENTERED, state.name)
+                self._record(_Event.PASS_STATE_EXITED, state.name)
+                name = state.next
+            elif isinstance(state, SucceedState):
+                self._record(_Event.SUCCEED_STATE_ENTERED, state.name)
+                self._record(_Event.SUCCEED_STATE_EXITED, state.name)
+                name = None
+            else:
+                self._fail(state)
+        return data
+
+    def _fail(self, state: FailState) -> NoReturn:
+        self._record(_Event.FAIL_STATE_ENTERED, state.name, error=state.error, cause=state.cause)
+        raise _StateError(state.error, state.cause)
+
+    def _catch(
+        self,
+        name: str,
+        catchers: tuple[Catcher, ...],
+        data: dict[str, Any],
+        failure: _StateError,
+        exited: HistoryEventType,
+    ) -> tuple[str, dict[str, Any]]:
+        for catcher in catchers:
+            if error_matches(catcher.error_equals, failure.error):
+                caught = dict(data)
+                caught["error"] = {"Error": failure.error, "Cause": failure.cause}
+                self._record(exited, name, error=failure.error, cause=failure.cause)
+                return catcher.next, caught
+        raise failure
+
+    async def _run_task(
+        self, state: TaskState, data: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any]]:
+        self._record(_Event.TASK_STATE_ENTERED, state.name)
+        # Each retrier counts its own retries; RetryCount counts all of them in this entry.
+        retries_done = [0] * len(state.retry)
+        retry_count = 0
+        try:
+            while True:
+                try:
+                    await self._attempt(state, data, retry_count)
+                    break
+                except _StateError as failure:
+                    index = _matching_retrier(state.retry, failure.error)
+                    if index is None or retries_done[index] >= state.retry[index].max_attempts:
+                        return self._catch(
+                            state.name, state.catch, data, failure, _Event.TASK_STATE_EXITED
+                        )
+                    delay = state.retry[index].delay(retries_done[index], self._rng)
+                    retries_done[index] += 1
+                    retry_count += 1
+                    self._record(
+                        _Event.RETRY_SCHEDULED,
+                        state.name,
+                        error=failure.error,
+                        cause=failure.cause,
+                        retry_count=retry_count,
+                        delay_seconds=delay,
+                    )
+                await self._clock.sleep(delay)
+        except asyncio.CancelledError:
+            self._record(_Event.TASK_STATE_ABORTED, state.name)
+            raise
+        self._record(_Event.TASK_STATE_EXITED, state.name)
+        return state.next, data
+
+    async def _attempt(self, state: TaskState, data: dict[str, Any], retry_count: int) -> None:
+        token: str | None = None
+        answer: asyncio.Future[TokenOutcome] | None = None
+        if state.wait_for_task_token:
+            token, answer = self._tokens.issue()
+        try:
+            try:
+                payload = state.payload.render(data, RenderContext(self._arn, retry_count, token))
+            except PathNotFound as exc:
+                raise _StateError(STATES_RUNTIME, str(exc)) from None
+            self._record(
+                _Event.TASK_SCHEDULED,
+                state.name,
+                function_name=state.function_name,
+                payload=payload,
+                retry_count=retry_count,
+            )
+            if state.timeout_seconds is None:
+                await self._invoke(state, payload, answer)
+                return
+            deadline = _Deadline(self._clock, self._clock.now() + state.timeout_seconds)
+            try:
+                async with deadline:
+                    await self._invoke(state, payload, answer)
+            except TimeoutError:
+                if not deadline.expired:
+                    raise
+                cause = f"the task did not finish within {state.timeout_seconds} seconds"
+                self._record(_Event.TASK_TIMED_OUT, state.name, error=STATES_TIMEOUT, cause=cause)
+                raise _StateError(STATES_TIMEOUT, cause) from None
+        finally:
+            if token is not None:
+                self._tokens.discard(token)
+
+    async def _invoke(
+        self,
+        state: TaskState,
+        payload: dict[str, Any],
+        answer: asyncio.Future[TokenOutcome] | None,
+    ) -> None:
+        self._record(_Event.TASK_STARTED, state.name)
+        failure: _StateError | None = None
+        result: Any = None
+        try:
+            result = await self._invoker(state.function_name, payload)
+        except TaskFailed as exc:
+            failure = _StateError(exc.error, exc.cause)
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            # Nobody cancelled us: the invoker let a cancellation of its own escape.
+            failure = _StateError(type(exc).__name__, str(exc))
+        except Exception as exc:
+            failure = _StateError(type(exc).__name__, str(exc))
+        # A token answered before the invoker failed still counts: the first outcome wins.
+        if answer is not None and (failure is None or answer.done()):
+            if failure is None:
+                self._record(_Event.TASK_SUBMITTED, state.name, output=result)
+            outcome = await answer
+            failure = None if outcome.succeeded else _StateError(outcome.error, outcome.cause)
+            result = outcome.output
+        if failure is not None:
+            self._record(_Event.TASK_FAILED, state.name, error=failure.error, cause=failure.cause)
+            raise failure
+        self._record(_Event.TASK_SUCCEEDED, state.name, output=result)
+
+    async def _run_parallel(
+        self, state: ParallelState, data: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any]]:
+        self._record(_Event.PARALLEL_STATE_ENTERED, state.name)
+        self._record(_Event.PARALLEL_STATE_STARTED, state.name)
+        loop = asyncio.get_running_loop()
+        branches = [loop.create_task(self._run_scope(branch, data)) for branch in state.branches]
+        first_failure: BaseException | None = None
+
+        def on_branch_done(branch: asyncio.Task[dict[str, Any]]) -> None:
+            nonlocal first_failure
+            if first_failure is None and not branch.cancelled() and branch.exception():
+                # As on AWS, one failed branch fails the Parallel and stops the others.
+                first_failure = branch.exception()
+                for other in branches:
+                    other.cancel()
+
+        for branch in branches:
+            branch.add_done_callback(on_branch_done)
+        try:
+            await asyncio.wait(branches)
+        except asyncio.CancelledError:
+            for branch in branches:
+                branch.cancel()
+            await asyncio.wait(branches)
+            self._record(_Event.PARALLEL_STATE_ABORTED, state.name)
+            raise
+        if first_failure is None:
+            self._record(_Event.PARALLEL_STATE_SUCCEEDED, state.name)
+            self._record(_Event.PARALLEL_STATE_EXITED, state.name)
+            return state.next, data
+        if not isinstance(first_failure, _StateError):
+            raise first_failure
+        failure = first_failure
+        self._record(
+            _Event.PARALLEL_STATE_FAILED, state.name, error=failure.error, cause=failure.cause
+        )
+        return self._catch(state.name, state.catch, data, failure, _Event.PARALLEL_STATE_EXITED)
+
+
+def _matching_retrier(retriers: tuple[Retrier, ...], error: str | None) -> int | None:
+    # Only the first matching retrier counts, even when its attempts are used up (AWS).
+    for index, retrier in enumerate(retriers):
+        if error_matches(retrier.error_equals, error):
+            return index
+    return None

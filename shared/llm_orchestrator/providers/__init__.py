@@ -1,0 +1,59 @@
+"""LLM and embedding providers behind provider-neutral protocols.
+
+Importing this package never imports a vendor SDK; each adapter imports its own on
+first use.
+"""
+
+from .base import (
+    ChatRequest,
+    ChatResult,
+    CredentialNames,
+    CredentialResolver,
+    EmbeddingProvider,
+    EmbedRequest,
+    EmbedResult,
+    EnvCredentialResolver,
+    FallbackCredentialResolver,
+    LLMProvider,
+    ProviderCredentials,
+    credential_names,
+)
+from .errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderInvalidResponse,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderUnavailable,
+    UnsupportedProvider,
+)
+from .openai_provider import OpenAIProvider
+from .registry import DEFAULT_FACTORIES, ProviderFactory, ProviderRegistry
+
+__all__ = [
+    "DEFAULT_FACTORIES",
+    "ChatRequest",
+    "ChatResult",
+    "CredentialNames",
+    "CredentialResolver",
+    "EmbedRequest",
+    "EmbedResult",
+    "EmbeddingProvider",
+    "EnvCredentialResolver",
+    "FallbackCredentialResolver",
+    "LLMProvider",
+    "OpenAIProvider",
+    "ProviderAuthError",
+    "ProviderBadRequest",
+    "ProviderCredentials",
+    "ProviderError",
+    "ProviderFactory",
+    "ProviderInvalidResponse",
+    "ProviderQuotaExceeded",
+    "ProviderRateLimited",
+    "ProviderRegistry",
+    "ProviderUnavailable",
+    "UnsupportedProvider",
+    "credential_names",
+]

@@ -1,0 +1,337 @@
+"""OpenAI, and any server that speaks its API, through the official SDK's async client.
+
+The module is named ``openai_provider`` rather than ``openai`` so that no reader, tool
+or ``sys.path`` accident can confuse it with the SDK package.
+
+The SDK is imported on first use, never at module import: importing it costs a Lambda
+cold start noticeable time, and the handlers that never call a model should not pay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+from .base import (
+    ChatRequest,
+    ChatResult,
+    CredentialResolver,
+    EmbedRequest,
+    EmbedResult,
+    credential_names,
+)
+from .errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderInvalidResponse,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    from openai import APIStatusError, AsyncOpenAI, OpenAIError
+    from openai.types.chat import ChatCompletionMessageParam
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT_SECONDS = 60.0
+# Error bodies from proxies in front of compatible servers can be whole HTML pages.
+_MAX_DETAIL_CHARS = 500
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedClient:
+    client: AsyncOpenAI
+    # An httpx connection pool belongs to the event loop that opened it; a Lambda that
+    # runs each invocation under a fresh ``asyncio.run`` must not reuse it on the next loop.
+    loop: asyncio.AbstractEventLoop
+    # OpenAI itself rejects ``max_tokens`` for reasoning models and wants
+    # ``max_completion_tokens``; many compatible servers only know ``max_tokens``.
+    is_openai: bool
+
+
+class OpenAIProvider:
+    """Chat completions and embeddings against ``base_url`` (OpenAI's API by default).
+
+    Credentials are resolved on every call, so a rotated secret takes effect without a
+    cold start; clients are cached per (api key, base URL) so warm calls reuse their
+    connections. The SDK's own retries are off: retrying is the state machine's job, and
+    two layers of retries multiply into minutes of hidden waiting.
+    """
+
+    def __init__(
+        self,
+        resolver: CredentialResolver,
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        name: str = "openai",
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self._resolver = resolver
+        self._timeout_seconds = timeout_seconds
+        self._name = name
+        self._clients: dict[tuple[str, str], _CachedClient] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ChatRequest, /) -> ChatResult:
+        from openai import omit
+
+        cached, api_key = await self._client()
+        messages: list[ChatCompletionMessageParam] = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        limit = omit if request.max_tokens is None else request.max_tokens
+        completion, latency_ms = await self._timed(
+            api_key,
+            cached.client.chat.completions.create(
+                model=request.model,
+                messages=messages,
+                temperature=omit if request.temperature is None else request.temperature,
+                max_completion_tokens=limit if cached.is_openai else omit,
+                max_tokens=omit if cached.is_openai else limit,
+            ),
+        )
+        if not completion.choices:
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a completion without choices", provider=self._name
+            )
+        usage = completion.usage
+        return ChatResult(
+            text=completion.choices[0].message.content or "",
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            model=completion.model or request.model,
+            latency_ms=latency_ms,
+        )
+
+    async def embed(self, request: EmbedRequest, /) -> EmbedResult:
+        cached, api_key = await self._client()
+        expected = 1 if isinstance(request.input, str) else len(request.input)
+        response, latency_ms = await self._timed(
+            api_key,
+            # Asked for explicitly: the SDK may otherwise request base64, which not every
+            # compatible server implements.
+            cached.client.embeddings.create(
+                model=request.model, input=request.input, encoding_format="float"
+            ),
+        )
+        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        if len(vectors) != expected:
+            raise ProviderInvalidResponse(
+                f"{self._name} returned {len(vectors)} embeddings for {expected} inputs",
+                provider=self._name,
+            )
+        return EmbedResult(
+            vectors=vectors,
+            input_tokens=response.usage.prompt_tokens if response.usage else 0,
+            model=response.model or request.model,
+            latency_ms=latency_ms,
+        )
+
+    async def aclose(self) -> None:
+        """Close the cached clients; call it before the event loop that used them ends."""
+        clients, self._clients = self._clients, {}
+        loop = asyncio.get_running_loop()
+        for cached in clients.values():
+            if cached.loop is loop:
+                await cached.client.close()
+            elif cached.loop.is_closed():
+                await _abandon(cached.client)
+
+    async def _client(self) -> tuple[_CachedClient, str]:
+        credentials = await self._resolver.resolve(self._name)
+        if not credentials.api_key:
+            names = credential_names(self._name)
+            raise ProviderAuthError(
+                f"no API key configured for provider '{self._name}': "
+                f"set the {names.api_key} secret or environment variable",
+                provider=self._name,
+            )
+        # Always passed explicitly: left unset, the SDK would read OPENAI_BASE_URL from the
+        # process environment behind the resolver's back.
+        base_url = credentials.base_url or DEFAULT_BASE_URL
+        key = (credentials.api_key, base_url)
+        loop = asyncio.get_running_loop()
+        cached = self._clients.get(key)
+        if cached is not None and cached.loop is not loop:
+            if cached.loop.is_closed():
+                await _abandon(cached.client)
+            cached = None
+        if cached is None:
+            cached = _CachedClient(
+                client=self._build_client(credentials.api_key, base_url),
+                loop=loop,
+                is_openai=urlsplit(base_url).hostname == "api.openai.com",
+            )
+            self._clients[key] = cached
+        return cached, credentials.api_key
+
+    def _build_client(self, api_key: str, base_url: str) -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=self._timeout_seconds,
+        )
+
+    async def _timed(self, api_key: str, call: Awaitable[_T]) -> tuple[_T, float]:
+        from openai import OpenAIError
+
+        started = time.perf_counter()
+        try:
+            result = await call
+        except OpenAIError as exc:
+            error = _translate(exc, self._name, api_key, self._timeout_seconds)
+            # The SDK's exception text may quote a masked key ("sk-...abcd"); keep it out
+            # of tracebacks that end up in logs.
+            raise error from (None if isinstance(error, ProviderAuthError) else exc)
+        return result, (time.perf_counter() - started) * 1000.0
+
+
+async def _abandon(client: AsyncOpenAI) -> None:
+    # The client's connections belong to a loop that is already closed, so closing them
+    # fails. Trying anyway marks the client closed, which stops the SDK's finaliser from
+    # scheduling the same doomed close on whatever loop runs when the client is collected
+    # (an ERROR-level "Task exception was never retrieved" in the logs). The garbage
+    # collector reclaims the sockets.
+    with contextlib.suppress(RuntimeError):
+        await client.close()
+
+
+def _translate(
+    exc: OpenAIError, provider: str, api_key: str, timeout_seconds: float
+) -> ProviderError:
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderUnavailable(
+            f"{provider} did not answer within {timeout_seconds:g}s", provider=provider
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        reason = _redact(str(exc.__cause__ or exc), api_key)
+        return ProviderUnavailable(
+            f"could not reach {provider} at {_host(str(exc.request.url))}: {reason}",
+            provider=provider,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return _translate_status(exc, provider, api_key)
+    return ProviderInvalidResponse(
+        f"{provider} returned an unusable response: {_redact(str(exc), api_key)}",
+        provider=provider,
+    )
+
+
+def _translate_status(exc: APIStatusError, provider: str, api_key: str) -> ProviderError:
+    status = exc.status_code
+    code = exc.code or exc.type
+    label = f"HTTP {status}, {code}" if code else f"HTTP {status}"
+    if status in (401, 403):
+        # Deliberately without the provider's text: OpenAI's 401 message quotes the key.
+        names = credential_names(provider)
+        return ProviderAuthError(
+            f"{provider} refused the credentials ({label}): "
+            f"check the {names.api_key} secret or environment variable",
+            provider=provider,
+            status_code=status,
+        )
+    detail = _detail(exc, api_key)
+    retry_after = _retry_after_seconds(exc.response.headers)
+    if status == 429:
+        if exc.code == "insufficient_quota":
+            return ProviderQuotaExceeded(
+                f"{provider} quota exhausted ({label}): {detail}",
+                provider=provider,
+                status_code=status,
+            )
+        return ProviderRateLimited(
+            f"{provider} rate limit hit ({label}): {detail}",
+            provider=provider,
+            status_code=status,
+            retry_after=retry_after,
+        )
+    # 408 and 409 are what OpenAI documents as safe to retry, alongside 5xx.
+    if status >= 500 or status in (408, 409):
+        return ProviderUnavailable(
+            f"{provider} is unavailable ({label}): {detail}",
+            provider=provider,
+            status_code=status,
+            retry_after=retry_after,
+        )
+    return ProviderBadRequest(
+        f"{provider} rejected the request ({label}): {detail}",
+        provider=provider,
+        status_code=status,
+    )
+
+
+def _detail(exc: APIStatusError, api_key: str) -> str:
+    body = exc.body
+    text = ""
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str):
+            text = message
+    elif isinstance(body, str):
+        text = body
+    text = " ".join(text.split()) or "no error message"
+    return _redact(text, api_key)[:_MAX_DETAIL_CHARS]
+
+
+def _redact(text: str, api_key: str) -> str:
+    return text.replace(api_key, "[redacted]") if api_key else text
+
+
+def _host(url: str) -> str:
+    # netloc could carry user:password; only host and port are worth reporting.
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    milliseconds = _finite_float(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return max(0.0, milliseconds / 1000.0)
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    seconds = _finite_float(raw)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _finite_float(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
