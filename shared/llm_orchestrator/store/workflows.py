@@ -1,0 +1,173 @@
+"""Workflow definitions, owned by users."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from llm_orchestrator.store.db import Database, fetch_page
+
+ACTIVE_STATUSES = ("pending", "running", "paused")
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    id: uuid.UUID
+    owner_id: str
+    name: str
+    version: str
+    description: str | None
+    definition: dict[str, Any]
+    timeout_seconds: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _workflow(row: dict[str, Any]) -> WorkflowRecord:
+    return WorkflowRecord(**{k: row[k] for k in WorkflowRecord.__dataclass_fields__})
+
+
+def _owner_clause(owner_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    return ("TRUE", ()) if owner_id is None else ("owner_id = %s", (owner_id,))
+
+
+class WorkflowRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        workflow_id: uuid.UUID,
+        owner_id: str,
+        name: str,
+        version: str,
+        description: str | None,
+        definition: dict[str, Any],
+        timeout_seconds: int,
+        now: datetime,
+    ) -> WorkflowRecord:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO workflows (id, owner_id, name, version, description, definition,"
+                " timeout_seconds, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (
+                    workflow_id,
+                    owner_id,
+                    name,
+                    version,
+                    description,
+                    Jsonb(definition),
+                    timeout_seconds,
+                    now,
+                    now,
+                ),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return _workflow(row)
+
+    async def get(self, workflow_id: uuid.UUID, *, owner_id: str | None) -> WorkflowRecord | None:
+        """The workflow if it exists and ``owner_id`` (None: anyone) owns it."""
+        owner_sql, owner_params = _owner_clause(owner_id)
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT * FROM workflows WHERE id = %s AND {owner_sql}",
+                (workflow_id, *owner_params),
+            )
+            row = await cur.fetchone()
+        return _workflow(row) if row else None
+
+    async def list(
+        self,
+        *,
+        owner_id: str | None,
+        name: str | None,
+        version: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[WorkflowRecord], int]:
+        clauses, params = [_owner_clause(owner_id)[0]], list(_owner_clause(owner_id)[1])
+        if name:
+            escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("lower(name) LIKE %s")
+            params.append(f"%{escaped}%")
+        if version:
+            clauses.append("version = %s")
+            params.append(version)
+        async with self._db.connection() as conn:
+            rows, total = await fetch_page(
+                conn,
+                source="workflows",
+                where=" AND ".join(clauses),
+                params=tuple(params),
+                order_by="created_at, id",
+                limit=limit,
+                offset=offset,
+            )
+        return [_workflow(r) for r in rows], total
+
+    async def update(
+        self,
+        workflow_id: uuid.UUID,
+        *,
+        owner_id: str | None,
+        name: str,
+        version: str,
+        description: str | None,
+        definition: dict[str, Any],
+        timeout_seconds: int,
+        now: datetime,
+    ) -> WorkflowRecord | None:
+        owner_sql, owner_params = _owner_clause(owner_id)
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE workflows SET name = %s, version = %s, description = %s,"
+                " definition = %s, timeout_seconds = %s, updated_at = %s"
+                f" WHERE id = %s AND {owner_sql} RETURNING *",
+                (
+                    name,
+                    version,
+                    description,
+                    Jsonb(definition),
+                    timeout_seconds,
+                    now,
+                    workflow_id,
+                    *owner_params,
+                ),
+            )
+            row = await cur.fetchone()
+        return _workflow(row) if row else None
+
+    async def delete_if_idle(self, workflow_id: uuid.UUID, *, owner_id: str | None) -> str:
+        """Delete unless an execution is active. Returns "deleted", "missing" or "busy".
+
+        The workflow row is locked first, so an execution cannot start in between.
+        """
+        owner_sql, owner_params = _owner_clause(owner_id)
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                f"SELECT id FROM workflows WHERE id = %s AND {owner_sql} FOR UPDATE",
+                (workflow_id, *owner_params),
+            )
+            if await cur.fetchone() is None:
+                return "missing"
+            cur = await conn.execute(
+                "SELECT 1 FROM executions WHERE workflow_id = %s AND status = ANY(%s) LIMIT 1",
+                (workflow_id, list(ACTIVE_STATUSES)),
+            )
+            if await cur.fetchone() is not None:
+                return "busy"
+            await conn.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
+            return "deleted"
+
+    async def count(self) -> int:
+        async with self._db.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM workflows")
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0

@@ -1,0 +1,287 @@
+"""Workflow definition models: the shape of a definition, checked field by field.
+
+These models check each field on its own. The rules that need the whole graph
+(duplicate ids, unknown dependencies, cycles, where a ``{{var}}`` comes from) live in
+:mod:`llm_orchestrator.workflows.validation`; untrusted input goes through
+``parse_definition``, which runs both and reports every problem at once. The graph
+queries at the end (levels, ancestors) assume a definition that passed it.
+
+Every model forbids unknown fields, so a typo such as ``"max_token"`` is an error rather
+than a silently ignored setting, and is strict, so ``"5"`` is not accepted as ``5``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llm_orchestrator.workflows.templating import find_variables
+
+__all__ = [
+    "DEFAULT_WORKFLOW_TIMEOUT_SECONDS",
+    "MAX_STEPS",
+    "MAX_TEMPLATE_CHARS",
+    "OUTPUT_NAME_PATTERN",
+    "STEP_ID_PATTERN",
+    "STEP_TYPES",
+    "EmbedStep",
+    "LlmStep",
+    "RetryPolicy",
+    "Step",
+    "VectorSearchStep",
+    "WorkflowDefinition",
+    "ancestor_masks",
+    "ancestors",
+    "iter_data_templates",
+    "parent_indexes",
+    "topological_levels",
+    "topological_order",
+]
+
+DEFAULT_WORKFLOW_TIMEOUT_SECONDS = 3600
+"""A workflow without ``timeout_seconds`` may run for one hour."""
+MAX_WORKFLOW_TIMEOUT_SECONDS = 31_536_000
+"""One year: the longest a Step Functions standard execution may run."""
+MAX_STEP_TIMEOUT_SECONDS = 86_400
+MAX_STEPS = 1000
+MAX_TEMPLATE_CHARS = 100_000
+
+STEP_ID_PATTERN = r"^[A-Za-z](?:_?[A-Za-z0-9-])*_?$"
+"""A letter, then letters, digits, ``-`` and single ``_``.
+
+``__`` is excluded because the compiler names a step's helper states ``<id>__paused``
+and so on; without it those names could collide with another step's id.
+"""
+STEP_ID_MAX_CHARS = 64
+"""Keeps ``<id>__cancelled`` within Step Functions' 80-character state-name limit."""
+OUTPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""Outputs are referenced as ``{{name}}``, so they follow the template variable syntax."""
+
+STEP_TYPES = ("llm", "embed", "vector_search")
+
+StepId = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS, pattern=STEP_ID_PATTERN)]
+StepRef = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS)]
+OutputName = Annotated[str, Field(max_length=64, pattern=OUTPUT_NAME_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Template = Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RetryPolicy(_Model):
+    """How a step retries transient provider failures (rate limits, outages).
+
+    ``max_attempts`` counts every call including the first, so ``1`` means no retry.
+    Waits grow from ``backoff_seconds`` by ``backoff_rate`` per attempt, with full jitter.
+    """
+
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_seconds: int = Field(2, ge=1, le=3600)
+    backoff_rate: float = Field(2.0, ge=1.0, le=10.0)
+
+
+class _StepBase(_Model, ABC):
+    id: StepId
+    depends_on: list[StepRef] = Field(default_factory=list, max_length=MAX_STEPS)
+    output: list[OutputName] = Field(default_factory=list, max_length=64)
+    retry: RetryPolicy | None = None
+    timeout_seconds: int | None = Field(None, ge=1, le=MAX_STEP_TIMEOUT_SECONDS)
+
+    @abstractmethod
+    def templates(self) -> Iterator[tuple[str, str]]:
+        """``(field path relative to the step, text)`` for every templated string."""
+
+    def variables(self) -> list[str]:
+        """Every ``{{var}}`` this step reads, each once."""
+        names: dict[str, None] = {}
+        for _, text in self.templates():
+            names.update(dict.fromkeys(find_variables(text)))
+        return list(names)
+
+
+class LlmStep(_StepBase):
+    """A chat completion. ``prompt`` and ``system`` are templates."""
+
+    type: Literal["llm"]
+    provider: Literal["openai", "anthropic", "cohere"]
+    model: Name
+    prompt: Template
+    system: Annotated[str, Field(max_length=MAX_TEMPLATE_CHARS)] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=200_000)
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        yield "prompt", self.prompt
+        if self.system is not None:
+            yield "system", self.system
+
+
+class EmbedStep(_StepBase):
+    """An embedding. ``input`` is a template; exactly ``{{var}}`` passes the raw value."""
+
+    type: Literal["embed"]
+    provider: Literal["openai", "cohere"]
+    model: Name
+    input: Template
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        yield "input", self.input
+
+
+class VectorSearchStep(_StepBase):
+    """A nearest-neighbour search.
+
+    ``query`` is a template; exactly ``{{var}}`` passes the raw value, which is how an
+    embedding vector reaches the search. String values inside ``filter`` are templates too.
+    """
+
+    type: Literal["vector_search"]
+    database: Literal["pinecone", "weaviate", "qdrant", "pgvector"]
+    index: Name
+    query: Template
+    top_k: int = Field(5, ge=1, le=1000)
+    filter: dict[str, Any] | None = None
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        yield "query", self.query
+        if self.filter is not None:
+            yield from iter_data_templates(self.filter, "filter")
+
+
+Step = Annotated[LlmStep | EmbedStep | VectorSearchStep, Field(discriminator="type")]
+
+
+class WorkflowDefinition(_Model):
+    """A named DAG of steps; ``timeout_seconds`` bounds a whole execution."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    version: Annotated[str, Field(min_length=1, max_length=32)] = "1.0"
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    timeout_seconds: int = Field(
+        DEFAULT_WORKFLOW_TIMEOUT_SECONDS, ge=1, le=MAX_WORKFLOW_TIMEOUT_SECONDS
+    )
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any) -> Any:
+        # Clients that serialise unset fields as null mean "use the default", not "no limit".
+        return DEFAULT_WORKFLOW_TIMEOUT_SECONDS if value is None else value
+
+    def step(self, step_id: str) -> LlmStep | EmbedStep | VectorSearchStep:
+        for candidate in self.steps:
+            if candidate.id == step_id:
+                return candidate
+        raise KeyError(step_id)
+
+    def producers(self) -> dict[str, str]:
+        """Output name → id of the step that produces it."""
+        return {name: step.id for step in self.steps for name in step.output}
+
+    def required_inputs(self) -> list[str]:
+        """The ``{{var}}`` names no step produces: what an execution must be given."""
+        produced = self.producers()
+        return sorted(
+            {name for step in self.steps for name in step.variables() if name not in produced}
+        )
+
+
+def iter_data_templates(data: Any, path: str) -> Iterator[tuple[str, str]]:
+    """``(path, text)`` for every string nested in ``data``, paths like ``filter.tags[0]``."""
+    if isinstance(data, str):
+        yield path, data
+    elif isinstance(data, dict):
+        for key, item in data.items():
+            yield from iter_data_templates(item, f"{path}.{key}")
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from iter_data_templates(item, f"{path}[{index}]")
+
+
+# --- graph queries over a valid definition ---------------------------------------------
+
+
+def topological_levels(definition: WorkflowDefinition) -> list[list[str]]:
+    """Step ids grouped by depth: level 0 depends on nothing, level n on something in n-1.
+
+    Each step sits at the length of its longest dependency chain, so every step of a
+    level can run once all earlier levels are done. Within a level, ids keep definition
+    order, which makes the result (and the compiled state machine) deterministic.
+    """
+    parents = parent_indexes(definition)
+    levels_of: list[int] = [0] * len(parents)
+    for index in topological_order(parents):
+        levels_of[index] = max((levels_of[p] + 1 for p in parents[index]), default=0)
+    grouped: list[list[str]] = [[] for _ in range(max(levels_of, default=-1) + 1)]
+    for index, step in enumerate(definition.steps):
+        grouped[levels_of[index]].append(step.id)
+    return grouped
+
+
+def ancestors(definition: WorkflowDefinition) -> dict[str, frozenset[str]]:
+    """Every step's transitive dependencies (the steps that must finish before it)."""
+    ids = [step.id for step in definition.steps]
+    masks = ancestor_masks(parent_indexes(definition))
+    return {
+        ids[index]: frozenset(ids[bit] for bit in _bits(mask)) for index, mask in enumerate(masks)
+    }
+
+
+def ancestor_masks(parents: Sequence[Sequence[int]]) -> list[int]:
+    """Ancestors of each node as a bit set (bit ``i`` = node ``i``), for an acyclic graph.
+
+    Integers as bit sets keep this linear in practice even for 1,000-step chains, where
+    sets of ids would cost a quadratic number of element copies.
+    """
+    masks = [0] * len(parents)
+    for index in topological_order(parents):
+        mask = 0
+        for parent in parents[index]:
+            mask |= masks[parent] | (1 << parent)
+        masks[index] = mask
+    return masks
+
+
+def parent_indexes(definition: WorkflowDefinition) -> list[list[int]]:
+    """``depends_on`` as step indexes, duplicates removed; raises on an unknown id."""
+    index_of = {step.id: index for index, step in enumerate(definition.steps)}
+    try:
+        return [
+            list(dict.fromkeys(index_of[dep] for dep in step.depends_on))
+            for step in definition.steps
+        ]
+    except KeyError as exc:
+        raise ValueError(f"depends_on names unknown step {exc.args[0]!r}") from None
+
+
+def topological_order(parents: Sequence[Sequence[int]]) -> list[int]:
+    """A deterministic topological order (Kahn's algorithm); raises on a cycle."""
+    children: list[list[int]] = [[] for _ in parents]
+    pending = [len(set(own)) for own in parents]
+    for child, own in enumerate(parents):
+        for parent in set(own):
+            children[parent].append(child)
+    ready = [index for index, count in enumerate(pending) if count == 0]
+    order: list[int] = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for child in children[node]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                ready.append(child)
+    if len(order) != len(parents):
+        raise ValueError("the dependency graph has a cycle")
+    return order
+
+
+def _bits(mask: int) -> Iterator[int]:
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low

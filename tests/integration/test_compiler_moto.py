@@ -1,0 +1,166 @@
+"""Every compiled definition is accepted by Step Functions' CreateStateMachine (moto).
+
+moto validates definitions with its ASL parser only when its execution simulator is on,
+so the tests turn it on; a deliberately broken definition proves the check is live.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from llm_orchestrator.compiler import compile_workflow, to_json
+from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.unit.test_compiler import (
+    RUNNER,
+    SHAPES,
+    assert_asl_subset,
+    assert_respects_dependencies,
+    definition,
+    step,
+    walk,
+)
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/sfn"
+ONE_MB = 1024 * 1024
+
+
+@pytest.fixture
+def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield boto3.client("stepfunctions", region_name=REGION)
+
+
+def create(sfn: Any, name: str, defn: WorkflowDefinition) -> str:
+    definition_text = to_json(compile_workflow(defn, step_runner_arn=RUNNER))
+    response = sfn.create_state_machine(
+        name=name, definition=definition_text, roleArn=ROLE, type="STANDARD"
+    )
+    described = sfn.describe_state_machine(stateMachineArn=response["stateMachineArn"])
+    assert described["definition"] == definition_text
+    return definition_text
+
+
+def random_dag(size: int, seed: int) -> WorkflowDefinition:
+    """Each step depends on up to three of the 50 steps before it: wide and deep at once."""
+    rng = random.Random(seed)
+    steps = []
+    for index in range(size):
+        window = range(max(0, index - 50), index)
+        deps = rng.sample(window, min(len(window), rng.randint(0, 3)))
+        steps.append(
+            step(
+                f"step-{index:04d}",
+                *(f"step-{d:04d}" for d in sorted(deps)),
+                retry={"max_attempts": rng.randint(1, 10), "backoff_seconds": rng.randint(1, 90)},
+            )
+        )
+    return definition(*steps)
+
+
+def test_moto_rejects_a_broken_definition(sfn: Any) -> None:
+    broken = '{"StartAt": "x", "States": {"x": {"Type": "Bogus"}}}'
+
+    with pytest.raises(ClientError, match="ASLParserException"):
+        sfn.create_state_machine(name="broken", definition=broken, roleArn=ROLE)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_compiled_shapes_are_accepted(sfn: Any, shape: str) -> None:
+    create(sfn, f"wf-{shape.replace('_', '-')}", SHAPES[shape])
+
+
+def test_retries_timeouts_and_overrides_are_accepted(sfn: Any) -> None:
+    defn = definition(
+        step("a", timeout_seconds=30, retry={"max_attempts": 1, "backoff_seconds": 300}),
+        step("b", "a", retry={"max_attempts": 10, "backoff_rate": 1.5}),
+        step("c", "a", timeout_seconds=86_400),
+        step("d", "b", "c"),
+        timeout_seconds=31_536_000,
+    )
+
+    create(sfn, "wf-settings", defn)
+
+
+def test_the_spec_rag_workflow_is_accepted(sfn: Any) -> None:
+    rag = parse_definition(
+        {
+            "name": "rag-qa",
+            "version": "1.0",
+            "steps": [
+                {
+                    "id": "embed_query",
+                    "type": "embed",
+                    "provider": "openai",
+                    "model": "text-embedding-ada-002",
+                    "input": "{{query}}",
+                    "output": ["query_embedding"],
+                },
+                {
+                    "id": "search_docs",
+                    "type": "vector_search",
+                    "database": "pinecone",
+                    "index": "knowledge-base",
+                    "query": "{{query_embedding}}",
+                    "top_k": 5,
+                    "depends_on": ["embed_query"],
+                    "output": ["relevant_docs"],
+                },
+                {
+                    "id": "generate_answer",
+                    "type": "llm",
+                    "provider": "anthropic",
+                    "model": "claude-3-opus-20240229",
+                    "prompt": "Context:\n{{relevant_docs}}\n\nQuestion: {{query}}\n\nAnswer:",
+                    "max_tokens": 500,
+                    "depends_on": ["search_docs"],
+                    "output": ["answer"],
+                },
+            ],
+        }
+    )
+
+    create(sfn, "rag-qa", rag)
+
+
+def test_deeply_nested_parallels_are_accepted(sfn: Any) -> None:
+    steps = [step("s0")]
+    for round_ in range(1, 20):
+        steps.extend([step(f"p{round_}"), step(f"s{round_}", f"s{round_ - 1}", f"p{round_}")])
+
+    create(sfn, "wf-deep", definition(*steps))
+
+
+@pytest.mark.slow
+def test_a_1000_step_random_dag_is_accepted_and_under_1_mb(sfn: Any) -> None:
+    defn = random_dag(1000, seed=1000)
+
+    text = create(sfn, "wf-1000", defn)
+
+    assert len(text.encode()) < ONE_MB
+    asl = compile_workflow(defn, step_runner_arn=RUNNER)
+    assert_asl_subset(asl)
+    assert_respects_dependencies(defn, walk(asl))
+
+
+@pytest.mark.slow
+def test_a_1000_step_chain_is_accepted_and_under_1_mb(sfn: Any) -> None:
+    chain = [step(f"step-{i:04d}", *([f"step-{i - 1:04d}"] if i else [])) for i in range(1000)]
+
+    text = create(sfn, "wf-chain-1000", definition(*chain))
+
+    assert len(text.encode()) < ONE_MB
