@@ -46,6 +46,32 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    import json
+
+    from llm_orchestrator.compiler import compile_workflow, to_json
+    from llm_orchestrator.config import Settings
+    from llm_orchestrator.errors import ValidationFailed
+    from llm_orchestrator.workflows.validation import parse_definition
+
+    try:
+        with open(args.path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        definition = parse_definition(data)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"llmo compile: {exc}", file=sys.stderr)
+        return 2
+    except ValidationFailed as exc:
+        for error in exc.errors:
+            print(f"{error.field}: {error.message}", file=sys.stderr)
+        return 2
+    asl = compile_workflow(
+        definition, step_runner_arn=args.step_runner_arn or Settings().step_runner_arn
+    )
+    print(json.dumps(json.loads(to_json(asl)), indent=2) if args.pretty else to_json(asl))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmo", description="LLM Orchestrator")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
+
+    compile_ = sub.add_parser("compile", help="print the state machine (ASL) of a workflow file")
+    compile_.add_argument("path", help="workflow definition JSON, as POSTed to /workflows")
+    compile_.add_argument("--step-runner-arn", help="the step-runner Lambda ARN to invoke")
+    compile_.add_argument("--pretty", action="store_true", help="indent the JSON")
+    compile_.set_defaults(func=_compile)
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=_migrate)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
     engine: Literal["local", "stepfunctions"] = "local"
+    step_runner_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:llmo-step-runner"
+    """The step-runner Lambda the compiled state machines invoke (set by the CDK stack)."""
     secrets_backend: Literal["db", "aws"] = "db"
 
     rate_limits_enabled: bool = True

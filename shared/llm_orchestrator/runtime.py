@@ -26,6 +26,8 @@ from llm_orchestrator.store.db import Database
 from llm_orchestrator.store.rate_limits import RateLimitRepository
 from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
 from llm_orchestrator.store.users import UserRepository
+from llm_orchestrator.store.workflows import WorkflowRepository
+from llm_orchestrator.workflows.service import WorkflowService
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Runtime:
     user_admin: UserService
     limiter: RateLimiter
     audit: AuditTrail
+    workflows: WorkflowService
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -105,6 +108,9 @@ def build_runtime(settings: Settings, *, database_url: str | None = None) -> Run
         user_admin=UserService(users),
         limiter=RateLimiter(RateLimitRepository(db), tier_limits(settings), utcnow),
         audit=AuditTrail(AuditRepository(db), utcnow),
+        workflows=WorkflowService(
+            WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
+        ),
     )
 
 

@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def all_routers() -> list[APIRouter]:
-    from llm_orchestrator.api.routers import admin, audit, auth, monitoring
+    from llm_orchestrator.api.routers import admin, audit, auth, monitoring, workflows
 
-    return [auth.router, admin.router, audit.router, monitoring.router]
+    return [auth.router, workflows.router, admin.router, audit.router, monitoring.router]
 
 
 @dataclass

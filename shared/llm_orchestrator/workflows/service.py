@@ -1,0 +1,115 @@
+"""Workflow CRUD with ownership: non-admins see and change only their own workflows, and
+another user's workflow is reported as missing (404), never as forbidden."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.compiler import compile_workflow
+from llm_orchestrator.errors import Conflict, NotFound
+from llm_orchestrator.store.workflows import WorkflowRecord, WorkflowRepository
+from llm_orchestrator.workflows.models import WorkflowDefinition
+from llm_orchestrator.workflows.validation import parse_definition
+
+
+@dataclass(frozen=True)
+class Workflow:
+    record: WorkflowRecord
+    definition: WorkflowDefinition
+
+
+def parse_workflow_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise NotFound("Workflow not found") from exc
+
+
+def _stored(definition: WorkflowDefinition) -> dict[str, Any]:
+    return definition.model_dump(mode="json", exclude_none=True)
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        repository: WorkflowRepository,
+        *,
+        step_runner_arn: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._repo = repository
+        self._step_runner_arn = step_runner_arn
+        self._now = clock
+
+    async def create(self, caller: Principal, body: Any) -> Workflow:
+        definition = parse_definition(body)
+        record = await self._repo.create(
+            workflow_id=uuid.uuid4(),
+            owner_id=caller.user_id,
+            name=definition.name,
+            version=definition.version,
+            description=definition.description,
+            definition=_stored(definition),
+            timeout_seconds=definition.timeout_seconds,
+            now=self._now(),
+        )
+        return Workflow(record, definition)
+
+    async def get(self, caller: Principal, workflow_id: str) -> Workflow:
+        record = await self._repo.get(
+            parse_workflow_id(workflow_id), owner_id=caller.owner_filter()
+        )
+        if record is None:
+            raise NotFound("Workflow not found")
+        return Workflow(record, WorkflowDefinition.model_validate(record.definition))
+
+    async def list(
+        self,
+        caller: Principal,
+        *,
+        name: str | None,
+        version: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[WorkflowRecord], int]:
+        return await self._repo.list(
+            owner_id=caller.owner_filter(), name=name, version=version, limit=limit, offset=offset
+        )
+
+    async def update(self, caller: Principal, workflow_id: str, body: Any) -> Workflow:
+        parsed_id = parse_workflow_id(workflow_id)
+        # Existence first: another user's id is a 404 even when the body is invalid.
+        if await self._repo.get(parsed_id, owner_id=caller.owner_filter()) is None:
+            raise NotFound("Workflow not found")
+        definition = parse_definition(body)
+        record = await self._repo.update(
+            parsed_id,
+            owner_id=caller.owner_filter(),
+            name=definition.name,
+            version=definition.version,
+            description=definition.description,
+            definition=_stored(definition),
+            timeout_seconds=definition.timeout_seconds,
+            now=self._now(),
+        )
+        if record is None:
+            raise NotFound("Workflow not found")
+        return Workflow(record, definition)
+
+    async def delete(self, caller: Principal, workflow_id: str) -> None:
+        outcome = await self._repo.delete_if_idle(
+            parse_workflow_id(workflow_id), owner_id=caller.owner_filter()
+        )
+        if outcome == "missing":
+            raise NotFound("Workflow not found")
+        if outcome == "busy":
+            raise Conflict("Workflow has active executions; cancel them before deleting")
+
+    async def state_machine(self, caller: Principal, workflow_id: str) -> dict[str, Any]:
+        workflow = await self.get(caller, workflow_id)
+        return compile_workflow(workflow.definition, step_runner_arn=self._step_runner_arn)
