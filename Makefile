@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(PY) -m tests.perf
 
 openapi: $(STAMP)
-	$(PY) -m llm_orchestrator.api.openapi > openapi.json
+	$(PY) -m llm_orchestrator.api.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
