@@ -17,6 +17,7 @@ from moto import mock_aws
 
 from llm_orchestrator.compiler import compile_workflow, to_json
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.samples import RAG_WORKFLOW
 from tests.unit.test_compiler import (
     RUNNER,
     SHAPES,
@@ -97,42 +98,7 @@ def test_retries_timeouts_and_overrides_are_accepted(sfn: Any) -> None:
 
 
 def test_the_spec_rag_workflow_is_accepted(sfn: Any) -> None:
-    rag = parse_definition(
-        {
-            "name": "rag-qa",
-            "version": "1.0",
-            "steps": [
-                {
-                    "id": "embed_query",
-                    "type": "embed",
-                    "provider": "openai",
-                    "model": "text-embedding-ada-002",
-                    "input": "{{query}}",
-                    "output": ["query_embedding"],
-                },
-                {
-                    "id": "search_docs",
-                    "type": "vector_search",
-                    "database": "pinecone",
-                    "index": "knowledge-base",
-                    "query": "{{query_embedding}}",
-                    "top_k": 5,
-                    "depends_on": ["embed_query"],
-                    "output": ["relevant_docs"],
-                },
-                {
-                    "id": "generate_answer",
-                    "type": "llm",
-                    "provider": "anthropic",
-                    "model": "claude-3-opus-20240229",
-                    "prompt": "Context:\n{{relevant_docs}}\n\nQuestion: {{query}}\n\nAnswer:",
-                    "max_tokens": 500,
-                    "depends_on": ["search_docs"],
-                    "output": ["answer"],
-                },
-            ],
-        }
-    )
+    rag = parse_definition(RAG_WORKFLOW)
 
     create(sfn, "rag-qa", rag)
 

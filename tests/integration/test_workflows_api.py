@@ -10,6 +10,8 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
+from tests.samples import RAG_WORKFLOW
+
 SENTIMENT = {
     "name": "sentiment-analyzer",
     "version": "1.0",
@@ -27,40 +29,7 @@ SENTIMENT = {
     "timeout_seconds": 300,
 }
 
-RAG = {
-    "name": "rag-qa",
-    "version": "1.0",
-    "steps": [
-        {
-            "id": "embed_query",
-            "type": "embed",
-            "provider": "openai",
-            "model": "text-embedding-ada-002",
-            "input": "{{query}}",
-            "output": ["query_embedding"],
-        },
-        {
-            "id": "search_docs",
-            "type": "vector_search",
-            "database": "pinecone",
-            "index": "knowledge-base",
-            "query": "{{query_embedding}}",
-            "top_k": 5,
-            "depends_on": ["embed_query"],
-            "output": ["relevant_docs"],
-        },
-        {
-            "id": "generate_answer",
-            "type": "llm",
-            "provider": "anthropic",
-            "model": "claude-3-opus-20240229",
-            "prompt": "Context:\n{{relevant_docs}}\n\nQuestion: {{query}}\n\nAnswer:",
-            "max_tokens": 500,
-            "depends_on": ["search_docs"],
-            "output": ["answer"],
-        },
-    ],
-}
+RAG = RAG_WORKFLOW
 
 
 async def create(client, session, body=SENTIMENT):

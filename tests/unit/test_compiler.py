@@ -14,6 +14,7 @@ import pytest
 
 from llm_orchestrator.compiler import compile_workflow, to_json
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.samples import RAG_WORKFLOW
 
 RUNNER = "arn:aws:lambda:us-east-1:123456789012:function:llmo-step-runner"
 
@@ -220,29 +221,7 @@ def assert_respects_dependencies(defn: WorkflowDefinition, calls: list[str]) -> 
 
 # --- shapes used by several tests ----------------------------------------------------------
 
-RAG = definition(
-    step("embed_query", input="{{query}}", output=["query_embedding"]),
-    {
-        "id": "search_docs",
-        "type": "vector_search",
-        "database": "pinecone",
-        "index": "knowledge-base",
-        "query": "{{query_embedding}}",
-        "top_k": 5,
-        "depends_on": ["embed_query"],
-        "output": ["relevant_docs"],
-    },
-    {
-        "id": "generate_answer",
-        "type": "llm",
-        "provider": "anthropic",
-        "model": "claude-3-opus-20240229",
-        "prompt": "Context:\n{{relevant_docs}}\n\nQuestion: {{query}}\n\nAnswer:",
-        "max_tokens": 500,
-        "depends_on": ["search_docs"],
-        "output": ["answer"],
-    },
-)
+RAG = parse_definition(RAG_WORKFLOW)
 
 SHAPES: dict[str, WorkflowDefinition] = {
     "single": definition(step("only")),

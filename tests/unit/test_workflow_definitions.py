@@ -17,6 +17,7 @@ from llm_orchestrator.workflows import (
     parse_definition,
     topological_levels,
 )
+from tests.samples import RAG_WORKFLOW
 
 SENTIMENT: dict[str, Any] = {
     "name": "sentiment-analyzer",
@@ -37,40 +38,7 @@ SENTIMENT: dict[str, Any] = {
     "timeout_seconds": 300,
 }
 
-RAG: dict[str, Any] = {
-    "name": "rag-qa",
-    "version": "1.0",
-    "steps": [
-        {
-            "id": "embed_query",
-            "type": "embed",
-            "provider": "openai",
-            "model": "text-embedding-ada-002",
-            "input": "{{query}}",
-            "output": ["query_embedding"],
-        },
-        {
-            "id": "search_docs",
-            "type": "vector_search",
-            "database": "pinecone",
-            "index": "knowledge-base",
-            "query": "{{query_embedding}}",
-            "top_k": 5,
-            "depends_on": ["embed_query"],
-            "output": ["relevant_docs"],
-        },
-        {
-            "id": "generate_answer",
-            "type": "llm",
-            "provider": "anthropic",
-            "model": "claude-3-opus-20240229",
-            "prompt": "Context:\n{{relevant_docs}}\n\nQuestion: {{query}}\n\nAnswer:",
-            "max_tokens": 500,
-            "depends_on": ["search_docs"],
-            "output": ["answer"],
-        },
-    ],
-}
+RAG = RAG_WORKFLOW
 
 
 def llm(step_id: str, **fields: Any) -> dict[str, Any]:
