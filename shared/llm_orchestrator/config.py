@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     step_runner_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:llmo-step-runner"
     """The step-runner Lambda the compiled state machines invoke (set by the CDK stack)."""
     secrets_backend: Literal["db", "aws"] = "db"
+    secrets_key: SecretStr | None = None
+    """Key of the ``db`` secrets backend: urlsafe base64 of 32 bytes. Unset locally → generated
+    once into ``data_dir``; required outside ``local`` as soon as a secret is stored or read."""
 
     rate_limits_enabled: bool = True
     rate_limit_enterprise_per_minute: int = 6_000

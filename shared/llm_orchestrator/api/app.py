@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from llm_orchestrator import __version__
 from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
+from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
 from llm_orchestrator.runtime import Runtime
 
 API_PREFIX = "/api/v1"
@@ -61,6 +62,9 @@ def create_app(
     app.state.runtime_provider = runtime_provider
     install_error_handlers(app)
     app.add_middleware(ResponseHeadersMiddleware)
+    # Outermost, so it counts the status the client finally gets; per app, hence per process.
+    app.state.http_metrics = HttpRequestMetrics()
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.http_metrics)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -7,13 +7,17 @@ Powertools set-up and the ASGI adapter cannot drift between Lambdas.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
 from llm_orchestrator.api.app import create_app, lazy_runtime
 from llm_orchestrator.config import get_settings
 from llm_orchestrator.runtime import Runtime, build_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -35,7 +39,9 @@ def make_http_handler(
     tracer = Tracer(service=service)
     # lifespan off: Mangum would run startup/shutdown around every invocation; the runtime is
     # built on the first request instead and reused while the container is warm.
-    adapter = Mangum(create_app(routers, lazy_runtime(runtime_factory)), lifespan="off")
+    app = create_app(routers, lazy_runtime(runtime_factory))
+    app.state.http_metrics.subscribe(partial(_emit_request_metric, metrics))
+    adapter = Mangum(app, lifespan="off")
 
     @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
     @tracer.capture_lambda_handler(capture_response=False)
@@ -45,3 +51,14 @@ def make_http_handler(
         return response
 
     return handler
+
+
+def _emit_request_metric(metrics: Metrics, route: str, status: int) -> None:
+    """The request as CloudWatch EMF: unlike ``/metrics``' per-container counter, CloudWatch
+    sums these over every container. One request per invocation, so the dimensions set here
+    are this invocation's alone (``log_metrics`` clears them after each flush)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics.add_dimension(name="route", value=route)
+    metrics.add_dimension(name="status", value=str(status))
+    metrics.add_metric(name="HttpRequests", unit=MetricUnit.Count, value=1)

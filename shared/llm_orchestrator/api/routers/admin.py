@@ -1,4 +1,4 @@
-"""Administration: users (stats, secrets and config join in with the audit issue)."""
+"""Administration: users, system statistics, secrets and configuration."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
+from llm_orchestrator import __version__
 from llm_orchestrator.api import audit_log
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.admin import CreateUserRequest, UserList, UserPublic
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
+from llm_orchestrator.api.schemas.system import (
+    Features,
+    SetSecretRequest,
+    SetSecretResponse,
+    SystemConfig,
+    SystemStatsPublic,
+)
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.metrics.stats import system_stats
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
@@ -47,3 +57,46 @@ async def create_user(
         details={"username": user.username, "roles": list(user.roles), "tier": user.tier},
     )
     return UserPublic.of(user)
+
+
+@router.get("/stats", response_model=SystemStatsPublic)
+async def stats(runtime: RuntimeDep, _: Admin) -> SystemStatsPublic:
+    computed = await system_stats(
+        runtime.metrics, runtime.api_keys, now=utcnow(), started_at=runtime.started_at
+    )
+    return SystemStatsPublic.of(computed)
+
+
+@router.post("/secrets", response_model=SetSecretResponse)
+async def set_secret(
+    body: SetSecretRequest, request: Request, runtime: RuntimeDep, _: Admin
+) -> SetSecretResponse:
+    await runtime.secrets.put(body.key, body.value.get_secret_value(), ttl=body.ttl)
+    # The name and expiry only: the value must never reach the audit trail.
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="secret",
+        action="Set secret",
+        resource_type="secret",
+        resource_id=body.key,
+        details={"ttl_seconds": body.ttl_seconds, "backend": runtime.secrets.backend},
+    )
+    return SetSecretResponse(key=body.key)
+
+
+@router.get("/config", response_model=SystemConfig)
+async def config(runtime: RuntimeDep, _: Admin) -> SystemConfig:
+    settings = runtime.settings
+    return SystemConfig(
+        version=__version__,
+        environment=settings.environment,
+        features=Features(
+            # Executions, checkpoints and the audit trail always live in PostgreSQL.
+            state_persistence=True,
+            audit_logging=True,
+            rate_limiting=settings.rate_limits_enabled,
+            engine=settings.engine,
+            secrets_backend=settings.secrets_backend,
+        ),
+    )

@@ -1,16 +1,18 @@
-"""Public health probes (and, with the metrics issue, GET /metrics)."""
+"""Public health probes and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from llm_orchestrator.api.deps import RuntimeDep, limit_by_client_ip
 from llm_orchestrator.api.schemas.monitoring import CheckResult, HealthReport, Liveness
 from llm_orchestrator.clock import utcnow
+from llm_orchestrator.metrics.http import HttpRequestMetrics
+from llm_orchestrator.metrics.prometheus import CONTENT_TYPE, STEP_DURATION_BUCKETS_SECONDS, render
 from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(tags=["monitoring"], dependencies=[Depends(limit_by_client_ip)])
@@ -54,3 +56,14 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/health/live", response_model=Liveness)
 async def live() -> Liveness:
     return Liveness(status="healthy", timestamp=utcnow())
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    snapshot = await runtime.metrics.snapshot(STEP_DURATION_BUCKETS_SECONDS)
+    http: HttpRequestMetrics | None = getattr(request.app.state, "http_metrics", None)
+    return Response(render(snapshot, http), media_type=CONTENT_TYPE)

@@ -1,0 +1,52 @@
+"""``/admin/stats``: system totals, computed from the database on every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from llm_orchestrator.store.metrics import MetricsRepository
+
+ACTIVE_USER_WINDOW = timedelta(days=30)
+"""A user is active who logged in, or whose API key was used, within this window."""
+ALWAYS_REPORTED_STATUSES = ("pending", "running", "completed", "failed")
+"""Listed even at zero (the spec's shape); other statuses appear once an execution has one."""
+
+
+class ActiveKeyCounter(Protocol):
+    async def count_active(self, now: datetime) -> int: ...
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    total_workflows: int
+    total_executions: int
+    executions_by_status: dict[str, int]
+    active_users: int
+    api_keys_count: int
+    avg_execution_time_ms: float
+    """Mean wall time of completed executions; 0 until one completes."""
+    uptime_seconds: int
+
+
+async def system_stats(
+    metrics: MetricsRepository,
+    api_keys: ActiveKeyCounter,
+    *,
+    now: datetime,
+    started_at: float,
+) -> SystemStats:
+    """``started_at`` is this process's start (epoch seconds): uptime is per instance."""
+    counts = await metrics.system_counts(active_since=now - ACTIVE_USER_WINDOW)
+    by_status = dict.fromkeys(ALWAYS_REPORTED_STATUSES, 0)
+    by_status.update(counts.executions_by_status)
+    return SystemStats(
+        total_workflows=counts.total_workflows,
+        total_executions=sum(counts.executions_by_status.values()),
+        executions_by_status=by_status,
+        active_users=counts.active_users,
+        api_keys_count=await api_keys.count_active(now),
+        avg_execution_time_ms=round(counts.avg_execution_time_ms or 0.0, 2),
+        uptime_seconds=max(0, int(now.timestamp() - started_at)),
+    )

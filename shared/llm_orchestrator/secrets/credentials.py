@@ -1,0 +1,33 @@
+"""Provider credentials from the secrets store, under the providers' own variable names."""
+
+from __future__ import annotations
+
+from llm_orchestrator.providers.base import ProviderCredentials, credential_names
+from llm_orchestrator.secrets.base import SecretsStore
+
+
+class SecretsCredentialResolver:
+    """A ``CredentialResolver`` over a ``SecretsStore``.
+
+    Looks up ``credential_names(provider)`` (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, …), the
+    same names the environment uses, so a secret stored under a variable's name overrides
+    that variable when this resolver comes first in a ``FallbackCredentialResolver``.
+    Nothing is cached: a secret set or rotated through the API applies to the next call.
+    """
+
+    def __init__(self, store: SecretsStore) -> None:
+        self._store = store
+
+    async def resolve(self, provider: str, /) -> ProviderCredentials:
+        names = credential_names(provider)
+        found = await self._store.get_many([names.api_key, names.base_url])
+        return ProviderCredentials(
+            api_key=_usable(found.get(names.api_key)), base_url=_usable(found.get(names.base_url))
+        )
+
+
+def _usable(value: str | None) -> str | None:
+    # The same rule as the environment resolver: a pasted key's trailing newline would make
+    # the provider answer 401, and a blank value means "not set here".
+    stripped = (value or "").strip()
+    return stripped or None
