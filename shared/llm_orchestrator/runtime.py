@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from llm_orchestrator.audit.trail import AuditTrail
@@ -19,12 +21,32 @@ from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.auth.users import UserService
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
+from llm_orchestrator.engine.local import LocalEngine
+from llm_orchestrator.engine.service import ExecutionService
+from llm_orchestrator.providers import ProviderRegistry
+from llm_orchestrator.providers.base import (
+    CredentialResolver,
+    EnvCredentialResolver,
+    FallbackCredentialResolver,
+)
 from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter, TierLimits
+from llm_orchestrator.secrets import (
+    DbSecretsStore,
+    SecretsCredentialResolver,
+    SecretsKeyError,
+    SecretsStore,
+    generate_key,
+    parse_key,
+)
 from llm_orchestrator.store.api_keys import ApiKeyRepository
 from llm_orchestrator.store.audit import AuditRepository
+from llm_orchestrator.store.checkpoints import CheckpointRepository
 from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.executions import ExecutionRepository
+from llm_orchestrator.store.metrics import MetricsRepository
 from llm_orchestrator.store.rate_limits import RateLimitRepository
 from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
+from llm_orchestrator.store.secrets import SecretRepository
 from llm_orchestrator.store.users import UserRepository
 from llm_orchestrator.store.workflows import WorkflowRepository
 from llm_orchestrator.workflows.service import WorkflowService
@@ -41,9 +63,19 @@ class Runtime:
     limiter: RateLimiter
     audit: AuditTrail
     workflows: WorkflowService
+    secrets: SecretsStore
+    credentials: CredentialResolver
+    """Provider credentials: the secrets store first, then the environment, field by field."""
+    metrics: MetricsRepository
+    providers: ProviderRegistry
+    engine: LocalEngine
+    executions: ExecutionService
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
+        # Runs first: they stop without recording anything and are recovered on next start.
+        await self.engine.close()
+        await self.providers.aclose()
         await self.db.close()
 
 
@@ -70,19 +102,53 @@ def resolve_jwt_secret(settings: Settings) -> str:
     return _read_or_create_secret_file(settings.data_dir / "jwt-secret")
 
 
-def _read_or_create_secret_file(path: Path) -> str:
+def resolve_secrets_key(settings: Settings) -> bytes:
+    """Key of the ``db`` secrets backend: ``LLMO_SECRETS_KEY``, or locally one generated once
+    into the data dir. Like the JWT secret, never per process: every process and container
+    must decrypt what the others stored."""
+    if settings.secrets_key is not None:
+        return parse_key(settings.secrets_key.get_secret_value())
+    if not settings.is_local:
+        raise SecretsKeyError("LLMO_SECRETS_KEY is required outside the local environment")
+    return parse_key(_read_or_create_secret_file(settings.data_dir / "secrets.key", generate_key))
+
+
+def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
+    if settings.secrets_backend != "db":
+        raise RuntimeError(
+            f"LLMO_SECRETS_BACKEND={settings.secrets_backend!r} is not available in this build;"
+            " use 'db'"
+        )
+    # The key is resolved on first use, so building a runtime never reads or creates it.
+    return DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)
+
+
+def build_credentials(store: SecretsStore, environ: Mapping[str, str]) -> CredentialResolver:
+    """A secret stored under a provider variable's name wins over that variable."""
+    return FallbackCredentialResolver(
+        SecretsCredentialResolver(store), EnvCredentialResolver(environ)
+    )
+
+
+def _read_or_create_secret_file(path: Path, generate: Callable[[], str] | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path.read_text(encoding="utf-8").strip()
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        value = secrets.token_urlsafe(48)
+        value = generate() if generate is not None else secrets.token_urlsafe(48)
         handle.write(value)
     return value
 
 
-def build_runtime(settings: Settings, *, database_url: str | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Runtime:
+    """``environ`` (default: the process environment) supplies provider credential fallbacks."""
     db = Database(
         database_url or resolve_database_url(settings),
         min_size=settings.db_pool_min_size,
@@ -99,6 +165,15 @@ def build_runtime(settings: Settings, *, database_url: str | None = None) -> Run
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         clock=utcnow,
     )
+    secrets_store = build_secrets_store(settings, db)
+    credentials = build_credentials(secrets_store, os.environ if environ is None else environ)
+    workflows = WorkflowService(
+        WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
+    )
+    audit = AuditTrail(AuditRepository(db), utcnow)
+    providers = ProviderRegistry(credentials)
+    executions = ExecutionRepository(db)
+    engine = LocalEngine(executions, providers, now=utcnow, audit=audit)
     return Runtime(
         settings=settings,
         db=db,
@@ -107,9 +182,20 @@ def build_runtime(settings: Settings, *, database_url: str | None = None) -> Run
         auth=auth,
         user_admin=UserService(users),
         limiter=RateLimiter(RateLimitRepository(db), tier_limits(settings), utcnow),
-        audit=AuditTrail(AuditRepository(db), utcnow),
-        workflows=WorkflowService(
-            WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
+        audit=audit,
+        secrets=secrets_store,
+        credentials=credentials,
+        metrics=MetricsRepository(db),
+        workflows=workflows,
+        providers=providers,
+        engine=engine,
+        executions=ExecutionService(
+            executions,
+            CheckpointRepository(db),
+            workflows,
+            engine,
+            step_runner_arn=settings.step_runner_arn,
+            clock=utcnow,
         ),
     )
 

@@ -4,6 +4,7 @@ PostgreSQL, with migrations applied and the bootstrap admin in place."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
@@ -17,9 +18,25 @@ log = logging.getLogger(__name__)
 
 
 def all_routers() -> list[APIRouter]:
-    from llm_orchestrator.api.routers import admin, audit, auth, monitoring, workflows
+    from llm_orchestrator.api.routers import (
+        admin,
+        audit,
+        auth,
+        executions,
+        monitoring,
+        state,
+        workflows,
+    )
 
-    return [auth.router, workflows.router, admin.router, audit.router, monitoring.router]
+    return [
+        auth.router,
+        workflows.router,
+        executions.router,
+        state.router,
+        admin.router,
+        audit.router,
+        monitoring.router,
+    ]
 
 
 @dataclass
@@ -41,11 +58,21 @@ def prepare_database(settings: Settings) -> str:
 async def bootstrap(runtime: Runtime) -> str | None:
     settings = runtime.settings
     password = settings.admin_password.get_secret_value() if settings.admin_password else None
-    return await runtime.user_admin.ensure_admin(settings.admin_username, password)
+    generated = await runtime.user_admin.ensure_admin(settings.admin_username, password)
+    # Crash recovery: executions a previous process left unfinished continue from their
+    # last checkpoint, on this process's event loop.
+    await runtime.engine.recover()
+    return generated
 
 
-def build_local_server(settings: Settings, *, database_url: str | None = None) -> LocalServer:
+def build_local_server(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LocalServer:
+    """``environ``: provider credentials and endpoints; the process environment when None."""
     url = database_url or prepare_database(settings)
-    runtime = build_runtime(settings, database_url=url)
+    runtime = build_runtime(settings, database_url=url, environ=environ)
     app = create_app(all_routers(), fixed_runtime(runtime))
     return LocalServer(app=app, runtime=runtime, database_url=url)

@@ -1,0 +1,128 @@
+"""POST /workflows/{workflowId}/execute, GET .../status, POST .../pause|resume|cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.deps import RuntimeDep, require
+from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
+from llm_orchestrator.api.schemas.executions import (
+    ExecuteRequest,
+    ExecutionAccepted,
+    ExecutionFinished,
+    ExecutionPublic,
+)
+from llm_orchestrator.auth.permissions import Permission
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.engine.service import ExecutionState
+from llm_orchestrator.runtime import Runtime
+
+router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
+
+Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
+Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
+Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
+ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
+
+
+async def audit_execution(
+    request: Request, runtime: Runtime, action: str, state: ExecutionState, **details: Any
+) -> None:
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="workflow_execution",
+        action=action,
+        resource_type="execution",
+        resource_id=state.record.id,
+        details={
+            "workflow_id": str(state.record.workflow_id),
+            "status": state.record.status,
+            **details,
+        },
+    )
+
+
+@router.post(
+    "/{workflow_id}/execute",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExecutionAccepted | ExecutionFinished,
+    responses={200: {"model": ExecutionFinished, "description": "async: false, finished"}},
+)
+async def execute(
+    workflow_id: str,
+    body: ExecuteRequest,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    caller: Executor,
+) -> ExecutionAccepted | ExecutionFinished:
+    record = await runtime.executions.execute(
+        caller, workflow_id, body.inputs, timeout_override=body.timeout_override
+    )
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="workflow_execution",
+        action="start",
+        resource_type="execution",
+        resource_id=record.id,
+        details={
+            "workflow_id": str(record.workflow_id),
+            "async": body.run_async,
+            "timeout_seconds": record.timeout_seconds,
+        },
+    )
+    if body.run_async:
+        return ExecutionAccepted.of(record)
+    response.status_code = status.HTTP_200_OK
+    return ExecutionFinished.finished(await runtime.executions.wait(record))
+
+
+@router.get("/{workflow_id}/status", response_model=ExecutionPublic)
+async def execution_status(
+    workflow_id: str, execution_id: ExecutionId, runtime: RuntimeDep, caller: Reader
+) -> ExecutionPublic:
+    return ExecutionPublic.of(await runtime.executions.state(caller, workflow_id, execution_id))
+
+
+@router.post("/{workflow_id}/pause", response_model=ExecutionPublic)
+async def pause(
+    workflow_id: str,
+    execution_id: ExecutionId,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Canceller,
+) -> ExecutionPublic:
+    state = await runtime.executions.pause(caller, workflow_id, execution_id)
+    await audit_execution(request, runtime, "pause", state)
+    return ExecutionPublic.of(state)
+
+
+@router.post("/{workflow_id}/resume", response_model=ExecutionPublic)
+async def resume(
+    workflow_id: str,
+    execution_id: ExecutionId,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Executor,
+) -> ExecutionPublic:
+    state = await runtime.executions.resume(caller, workflow_id, execution_id)
+    await audit_execution(request, runtime, "resume", state)
+    return ExecutionPublic.of(state)
+
+
+@router.post("/{workflow_id}/cancel", response_model=ExecutionPublic)
+async def cancel(
+    workflow_id: str,
+    execution_id: ExecutionId,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Canceller,
+) -> ExecutionPublic:
+    state = await runtime.executions.cancel(caller, workflow_id, execution_id)
+    await audit_execution(request, runtime, "cancel", state)
+    return ExecutionPublic.of(state)

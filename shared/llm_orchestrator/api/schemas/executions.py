@@ -1,0 +1,156 @@
+"""Request and response bodies of the Execution and State Management endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic.functional_serializers import SerializerFunctionWrapHandler
+
+from llm_orchestrator.api.schemas.common import StrictModel
+from llm_orchestrator.clock import isoformat
+from llm_orchestrator.engine.service import ExecutionState
+from llm_orchestrator.store.checkpoints import CheckpointRecord
+from llm_orchestrator.store.executions import ExecutionRecord
+
+
+class ExecuteRequest(StrictModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    run_async: bool = Field(
+        True,
+        alias="async",
+        description="true: answer 202 at once; false: wait for the end and return it",
+    )
+    timeout_override: int | None = Field(
+        None, ge=1, description="Seconds; replaces the workflow's timeout_seconds"
+    )
+
+
+class ExecutionAccepted(BaseModel):
+    execution_id: str
+    workflow_id: str
+    status: str
+    started_at: str | None
+
+    @classmethod
+    def of(cls, record: ExecutionRecord) -> ExecutionAccepted:
+        return cls(
+            execution_id=record.id,
+            workflow_id=str(record.workflow_id),
+            status=record.status,
+            started_at=isoformat(record.started_at),
+        )
+
+
+class ExecutionContext(BaseModel):
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+class StepStatePublic(BaseModel):
+    status: str = Field(description="pending, running, completed or failed")
+    outputs: dict[str, Any]
+    error: dict[str, Any] | None = Field(None, description="Present when the step failed")
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("error") is None:
+            data.pop("error", None)
+        return data
+
+
+class ExecutionPublic(BaseModel):
+    """The execution response: ``GET /workflows/{id}/status`` and every control endpoint."""
+
+    id: str
+    workflow_id: str
+    status: str = Field(
+        description="pending, running, paused, completed, failed, cancelled or timed_out"
+    )
+    started_at: str | None
+    completed_at: str | None
+    context: ExecutionContext
+    steps: dict[str, StepStatePublic]
+    error: dict[str, Any] | None = Field(
+        None, description="type, message and step_id; present when the execution did not succeed"
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("error") is None:
+            data.pop("error", None)
+        return data
+
+    @classmethod
+    def of(cls, state: ExecutionState) -> ExecutionPublic:
+        record = state.record
+        steps: dict[str, StepStatePublic] = {}
+        for step_id in state.step_ids:
+            run = state.runs.get(step_id)
+            if run is None:
+                steps[step_id] = StepStatePublic(status="pending", outputs={})
+            else:
+                steps[step_id] = StepStatePublic(
+                    status=run.status,
+                    outputs=(run.outputs or {}) if run.status == "completed" else {},
+                    error=run.error if run.status == "failed" else None,
+                )
+        return cls(
+            id=record.id,
+            workflow_id=str(record.workflow_id),
+            status=record.status,
+            started_at=isoformat(record.started_at),
+            completed_at=isoformat(record.completed_at),
+            context=ExecutionContext(inputs=record.inputs, outputs=state.outputs()),
+            steps=steps,
+            error=record.error if record.status != "completed" else None,
+        )
+
+
+class ExecutionFinished(ExecutionPublic):
+    """``async: false``: the final execution, plus ``execution_id`` as the 202 answer has."""
+
+    execution_id: str
+
+    @classmethod
+    def finished(cls, state: ExecutionState) -> ExecutionFinished:
+        public = ExecutionPublic.of(state)
+        return cls(execution_id=public.id, **public.__dict__)
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    workflow_state_id: str = Field(description="The execution the checkpoint belongs to")
+    step_id: str | None
+    timestamp: str | None
+    snapshot: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: CheckpointRecord) -> CheckpointPublic:
+        return cls(
+            id=record.id,
+            workflow_state_id=record.execution_id,
+            step_id=record.step_id,
+            timestamp=isoformat(record.created_at),
+            snapshot=record.snapshot,
+        )
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[CheckpointPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class CreateCheckpointRequest(StrictModel):
+    execution_id: str = Field(alias="executionId", min_length=1, max_length=200)
+    step_id: str | None = Field(None, alias="stepId", max_length=200)
+
+
+class RestoreRequest(StrictModel):
+    checkpoint_id: str = Field(alias="checkpointId", min_length=1, max_length=200)

@@ -1,0 +1,247 @@
+"""The local engine: compiled state machines run in-process by the ASL interpreter.
+
+Each run is an asyncio task on the server's event loop; a step waiting on its provider is
+an awaiting coroutine, not a blocked thread, so hundreds of executions run at once. The
+invoker is the step runner itself, the function the step-runner Lambda wraps on AWS.
+
+Nothing lives only here: statuses, step outputs, checkpoints and parked task tokens are
+in PostgreSQL, so a restarted server resumes every pending or running execution from its
+last checkpoint (the step runner skips steps that already have outputs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from llm_orchestrator.audit.trail import AuditTrail
+from llm_orchestrator.engine.asl import (
+    Clock,
+    ExecutionResult,
+    ExecutionStatus,
+    StopSignal,
+    SystemClock,
+    TaskTokenNotFound,
+    TaskTokenRegistry,
+    load_state_machine,
+    run_execution,
+)
+from llm_orchestrator.providers import ProviderRegistry
+from llm_orchestrator.steps.errors import WorkflowCancelled
+from llm_orchestrator.steps.runner import StepRunner, VectorSearcher, error_record
+from llm_orchestrator.store.checkpoints import CheckpointRecord
+from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+
+log = logging.getLogger(__name__)
+
+CANCELLED_BY_USER = "the execution was cancelled"
+
+
+@dataclass
+class _Run:
+    task: asyncio.Task[None] | None
+    stop: StopSignal = field(default_factory=StopSignal)
+    detached: bool = False
+    """Set when the run is stopped on purpose (restore, shutdown): its ending is not recorded."""
+
+
+def _ending(result: ExecutionResult) -> tuple[str, dict[str, Any] | None]:
+    if result.status is ExecutionStatus.SUCCEEDED:
+        return "completed", None
+    if result.status is ExecutionStatus.ABORTED or result.error == WorkflowCancelled.__name__:
+        return "cancelled", error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
+    error = error_record(result.error or "States.Failed", result.cause or "", None)
+    if result.status is ExecutionStatus.TIMED_OUT:
+        return "timed_out", error
+    return "failed", error
+
+
+class LocalEngine:
+    def __init__(
+        self,
+        repo: ExecutionRepository,
+        providers: ProviderRegistry,
+        *,
+        now: Callable[[], datetime],
+        audit: AuditTrail | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        vector_search: VectorSearcher | None = None,
+    ) -> None:
+        self._repo = repo
+        self._now = now
+        self._audit = audit
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.tokens = TaskTokenRegistry()
+        self.step_runner = StepRunner(
+            repo, providers, self.tokens, clock=now, vector_search=vector_search
+        )
+        self._runs: dict[str, _Run] = {}
+
+    # -- the Engine interface ------------------------------------------------------------
+
+    async def start(self, execution: ExecutionRecord) -> None:
+        self.step_runner.remember_definition(execution.id, execution.definition)
+        self._launch(execution.id, execution.state_machine)
+
+    async def pause(self, execution_id: str) -> ExecutionRecord | None:
+        return await self._repo.request_pause(execution_id)
+
+    async def resume(self, execution_id: str) -> ExecutionRecord | None:
+        record, tokens = await self._repo.request_resume(execution_id)
+        if record is None:
+            return None
+        for token in tokens:
+            self._answer(token, success=True)
+        if execution_id not in self._runs:
+            # Paused before a restart: the parked run is gone, so start one; completed
+            # steps return their stored results and the rest run.
+            self._launch(execution_id, record.state_machine)
+        return record
+
+    async def cancel(self, execution_id: str) -> ExecutionRecord | None:
+        error = error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
+        record, tokens = await self._repo.request_cancel(execution_id, error=error, now=self._now())
+        if record is None:
+            return None
+        for token in tokens:
+            self._answer(token, success=False)
+        run = self._runs.get(execution_id)
+        if run is not None:
+            run.stop.stop(WorkflowCancelled.__name__, CANCELLED_BY_USER)
+        return record
+
+    async def restore(
+        self, execution_id: str, checkpoint: CheckpointRecord
+    ) -> ExecutionRecord | None:
+        current = await self._repo.get(execution_id)
+        if current is None or current.status in ("pending", "running"):
+            return None
+        await self._detach(execution_id)
+        record = await self._repo.restore(execution_id, checkpoint)
+        if record is not None:
+            self._launch(execution_id, record.state_machine)
+        return record
+
+    async def wait(self, execution_id: str) -> None:
+        # A loop, because a restore may replace the run while we wait.
+        while (run := self._runs.get(execution_id)) is not None and run.task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(run.task)
+            if self._runs.get(execution_id) is run:
+                return
+
+    async def recover(self) -> list[str]:
+        recovered: list[str] = []
+        for execution_id in await self._repo.ids_with_status(("pending", "running")):
+            if execution_id in self._runs:
+                continue
+            record = await self._repo.get(execution_id)
+            if record is not None and record.status in ("pending", "running"):
+                self._launch(execution_id, record.state_machine)
+                recovered.append(execution_id)
+        if recovered:
+            log.info("resumed %d unfinished execution(s)", len(recovered))
+        return recovered
+
+    async def close(self) -> None:
+        for execution_id in list(self._runs):
+            await self._detach(execution_id)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._runs)
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def _launch(self, execution_id: str, state_machine: dict[str, Any]) -> None:
+        run = _Run(task=None)
+        self._runs[execution_id] = run
+        task = asyncio.get_running_loop().create_task(
+            self._drive(execution_id, state_machine, run), name=f"execution {execution_id}"
+        )
+        run.task = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            if self._runs.get(execution_id) is run:
+                del self._runs[execution_id]
+
+        task.add_done_callback(forget)
+
+    async def _detach(self, execution_id: str) -> None:
+        run = self._runs.pop(execution_id, None)
+        if run is None or run.task is None:
+            return
+        run.detached = True
+        run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await run.task
+
+    async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
+        try:
+            machine = load_state_machine(state_machine)
+            await self._repo.mark_running(execution_id)
+            result = await run_execution(
+                machine,
+                {"execution_id": execution_id},
+                execution_arn=execution_id,
+                invoker=self._invoke,
+                token_registry=self.tokens,
+                clock=self._clock,
+                rng=self._rng,
+                stop=run.stop,
+            )
+        except asyncio.CancelledError:
+            if run.detached:
+                return
+            raise
+        except Exception:
+            # Left as it is in the database, so the next start resumes it.
+            log.exception("execution %s stopped unexpectedly", execution_id)
+            return
+        if run.detached:
+            return
+        status, error = _ending(result)
+        try:
+            await self._repo.finish(execution_id, status, error=error, now=self._now())
+            await self._audit_finish(execution_id)
+        except Exception:
+            # Unrecorded, the execution stays active and the next start runs it to its end
+            # again (every step returns its stored result).
+            log.exception("could not record the end of execution %s", execution_id)
+
+    async def _invoke(self, function_name: str, payload: dict[str, Any]) -> Any:
+        return await self.step_runner.handle(payload)
+
+    async def _audit_finish(self, execution_id: str) -> None:
+        if self._audit is None:
+            return
+        record = await self._repo.get(execution_id)
+        if record is None:
+            return
+        await self._audit.record(
+            event_type="workflow_execution",
+            action="finish",
+            result="success" if record.status == "completed" else "failure",
+            user_id=record.owner_id,
+            resource_type="execution",
+            resource_id=record.id,
+            details={"workflow_id": str(record.workflow_id), "status": record.status},
+        )
+
+    def _answer(self, token: str, *, success: bool) -> None:
+        try:
+            if success:
+                self.tokens.send_task_success(token, {"resumed": True})
+            else:
+                self.tokens.send_task_failure(token, WorkflowCancelled.__name__, CANCELLED_BY_USER)
+        except TaskTokenNotFound:
+            # A token of a run that ended or died with an earlier server process.
+            log.debug("parked task token no longer waited on")

@@ -1,0 +1,203 @@
+"""Executions as the API sees them: start one, read its state, steer it, checkpoint it.
+
+Ownership follows workflows: a non-admin sees only their own executions, and another
+user's execution (or checkpoint) is reported missing, never forbidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llm_orchestrator import ids
+from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.compiler import compile_workflow
+from llm_orchestrator.engine.base import Engine
+from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
+from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
+from llm_orchestrator.store.executions import (
+    ExecutionRecord,
+    ExecutionRepository,
+    StepRunRecord,
+)
+from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, WorkflowDefinition
+from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
+
+EXECUTION_NOT_FOUND = "Execution not found"
+
+
+@dataclass(frozen=True)
+class ExecutionState:
+    """An execution with its step runs, in the definition's step order."""
+
+    record: ExecutionRecord
+    step_ids: list[str]
+    runs: dict[str, StepRunRecord]
+
+    def outputs(self) -> dict[str, Any]:
+        """Every completed step's outputs merged, later steps winning a shared name."""
+        merged: dict[str, Any] = {}
+        for step_id in self.step_ids:
+            run = self.runs.get(step_id)
+            if run is not None and run.status == "completed" and run.outputs:
+                merged.update(run.outputs)
+        return merged
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        repo: ExecutionRepository,
+        checkpoints: CheckpointRepository,
+        workflows: WorkflowService,
+        engine: Engine,
+        *,
+        step_runner_arn: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._repo = repo
+        self._checkpoints = checkpoints
+        self._workflows = workflows
+        self.engine = engine
+        self._step_runner_arn = step_runner_arn
+        self._now = clock
+
+    async def execute(
+        self,
+        caller: Principal,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        timeout_override: int | None = None,
+    ) -> ExecutionRecord:
+        workflow = await self._workflows.get(caller, workflow_id)
+        _check_inputs(workflow.definition, inputs)
+        if timeout_override is not None and not 1 <= timeout_override <= (
+            MAX_WORKFLOW_TIMEOUT_SECONDS
+        ):
+            raise ValidationFailed(
+                "Invalid request",
+                [FieldError("timeout_override", f"Must be 1..{MAX_WORKFLOW_TIMEOUT_SECONDS}")],
+            )
+        timeout = timeout_override or workflow.definition.timeout_seconds
+        state_machine = compile_workflow(
+            workflow.definition, step_runner_arn=self._step_runner_arn, timeout_seconds=timeout
+        )
+        record = await self._repo.create(
+            execution_id=ids.execution_id(),
+            workflow_id=workflow.record.id,
+            owner_id=caller.user_id,
+            inputs=dict(inputs),
+            # Pinned: editing the workflow later never changes this execution.
+            definition=workflow.record.definition,
+            state_machine=state_machine,
+            timeout_seconds=timeout,
+            now=self._now(),
+        )
+        await self.engine.start(record)
+        return record
+
+    async def state(self, caller: Principal, workflow_id: str, execution_id: str) -> ExecutionState:
+        return await self._state(await self._execution(caller, workflow_id, execution_id))
+
+    async def state_of(self, record: ExecutionRecord) -> ExecutionState:
+        fresh = await self._repo.get(record.id)
+        return await self._state(fresh or record)
+
+    async def pause(self, caller: Principal, workflow_id: str, execution_id: str) -> ExecutionState:
+        record = await self._execution(caller, workflow_id, execution_id)
+        return await self._after(await self.engine.pause(record.id), record, "paused")
+
+    async def resume(
+        self, caller: Principal, workflow_id: str, execution_id: str
+    ) -> ExecutionState:
+        record = await self._execution(caller, workflow_id, execution_id)
+        return await self._after(await self.engine.resume(record.id), record, "resumed")
+
+    async def cancel(
+        self, caller: Principal, workflow_id: str, execution_id: str
+    ) -> ExecutionState:
+        record = await self._execution(caller, workflow_id, execution_id)
+        return await self._after(await self.engine.cancel(record.id), record, "cancelled")
+
+    async def checkpoints(
+        self, caller: Principal, workflow_id: str, execution_id: str, *, limit: int, offset: int
+    ) -> tuple[list[CheckpointRecord], int]:
+        record = await self._execution(caller, workflow_id, execution_id)
+        return await self._checkpoints.list_checkpoints(record.id, limit=limit, offset=offset)
+
+    async def create_checkpoint(
+        self, caller: Principal, workflow_id: str, execution_id: str, step_id: str | None
+    ) -> CheckpointRecord:
+        record = await self._execution(caller, workflow_id, execution_id)
+        if step_id is not None:
+            known = WorkflowDefinition.model_validate(record.definition)
+            if step_id not in {step.id for step in known.steps}:
+                raise ValidationFailed(
+                    "Invalid request",
+                    [FieldError("stepId", f"The workflow has no step '{step_id}'")],
+                )
+        return await self._checkpoints.create_checkpoint(ids.checkpoint_id(), record.id, step_id)
+
+    async def restore(
+        self, caller: Principal, workflow_id: str, checkpoint_id: str
+    ) -> ExecutionState:
+        checkpoint = await self._checkpoints.get_checkpoint(checkpoint_id)
+        if checkpoint is None:
+            raise NotFound("Checkpoint not found")
+        try:
+            record = await self._execution(caller, workflow_id, checkpoint.execution_id)
+        except NotFound:
+            raise NotFound("Checkpoint not found") from None
+        restored = await self.engine.restore(record.id, checkpoint)
+        return await self._after(restored, record, "restored; pause or cancel it first")
+
+    async def wait(self, record: ExecutionRecord) -> ExecutionState:
+        await self.engine.wait(record.id)
+        return await self.state_of(record)
+
+    async def _execution(
+        self, caller: Principal, workflow_id: str, execution_id: str
+    ) -> ExecutionRecord:
+        try:
+            parsed = parse_workflow_id(workflow_id)
+        except NotFound:
+            raise NotFound(EXECUTION_NOT_FOUND) from None
+        record = await self._repo.get(
+            execution_id, owner_id=caller.owner_filter(), workflow_id=parsed
+        )
+        if record is None:
+            raise NotFound(EXECUTION_NOT_FOUND)
+        return record
+
+    async def _after(
+        self, changed: ExecutionRecord | None, before: ExecutionRecord, verb: str
+    ) -> ExecutionState:
+        if changed is None:
+            current = await self._repo.get(before.id)
+            status = current.status if current else before.status
+            raise Conflict(
+                f"Execution is {status} and cannot be {verb}",
+                {"execution_id": before.id, "status": status},
+            )
+        return await self.state_of(changed)
+
+    async def _state(self, record: ExecutionRecord) -> ExecutionState:
+        runs = {run.step_id: run for run in await self._repo.step_runs(record.id)}
+        step_ids = [step["id"] for step in record.definition.get("steps", [])]
+        return ExecutionState(record=record, step_ids=step_ids, runs=runs)
+
+
+def _check_inputs(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> None:
+    missing = [name for name in definition.required_inputs() if name not in inputs]
+    if missing:
+        names = ", ".join(f"'{name}'" for name in missing)
+        raise ValidationFailed(
+            f"Missing required input{'s' if len(missing) > 1 else ''} {names}",
+            [
+                FieldError(f"inputs.{name}", f"Required input '{name}' is missing")
+                for name in missing
+            ],
+        )

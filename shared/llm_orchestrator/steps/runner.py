@@ -1,0 +1,289 @@
+"""The step runner: the function every Task of a compiled state machine invokes.
+
+Three actions, one per payload shape in ``docs/asl.md``:
+
+- ``run``: render the step's templates from the inputs and its ancestors' outputs, call the
+  provider, and write outputs, status, usage and a checkpoint in one transaction.
+  At-least-once delivery is expected: a step already completed returns its stored result and
+  calls nothing. Pause and cancel flags are checked on entry (``WorkflowPaused`` /
+  ``WorkflowCancelled``, which the state machine catches by name).
+- ``park``: a paused step stores its task token and waits for resume; when the pause was
+  lifted before it got here, it answers its own token at once.
+- ``fail``: record the execution's failure before the state machine's Fail state.
+
+The same code runs in the step-runner Lambda and, in-process, under the local engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from llm_orchestrator import ids
+from llm_orchestrator.providers import (
+    ChatRequest,
+    EmbedRequest,
+    ProviderError,
+    ProviderRegistry,
+)
+from llm_orchestrator.steps.errors import (
+    ExecutionNotFound,
+    StepConfigurationError,
+    WorkflowCancelled,
+    WorkflowPaused,
+)
+from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
+from llm_orchestrator.store.executions import ExecutionRecord, StepContext, StepUsage
+from llm_orchestrator.workflows.models import (
+    EmbedStep,
+    LlmStep,
+    VectorSearchStep,
+    WorkflowDefinition,
+    ancestors,
+)
+from llm_orchestrator.workflows.templating import TemplateError, render, render_data, render_value
+
+log = logging.getLogger(__name__)
+
+DEFINITION_CACHE_SIZE = 1024
+
+
+class TaskTokenSender(Protocol):
+    """SendTaskSuccess / SendTaskFailure: the local token registry or Step Functions."""
+
+    def send_task_success(self, token: str, output: Any = None) -> None: ...
+
+    def send_task_failure(self, token: str, error: str, cause: str = "") -> None: ...
+
+
+class StepStore(Protocol):
+    """What the step runner reads and writes (``ExecutionRepository`` in production)."""
+
+    async def step_context(self, execution_id: str, step_id: str) -> StepContext | None: ...
+
+    async def definition(self, execution_id: str) -> dict[str, Any] | None: ...
+
+    async def start_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> bool: ...
+
+    async def complete_step(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+    ) -> bool: ...
+
+    async def record_step_error(
+        self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+    ) -> None: ...
+
+    async def park(self, execution_id: str, step_id: str | None, task_token: str) -> str: ...
+
+    async def finish(
+        self, execution_id: str, status: str, *, error: dict[str, Any] | None, now: datetime
+    ) -> ExecutionRecord | None: ...
+
+
+class VectorSearcher(Protocol):
+    async def search(
+        self, step: VectorSearchStep, query: Any, filter: Any
+    ) -> list[dict[str, Any]]: ...
+
+
+class UnconfiguredVectorSearch:
+    """This build ships no vector-database adapters: every search fails permanently."""
+
+    async def search(self, step: VectorSearchStep, query: Any, filter: Any) -> list[dict[str, Any]]:
+        raise StepConfigurationError(
+            f"vector database '{step.database}' is not configured in this build"
+        )
+
+
+def error_record(name: str, message: str, step_id: str | None) -> dict[str, Any]:
+    """How an error is kept on a step run and on the execution (readable, no secrets)."""
+    return {"type": name, "message": message, "step_id": step_id}
+
+
+class _Definitions:
+    """Parsed pinned definitions by execution id.
+
+    Safe to cache: an execution's definition is pinned when it starts and never changes,
+    so this holds nothing that PostgreSQL does not already say.
+    """
+
+    def __init__(self, repo: StepStore) -> None:
+        self._repo = repo
+        self._cache: OrderedDict[str, tuple[WorkflowDefinition, dict[str, frozenset[str]]]] = (
+            OrderedDict()
+        )
+
+    async def get(self, execution_id: str) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
+        cached = self._cache.get(execution_id)
+        if cached is not None:
+            self._cache.move_to_end(execution_id)
+            return cached
+        raw = await self._repo.definition(execution_id)
+        if raw is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        return self.remember(execution_id, raw)
+
+    def remember(
+        self, execution_id: str, raw: dict[str, Any]
+    ) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
+        definition = WorkflowDefinition.model_validate(raw)
+        entry = (definition, ancestors(definition))
+        self._cache[execution_id] = entry
+        if len(self._cache) > DEFINITION_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return entry
+
+
+class StepRunner:
+    def __init__(
+        self,
+        repo: StepStore,
+        providers: ProviderRegistry,
+        tokens: TaskTokenSender,
+        *,
+        clock: Callable[[], datetime],
+        vector_search: VectorSearcher | None = None,
+    ) -> None:
+        self._repo = repo
+        self._providers = providers
+        self._tokens = tokens
+        self._now = clock
+        self._vectors = vector_search or UnconfiguredVectorSearch()
+        self._definitions = _Definitions(repo)
+
+    def remember_definition(self, execution_id: str, definition: dict[str, Any]) -> None:
+        """Seed the cache with an execution's pinned definition (saves its first read)."""
+        self._definitions.remember(execution_id, definition)
+
+    async def handle(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Dispatch one Task payload; raises the errors the state machine routes by name."""
+        action = payload.get("action")
+        execution_id = str(payload["execution_id"])
+        step_id = payload.get("step_id")
+        if action == "run":
+            return await self.run(execution_id, str(step_id))
+        if action == "park":
+            return await self.park(execution_id, step_id, str(payload["task_token"]))
+        if action == "fail":
+            return await self.fail(execution_id, step_id, payload.get("error") or {})
+        raise ValueError(f"unknown step-runner action {action!r}")
+
+    # -- run -----------------------------------------------------------------------------
+
+    async def run(self, execution_id: str, step_id: str) -> dict[str, Any]:
+        context = await self._repo.step_context(execution_id, step_id)
+        if context is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        if context.cancel_requested:
+            raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
+        if context.step_status == "completed":
+            return {"step_id": step_id, "status": "completed", "reused": True}
+        if context.pause_requested:
+            raise WorkflowPaused(f"execution '{execution_id}' is paused")
+        definition, ancestor_map = await self._definitions.get(execution_id)
+        try:
+            step = definition.step(step_id)
+        except KeyError:
+            raise ExecutionNotFound(f"step '{step_id}' is not in the workflow") from None
+        provider = None if isinstance(step, VectorSearchStep) else step.provider
+        if not await self._repo.start_step(
+            execution_id, step_id, step_type=step.type, provider=provider
+        ):
+            return {"step_id": step_id, "status": "completed", "reused": True}
+        try:
+            outputs, usage = await self._execute(step, definition, ancestor_map, context)
+        except ProviderError as exc:
+            error = error_record(type(exc).__name__, exc.message, step_id)
+            await self._repo.record_step_error(
+                execution_id, step_id, error, final=not exc.retryable
+            )
+            raise
+        except (TemplateError, StepConfigurationError) as exc:
+            error = error_record(type(exc).__name__, str(exc), step_id)
+            await self._repo.record_step_error(execution_id, step_id, error, final=True)
+            raise StepConfigurationError(str(exc)) from exc
+        committed = await self._repo.complete_step(
+            execution_id, step_id, outputs=outputs, usage=usage, checkpoint_id=ids.checkpoint_id()
+        )
+        return {"step_id": step_id, "status": "completed", "reused": not committed}
+
+    async def _execute(
+        self,
+        step: LlmStep | EmbedStep | VectorSearchStep,
+        definition: WorkflowDefinition,
+        ancestor_map: dict[str, frozenset[str]],
+        context: StepContext,
+    ) -> tuple[dict[str, Any], StepUsage]:
+        values = template_values(
+            definition, step.id, context.inputs, context.outputs, ancestor_map[step.id]
+        )
+        if isinstance(step, LlmStep):
+            request = ChatRequest(
+                model=step.model,
+                prompt=render(step.prompt, values),
+                system=render(step.system, values) if step.system is not None else None,
+                temperature=step.temperature,
+                max_tokens=step.max_tokens,
+            )
+            chat = await self._providers.llm(step.provider).complete(request)
+            usage = StepUsage(chat.input_tokens, chat.output_tokens, chat.latency_ms)
+            return text_outputs(step.output, chat.text), usage
+        if isinstance(step, EmbedStep):
+            text = render_value(step.input, values)
+            if not isinstance(text, str) and not (
+                isinstance(text, list) and all(isinstance(item, str) for item in text)
+            ):
+                text = render(step.input, values)
+            embedded = await self._providers.embedding(step.provider).embed(
+                EmbedRequest(model=step.model, input=text)
+            )
+            vectors: Any = embedded.vectors if isinstance(text, list) else embedded.vectors[0]
+            usage = StepUsage(embedded.input_tokens, None, embedded.latency_ms)
+            return value_outputs(step.output, vectors), usage
+        query = render_value(step.query, values)
+        filters = render_data(step.filter, values) if step.filter is not None else None
+        documents = await self._vectors.search(step, query, filters)
+        return value_outputs(step.output, documents), StepUsage(None, None, 0.0)
+
+    # -- park ----------------------------------------------------------------------------
+
+    async def park(self, execution_id: str, step_id: str | None, task_token: str) -> dict[str, Any]:
+        outcome = await self._repo.park(execution_id, step_id, task_token)
+        if outcome == "cancelled":
+            raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
+        if outcome == "released":
+            # Resume got in before this park stored its token: release it ourselves.
+            self._tokens.send_task_success(task_token, {"resumed": True})
+        return {"parked": outcome == "parked"}
+
+    # -- fail ----------------------------------------------------------------------------
+
+    async def fail(
+        self, execution_id: str, step_id: str | None, error: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        name = str(error.get("Error") or "StepFailed")
+        cause = str(error.get("Cause") or "")
+        record = error_record(name, _readable_cause(name, cause), step_id)
+        if step_id is not None:
+            await self._repo.record_step_error(execution_id, step_id, record, final=True)
+        await self._repo.finish(execution_id, "failed", error=record, now=self._now())
+        return {"failed": True}
+
+
+def _readable_cause(name: str, cause: str) -> str:
+    if cause:
+        return cause
+    if name == "States.Timeout":
+        return "the step did not finish within its timeout"
+    return f"the step failed with {name}"

@@ -1,0 +1,123 @@
+"""Shared pieces of the execution tests: a fake OpenAI server the API's providers talk to
+through the real SDK, and helpers to create, run and watch workflows over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from llm_orchestrator.config import Settings
+from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import Session
+
+FAKE_API_KEY = "sk-test-executions"
+TERMINAL = ("completed", "failed", "cancelled", "timed_out")
+FAST_RETRY = {"max_attempts": 3, "backoff_seconds": 1, "backoff_rate": 1.0}
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI.start(api_key=FAKE_API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def server(settings: Settings, fake_openai: FakeOpenAI) -> AsyncIterator[LocalServer]:
+    """The API with its providers pointed at the fake (never at the process environment)."""
+    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
+    local = build_local_server(settings, database_url=settings.database_url, environ=environ)
+    await bootstrap(local.runtime)
+    yield local
+    await local.runtime.close()
+
+
+def llm_step(step_id: str, prompt: str, output: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "type": "llm",
+        "provider": "openai",
+        "model": "gpt-4",
+        "prompt": prompt,
+        "output": [output],
+        "retry": FAST_RETRY,
+        **extra,
+    }
+
+
+async def create_workflow(
+    client: httpx.AsyncClient, session: Session, steps: list[dict[str, Any]], **extra: Any
+) -> str:
+    body = {"name": "test-workflow", "version": "1.0", "steps": steps, **extra}
+    response = await client.post("/workflows", headers=session.headers, json=body)
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["id"]
+    return workflow_id
+
+
+async def start_execution(
+    client: httpx.AsyncClient, session: Session, workflow_id: str, inputs: dict[str, Any]
+) -> str:
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=session.headers,
+        json={"inputs": inputs, "async": True},
+    )
+    assert response.status_code == 202, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+async def get_status(
+    client: httpx.AsyncClient, session: Session, workflow_id: str, execution_id: str
+) -> dict[str, Any]:
+    response = await client.get(
+        f"/workflows/{workflow_id}/status",
+        headers=session.headers,
+        params={"executionId": execution_id},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    session: Session,
+    workflow_id: str,
+    execution_id: str,
+    statuses: tuple[str, ...] = TERMINAL,
+    *,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = await get_status(client, session, workflow_id, execution_id)
+        if body["status"] in statuses:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"execution stayed {body['status']}: {body}")
+        await asyncio.sleep(0.02)
+
+
+async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def prompts(fake: FakeOpenAI) -> list[str]:
+    """The user prompt of every chat request the fake received, in order."""
+    return [
+        message["content"]
+        for request in fake.requests_to("/v1/chat/completions")
+        for message in request.body["messages"]
+        if message["role"] == "user"
+    ]

@@ -1,0 +1,291 @@
+"""Executing workflows over HTTP: the real OpenAI SDK against the fake server."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import CreateUser, Session
+from tests.integration.execution_support import (
+    create_workflow,
+    fake_openai,
+    get_status,
+    llm_step,
+    prompts,
+    server,
+    start_execution,
+    wait_for,
+)
+
+__all__ = ["fake_openai", "server"]
+
+SENTIMENT_STEP = {
+    "id": "analyze",
+    "type": "llm",
+    "provider": "openai",
+    "model": "gpt-4",
+    "prompt": "Analyze sentiment (positive/negative/neutral): {{input}}",
+    "temperature": 0.3,
+    "max_tokens": 50,
+    "output": ["sentiment"],
+}
+
+
+async def test_common_workflow_1_runs_end_to_end(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.responder = lambda body: "positive"
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"input": "This product is amazing!"}, "async": True},
+    )
+
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["execution_id"].startswith("exec-")
+    assert accepted["workflow_id"] == workflow_id
+    assert accepted["status"] == "pending"
+    assert accepted["started_at"].endswith("Z")
+    final = await wait_for(client, admin, workflow_id, accepted["execution_id"])
+    assert final == {
+        "id": accepted["execution_id"],
+        "workflow_id": workflow_id,
+        "status": "completed",
+        "started_at": accepted["started_at"],
+        "completed_at": final["completed_at"],
+        "context": {
+            "inputs": {"input": "This product is amazing!"},
+            "outputs": {"sentiment": "positive"},
+        },
+        "steps": {"analyze": {"status": "completed", "outputs": {"sentiment": "positive"}}},
+    }
+    assert final["completed_at"].endswith("Z")
+    assert prompts(fake_openai) == [
+        "Analyze sentiment (positive/negative/neutral): This product is amazing!"
+    ]
+
+
+async def test_sync_execute_waits_and_returns_the_final_execution(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"input": "meh"}, "async": False},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["execution_id"] == body["id"]
+    assert body["steps"]["analyze"]["outputs"] == {
+        "sentiment": "echo: Analyze sentiment (positive/negative/neutral): meh"
+    }
+
+
+async def test_missing_input_is_rejected_naming_it(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute", headers=admin.headers, json={"inputs": {}}
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert "'input'" in body["message"]
+    assert body["details"]["errors"] == [
+        {"field": "inputs.input", "message": "Required input 'input' is missing"}
+    ]
+    assert fake_openai.requests == []
+
+
+async def test_outputs_flow_along_depends_on(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.responder = lambda body: body["messages"][-1]["content"].upper()
+    workflow_id = await create_workflow(
+        client,
+        admin,
+        [
+            llm_step("first", "say {{topic}}", "shout"),
+            llm_step("second", "repeat {{shout}} about {{topic}}", "again", depends_on=["first"]),
+        ],
+    )
+
+    execution_id = await start_execution(client, admin, workflow_id, {"topic": "cats"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "completed"
+    assert prompts(fake_openai) == ["say cats", "repeat SAY CATS about cats"]
+    assert final["context"]["outputs"] == {
+        "shout": "SAY CATS",
+        "again": "REPEAT SAY CATS ABOUT CATS",
+    }
+
+
+async def test_rate_limited_call_is_retried_then_succeeds(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(client, admin, [llm_step("only", "hi {{name}}", "reply")])
+    fake_openai.fail_next(429)
+
+    execution_id = await start_execution(client, admin, workflow_id, {"name": "bob"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "completed"
+    statuses = [r.status for r in fake_openai.requests_to("/v1/chat/completions")]
+    assert statuses == [429, 200]
+    assert final["steps"]["only"]["outputs"] == {"reply": "echo: hi bob"}
+
+
+async def test_permanent_provider_error_fails_with_a_readable_error(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(
+        client, admin, [llm_step("only", "hi {{name}}", "reply", model="no-such-model")]
+    )
+    fake_openai.models = frozenset({"gpt-4"})
+
+    execution_id = await start_execution(client, admin, workflow_id, {"name": "bob"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "ProviderBadRequest"
+    assert final["error"]["step_id"] == "only"
+    assert "no-such-model" in final["error"]["message"]
+    assert final["steps"]["only"]["status"] == "failed"
+    assert final["steps"]["only"]["error"]["type"] == "ProviderBadRequest"
+    # Permanent: asked once, never retried.
+    assert len(fake_openai.requests_to("/v1/chat/completions")) == 1
+
+
+async def test_unconfigured_vector_database_fails_clearly(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    rag = [
+        {
+            "id": "embed_query",
+            "type": "embed",
+            "provider": "openai",
+            "model": "text-embedding-3-small",
+            "input": "{{query}}",
+            "output": ["query_embedding"],
+        },
+        {
+            "id": "search_docs",
+            "type": "vector_search",
+            "database": "pinecone",
+            "index": "knowledge-base",
+            "query": "{{query_embedding}}",
+            "top_k": 5,
+            "depends_on": ["embed_query"],
+            "output": ["relevant_docs"],
+        },
+    ]
+    workflow_id = await create_workflow(client, admin, rag)
+
+    execution_id = await start_execution(client, admin, workflow_id, {"query": "why?"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "failed"
+    assert final["steps"]["embed_query"]["status"] == "completed"
+    assert len(final["steps"]["embed_query"]["outputs"]["query_embedding"]) == 8
+    assert final["error"]["message"] == (
+        "vector database 'pinecone' is not configured in this build"
+    )
+
+
+async def test_parallel_branches_overlap_in_time(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.3
+    workflow_id = await create_workflow(
+        client,
+        admin,
+        [
+            llm_step("left", "left {{x}}", "l"),
+            llm_step("right", "right {{x}}", "r"),
+            llm_step("join", "{{l}} and {{r}}", "both", depends_on=["left", "right"]),
+        ],
+    )
+
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "completed"
+    calls = fake_openai.requests_to("/v1/chat/completions")
+    left, right, join = sorted(calls, key=lambda r: r.started_at)
+    assert {left.body["messages"][-1]["content"], right.body["messages"][-1]["content"]} == {
+        "left 1",
+        "right 1",
+    }
+    assert right.started_at < left.finished_at  # both in flight at once
+    assert join.started_at >= max(left.finished_at, right.finished_at)
+    assert final["context"]["outputs"]["both"] == "echo: echo: left 1 and echo: right 1"
+
+
+async def test_other_users_execution_is_not_found(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser
+) -> None:
+    alice = await create_user("alice")
+    bob = await create_user("bob")
+    workflow_id = await create_workflow(client, alice, [SENTIMENT_STEP])
+    execution_id = await start_execution(client, alice, workflow_id, {"input": "x"})
+
+    for method, path in [
+        ("GET", f"/workflows/{workflow_id}/status"),
+        ("POST", f"/workflows/{workflow_id}/pause"),
+        ("POST", f"/workflows/{workflow_id}/cancel"),
+        ("GET", f"/state/{workflow_id}"),
+        ("GET", f"/state/{workflow_id}/checkpoints"),
+    ]:
+        response = await client.request(
+            method, path, headers=bob.headers, params={"executionId": execution_id}
+        )
+        assert response.status_code == 404, (path, response.text)
+    forbidden_run = await client.post(
+        f"/workflows/{workflow_id}/execute", headers=bob.headers, json={"inputs": {"input": "x"}}
+    )
+    assert forbidden_run.status_code == 404
+    # The admin sees everyone's executions.
+    assert (await get_status(client, admin, workflow_id, execution_id))["id"] == execution_id
+
+
+async def test_running_execution_keeps_its_definition_when_the_workflow_changes(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.2
+    steps = [llm_step("a", "v1 {{x}}", "out")]
+    workflow_id = await create_workflow(client, admin, steps)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+
+    edited = {"name": "test-workflow", "steps": [llm_step("a", "v2 {{x}}", "out")]}
+    response = await client.put(f"/workflows/{workflow_id}", headers=admin.headers, json=edited)
+    assert response.status_code == 200, response.text
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["context"]["outputs"] == {"out": "echo: v1 1"}
+
+
+async def test_execution_events_are_audited(client: httpx.AsyncClient, admin: Session) -> None:
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+    execution_id = await start_execution(client, admin, workflow_id, {"input": "x"})
+    await wait_for(client, admin, workflow_id, execution_id)
+
+    response = await client.get(
+        "/audit/events",
+        headers=admin.headers,
+        params={"event_type": "workflow_execution", "resource_id": execution_id},
+    )
+
+    assert response.status_code == 200, response.text
+    actions = sorted(event["action"] for event in response.json()["events"])
+    assert actions == ["finish", "start"]

@@ -1,0 +1,271 @@
+"""Pause, resume, cancel, checkpoints and restore over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import Session
+from tests.integration.execution_support import (
+    create_workflow,
+    fake_openai,
+    get_status,
+    llm_step,
+    prompts,
+    server,
+    start_execution,
+    wait_for,
+)
+
+__all__ = ["fake_openai", "server"]
+
+CHAIN = [
+    llm_step("a", "a {{x}}", "out_a"),
+    llm_step("b", "b {{out_a}}", "out_b", depends_on=["a"]),
+    llm_step("c", "c {{out_b}}", "out_c", depends_on=["b"]),
+]
+
+
+async def control(
+    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
+) -> httpx.Response:
+    return await client.post(
+        f"/workflows/{workflow_id}/{action}",
+        headers=session.headers,
+        params={"executionId": execution_id},
+    )
+
+
+async def wait_step(
+    client: httpx.AsyncClient,
+    session: Session,
+    workflow_id: str,
+    execution_id: str,
+    step_id: str,
+    status: str,
+) -> dict[str, Any]:
+    for _ in range(1000):
+        body = await get_status(client, session, workflow_id, execution_id)
+        if body["steps"][step_id]["status"] == status:
+            return body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"step {step_id} never became {status}")
+
+
+async def test_pause_holds_and_resume_finishes(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.2
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+
+    paused = await control(client, admin, "pause", workflow_id, execution_id)
+
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["status"] == "paused"
+    # The running step finishes and checkpoints; nothing after it starts while paused.
+    await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
+    await asyncio.sleep(0.4)
+    held = await get_status(client, admin, workflow_id, execution_id)
+    assert held["status"] == "paused"
+    assert held["steps"]["b"]["status"] == "pending"
+    assert prompts(fake_openai) == ["a 1"]
+
+    resumed = await control(client, admin, "resume", workflow_id, execution_id)
+
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["status"] == "running"
+    final = await wait_for(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed"
+    assert prompts(fake_openai) == ["a 1", "b echo: a 1", "c echo: b echo: a 1"]
+
+
+async def test_cancel_stops_the_execution(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.3
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+
+    cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
+
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "cancelled"
+    assert body["completed_at"] is not None
+    assert body["error"]["type"] == "WorkflowCancelled"
+    await asyncio.sleep(0.5)
+    final = await get_status(client, admin, workflow_id, execution_id)
+    assert final["status"] == "cancelled"
+    assert [final["steps"][s]["status"] for s in ("b", "c")] == ["pending", "pending"]
+    assert all(not p.startswith(("b ", "c ")) for p in prompts(fake_openai))
+
+
+async def test_cancel_releases_a_paused_execution(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.1
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+    assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
+    await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
+
+    cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
+
+    assert cancelled.json()["status"] == "cancelled"
+    await asyncio.sleep(0.2)
+    assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "cancelled"
+    assert prompts(fake_openai) == ["a 1"]
+
+
+async def test_invalid_transitions_are_conflicts(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.2
+    workflow_id = await create_workflow(client, admin, [llm_step("a", "a {{x}}", "out")])
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+
+    running_resume = await control(client, admin, "resume", workflow_id, execution_id)
+    assert running_resume.status_code == 409
+    assert running_resume.json()["code"] == "conflict"
+
+    await wait_for(client, admin, workflow_id, execution_id)
+    for action in ("pause", "resume", "cancel"):
+        response = await control(client, admin, action, workflow_id, execution_id)
+        assert response.status_code == 409, (action, response.text)
+        assert "completed" in response.json()["message"]
+
+
+async def test_checkpoints_after_every_step_and_on_demand(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    # Common Workflow 3: no "async" given.
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute", headers=admin.headers, json={"inputs": {"x": "1"}}
+    )
+    execution_id = response.json()["execution_id"]
+    await wait_for(client, admin, workflow_id, execution_id)
+
+    listed = await client.get(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        params={"executionId": execution_id},
+    )
+
+    assert listed.status_code == 200, listed.text
+    page = listed.json()
+    assert (page["total"], page["limit"], page["offset"]) == (3, 20, 0)
+    assert [c["step_id"] for c in page["checkpoints"]] == ["a", "b", "c"]
+    first = page["checkpoints"][0]
+    assert first["id"].startswith("ckpt-")
+    assert first["workflow_state_id"] == execution_id
+    assert first["timestamp"].endswith("Z")
+    assert first["snapshot"] == {"inputs": {"x": "1"}, "steps": {"a": {"out_a": "echo: a 1"}}}
+
+    created = await client.post(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        json={"executionId": execution_id, "stepId": "b"},
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["step_id"] == "b"
+    assert set(created.json()["snapshot"]["steps"]) == {"a", "b", "c"}
+    unknown = await client.post(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        json={"executionId": execution_id, "stepId": "zzz"},
+    )
+    assert unknown.status_code == 400
+    state = await client.get(
+        f"/state/{workflow_id}", headers=admin.headers, params={"executionId": execution_id}
+    )
+    assert state.json() == await get_status(client, admin, workflow_id, execution_id)
+
+
+async def test_restore_reruns_only_the_steps_after_the_checkpoint(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_for(client, admin, workflow_id, execution_id)
+    listed = await client.get(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        params={"executionId": execution_id},
+    )
+    after_a = listed.json()["checkpoints"][0]
+    assert after_a["step_id"] == "a"
+    fake_openai.reset()
+
+    restored = await client.post(
+        f"/state/{workflow_id}/restore",
+        headers=admin.headers,
+        json={"checkpointId": after_a["id"]},
+    )
+
+    assert restored.status_code == 200, restored.text
+    body = restored.json()
+    assert body["id"] == execution_id
+    assert body["status"] in ("pending", "running")
+    assert body["steps"]["a"]["status"] == "completed"
+    final = await wait_for(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed"
+    assert prompts(fake_openai) == ["b echo: a 1", "c echo: b echo: a 1"]
+    events = await client.get(
+        "/audit/events",
+        headers=admin.headers,
+        params={"event_type": "workflow_execution", "resource_id": execution_id},
+    )
+    assert "restore" in [e["action"] for e in events.json()["events"]]
+
+
+async def test_restore_of_a_running_execution_is_a_conflict(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 0.3
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
+    listed = await client.get(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        params={"executionId": execution_id},
+    )
+
+    response = await client.post(
+        f"/state/{workflow_id}/restore",
+        headers=admin.headers,
+        json={"checkpointId": listed.json()["checkpoints"][0]["id"]},
+    )
+
+    assert response.status_code == 409
+    missing = await client.post(
+        f"/state/{workflow_id}/restore", headers=admin.headers, json={"checkpointId": "ckpt-x"}
+    )
+    assert missing.status_code == 404
+
+
+async def test_timeout_override_times_the_execution_out(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 3.0
+    workflow_id = await create_workflow(client, admin, [llm_step("a", "a {{x}}", "out")])
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"x": "1"}, "async": False, "timeout_override": 1},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "timed_out"
+    assert body["error"]["type"] == "States.Timeout"

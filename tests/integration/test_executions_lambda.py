@@ -1,0 +1,116 @@
+"""The step-runner Lambda handler runs a Step Functions task payload against the database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.config import Settings
+from llm_orchestrator.runtime import build_runtime
+from llm_orchestrator.step_runner_lambda import make_step_runner_handler
+from llm_orchestrator.steps.errors import WorkflowPaused
+from llm_orchestrator.store.executions import ExecutionRepository
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import JWT_SECRET
+
+DEFINITION = {
+    "name": "w",
+    "steps": [
+        {
+            "id": "a",
+            "type": "llm",
+            "provider": "openai",
+            "model": "gpt-4",
+            "prompt": "hi {{x}}",
+            "output": ["out"],
+        }
+    ],
+}
+
+
+class NoTokens:
+    def send_task_success(self, token: str, output: Any = None) -> None:
+        raise AssertionError("no token expected")
+
+    def send_task_failure(self, token: str, error: str, cause: str = "") -> None:
+        raise AssertionError("no token expected")
+
+
+def _seed(settings: Settings, *, paused: bool) -> str:
+    async def seed() -> str:
+        runtime = build_runtime(settings, environ={})
+        try:
+            await runtime.user_admin.ensure_admin("admin", "admin-password-x")
+            user = await runtime.users.get_by_username("admin")
+            assert user is not None
+            workflow_id = uuid.uuid4()
+            async with runtime.db.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO workflows (id, owner_id, name, version, definition,"
+                    " timeout_seconds) VALUES (%s, %s, 'w', '1.0', %s, 60)",
+                    (workflow_id, user.id, psycopg.types.json.Jsonb(DEFINITION)),
+                )
+            record = await ExecutionRepository(runtime.db).create(
+                execution_id=f"exec-{uuid.uuid4()}",
+                workflow_id=workflow_id,
+                owner_id=user.id,
+                inputs={"x": "there"},
+                definition=DEFINITION,
+                state_machine={},
+                timeout_seconds=60,
+                now=utcnow(),
+            )
+            if paused:
+                await ExecutionRepository(runtime.db).request_pause(record.id)
+            return record.id
+        finally:
+            await runtime.close()
+
+    return asyncio.run(seed())
+
+
+@pytest.fixture
+def settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=data_dir, jwt_secret=JWT_SECRET)
+
+
+def test_step_runner_handler_runs_a_step_once(settings: Settings, database_url: str) -> None:
+    execution_id = _seed(settings, paused=False)
+    with FakeOpenAI.start(api_key="sk-lambda") as fake:
+        environ = {"OPENAI_API_KEY": "sk-lambda", "OPENAI_BASE_URL": fake.base_url}
+        handler = make_step_runner_handler(
+            lambda: build_runtime(settings, environ=environ), NoTokens()
+        )
+        payload = {"action": "run", "execution_id": execution_id, "step_id": "a", "attempt": 0}
+
+        try:
+            first = handler(payload, None)
+            again = handler(payload, None)
+        finally:
+            handler.close()
+
+        assert first == {"step_id": "a", "status": "completed", "reused": False}
+        assert again == {"step_id": "a", "status": "completed", "reused": True}
+        assert len(fake.requests_to("/v1/chat/completions")) == 1
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT status, outputs FROM step_runs WHERE execution_id = %s", (execution_id,)
+        ).fetchone()
+    assert row == ("completed", {"out": "echo: hi there"})
+
+
+def test_step_runner_handler_raises_workflow_paused_by_name(settings: Settings) -> None:
+    execution_id = _seed(settings, paused=True)
+    handler = make_step_runner_handler(lambda: build_runtime(settings, environ={}), NoTokens())
+
+    try:
+        with pytest.raises(WorkflowPaused):
+            handler({"action": "run", "execution_id": execution_id, "step_id": "a"}, None)
+    finally:
+        handler.close()
