@@ -8,9 +8,3 @@ from datetime import UTC, datetime
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
-
-def isoformat(moment: datetime | None) -> str | None:
-    """RFC 3339 with a ``Z`` suffix, second precision, as the spec's examples show."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

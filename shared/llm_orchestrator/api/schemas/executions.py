@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from llm_orchestrator.api.schemas.common import StrictModel
-from llm_orchestrator.clock import isoformat
 from llm_orchestrator.engine.service import ExecutionState
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord
@@ -32,7 +32,7 @@ class ExecutionAccepted(BaseModel):
     execution_id: str
     workflow_id: str
     status: str
-    started_at: str | None
+    started_at: datetime | None
 
     @classmethod
     def of(cls, record: ExecutionRecord) -> ExecutionAccepted:
@@ -40,7 +40,7 @@ class ExecutionAccepted(BaseModel):
             execution_id=record.id,
             workflow_id=str(record.workflow_id),
             status=record.status,
-            started_at=isoformat(record.started_at),
+            started_at=record.started_at,
         )
 
 
@@ -70,8 +70,8 @@ class ExecutionPublic(BaseModel):
     status: str = Field(
         description="pending, running, paused, completed, failed, cancelled or timed_out"
     )
-    started_at: str | None
-    completed_at: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
     context: ExecutionContext
     steps: dict[str, StepStatePublic]
     error: dict[str, Any] | None = Field(
@@ -103,8 +103,8 @@ class ExecutionPublic(BaseModel):
             id=record.id,
             workflow_id=str(record.workflow_id),
             status=record.status,
-            started_at=isoformat(record.started_at),
-            completed_at=isoformat(record.completed_at),
+            started_at=record.started_at,
+            completed_at=record.completed_at,
             context=ExecutionContext(inputs=record.inputs, outputs=state.outputs()),
             steps=steps,
             error=record.error if record.status != "completed" else None,
@@ -126,7 +126,7 @@ class CheckpointPublic(BaseModel):
     id: str
     workflow_state_id: str = Field(description="The execution the checkpoint belongs to")
     step_id: str | None
-    timestamp: str | None
+    timestamp: datetime | None
     snapshot: dict[str, Any]
 
     @classmethod
@@ -135,7 +135,7 @@ class CheckpointPublic(BaseModel):
             id=record.id,
             workflow_state_id=record.execution_id,
             step_id=record.step_id,
-            timestamp=isoformat(record.created_at),
+            timestamp=record.created_at,
             snapshot=record.snapshot,
         )
 
