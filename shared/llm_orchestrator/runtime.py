@@ -21,6 +21,7 @@ from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.auth.users import UserService
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
+from llm_orchestrator.engine.base import Engine
 from llm_orchestrator.engine.local import LocalEngine
 from llm_orchestrator.engine.service import ExecutionService
 from llm_orchestrator.providers import ProviderRegistry
@@ -68,7 +69,7 @@ class Runtime:
     """Provider credentials: the secrets store first, then the environment, field by field."""
     metrics: MetricsRepository
     providers: ProviderRegistry
-    engine: LocalEngine
+    engine: Engine
     executions: ExecutionService
     started_at: float = field(default_factory=time.time)
 
@@ -111,6 +112,21 @@ def resolve_secrets_key(settings: Settings) -> bytes:
     if not settings.is_local:
         raise SecretsKeyError("LLMO_SECRETS_KEY is required outside the local environment")
     return parse_key(_read_or_create_secret_file(settings.data_dir / "secrets.key", generate_key))
+
+
+def build_engine(
+    settings: Settings,
+    executions: ExecutionRepository,
+    providers: ProviderRegistry,
+    audit: AuditTrail,
+) -> Engine:
+    if settings.engine != "local":
+        # Refused rather than silently running locally: an operator who asked for Step
+        # Functions must not get in-process runs that die with the Lambda container.
+        raise RuntimeError(
+            f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
+        )
+    return LocalEngine(executions, providers, now=utcnow, audit=audit)
 
 
 def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
@@ -173,7 +189,7 @@ def build_runtime(
     audit = AuditTrail(AuditRepository(db), utcnow)
     providers = ProviderRegistry(credentials)
     executions = ExecutionRepository(db)
-    engine = LocalEngine(executions, providers, now=utcnow, audit=audit)
+    engine = build_engine(settings, executions, providers, audit)
     return Runtime(
         settings=settings,
         db=db,

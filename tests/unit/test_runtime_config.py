@@ -1,0 +1,47 @@
+"""The composition root refuses configurations it cannot honour, instead of guessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_orchestrator.config import Settings
+from llm_orchestrator.runtime import build_runtime, resolve_jwt_secret
+
+URL = "postgresql://nobody@127.0.0.1:1/none"
+
+
+def test_step_functions_engine_is_refused_until_it_exists(tmp_path: Path) -> None:
+    settings = Settings(engine="stepfunctions", data_dir=tmp_path, jwt_secret="s" * 40)
+    with pytest.raises(RuntimeError, match="LLMO_ENGINE='stepfunctions' is not available"):
+        build_runtime(settings, database_url=URL, environ={})
+
+
+def test_aws_secrets_backend_is_refused_until_it_exists(tmp_path: Path) -> None:
+    settings = Settings(secrets_backend="aws", data_dir=tmp_path, jwt_secret="s" * 40)
+    with pytest.raises(RuntimeError, match="LLMO_SECRETS_BACKEND='aws' is not available"):
+        build_runtime(settings, database_url=URL, environ={})
+
+
+def test_outside_local_a_jwt_secret_is_required(tmp_path: Path) -> None:
+    settings = Settings(environment="production", data_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="LLMO_JWT_SECRET is required"):
+        resolve_jwt_secret(settings)
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+def test_outside_local_an_embedded_database_is_refused(tmp_path: Path) -> None:
+    settings = Settings(environment="production", data_dir=tmp_path, jwt_secret="s" * 40)
+    with pytest.raises(RuntimeError, match="LLMO_DATABASE_URL is required"):
+        build_runtime(settings)
+
+
+def test_locally_the_jwt_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+
+    first = resolve_jwt_secret(settings)
+    second = resolve_jwt_secret(settings)
+
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
