@@ -16,6 +16,7 @@ from tests.integration.execution_support import (
     start_execution,
     wait_for,
 )
+from tests.samples import RAG_WORKFLOW
 
 __all__ = ["fake_openai", "server"]
 
@@ -170,26 +171,7 @@ async def test_permanent_provider_error_fails_with_a_readable_error(
 async def test_unconfigured_vector_database_fails_clearly(
     client: httpx.AsyncClient, admin: Session
 ) -> None:
-    rag = [
-        {
-            "id": "embed_query",
-            "type": "embed",
-            "provider": "openai",
-            "model": "text-embedding-3-small",
-            "input": "{{query}}",
-            "output": ["query_embedding"],
-        },
-        {
-            "id": "search_docs",
-            "type": "vector_search",
-            "database": "pinecone",
-            "index": "knowledge-base",
-            "query": "{{query_embedding}}",
-            "top_k": 5,
-            "depends_on": ["embed_query"],
-            "output": ["relevant_docs"],
-        },
-    ]
+    rag = RAG_WORKFLOW["steps"][:2]  # embed, then search a database this build lacks
     workflow_id = await create_workflow(client, admin, rag)
 
     execution_id = await start_execution(client, admin, workflow_id, {"query": "why?"})
