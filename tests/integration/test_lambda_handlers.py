@@ -53,6 +53,9 @@ def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str]
     }
 
 
+LOADED: list[ModuleType] = []
+
+
 def load_handler(group: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         f"handler_{group}", FUNCTIONS / group / "handler.py"
@@ -60,6 +63,7 @@ def load_handler(group: str) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    LOADED.append(module)
     return module
 
 
@@ -81,6 +85,8 @@ def lambda_env(
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     yield
+    while LOADED:
+        LOADED.pop().handler.close()
     get_settings.cache_clear()
 
 

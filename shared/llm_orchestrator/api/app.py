@@ -23,20 +23,24 @@ API_PREFIX = "/api/v1"
 RuntimeProvider = Callable[[], Awaitable[Runtime]]
 
 
-def lazy_runtime(factory: Callable[[], Runtime]) -> RuntimeProvider:
+class LazyRuntime:
     """Build the runtime once, on first request, and share it afterwards."""
-    runtime: Runtime | None = None
-    lock = asyncio.Lock()
 
-    async def provider() -> Runtime:
-        nonlocal runtime
-        if runtime is None:
-            async with lock:
-                if runtime is None:
-                    runtime = factory()
-        return runtime
+    def __init__(self, factory: Callable[[], Runtime]) -> None:
+        self._factory = factory
+        self._lock = asyncio.Lock()
+        self.built: Runtime | None = None
 
-    return provider
+    async def __call__(self) -> Runtime:
+        if self.built is None:
+            async with self._lock:
+                if self.built is None:
+                    self.built = self._factory()
+        return self.built
+
+
+def lazy_runtime(factory: Callable[[], Runtime]) -> LazyRuntime:
+    return LazyRuntime(factory)
 
 
 def fixed_runtime(runtime: Runtime) -> RuntimeProvider:

@@ -6,6 +6,7 @@ Powertools set-up and the ASGI adapter cannot drift between Lambdas.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,8 @@ def make_http_handler(
     tracer = Tracer(service=service)
     # lifespan off: Mangum would run startup/shutdown around every invocation; the runtime is
     # built on the first request instead and reused while the container is warm.
-    app = create_app(routers, lazy_runtime(runtime_factory))
+    runtime = lazy_runtime(runtime_factory)
+    app = create_app(routers, runtime)
     app.state.http_metrics.subscribe(partial(_emit_request_metric, metrics))
     adapter = Mangum(app, lifespan="off")
 
@@ -50,6 +52,13 @@ def make_http_handler(
         response: dict[str, Any] = adapter(event, context)
         return response
 
+    def close() -> None:
+        """Release the pool on the loop that opened it (tests; a container just goes away)."""
+        if runtime.built is not None:
+            asyncio.get_event_loop().run_until_complete(runtime.built.close())
+            runtime.built = None
+
+    handler.close = close
     return handler
 
 
