@@ -91,6 +91,11 @@ def _constraint_message(exc: psycopg.Error, what: str) -> str:
     return f"{constraint.replace('_', ' ')} {what}"
 
 
+def owner_clause(owner_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    """``owner_id = %s`` for a non-admin caller; no restriction when ``owner_id`` is None."""
+    return ("TRUE", ()) if owner_id is None else ("owner_id = %s", (owner_id,))
+
+
 async def fetch_page(
     conn: Connection,
     *,

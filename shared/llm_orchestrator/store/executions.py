@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.checkpoints import CheckpointRecord, insert_checkpoint
-from llm_orchestrator.store.db import Connection, Database
+from llm_orchestrator.store.db import Connection, Database, owner_clause
 
 ACTIVE_STATUSES = ("pending", "running", "paused")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled", "timed_out")
@@ -87,10 +87,6 @@ def _execution(row: dict[str, Any]) -> ExecutionRecord:
     return record
 
 
-def _owner_clause(owner_id: str | None) -> tuple[str, tuple[Any, ...]]:
-    return ("TRUE", ()) if owner_id is None else ("owner_id = %s", (owner_id,))
-
-
 class ExecutionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -140,7 +136,7 @@ class ExecutionRepository:
     ) -> ExecutionRecord | None:
         """The execution if it exists, ``owner_id`` (None: anyone) owns it and it belongs to
         ``workflow_id`` (None: any workflow)."""
-        owner_sql, owner_params = _owner_clause(owner_id)
+        owner_sql, owner_params = owner_clause(owner_id)
         workflow_sql = "TRUE" if workflow_id is None else "workflow_id = %s"
         workflow_params = () if workflow_id is None else (workflow_id,)
         async with self._db.connection() as conn:

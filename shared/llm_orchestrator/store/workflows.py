@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from llm_orchestrator.store.db import Database, fetch_page
+from llm_orchestrator.store.db import Database, fetch_page, owner_clause
 
 ACTIVE_STATUSES = ("pending", "running", "paused")
 
@@ -29,10 +29,6 @@ class WorkflowRecord:
 
 def _workflow(row: dict[str, Any]) -> WorkflowRecord:
     return WorkflowRecord(**{k: row[k] for k in WorkflowRecord.__dataclass_fields__})
-
-
-def _owner_clause(owner_id: str | None) -> tuple[str, tuple[Any, ...]]:
-    return ("TRUE", ()) if owner_id is None else ("owner_id = %s", (owner_id,))
 
 
 class WorkflowRepository:
@@ -74,7 +70,7 @@ class WorkflowRepository:
 
     async def get(self, workflow_id: uuid.UUID, *, owner_id: str | None) -> WorkflowRecord | None:
         """The workflow if it exists and ``owner_id`` (None: anyone) owns it."""
-        owner_sql, owner_params = _owner_clause(owner_id)
+        owner_sql, owner_params = owner_clause(owner_id)
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 f"SELECT * FROM workflows WHERE id = %s AND {owner_sql}",
@@ -92,7 +88,8 @@ class WorkflowRepository:
         limit: int,
         offset: int,
     ) -> tuple[list[WorkflowRecord], int]:
-        clauses, params = [_owner_clause(owner_id)[0]], list(_owner_clause(owner_id)[1])
+        owner_sql, owner_params = owner_clause(owner_id)
+        clauses, params = [owner_sql], list(owner_params)
         if name:
             escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append("lower(name) LIKE %s")
@@ -124,7 +121,7 @@ class WorkflowRepository:
         timeout_seconds: int,
         now: datetime,
     ) -> WorkflowRecord | None:
-        owner_sql, owner_params = _owner_clause(owner_id)
+        owner_sql, owner_params = owner_clause(owner_id)
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE workflows SET name = %s, version = %s, description = %s,"
@@ -149,7 +146,7 @@ class WorkflowRepository:
 
         The workflow row is locked first, so an execution cannot start in between.
         """
-        owner_sql, owner_params = _owner_clause(owner_id)
+        owner_sql, owner_params = owner_clause(owner_id)
         async with self._db.transaction() as conn:
             cur = await conn.execute(
                 f"SELECT id FROM workflows WHERE id = %s AND {owner_sql} FOR UPDATE",
