@@ -334,6 +334,35 @@ async def test_fail_records_a_readable_execution_error() -> None:
     assert store.steps["a"]["status"] == "failed"
 
 
+async def test_fail_keeps_only_the_message_of_a_lambda_error_document() -> None:
+    # On Step Functions the Cause of a Lambda function error is the runtime's JSON document.
+    store = _chain_store()
+    cause = (
+        '{"errorMessage": "model gpt-9 does not exist", "errorType": "ProviderBadRequest",'
+        ' "stackTrace": ["  File \\"runner.py\\", line 1"]}'
+    )
+
+    await _runner(store, ScriptedLLM(lambda r: "ok")).handle(
+        {
+            "action": "fail",
+            "execution_id": EXECUTION,
+            "step_id": None,
+            "error": {"Error": "ProviderBadRequest", "Cause": cause},
+        }
+    )
+
+    assert store.finished == [
+        (
+            "failed",
+            {
+                "type": "ProviderBadRequest",
+                "message": "model gpt-9 does not exist",
+                "step_id": None,
+            },
+        )
+    ]
+
+
 def test_several_output_names_read_a_json_reply() -> None:
     assert text_outputs(["a", "b"], '{"a": 1, "b": "two"}') == {"a": 1, "b": "two"}
     assert text_outputs(["a", "b"], "plain words") == {"a": "plain words", "b": None}

@@ -16,6 +16,7 @@ The same code runs in the step-runner Lambda and, in-process, under the local en
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -283,7 +284,21 @@ class StepRunner:
 
 def _readable_cause(name: str, cause: str) -> str:
     if cause:
-        return cause
+        return _lambda_error_message(cause)
     if name == "States.Timeout":
         return "the step did not finish within its timeout"
     return f"the step failed with {name}"
+
+
+def _lambda_error_message(cause: str) -> str:
+    """On AWS the Cause of a Lambda function error is the runtime's JSON error document
+    (``errorMessage``, ``errorType``, ``stackTrace``); keep the message, drop the trace."""
+    if not cause.startswith("{"):
+        return cause
+    try:
+        document = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(document, dict) and isinstance(document.get("errorMessage"), str):
+        return document["errorMessage"]
+    return cause
