@@ -207,7 +207,7 @@ async def test_slow_provider_times_out_as_unavailable(fake: FakeOpenAI) -> None:
     with pytest.raises(ProviderUnavailable) as caught:
         await provider.complete(ChatRequest(model="gpt-4", prompt="hi"))
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 1.9  # well before the fake's 2 s answer
     assert "did not answer within 0.2s" in caught.value.message
     assert caught.value.status_code is None
     await provider.aclose()
@@ -440,8 +440,10 @@ async def test_200_concurrent_completions_overlap_on_one_event_loop(
     elapsed = time.monotonic() - started
 
     assert [r.text for r in results] == [f"echo: n{i}" for i in range(200)]
-    assert elapsed < 1.5
+    # The overlap is what matters (serially: 100 s); the wall-time bound is loose so a
+    # loaded CI machine cannot make the test flaky.
     assert fake.max_in_flight >= 150
+    assert elapsed < 15
     # asyncio's small shared resolver pool may start a few threads; never one per call.
     assert threads_during - threads_before < 20
 
