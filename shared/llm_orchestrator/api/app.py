@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path
 
 from llm_orchestrator import __version__
 from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
+from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
 from llm_orchestrator.runtime import Runtime
 
@@ -50,6 +54,27 @@ def fixed_runtime(runtime: Runtime) -> RuntimeProvider:
     return provider
 
 
+def _document_validation_errors_as_400(app: FastAPI) -> None:
+    """Drop FastAPI's automatic ``422 HTTPValidationError`` from the OpenAPI document: this
+    API answers every validation error with ``400`` in the error envelope (``api/errors.py``),
+    which every operation already documents."""
+    render = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = render()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     routers: Sequence[APIRouter],
     runtime_provider: RuntimeProvider,
@@ -62,6 +87,9 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # On every route, ahead of its own dependencies: a value PostgreSQL cannot store is
+        # refused before any handler writes anything.
+        dependencies=[Depends(reject_unstorable_input)],
     )
     app.state.runtime_provider = runtime_provider
     install_error_handlers(app)
@@ -71,4 +99,13 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.http_metrics)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    _document_validation_errors_as_400(app)
+    # Starlette's 405 names only the methods of the first route on the path; the error
+    # handler answers with every method the path has (``Allow``, RFC 9110 §10.2.1).
+    app.state.route_methods = [
+        (compile_path(API_PREFIX + route.path)[0], frozenset(route.methods or ()))
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
     return app

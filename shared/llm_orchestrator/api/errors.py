@@ -122,16 +122,32 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method of every route on the request's path (``create_app`` lists them)."""
+    path = request.scope["path"]
+    root_path = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    table = getattr(request.app.state, "route_methods", ())
+    methods = {
+        method for regex, route_methods in table if regex.match(path) for method in route_methods
+    }
+    return ", ".join(sorted(methods)) or None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_STATUS_CODES.get(exc.status_code, "internal_error")
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = f"No route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
+        if allowed := _allowed_methods(request):
+            headers["Allow"] = allowed
     else:
         message = str(exc.detail)
-    return error_response(request, exc.status_code, code, message, headers=exc.headers)
+    return error_response(request, exc.status_code, code, message, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

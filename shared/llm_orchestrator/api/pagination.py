@@ -1,4 +1,4 @@
-"""``limit``/``offset`` for every list endpoint: limit 1..100 (default 20), offset ≥ 0."""
+"""``limit``/``offset`` for every list endpoint: limit 1..100 (default 20), offset 0..2⁶³-1."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from fastapi import Depends, Query
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+# PostgreSQL's OFFSET is a bigint; anything larger would fail in the database, not here.
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ def page_params(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Results per page")
     ] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Results to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Results to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

@@ -7,6 +7,7 @@ pays for it on its first request and reuses it while warm; nothing connects at i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,14 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable
+from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 Connection = psycopg.AsyncConnection[dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -84,6 +87,14 @@ async def translate_errors() -> AsyncIterator[None]:
         raise Conflict(_constraint_message(exc, "already exists")) from exc
     except pg_errors.ForeignKeyViolation as exc:
         raise NotFound(_constraint_message(exc, "refers to a missing resource")) from exc
+    except psycopg.DataError as exc:
+        # SQLSTATE class 22 (a value out of range or not representable) and psycopg's own
+        # refusal of NUL in text: the value came from a request that validation let through.
+        # The API refuses such values up front (api/storable.py, the models' bounds); this is
+        # the net for a field that slipped past them, a 400 rather than a 500.
+        log.warning("database refused a value: %s", exc)
+        reason = exc.diag.message_primary or str(exc)
+        raise ValidationFailed(f"A value cannot be stored: {reason}") from exc
 
 
 def _constraint_message(exc: psycopg.Error, what: str) -> str:
