@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
 
     admin_username: str = "admin"
+    admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
     """Unset on first start → a generated password, printed once."""
 

@@ -58,7 +58,9 @@ def prepare_database(settings: Settings) -> str:
 async def bootstrap(runtime: Runtime) -> str | None:
     settings = runtime.settings
     password = settings.admin_password.get_secret_value() if settings.admin_password else None
-    generated = await runtime.user_admin.ensure_admin(settings.admin_username, password)
+    generated = await runtime.user_admin.ensure_admin(
+        settings.admin_username, password, email=settings.admin_email
+    )
     # Crash recovery: executions a previous process left unfinished continue from their
     # last checkpoint, on this process's event loop.
     await runtime.engine.recover()

@@ -55,7 +55,9 @@ class UserService:
     async def list_users(self, *, limit: int, offset: int) -> tuple[list[User], int]:
         return await self._users.list(limit=limit, offset=offset)
 
-    async def ensure_admin(self, username: str, password: str | None) -> str | None:
+    async def ensure_admin(
+        self, username: str, password: str | None, *, email: str = "admin@example.com"
+    ) -> str | None:
         """Create the bootstrap admin if the user does not exist yet.
 
         Returns the generated password when one had to be made up (to print once), else None.
@@ -66,7 +68,7 @@ class UserService:
         try:
             await self.create_user(
                 username=username,
-                email=f"{username}@localhost",
+                email=email,
                 password=password or generated or "",
                 roles=["admin"],
                 tier="enterprise",

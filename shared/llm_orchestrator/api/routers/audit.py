@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -24,12 +25,26 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
 
 
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+# A date, "T", a time, and a zone: pydantic alone would also take "1700000000" or "0.5"
+# as Unix timestamps, which the reference's "ISO 8601 datetime" does not allow.
+_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$")
+_EXAMPLE = "e.g. 2025-11-14T10:00:00Z"
+
+
+def _iso_datetime(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not _ISO_8601.match(value):
         raise ValidationFailed(
-            "Invalid query", [FieldError(name, "Needs a time zone, e.g. 2025-11-14T10:00:00Z")]
+            "Invalid query",
+            [FieldError(name, f"Must be an ISO 8601 date and time with a zone, {_EXAMPLE}")],
         )
-    return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(
+            "Invalid query", [FieldError(name, f"Not a valid date and time, {_EXAMPLE}")]
+        ) from None
 
 
 @router.get("/events", response_model=AuditEventList)
@@ -41,11 +56,15 @@ async def list_events(
     event_type: str | None = None,
     resource_type: str | None = None,
     resource_id: str | None = None,
-    start_time: Annotated[datetime | None, Query(description="ISO 8601 datetime")] = None,
-    end_time: Annotated[datetime | None, Query(description="ISO 8601 datetime")] = None,
+    start_time: Annotated[
+        str | None, Query(description="ISO 8601 datetime with a zone", max_length=40)
+    ] = None,
+    end_time: Annotated[
+        str | None, Query(description="ISO 8601 datetime with a zone", max_length=40)
+    ] = None,
     result: Literal["success", "failure", "partial_success"] | None = None,
 ) -> AuditEventList:
-    start, end = _aware(start_time, "start_time"), _aware(end_time, "end_time")
+    start, end = _iso_datetime(start_time, "start_time"), _iso_datetime(end_time, "end_time")
     if start and end and start > end:
         raise ValidationFailed(
             "Invalid query", [FieldError("start_time", "Must not be after end_time")]
