@@ -277,3 +277,36 @@ async def test_405_allow_lists_every_method_of_the_path(
     response = await client.request(method, path, headers=admin.headers)
     assert_envelope(response, 405, "validation_error")
     assert response.headers["Allow"] == allowed
+
+
+async def test_a_body_over_the_limit_is_413_in_the_envelope(server):
+    import httpx as _httpx
+
+    from llm_orchestrator.api.app import create_app, fixed_runtime
+    from llm_orchestrator.server import all_routers
+
+    app = create_app(all_routers(), fixed_runtime(server.runtime), max_body_bytes=1024)
+    transport = _httpx.ASGITransport(app=app)
+    async with _httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+        declared = await http.post(
+            "/auth/login",
+            content=b'{"username": "' + b"x" * 2000 + b'", "password": "p"}',
+            headers={"Content-Type": "application/json"},
+        )
+
+        async def chunks():
+            yield b'{"username": "'
+            for _ in range(10):
+                yield b"y" * 200
+            yield b'", "password": "p"}'
+
+        streamed = await http.post(
+            "/auth/login", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert body["message"] == "Request body larger than the limit of 1024 bytes"
+        assert body["request_id"] == response.headers["X-Request-ID"]

@@ -17,6 +17,7 @@ from starlette.routing import compile_path
 
 from llm_orchestrator import __version__
 from llm_orchestrator.api.errors import install_error_handlers
+from llm_orchestrator.api.body_limit import MAX_BODY_BYTES, BodySizeLimitMiddleware
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
 from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
@@ -80,6 +81,7 @@ def create_app(
     runtime_provider: RuntimeProvider,
     *,
     title: str = "LLM Orchestrator API",
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -93,6 +95,7 @@ def create_app(
     )
     app.state.runtime_provider = runtime_provider
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ResponseHeadersMiddleware)
     # Outermost, so it counts the status the client finally gets; per app, hence per process.
     app.state.http_metrics = HttpRequestMetrics()
