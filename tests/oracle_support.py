@@ -47,6 +47,7 @@ from llm_orchestrator.engine.asl import (
 )
 from llm_orchestrator.providers.errors import ProviderError
 from llm_orchestrator.steps.errors import WorkflowCancelled
+from tests.moto_support import REGION
 
 EXECUTION_ID = "exec-oracle"
 """The execution input's ``execution_id``: every payload must carry it back."""
@@ -337,7 +338,6 @@ _TASK_ERROR_EVENTS = {
     "TaskFailed": "taskFailedEventDetails",
     "TaskTimedOut": "taskTimedOutEventDetails",
 }
-REGION = "us-east-1"
 SFN_ROLE = "arn:aws:iam::123456789012:role/sfn"
 FUNCTION_NAME = "llmo-step-runner"
 

@@ -13,10 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from llm_orchestrator.compiler import compile_workflow, to_json
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.moto_support import REGION, mocked_aws
 from tests.samples import RAG_WORKFLOW
 from tests.unit.test_compiler import (
     RUNNER,
@@ -28,21 +28,13 @@ from tests.unit.test_compiler import (
     walk,
 )
 
-REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/sfn"
 ONE_MB = 1024 * 1024
 
 
 @pytest.fixture
 def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+    with mocked_aws(monkeypatch):
         yield boto3.client("stepfunctions", region_name=REGION)
 
 

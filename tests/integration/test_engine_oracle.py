@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import pytest
-from moto import mock_aws
 
 from llm_orchestrator.compiler import compile_workflow, to_json
 from llm_orchestrator.providers.errors import (
@@ -31,9 +30,9 @@ from llm_orchestrator.steps.errors import (
     WorkflowPaused,
 )
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.moto_support import mocked_aws
 from tests.oracle_support import (
     EXECUTION_ID,
-    REGION,
     Call,
     EngineRun,
     Fault,
@@ -191,14 +190,7 @@ GOLDEN: dict[str, GoldenCase] = {
 
 @pytest.fixture
 def moto_sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoStepFunctions]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+    with mocked_aws(monkeypatch):
         yield moto_step_functions(monkeypatch.setattr)
 
 
