@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import get_settings
@@ -18,6 +18,9 @@ from llm_orchestrator.engine.stepfunctions_tokens import StepFunctionsTaskTokens
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
 from llm_orchestrator.store.executions import ExecutionRepository
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
 
 
 def _runtime_from_environment() -> Runtime:
@@ -58,8 +61,53 @@ class StepRunnerLambda:
         self._loop = self._runtime = self._runner = None
 
 
+class InstrumentedHandler(Protocol):
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
 def make_step_runner_handler(
     runtime_factory: Callable[[], Runtime] = _runtime_from_environment,
     tokens: TaskTokenSender | None = None,
-) -> StepRunnerLambda:
-    return StepRunnerLambda(runtime_factory, tokens)
+) -> InstrumentedHandler:
+    """The Lambda handler with Powertools: logs correlated by execution id, a trace that
+    never captures the response (step outputs), and EMF metrics for each step it runs."""
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+
+    core = StepRunnerLambda(runtime_factory, tokens)
+    logger = Logger(service="step_runner")
+    metrics = Metrics(namespace="LLMOrchestrator", service="step_runner")
+    tracer = Tracer(service="step_runner")
+
+    @logger.inject_lambda_context(correlation_id_path="execution_id")
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        result = core(event, context)
+        emit_step_metrics(metrics, result)
+        return result
+
+    handler.close = core.close
+    return cast(InstrumentedHandler, handler)
+
+
+def emit_step_metrics(metrics: Metrics, result: dict[str, Any]) -> None:
+    """The same figures ``/metrics`` reads from the database, as CloudWatch EMF: duration
+    and tokens of a step this invocation ran (a reused result cost nothing)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    usage = result.get("usage")
+    if result.get("reused", True) or not isinstance(usage, dict):
+        return
+    metrics.add_dimension(name="step_type", value=str(result.get("step_type")))
+    metrics.add_dimension(name="provider", value=str(result.get("provider") or "none"))
+    metrics.add_metric(
+        name="StepDuration", unit=MetricUnit.Milliseconds, value=float(usage["latency_ms"])
+    )
+    for direction in ("input", "output"):
+        tokens = usage.get(f"{direction}_tokens")
+        if tokens is not None:
+            metrics.add_metric(
+                name=f"ProviderTokens{direction.title()}", unit=MetricUnit.Count, value=tokens
+            )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +83,27 @@ def settings(database_url: str, data_dir: Path) -> Settings:
     return Settings(database_url=database_url, data_dir=data_dir, jwt_secret=JWT_SECRET)
 
 
-def test_step_runner_handler_runs_a_step_once(settings: Settings, database_url: str) -> None:
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "llmo-step-runner"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:llmo-step-runner"
+    aws_request_id: str = "lambda-request-1"
+
+
+def emf_documents(output: str) -> list[dict[str, Any]]:
+    documents = []
+    for line in output.splitlines():
+        with contextlib.suppress(ValueError):
+            document = json.loads(line)
+            if isinstance(document, dict) and "_aws" in document:
+                documents.append(document)
+    return documents
+
+
+def test_step_runner_handler_runs_a_step_once(
+    settings: Settings, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     execution_id = _seed(settings, paused=False)
     with FakeOpenAI.start(api_key="sk-lambda") as fake:
         environ = {"OPENAI_API_KEY": "sk-lambda", "OPENAI_BASE_URL": fake.base_url}
@@ -90,12 +113,13 @@ def test_step_runner_handler_runs_a_step_once(settings: Settings, database_url: 
         payload = {"action": "run", "execution_id": execution_id, "step_id": "a", "attempt": 0}
 
         try:
-            first = handler(payload, None)
-            again = handler(payload, None)
+            first = handler(payload, FakeLambdaContext())
+            again = handler(payload, FakeLambdaContext())
         finally:
             handler.close()
 
-        assert first == {"step_id": "a", "status": "completed", "reused": False}
+        assert first["reused"] is False and first["step_type"] == "llm"
+        assert first["usage"]["output_tokens"] > 0
         assert again == {"step_id": "a", "status": "completed", "reused": True}
         assert len(fake.requests_to("/v1/chat/completions")) == 1
     with psycopg.connect(database_url) as conn:
@@ -103,6 +127,11 @@ def test_step_runner_handler_runs_a_step_once(settings: Settings, database_url: 
             "SELECT status, outputs FROM step_runs WHERE execution_id = %s", (execution_id,)
         ).fetchone()
     assert row == ("completed", {"out": "echo: hi there"})
+    # One step ran: its duration and tokens went out as CloudWatch EMF, once.
+    emitted = [d for d in emf_documents(capsys.readouterr().out) if "StepDuration" in d]
+    assert len(emitted) == 1
+    assert emitted[0]["step_type"] == "llm" and emitted[0]["provider"] == "openai"
+    assert emitted[0]["ProviderTokensOutput"] == [first["usage"]["output_tokens"]]
 
 
 def test_step_runner_handler_raises_workflow_paused_by_name(settings: Settings) -> None:
@@ -111,6 +140,9 @@ def test_step_runner_handler_raises_workflow_paused_by_name(settings: Settings) 
 
     try:
         with pytest.raises(WorkflowPaused):
-            handler({"action": "run", "execution_id": execution_id, "step_id": "a"}, None)
+            handler(
+                {"action": "run", "execution_id": execution_id, "step_id": "a"},
+                FakeLambdaContext(),
+            )
     finally:
         handler.close()

@@ -217,7 +217,20 @@ class StepRunner:
         committed = await self._repo.complete_step(
             execution_id, step_id, outputs=outputs, usage=usage, checkpoint_id=ids.checkpoint_id()
         )
-        return {"step_id": step_id, "status": "completed", "reused": not committed}
+        if not committed:
+            return {"step_id": step_id, "status": "completed", "reused": True}
+        return {
+            "step_id": step_id,
+            "status": "completed",
+            "reused": False,
+            "step_type": step.type,
+            "provider": provider,
+            "usage": {
+                "latency_ms": usage.latency_ms,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            },
+        }
 
     async def _execute(
         self,
