@@ -16,8 +16,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
 from llm_orchestrator import __version__
-from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.body_limit import MAX_BODY_BYTES, BodySizeLimitMiddleware
+from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
 from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
