@@ -64,7 +64,7 @@ class MetricsRepository:
         async with self._db.transaction() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             workflows = await _count_workflows(conn)
-            by_status = await _executions_by_status(conn)
+            by_status = await _status_transitions(conn)
             durations = await _step_durations(conn, bucket_bounds_seconds)
             tokens = await _tokens(conn)
         return MetricsSnapshot(workflows, by_status, durations, tokens)
@@ -109,14 +109,22 @@ async def _executions_by_status(conn: Connection) -> dict[str, int]:
     return {row["status"]: int(row["n"]) for row in await cur.fetchall()}
 
 
+async def _status_transitions(conn: Connection) -> dict[str, int]:
+    """How many times executions entered each status: a counter that never goes down."""
+    cur = await conn.execute(
+        "SELECT status, count(*) AS n FROM execution_status_ledger GROUP BY status ORDER BY status"
+    )
+    return {row["status"]: int(row["n"]) for row in await cur.fetchall()}
+
+
 async def _step_durations(conn: Connection, bounds: Sequence[float]) -> list[StepDurations]:
-    # Step runs still in flight have no latency yet and are left out until they finish.
+    # Every step run that completed, kept in the ledger even when a restore or a deleted
+    # workflow later removes the live row.
     cur = await conn.execute(
         "SELECT s.step_type, coalesce(s.provider, %s) AS provider, b.i,"
         " count(*) FILTER (WHERE s.latency_ms <= b.le * 1000) AS at_most,"
         " count(*) AS n, sum(s.latency_ms) / 1000.0 AS sum_seconds"
-        " FROM step_runs s CROSS JOIN unnest(%s::float8[]) WITH ORDINALITY AS b(le, i)"
-        " WHERE s.latency_ms IS NOT NULL"
+        " FROM step_run_ledger s CROSS JOIN unnest(%s::float8[]) WITH ORDINALITY AS b(le, i)"
         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         (NO_PROVIDER, list(bounds)),
     )
@@ -135,7 +143,7 @@ async def _tokens(conn: Connection) -> dict[tuple[str, str], int]:
     cur = await conn.execute(
         "SELECT provider, coalesce(sum(input_tokens), 0) AS input,"
         " coalesce(sum(output_tokens), 0) AS output"
-        " FROM step_runs WHERE provider IS NOT NULL GROUP BY provider ORDER BY provider"
+        " FROM step_run_ledger WHERE provider IS NOT NULL GROUP BY provider ORDER BY provider"
     )
     tokens: dict[tuple[str, str], int] = {}
     for row in await cur.fetchall():
