@@ -170,6 +170,8 @@ class FakeOpenAI:
         self.embedding_dim = embedding_dim
         self.responder: Responder | None = None
         """Chooses the reply text from the JSON request body; default: ``echo: <prompt>``."""
+        self.latency_of: Callable[[Any], float | None] | None = None
+        """Chooses one request's latency from its JSON body (None: use ``latency``)."""
         self._lock = threading.Lock()
         self._failures: deque[InjectedFailure] = deque()
         self._log: list[RecordedRequest] = []
@@ -293,6 +295,7 @@ class FakeOpenAI:
         """Forget requests and pending failures; restore the controls given at start."""
         self.api_key, self.latency, self.models, self.embedding_dim = self._initial
         self.responder = None
+        self.latency_of = None
         with self._lock:
             self._failures.clear()
             self._log.clear()
@@ -392,8 +395,10 @@ class FakeOpenAI:
                 return _error(
                     401, f"Incorrect API key provided: {_masked(key)}.", code="invalid_api_key"
                 )
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        chosen = self.latency_of(body) if self.latency_of is not None else None
+        latency = self.latency if chosen is None else chosen
+        if latency > 0:
+            await asyncio.sleep(latency)
         return None
 
     def _unknown_model(self, body: dict[str, Any]) -> Response | None:

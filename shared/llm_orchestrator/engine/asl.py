@@ -16,7 +16,9 @@ asyncio with the semantics Step Functions gives that subset:
   and fails it with ``States.Timeout``; the machine's ``TimeoutSeconds`` ends the
   execution as TIMED_OUT.
 - Parallel runs its branches concurrently; the first branch to fail fails the Parallel
-  with its error (then its Catch applies) and the other branches are cancelled.
+  with its error (then its Catch applies) and the other branches are stopped at once; an
+  invocation they had under way runs on (as a Lambda invocation does on AWS) until it ends
+  or the run does, and the same call made again waits for it instead of invoking twice.
 - ``.waitForTaskToken``: the token is issued before the invoker is called and answered
   through :class:`TaskTokenRegistry` (``send_task_success`` / ``send_task_failure``).
 - :class:`StopSignal` is StopExecution: the run ends ABORTED, in-flight work cancelled.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -163,6 +164,10 @@ class _Execution:
         self._rng = rng
         self._history: list[HistoryEvent] = []
         self._interrupt: ExecutionStatus | None = None
+        self._draining: set[asyncio.Task[Any]] = set()
+        """Branch tasks stopped because a sibling branch failed (see :meth:`_call`)."""
+        self._orphans: dict[str, asyncio.Future[Any]] = {}
+        """Calls of stopped branches still running, by function name and payload."""
 
     def _record(self, event: HistoryEventType, state: str | None = None, **details: Any) -> None:
         self._history.append(HistoryEvent(event, self._clock.now(), state, **details))
@@ -209,6 +214,7 @@ class _Execution:
                 timer.cancel()
             if unsubscribe is not None:
                 unsubscribe()
+            await self._end_orphans()
         # Once interrupted, the interrupt decides, whatever the cancelled body did after.
         if self._interrupt is ExecutionStatus.TIMED_OUT:
             cause = f"the execution did not finish within {timeout} seconds"
@@ -346,7 +352,7 @@ class _Execution:
         failure: _StateError | None = None
         result: Any = None
         try:
-            result = await self._invoker(state.function_name, payload)
+            result = await self._call(state.function_name, payload)
         except TaskFailed as exc:
             failure = _StateError(exc.error, exc.cause)
         except asyncio.CancelledError as exc:
@@ -368,6 +374,58 @@ class _Execution:
             raise failure
         self._record(_Event.TASK_SUCCEEDED, state.name, output=result)
 
+    async def _call(self, function_name: str, payload: dict[str, Any]) -> Any:
+        """The invoker's call, in a task of its own.
+
+        When a sibling branch fails, Step Functions stops this branch at once but not a
+        Lambda invocation already under way: that runs to its end, its result dropped. So
+        does the call here: it is kept (while this run lasts) instead of cancelled, so a
+        step already calling its provider finishes and checkpoints (docs/asl.md). The same
+        call made again (a resumed Parallel re-entering the step) waits for that one rather
+        than invoking the step a second time. Any other cancellation (StopExecution, a
+        timeout, the caller) ends the call at once.
+        """
+        key = json.dumps([function_name, payload], sort_keys=True, default=str)
+        call = self._orphans.pop(key, None)
+        if call is None:
+            call = asyncio.ensure_future(self._invoker(function_name, payload))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            if asyncio.current_task() in self._draining and not call.done():
+                self._orphans[key] = call
+                call.add_done_callback(lambda done: self._forget_orphan(key, done))
+            elif not call.done():
+                call.cancel()
+                await asyncio.wait([call])
+            raise
+
+    def _forget_orphan(self, key: str, call: asyncio.Future[Any]) -> None:
+        if self._orphans.get(key) is call:
+            del self._orphans[key]
+        if not call.cancelled():
+            call.exception()  # retrieved: the branch that made the call is gone
+
+    async def _end_orphans(self) -> None:
+        """The run is over: calls still kept from stopped branches end with it."""
+        orphans = list(self._orphans.values())
+        self._orphans.clear()
+        for call in orphans:
+            call.cancel()
+        if orphans:
+            await asyncio.wait(orphans)
+
+    def _stop_branches(self, branches: list[asyncio.Task[Any]], *, drain: bool) -> None:
+        """Cancel ``branches``; with ``drain`` their invocations under way run on."""
+        for branch in branches:
+            if branch.done():
+                continue
+            if drain:
+                self._draining.add(branch)
+            else:
+                self._draining.discard(branch)
+            branch.cancel()
+
     async def _run_parallel(
         self, state: ParallelState, data: dict[str, Any]
     ) -> tuple[str | None, dict[str, Any]]:
@@ -379,19 +437,21 @@ class _Execution:
 
         def on_branch_done(branch: asyncio.Task[dict[str, Any]]) -> None:
             nonlocal first_failure
+            self._draining.discard(branch)
             if first_failure is None and not branch.cancelled() and branch.exception():
-                # As on AWS, one failed branch fails the Parallel and stops the others.
+                # As on AWS, one failed branch fails the Parallel and stops the others
+                # (their invocations under way run on, see _call).
                 first_failure = branch.exception()
-                for other in branches:
-                    other.cancel()
+                self._stop_branches(branches, drain=True)
 
         for branch in branches:
             branch.add_done_callback(on_branch_done)
         try:
             await asyncio.wait(branches)
         except asyncio.CancelledError:
-            for branch in branches:
-                branch.cancel()
+            # Stopped by a failing sibling of our own branch: stop ours the same way.
+            drain = asyncio.current_task() in self._draining
+            self._stop_branches(branches, drain=drain)
             await asyncio.wait(branches)
             self._record(_Event.PARALLEL_STATE_ABORTED, state.name)
             raise

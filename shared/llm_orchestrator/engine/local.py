@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +85,9 @@ class LocalEngine:
             repo, providers, self.tokens, clock=now, vector_search=vector_search
         )
         self._runs: dict[str, _Run] = {}
+        self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # -- the Engine interface ------------------------------------------------------------
 
@@ -95,40 +99,59 @@ class LocalEngine:
         return await self._repo.request_pause(execution_id)
 
     async def resume(self, execution_id: str) -> ExecutionRecord | None:
-        record, tokens = await self._repo.request_resume(execution_id)
-        if record is None:
-            return None
-        for token in tokens:
-            self._answer(token, success=True)
-        if execution_id not in self._runs:
-            # Paused before a restart: the parked run is gone, so start one; completed
-            # steps return their stored results and the rest run.
-            self._launch(execution_id, record.state_machine)
-        return record
+        async with self._control(execution_id):
+            record, tokens = await self._repo.request_resume(execution_id)
+            if record is None:
+                return None
+            for token in tokens:
+                self._answer(token, success=True)
+            if execution_id not in self._runs:
+                # Paused before a restart: the parked run is gone, so start one; completed
+                # steps return their stored results and the rest run.
+                self._launch(execution_id, record.state_machine)
+            return record
 
     async def cancel(self, execution_id: str) -> ExecutionRecord | None:
         error = error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
-        record, tokens = await self._repo.request_cancel(execution_id, error=error, now=self._now())
-        if record is None:
-            return None
-        for token in tokens:
-            self._answer(token, success=False)
-        run = self._runs.get(execution_id)
-        if run is not None:
-            run.stop.stop(WorkflowCancelled.__name__, CANCELLED_BY_USER)
-        return record
+        async with self._control(execution_id):
+            record, tokens = await self._repo.request_cancel(
+                execution_id, error=error, now=self._now()
+            )
+            if record is None:
+                return None
+            for token in tokens:
+                self._answer(token, success=False)
+            run = self._runs.get(execution_id)
+            if run is not None:
+                run.stop.stop(WorkflowCancelled.__name__, CANCELLED_BY_USER)
+            return record
 
     async def restore(
         self, execution_id: str, checkpoint: CheckpointRecord
     ) -> ExecutionRecord | None:
-        current = await self._repo.get(execution_id)
-        if current is None or current.status in ("pending", "running"):
-            return None
-        await self._detach(execution_id)
-        record = await self._repo.restore(execution_id, checkpoint)
-        if record is not None:
-            self._launch(execution_id, record.state_machine)
-        return record
+        async with self._control(execution_id):
+            current = await self._repo.get(execution_id)
+            if current is None or current.status in ("pending", "running"):
+                return None
+            await self._detach(execution_id)
+            record = await self._repo.restore(execution_id, checkpoint)
+            if record is not None:
+                self._launch(execution_id, record.state_machine)
+            return record
+
+    def _control(self, execution_id: str) -> asyncio.Lock:
+        """One lock per execution for resume, cancel and restore.
+
+        Restore reads the status, stops the current run, then resets the execution; without
+        the lock a resume (or another restore) between the read and the stop has its new
+        or released run killed by the stop, and the reset then refuses the now running
+        execution: it stays active with no run at all. The runs are this process's, so a
+        process-local lock is what guards them.
+        """
+        lock = self._controls.get(execution_id)
+        if lock is None:
+            lock = self._controls[execution_id] = asyncio.Lock()
+        return lock
 
     async def wait(self, execution_id: str) -> None:
         # A loop, because a restore may replace the run while we wait.

@@ -16,6 +16,11 @@ class WorkflowCancelled(Exception):
     """The execution is cancelled: the step did not run and the execution ends."""
 
 
+class ExecutionEnded(Exception):
+    """The execution has already ended: a late or duplicate delivery of one of its steps
+    runs nothing (only a restore makes an ended execution run again)."""
+
+
 class StepConfigurationError(Exception):
     """The step cannot run in this build or with this data (permanent, never retried)."""
 

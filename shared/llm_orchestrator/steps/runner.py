@@ -6,7 +6,8 @@ Three actions, one per payload shape in ``docs/asl.md``:
   provider, and write outputs, status, usage and a checkpoint in one transaction.
   At-least-once delivery is expected: a step already completed returns its stored result and
   calls nothing. Pause and cancel flags are checked on entry (``WorkflowPaused`` /
-  ``WorkflowCancelled``, which the state machine catches by name).
+  ``WorkflowCancelled``, which the state machine catches by name); a step of an execution
+  that has ended runs nothing (``ExecutionEnded``).
 - ``park``: a paused step stores its task token and waits for resume; when the pause was
   lifted before it got here, it answers its own token at once.
 - ``fail``: record the execution's failure before the state machine's Fail state.
@@ -31,13 +32,19 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.steps.errors import (
+    ExecutionEnded,
     ExecutionNotFound,
     StepConfigurationError,
     WorkflowCancelled,
     WorkflowPaused,
 )
 from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
-from llm_orchestrator.store.executions import ExecutionRecord, StepContext, StepUsage
+from llm_orchestrator.store.executions import (
+    TERMINAL_STATUSES,
+    ExecutionRecord,
+    StepContext,
+    StepUsage,
+)
 from llm_orchestrator.workflows.models import (
     EmbedStep,
     LlmStep,
@@ -190,6 +197,10 @@ class StepRunner:
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
         if context.step_status == "completed":
             return {"step_id": step_id, "status": "completed", "reused": True}
+        if context.status in TERMINAL_STATUSES:
+            # Terminal statuses are final: a delivery arriving after the end (a Lambda
+            # retry, a duplicate) must not call a provider nor write outputs or checkpoints.
+            raise ExecutionEnded(f"execution '{execution_id}' has already ended")
         if context.pause_requested:
             raise WorkflowPaused(f"execution '{execution_id}' is paused")
         definition, ancestor_map = await self._definitions.get(execution_id)
@@ -201,6 +212,8 @@ class StepRunner:
         if not await self._repo.start_step(
             execution_id, step_id, step_type=step.type, provider=provider
         ):
+            # Completed by another delivery meanwhile, or cancelled / ended since the read.
+            await self._refuse_if_stopped(execution_id, step_id)
             return {"step_id": step_id, "status": "completed", "reused": True}
         try:
             outputs, usage = await self._execute(step, definition, ancestor_map, context)
@@ -231,6 +244,16 @@ class StepRunner:
                 "output_tokens": usage.output_tokens,
             },
         }
+
+    async def _refuse_if_stopped(self, execution_id: str, step_id: str) -> None:
+        context = await self._repo.step_context(execution_id, step_id)
+        if context is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        if context.step_status == "completed":
+            return
+        if context.cancel_requested:
+            raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
+        raise ExecutionEnded(f"execution '{execution_id}' has already ended")
 
     async def _execute(
         self,

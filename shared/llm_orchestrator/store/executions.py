@@ -184,6 +184,9 @@ class ExecutionRepository:
             record = await _finish(conn, execution_id, status, error, now)
             if record is not None:
                 await _close_running_steps(conn, execution_id, error, now)
+                # A run that times out or fails while parked leaves its token behind; no
+                # resume can answer it any more (the execution has ended).
+                await _take_parked(conn, execution_id)
         return record
 
     async def request_pause(self, execution_id: str) -> ExecutionRecord | None:
@@ -278,15 +281,21 @@ class ExecutionRepository:
     async def start_step(
         self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
     ) -> bool:
-        """Count an attempt of the step; False if it has completed meanwhile."""
+        """Count an attempt of the step; False if it has completed meanwhile, or if the
+        execution was cancelled or has ended since the caller read its flags."""
         async with self._db.connection() as conn:
+            # FOR SHARE on the execution orders this against request_cancel / finish: either
+            # they see the running step and close it, or this sees them and starts nothing
+            # (else a step starting just as the execution is cancelled stays running).
             cur = await conn.execute(
-                "INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
-                " attempts) VALUES (%s, %s, %s, %s, 'running', 1)"
+                "WITH live AS (SELECT id FROM executions WHERE id = %s AND status = ANY(%s)"
+                " AND NOT cancel_requested FOR SHARE)"
+                " INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
+                " attempts) SELECT id, %s, %s, %s, 'running', 1 FROM live"
                 " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = 'running',"
                 " attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
                 " WHERE step_runs.status <> 'completed' RETURNING attempts",
-                (execution_id, step_id, step_type, provider),
+                (execution_id, list(ACTIVE_STATUSES), step_id, step_type, provider),
             )
             return await cur.fetchone() is not None
 
@@ -301,14 +310,18 @@ class ExecutionRepository:
     ) -> bool:
         """Outputs, status, usage and the automatic checkpoint, in one transaction.
 
-        False (and nothing written) if another delivery of the step completed it first.
+        False (and nothing written) if the attempt is no longer running: another delivery
+        completed it first, or the execution ended or was restored meanwhile.
         """
         async with self._db.transaction() as conn:
             cur = await conn.execute(
                 "UPDATE step_runs SET status = 'completed', outputs = %s, error = NULL,"
                 " input_tokens = %s, output_tokens = %s, latency_ms = %s,"
                 " completed_at = clock_timestamp()"
-                " WHERE execution_id = %s AND step_id = %s AND status <> 'completed'"
+                # Only the attempt still running completes: a step that cancel, a timeout or
+                # the fail handler has closed as failed meanwhile stays failed, and one that
+                # a restore has dropped stays dropped (no row).
+                " WHERE execution_id = %s AND step_id = %s AND status = 'running'"
                 " RETURNING 1",
                 (
                     Jsonb(outputs),
@@ -403,11 +416,21 @@ class ExecutionRepository:
                 "DELETE FROM step_runs WHERE execution_id = %s AND NOT (step_id = ANY(%s))",
                 (execution_id, list(steps)),
             )
+            kinds = {step["id"]: step for step in row["definition"].get("steps", [])}
             for step_id, outputs in steps.items():
+                step = kinds.get(step_id, {})
+                step_type = step.get("type", "llm")
+                provider = None if step_type == "vector_search" else step.get("provider")
+                # An upsert, not an update: an earlier restore to an earlier checkpoint may
+                # have deleted this step's row, and a step of the checkpoint must come back
+                # completed or the new run would call its provider again.
                 await conn.execute(
-                    "UPDATE step_runs SET status = 'completed', outputs = %s, error = NULL"
-                    " WHERE execution_id = %s AND step_id = %s",
-                    (Jsonb(outputs), execution_id, step_id),
+                    "INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
+                    " outputs, attempts, completed_at)"
+                    " VALUES (%s, %s, %s, %s, 'completed', %s, 0, clock_timestamp())"
+                    " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = 'completed',"
+                    " outputs = EXCLUDED.outputs, error = NULL",
+                    (execution_id, step_id, step_type, provider, Jsonb(outputs)),
                 )
         return _execution(row)
 
