@@ -136,6 +136,35 @@ async def test_malformed_ids_are_404(client, admin):
         (lambda d: d["steps"][0].update(type="teleport"), "steps[0].type", "llm"),
         (lambda d: d["steps"][0].update(temperature=7), "steps[0].temperature", ""),
         (lambda d: d.update(colour="blue"), "colour", ""),
+        (lambda d: d["steps"][0].update(prompt="p" * 100_001), "steps[0].prompt", "100000"),
+        (lambda d: d.update(steps=d["steps"] * 1001), "steps", "at most 1000"),
+        (
+            lambda d: d["steps"].append(
+                {**d["steps"][0], "id": "again", "prompt": "{{sentiment}}", "output": ["x"]}
+            ),
+            "steps[1].prompt",
+            "not an ancestor",
+        ),
+        (
+            lambda d: d["steps"].append({**d["steps"][0], "id": "twin"}),
+            "steps[1].output[0]",
+            "already produced",
+        ),
+        (
+            lambda d: d.update(
+                steps=[
+                    {
+                        "id": "s",
+                        "type": "vector_search",
+                        "database": "mongo",
+                        "index": "i",
+                        "query": "q",
+                    }
+                ]
+            ),
+            "steps[0].database",
+            "pgvector",
+        ),
     ],
 )
 async def test_invalid_definitions_are_400_with_field_paths(client, admin, mutate, field, fragment):
