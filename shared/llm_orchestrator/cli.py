@@ -31,6 +31,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1", flush=True)
         yield
         await server.runtime.close()
+        if not settings.database_url:
+            from llm_orchestrator.store.embedded import release_embedded_postgres
+
+            release_embedded_postgres(settings.data_dir)
 
     server.app.router.lifespan_context = lifespan
     uvicorn.run(server.app, host=args.host, port=args.port, log_level=args.log_level)

@@ -76,3 +76,29 @@ def test_first_start_prints_a_working_admin_password_once(database_url: str, tmp
     assert "with password:" not in second
     assert env["LAST_LOGIN_STATUS"] == "200"
     assert "listening on http://127.0.0.1:" in second
+
+
+def test_stopping_serve_stops_its_embedded_postgres(tmp_path: Path) -> None:
+    import psutil
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LLMO_")},
+        "LLMO_DATA_DIR": str(tmp_path),
+        "LLMO_ADMIN_PASSWORD": "embedded-admin-password",
+    }
+    pgdata = str(tmp_path / "pgdata")
+
+    def embedded_servers() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["name", "cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if process.info["name"] == "postgres" and pgdata in cmdline:
+                found.append(process)
+        return found
+
+    _serve_once(env)  # SIGTERM, as Ctrl-C or a service manager would stop it
+
+    deadline = time.monotonic() + 10
+    while embedded_servers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert embedded_servers() == []

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+_servers: dict[Path, Any] = {}
+"""The embedded servers this process started, by data directory."""
 
 
 def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> str:
@@ -26,4 +30,17 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     pgdata = data_dir / "pgdata"
     log.info("starting embedded PostgreSQL in %s", pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    _servers[pgdata] = server
     return str(server.get_uri())
+
+
+def release_embedded_postgres(data_dir: Path) -> None:
+    """Let go of the embedded server now; it stops when no other process still uses it.
+
+    Not left to the library's ``atexit`` hook: uvicorn re-raises SIGTERM/SIGINT after its
+    graceful shutdown, and a process ended by a signal runs no ``atexit`` hooks, which left
+    the server running after every Ctrl-C of ``llmo serve``.
+    """
+    server = _servers.pop(data_dir / "pgdata", None)
+    if server is not None:
+        server.cleanup()
