@@ -73,6 +73,11 @@ class Database:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
+    async def ping(self) -> None:
+        """One round trip: raises if the database cannot answer."""
+        async with self.connection() as conn:
+            await conn.execute("SELECT 1")
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

@@ -23,8 +23,7 @@ async def _database_check(runtime: Runtime) -> CheckResult:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            async with runtime.db.connection() as conn:
-                await conn.execute("SELECT 1")
+            await runtime.db.ping()
     except Exception as exc:  # any failure means unhealthy; the probe must still answer
         elapsed = (time.perf_counter() - started) * 1000
         return CheckResult(
