@@ -233,8 +233,9 @@ class LocalEngine:
             return
         status, error = _ending(result)
         try:
-            await self._repo.finish(execution_id, status, error=error, now=self._now())
-            await self._audit_finish(execution_id)
+            ended = await self._repo.finish(execution_id, status, error=error, now=self._now())
+            # None: cancel recorded the ending first; the run still ended, so audit it.
+            await self._audit_finish(ended or await self._repo.get(execution_id))
         except Exception:
             # Unrecorded, the execution stays active and the next start runs it to its end
             # again (every step returns its stored result).
@@ -243,11 +244,8 @@ class LocalEngine:
     async def _invoke(self, function_name: str, payload: dict[str, Any]) -> Any:
         return await self.step_runner.handle(payload)
 
-    async def _audit_finish(self, execution_id: str) -> None:
-        if self._audit is None:
-            return
-        record = await self._repo.get(execution_id)
-        if record is None:
+    async def _audit_finish(self, record: ExecutionRecord | None) -> None:
+        if self._audit is None or record is None:
             return
         await self._audit.record(
             event_type="workflow_execution",

@@ -182,7 +182,7 @@ class ExecutionService:
                 f"Execution is {status} and cannot be {verb}",
                 {"execution_id": before.id, "status": status},
             )
-        return await self.state_of(changed)
+        return await self._state(changed)
 
     async def _state(self, record: ExecutionRecord) -> ExecutionState:
         runs = {run.step_id: run for run in await self._repo.step_runs(record.id)}
