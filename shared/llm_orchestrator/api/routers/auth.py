@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
@@ -23,6 +24,7 @@ from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.auth.service import TokenPair
 from llm_orchestrator.errors import Unauthorized
+from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
 
@@ -37,56 +39,58 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/login", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+async def _audited_exchange(
+    request: Request,
+    runtime: Runtime,
+    action: str,
+    exchange: Awaitable[TokenPair],
+    failure_details: Callable[[Unauthorized], dict[str, Any]],
+) -> TokenResponse:
+    """Logins and refreshes both land in the trail, failed ones with why."""
     try:
-        pair = await runtime.auth.login(body.username, body.password)
-    except Unauthorized:
-        await audit_log.record(
-            request,
-            runtime,
-            event_type="authentication",
-            action="Login",
-            result="failure",
-            details={"username": body.username},
-        )
-        raise
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="authentication",
-        action="Login",
-        user_id=pair.user.id,
-        resource_type="user",
-        resource_id=pair.user.id,
-    )
-    return _tokens(pair)
-
-
-@router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
-    try:
-        pair = await runtime.auth.refresh(body.refresh_token)
+        pair = await exchange
     except Unauthorized as exc:
         await audit_log.record(
             request,
             runtime,
             event_type="authentication",
-            action="Refresh token",
+            action=action,
             result="failure",
-            details={"reason": exc.message},
+            details=failure_details(exc),
         )
         raise
     await audit_log.record(
         request,
         runtime,
         event_type="authentication",
-        action="Refresh token",
+        action=action,
         user_id=pair.user.id,
         resource_type="user",
         resource_id=pair.user.id,
     )
     return _tokens(pair)
+
+
+@router.post("/login", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
+async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+    return await _audited_exchange(
+        request,
+        runtime,
+        "Login",
+        runtime.auth.login(body.username, body.password),
+        lambda _: {"username": body.username},
+    )
+
+
+@router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
+async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+    return await _audited_exchange(
+        request,
+        runtime,
+        "Refresh token",
+        runtime.auth.refresh(body.refresh_token),
+        lambda exc: {"reason": exc.message},
+    )
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKeyResponse)
