@@ -47,11 +47,3 @@ class SecretRepository:
             )
             rows = await cur.fetchall()
         return [row["name"] for row in rows]
-
-    async def count(self, now: datetime) -> int:
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT count(*) AS n FROM secrets WHERE {_UNEXPIRED}", (now,)
-            )
-            row = await cur.fetchone()
-        return int(row["n"]) if row else 0

@@ -80,8 +80,3 @@ class UserRepository:
     async def record_login(self, user_id: str, when: datetime) -> None:
         async with self._db.connection() as conn:
             await conn.execute("UPDATE users SET last_login = %s WHERE id = %s", (when, user_id))
-
-    async def exists_any_admin(self) -> bool:
-        async with self._db.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM users WHERE 'admin' = ANY(roles) LIMIT 1")
-            return await cur.fetchone() is not None

@@ -162,9 +162,3 @@ class WorkflowRepository:
                 return "busy"
             await conn.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
             return "deleted"
-
-    async def count(self) -> int:
-        async with self._db.connection() as conn:
-            cur = await conn.execute("SELECT count(*) AS n FROM workflows")
-            row = await cur.fetchone()
-        return int(row["n"]) if row else 0
