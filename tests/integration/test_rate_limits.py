@@ -100,3 +100,34 @@ async def test_failed_authentication_counts_against_the_client_ip(server):
         ]
     assert results[:60] == [401] * 60
     assert results[60] == 429
+
+
+async def test_old_windows_are_swept_so_the_counters_table_stays_small(server):
+    from datetime import timedelta
+
+    from llm_orchestrator.clock import utcnow
+    from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter
+    from llm_orchestrator.store.rate_limits import RateLimitRepository
+
+    async with server.runtime.db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO rate_limit_counters (subject, window_name, window_start, hits)"
+            " VALUES ('user:gone', 'day', %s, 5)",
+            (utcnow() - timedelta(days=3),),
+        )
+    limiter = RateLimiter(
+        RateLimitRepository(server.runtime.db), DEFAULT_TIERS, utcnow, purge_every=2
+    )
+
+    await limiter.check("user:now", "free")
+    async with server.runtime.db.connection() as conn:
+        before = await (
+            await conn.execute("SELECT count(*) AS n FROM rate_limit_counters")
+        ).fetchone()
+    await limiter.check("user:now", "free")  # the second check sweeps
+    async with server.runtime.db.connection() as conn:
+        cur = await conn.execute("SELECT DISTINCT subject FROM rate_limit_counters")
+        subjects = {row["subject"] for row in await cur.fetchall()}
+
+    assert before["n"] >= 4
+    assert subjects == {"user:now"}

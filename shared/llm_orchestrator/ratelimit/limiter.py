@@ -32,6 +32,9 @@ DEFAULT_TIERS: dict[str, TierLimits] = {
     "enterprise": TierLimits(6_000, 200_000, 2_000_000),
 }
 PUBLIC_TIER = "public"
+PURGE_EVERY = 1000
+PURGE_AFTER = timedelta(days=2)
+"""Older than any window still counting (the longest is a day)."""
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,24 @@ class RateLimiter:
         repository: RateLimitRepository,
         tiers: dict[str, TierLimits],
         clock: Callable[[], datetime],
+        *,
+        purge_every: int = PURGE_EVERY,
     ) -> None:
         self._repo = repository
         self._tiers = tiers
         self._now = clock
+        self._purge_every = purge_every
+        self._checks = 0
 
     async def check(self, subject: str, tier: str) -> RateLimitStatus:
         """Count a request; raise ``RateLimited`` (carrying the status) when over a limit."""
         limits = self._tiers.get(tier) or self._tiers["free"]
         now = self._now()
+        self._checks += 1
+        if self._checks % self._purge_every == 0:
+            # Every process sweeps now and then, so no scheduler is needed on Lambda and
+            # the counters table holds about two days of windows, not all of history.
+            await self._repo.purge_before(now - PURGE_AFTER)
         windows = [
             (name, _window_start(now, size), limits.for_window(name)) for name, size, _ in WINDOWS
         ]
