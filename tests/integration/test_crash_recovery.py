@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ import pytest
 
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
 from tests.integration.execution_support import llm_step
+from tests.support import free_port
 
 FAKE_KEY = "sk-crash-test"
 EXECUTIONS = 6
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -108,7 +101,7 @@ def server_process(
         "OPENAI_BASE_URL": fake_provider_url,
         "OPENAI_API_KEY": FAKE_KEY,
     }
-    server = ServerProcess(env, _free_port())
+    server = ServerProcess(env, free_port())
     try:
         yield server
     finally:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from llm_orchestrator.steps.errors import WorkflowPaused
 from llm_orchestrator.store.executions import ExecutionRepository
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import JWT_SECRET
+from tests.support import FakeLambdaContext
 
 DEFINITION = {
     "name": "w",
@@ -81,14 +81,6 @@ def _seed(settings: Settings, *, paused: bool) -> str:
 @pytest.fixture
 def settings(database_url: str, data_dir: Path) -> Settings:
     return Settings(database_url=database_url, data_dir=data_dir, jwt_secret=JWT_SECRET)
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "llmo-step-runner"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:llmo-step-runner"
-    aws_request_id: str = "lambda-request-1"
 
 
 def emf_documents(output: str) -> list[dict[str, Any]]:

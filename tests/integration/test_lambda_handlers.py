@@ -6,7 +6,6 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,16 +14,9 @@ import pytest
 
 from llm_orchestrator.config import get_settings
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
+from tests.support import FakeLambdaContext
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "llmo-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:llmo-test"
-    aws_request_id: str = "lambda-request-1"
 
 
 def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None):

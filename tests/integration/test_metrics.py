@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import build_runtime
 from llm_orchestrator.server import LocalServer
 from llm_orchestrator.store.db import Database
+from tests.support import FakeLambdaContext
 
 # -- rows inserted directly, as the engine would leave them ----------------------------------
 
@@ -227,14 +227,6 @@ async def test_http_requests_are_counted_by_route_template_not_raw_path(
     assert value(requests, sample, route="unmatched", status="404") == 1
     assert value(requests, sample, route="/api/v1/auth/login", status="200") == 1
     assert not any("evt-" in s.labels.get("route", "") for s in requests.samples)
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "llmo-monitoring"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:llmo-monitoring"
-    aws_request_id: str = "lambda-request-1"
 
 
 def test_the_lambda_handler_emits_each_request_as_emf(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from llm_orchestrator.providers import (
     UnsupportedProvider,
 )
 from tests.fakes.openai_server import READY_PREFIX, FakeOpenAI, count_tokens, fake_embedding
+from tests.support import free_port
 
 API_KEY = "sk-test-integration-0123456789abcdef"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,13 +62,6 @@ async def registry(fake: FakeOpenAI) -> AsyncIterator[ProviderRegistry]:
     providers = ProviderRegistry(env_for(fake.base_url), timeout_seconds=5.0)
     yield providers
     await providers.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- success paths ---------------------------------------------------------------------

@@ -4,7 +4,6 @@ on the first start only, and works."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,14 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import JWT_SECRET
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _serve_once(env: dict[str, str]) -> str:
     """Start the server, wait until it answers, stop it; return what it printed."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "llm_orchestrator.cli", "serve", "--port", str(port)]
         + ["--log-level", "warning"],
