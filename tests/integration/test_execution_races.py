@@ -356,7 +356,8 @@ async def test_a_resume_that_races_ahead_of_the_park_still_releases(
 async def test_pause_during_a_parallel_level_lets_its_steps_finish(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.3
+    # b and c call for long enough that a loaded CI machine still sees both in flight.
+    fake_openai.latency_of = lambda body: 1.5 if step_of(body) in ("b", "c") else 0.1
     workflow_id = await create_workflow(client, admin, DIAMOND)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
@@ -435,7 +436,8 @@ async def test_resume_while_a_stopped_branch_step_is_still_calling(
 async def test_cancel_while_a_step_is_mid_call(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.3
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "b" else 0.3
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
@@ -460,7 +462,8 @@ async def test_cancel_while_a_step_is_mid_call(
 async def test_cancel_while_paused_and_parked(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.1
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.1
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
@@ -481,7 +484,8 @@ async def test_cancel_while_paused_and_parked(
 async def test_cancel_while_parked_inside_a_parallel(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.2
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.2
     workflow_id = await create_workflow(client, admin, DIAMOND)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
@@ -612,7 +616,8 @@ async def test_restore_brings_back_steps_a_later_restore_had_dropped(
 async def test_restore_a_failed_execution_after_the_cause_is_fixed(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.2
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.2
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
@@ -649,7 +654,8 @@ async def test_restore_a_failed_execution_after_the_cause_is_fixed(
 async def test_restore_while_paused(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.1
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "b" else 0.1
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
@@ -702,7 +708,8 @@ async def test_concurrent_restores_start_one_run(
 async def test_resume_and_restore_fired_together(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.05
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.05
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
@@ -814,7 +821,8 @@ async def test_terminal_states_are_final(
     await assert_final(server, fake_openai, client, admin, workflow_id, failed, "failed")
 
     fake_openai.reset()
-    fake_openai.latency = 0.2
+    # The step awaited as running calls for long enough that a loaded machine sees it.
+    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.2
     cancelled = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, cancelled, "a", "running")
     await control(client, admin, "cancel", workflow_id, cancelled)
