@@ -385,7 +385,10 @@ async def test_pause_inside_a_parallel_lets_the_other_branch_finish(
     # b1 is quick and b2 then parks, failing its branch while c is still calling the
     # provider. docs/asl.md: steps still running when the Parallel stops finish and
     # checkpoint on their own, and resuming reuses them.
-    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "c" else 0.2
+    # b1 long enough to be seen running under load; c longer still, so it is mid-call
+    # when b2 parks.
+    slow = {"b1": 0.8, "c": 2.0}
+    fake_openai.latency_of = lambda body: slow.get(step_of(body), 0.2)
     workflow_id = await create_workflow(client, admin, SERIES_PARALLEL)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b1", "running")
@@ -410,7 +413,8 @@ async def test_resume_while_a_stopped_branch_step_is_still_calling(
 ) -> None:
     # As above, but resumed while c is still calling: the re-entered Parallel waits for
     # that call instead of calling the provider for c a second time.
-    fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "c" else 0.1
+    slow = {"b1": 0.6, "c": 2.0}  # b1 seen running under load; c still calling after
+    fake_openai.latency_of = lambda body: slow.get(step_of(body), 0.1)
     workflow_id = await create_workflow(client, admin, SERIES_PARALLEL)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b1", "running")
