@@ -28,8 +28,11 @@ def _serve(args: argparse.Namespace) -> int:
                 "This password is shown once; set LLMO_ADMIN_PASSWORD to choose your own.",
                 flush=True,
             )
+        # Schedule triggers fire from this process (on AWS, EventBridge Scheduler does it).
+        server.scheduler.start()
         print(f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1", flush=True)
         yield
+        await server.scheduler.stop()
         await server.runtime.close()
         if not settings.database_url:
             from llm_orchestrator.store.embedded import release_embedded_postgres

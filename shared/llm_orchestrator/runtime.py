@@ -48,8 +48,10 @@ from llm_orchestrator.store.metrics import MetricsRepository
 from llm_orchestrator.store.rate_limits import RateLimitRepository
 from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
 from llm_orchestrator.store.secrets import SecretRepository
+from llm_orchestrator.store.triggers import TriggerRepository
 from llm_orchestrator.store.users import UserRepository
 from llm_orchestrator.store.workflows import WorkflowRepository
+from llm_orchestrator.triggers.service import InProcessTriggers, TriggerBackend, TriggerService
 from llm_orchestrator.workflows.service import WorkflowService
 
 
@@ -71,6 +73,7 @@ class Runtime:
     providers: ProviderRegistry
     engine: Engine
     executions: ExecutionService
+    triggers: TriggerService
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -139,6 +142,10 @@ def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
     return DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)
 
 
+def build_trigger_backend(settings: Settings) -> TriggerBackend:
+    return InProcessTriggers()
+
+
 def build_credentials(store: SecretsStore, environ: Mapping[str, str]) -> CredentialResolver:
     """A secret stored under a provider variable's name wins over that variable."""
     return FallbackCredentialResolver(
@@ -190,6 +197,14 @@ def build_runtime(
     providers = ProviderRegistry(credentials)
     executions = ExecutionRepository(db)
     engine = build_engine(settings, executions, providers, audit)
+    execution_service = ExecutionService(
+        executions,
+        CheckpointRepository(db),
+        workflows,
+        engine,
+        step_runner_arn=settings.step_runner_arn,
+        clock=utcnow,
+    )
     return Runtime(
         settings=settings,
         db=db,
@@ -205,12 +220,14 @@ def build_runtime(
         workflows=workflows,
         providers=providers,
         engine=engine,
-        executions=ExecutionService(
-            executions,
-            CheckpointRepository(db),
+        executions=execution_service,
+        triggers=TriggerService(
+            TriggerRepository(db),
             workflows,
-            engine,
-            step_runner_arn=settings.step_runner_arn,
+            users,
+            execution_service,
+            backend=build_trigger_backend(settings),
+            audit=audit,
             clock=utcnow,
         ),
     )

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 from llm_orchestrator.api.app import create_app, fixed_runtime
+from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_url
 from llm_orchestrator.store.migrate import apply_migrations
+from llm_orchestrator.triggers.scheduler import LocalScheduler
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +27,16 @@ def all_routers() -> list[APIRouter]:
         executions,
         monitoring,
         state,
+        triggers,
         workflows,
     )
 
     return [
         auth.router,
         workflows.router,
+        triggers.router,
         executions.router,
+        triggers.events_router,
         state.router,
         admin.router,
         audit.router,
@@ -44,6 +49,7 @@ class LocalServer:
     app: FastAPI
     runtime: Runtime
     database_url: str
+    scheduler: LocalScheduler
     generated_admin_password: str | None = None
 
 
@@ -77,4 +83,5 @@ def build_local_server(
     url = database_url or prepare_database(settings)
     runtime = build_runtime(settings, database_url=url, environ=environ)
     app = create_app(all_routers(), fixed_runtime(runtime))
-    return LocalServer(app=app, runtime=runtime, database_url=url)
+    scheduler = LocalScheduler(runtime.triggers, clock=utcnow)
+    return LocalServer(app=app, runtime=runtime, database_url=url, scheduler=scheduler)

@@ -17,7 +17,8 @@ class Principal:
     roles: tuple[str, ...]
     tier: str
     permissions: frozenset[Permission]
-    via: Literal["jwt", "api_key"]
+    via: Literal["jwt", "api_key", "trigger"]
+    """How the caller authenticated; "trigger" is a trigger running as its creator."""
     api_key_id: uuid.UUID | None = None
 
     @property
