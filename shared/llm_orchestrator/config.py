@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     step_runner_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:llmo-step-runner"
     """The step-runner Lambda the compiled state machines invoke (set by the CDK stack)."""
     secrets_backend: Literal["db", "aws"] = "db"
+    secrets_prefix: str = "llmo/"
+    """``aws`` backend: secret ``KEY`` is the Secrets Manager secret ``<prefix>KEY``."""
+    secrets_cache_seconds: float = 60.0
+    """``aws`` backend: how long a process serves a value (or a miss) before reading again."""
+    secrets_cache_size: int = 256
+    """``aws`` backend: names a process keeps cached at most."""
     secrets_key: SecretStr | None = None
     """Key of the ``db`` secrets backend: urlsafe base64 of 32 bytes. Unset locally → generated
     once into ``data_dir``; required outside ``local`` as soon as a secret is stored or read."""

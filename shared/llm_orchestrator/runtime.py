@@ -133,10 +133,14 @@ def build_engine(
 
 
 def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
-    if settings.secrets_backend != "db":
-        raise RuntimeError(
-            f"LLMO_SECRETS_BACKEND={settings.secrets_backend!r} is not available in this build;"
-            " use 'db'"
+    if settings.secrets_backend == "aws":
+        from llm_orchestrator.secrets.aws_store import SecretsManagerStore
+
+        return SecretsManagerStore(
+            prefix=settings.secrets_prefix,
+            clock=utcnow,
+            cache_size=settings.secrets_cache_size,
+            cache_seconds=settings.secrets_cache_seconds,
         )
     # The key is resolved on first use, so building a runtime never reads or creates it.
     return DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)

@@ -8,6 +8,7 @@ import pytest
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import build_runtime, resolve_jwt_secret
+from llm_orchestrator.secrets.aws_store import SecretsManagerStore
 
 URL = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -18,10 +19,14 @@ def test_step_functions_engine_is_refused_until_it_exists(tmp_path: Path) -> Non
         build_runtime(settings, database_url=URL, environ={})
 
 
-def test_aws_secrets_backend_is_refused_until_it_exists(tmp_path: Path) -> None:
+def test_aws_secrets_backend_is_secrets_manager_and_builds_without_io(tmp_path: Path) -> None:
     settings = Settings(secrets_backend="aws", data_dir=tmp_path, jwt_secret="s" * 40)
-    with pytest.raises(RuntimeError, match="LLMO_SECRETS_BACKEND='aws' is not available"):
-        build_runtime(settings, database_url=URL, environ={})
+
+    runtime = build_runtime(settings, database_url=URL, environ={})
+
+    assert isinstance(runtime.secrets, SecretsManagerStore)
+    assert runtime.secrets.backend == "aws"
+    assert not (tmp_path / "secrets.key").exists()
 
 
 def test_outside_local_a_jwt_secret_is_required(tmp_path: Path) -> None:
