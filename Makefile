@@ -6,7 +6,7 @@ PORT ?= 8080
 # Two workers fit this project's 2-core CI machine; override with `make test WORKERS=4`.
 WORKERS ?= 2
 
-.PHONY: install run test lint format bench synth openapi clean
+.PHONY: install run test smoke layers lint format bench synth openapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(WORKERS) -q
+
+# The distribution as users install it: wheel → fresh venv per install line → checks
+# (see tests/smoke.py). Needs the package index; takes several minutes. CI runs it after test.
+smoke: $(STAMP)
+	$(PY) -m tests.smoke
+
+# Lambda dependency bundles per function kind, for arm64 (layers/build.py); > 200 MB fails.
+layers: $(STAMP)
+	$(PY) -m layers.build
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -38,4 +47,4 @@ openapi: $(STAMP)
 	$(PY) -m llm_orchestrator.api.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build cdk.out

