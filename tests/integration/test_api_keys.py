@@ -124,12 +124,18 @@ async def test_key_permissions_shrink_when_the_owners_role_does(client, admin, c
     raw = (await create_key(client, admin, user_id=dev.user_id, scopes=["workflow:read"])).json()[
         "key"
     ]
+    key_headers = {"X-API-Key": raw}
+    # The scope grants WorkflowRead and the owner holds it: the key may list workflows.
+    assert (await client.get("/workflows", headers=key_headers)).status_code == 200
+
     async with server.runtime.db.connection() as conn:
         await conn.execute("UPDATE users SET roles = '{}' WHERE id = %s", (dev.user_id,))
 
-    # workflow:read maps to WorkflowRead, which the owner no longer holds.
-    response = await client.get("/admin/users", headers={"X-API-Key": raw})
+    # The same scope, but the owner no longer holds WorkflowRead: the key loses it too.
+    response = await client.get("/workflows", headers=key_headers)
     assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    assert response.json()["details"]["required_permission"] == "WorkflowRead"
 
 
 async def test_users_cannot_revoke_each_others_keys(client, admin, create_user):
