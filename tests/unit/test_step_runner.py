@@ -21,6 +21,7 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.steps.errors import (
+    ExecutionEnded,
     StepConfigurationError,
     WorkflowCancelled,
     WorkflowPaused,
@@ -44,22 +45,34 @@ def _step(step_id: str, prompt: str, output: str, depends_on: list[str] | None =
     }
 
 
+ACTIVE = ("pending", "running", "paused")
+
+
 @dataclass
 class MemoryStore:
-    """The rows the step runner touches, as plain dicts."""
+    """The rows the step runner touches, as plain dicts.
+
+    It refuses what ``ExecutionRepository`` refuses: ``start_step`` starts nothing once the
+    step has completed or the execution was cancelled or has ended, and ``complete_step``
+    writes nothing unless the attempt is still running. ``between_read_and_start`` runs
+    once, after the runner's first ``step_context`` read, to play another process acting
+    in that window.
+    """
 
     definition_json: dict[str, Any]
     inputs: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
     pause_requested: bool = False
     cancel_requested: bool = False
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked: dict[str | None, str] = field(default_factory=dict)
     finished: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    between_read_and_start: Callable[[MemoryStore], None] | None = None
 
     async def step_context(self, execution_id: str, step_id: str) -> StepContext | None:
-        return StepContext(
-            status="running",
+        context = StepContext(
+            status=self.status,
             pause_requested=self.pause_requested,
             cancel_requested=self.cancel_requested,
             inputs=self.inputs,
@@ -70,6 +83,10 @@ class MemoryStore:
                 if row["status"] == "completed"
             },
         )
+        hook, self.between_read_and_start = self.between_read_and_start, None
+        if hook is not None:
+            hook(self)
+        return context
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         return self.definition_json
@@ -77,6 +94,8 @@ class MemoryStore:
     async def start_step(
         self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
     ) -> bool:
+        if self.status not in ACTIVE or self.cancel_requested:
+            return False
         row = self.steps.setdefault(step_id, {"status": "running", "attempts": 0})
         if row["status"] == "completed":
             return False
@@ -92,7 +111,10 @@ class MemoryStore:
         usage: StepUsage,
         checkpoint_id: str,
     ) -> bool:
-        self.steps[step_id].update(status="completed", outputs=outputs, usage=usage)
+        row = self.steps.get(step_id)
+        if row is None or row["status"] != "running":
+            return False
+        row.update(status="completed", outputs=outputs, usage=usage, error=None)
         self.checkpoints.append(checkpoint_id)
         return True
 
@@ -114,8 +136,22 @@ class MemoryStore:
     async def finish(
         self, execution_id: str, status: str, *, error: dict[str, Any] | None, now: datetime
     ) -> ExecutionRecord | None:
+        if self.status not in ACTIVE:
+            return None  # an execution already ended keeps its first ending
+        self.status = status
         self.finished.append((status, error))
+        if status != "completed":
+            for row in self.steps.values():
+                if row["status"] == "running":
+                    row.update(status="failed", error=error)
         return None
+
+    def cancel(self) -> None:
+        """What ``request_cancel`` does to the rows: flag set, running steps closed."""
+        self.status, self.cancel_requested = "cancelled", True
+        for row in self.steps.values():
+            if row["status"] == "running":
+                row["status"] = "failed"
 
 
 class ScriptedLLM:
@@ -233,6 +269,86 @@ async def test_cancel_flag_raises_workflow_cancelled() -> None:
 
     with pytest.raises(WorkflowCancelled):
         await _runner(store, ScriptedLLM(lambda request: "ok")).run(EXECUTION, "a")
+
+
+async def test_a_delivery_after_the_end_calls_nothing() -> None:
+    store = _chain_store(status="completed")
+    llm = ScriptedLLM(lambda request: "ok")
+
+    with pytest.raises(ExecutionEnded):
+        await _runner(store, llm).run(EXECUTION, "a")
+
+    assert llm.prompts == [] and store.steps == {} and store.checkpoints == []
+
+
+async def test_a_step_completed_by_another_delivery_after_the_read_is_not_run_again() -> None:
+    def other_delivery_completes(store: MemoryStore) -> None:
+        store.steps["a"] = {"status": "completed", "outputs": {"out_a": "theirs"}, "attempts": 1}
+
+    store = _chain_store(between_read_and_start=other_delivery_completes)
+    llm = ScriptedLLM(lambda request: "mine")
+
+    result = await _runner(store, llm).run(EXECUTION, "a")
+
+    assert result == {"step_id": "a", "status": "completed", "reused": True}
+    assert llm.prompts == []
+    assert store.steps["a"] == {
+        "status": "completed",
+        "outputs": {"out_a": "theirs"},
+        "attempts": 1,
+    }
+
+
+async def test_a_cancel_between_the_read_and_the_start_runs_nothing() -> None:
+    store = _chain_store(between_read_and_start=MemoryStore.cancel)
+    llm = ScriptedLLM(lambda request: "ok")
+
+    with pytest.raises(WorkflowCancelled):
+        await _runner(store, llm).run(EXECUTION, "a")
+
+    assert llm.prompts == [] and "a" not in store.steps and store.checkpoints == []
+
+
+async def test_an_end_between_the_read_and_the_start_runs_nothing() -> None:
+    def times_out(store: MemoryStore) -> None:
+        store.status = "timed_out"
+
+    store = _chain_store(between_read_and_start=times_out)
+    llm = ScriptedLLM(lambda request: "ok")
+
+    with pytest.raises(ExecutionEnded):
+        await _runner(store, llm).run(EXECUTION, "a")
+
+    assert llm.prompts == [] and "a" not in store.steps
+
+
+async def test_an_attempt_cancelled_while_the_provider_answered_commits_nothing() -> None:
+    store = _chain_store()
+
+    def answer_after_a_cancel(request: ChatRequest) -> str:
+        store.cancel()  # the cancel lands while the provider is still answering
+        return "too late"
+
+    result = await _runner(store, ScriptedLLM(answer_after_a_cancel)).run(EXECUTION, "a")
+
+    assert result == {"step_id": "a", "status": "completed", "reused": True}
+    assert store.steps["a"]["status"] == "failed" and "outputs" not in store.steps["a"]
+    assert store.checkpoints == []
+
+
+async def test_a_duplicate_delivery_that_loses_the_race_keeps_the_winners_outputs() -> None:
+    store = _chain_store()
+
+    def winner_commits_first(request: ChatRequest) -> str:
+        store.steps["a"].update(status="completed", outputs={"out_a": "winner"})
+        store.checkpoints.append("ckpt-winner")
+        return "loser"
+
+    result = await _runner(store, ScriptedLLM(winner_commits_first)).run(EXECUTION, "a")
+
+    assert result == {"step_id": "a", "status": "completed", "reused": True}
+    assert store.steps["a"]["outputs"] == {"out_a": "winner"}
+    assert store.checkpoints == ["ckpt-winner"]
 
 
 async def test_rate_limit_is_raised_for_retry_and_kept_on_the_running_step() -> None:
