@@ -68,14 +68,32 @@ async def test_unknown_fields_are_rejected(client):
     assert body["details"]["errors"][0]["field"] == "remember_me"
 
 
-@pytest.mark.parametrize(
-    ("query", "field"),
-    [("limit=0", "limit"), ("limit=101", "limit"), ("offset=-1", "offset"), ("limit=abc", "limit")],
-)
-async def test_bad_pagination_is_400(client, admin, query, field):
-    response = await client.get(f"/auth/keys?{query}", headers=admin.headers)
-    body = assert_envelope(response, 400, "validation_error")
-    assert body["details"]["errors"][0]["field"] == field
+LIST_ENDPOINTS = [
+    "/auth/keys",
+    "/workflows",
+    "/admin/users",
+    "/audit/events",
+    "/state/wf-00000000-0000-0000-0000-000000000000/checkpoints?executionId=exec-x",
+]
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+async def test_bad_pagination_is_400_on_every_list_endpoint(client, admin, path):
+    separator = "&" if "?" in path else "?"
+    for query, field in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("offset=-1", "offset"),
+        ("limit=abc", "limit"),
+    ]:
+        response = await client.get(f"{path}{separator}{query}", headers=admin.headers)
+        body = assert_envelope(response, 400, "validation_error")
+        assert body["details"]["errors"][0]["field"] == field, query
+    if "?" not in path:  # the bounds themselves are fine
+        for limit in (1, 100):
+            response = await client.get(f"{path}?limit={limit}", headers=admin.headers)
+            assert response.status_code == 200, response.text
+            assert response.json()["limit"] == limit
 
 
 async def test_unexpected_errors_are_500_without_internals(server):
@@ -95,6 +113,16 @@ async def test_unexpected_errors_are_500_without_internals(server):
     assert body["request_id"] == "r-500"
 
 
+async def test_readiness_checks_the_database(client):
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["checks"]["database"]["status"] == "healthy"
+    assert "redis" not in body["checks"]
+
+
 async def test_health_is_503_when_the_database_is_down(settings):
     from llm_orchestrator.runtime import build_runtime
 
@@ -108,9 +136,11 @@ async def test_health_is_503_when_the_database_is_down(settings):
         transport=httpx.ASGITransport(app=app), base_url="http://t/api/v1"
     ) as http:
         response = await http.get("/health")
+        ready = await http.get("/health/ready")
         live = await http.get("/health/live")
 
-    assert response.status_code == 503
-    assert response.json()["status"] == "unhealthy"
-    assert response.json()["checks"]["database"]["status"] == "unhealthy"
+    for probe in (response, ready):
+        assert probe.status_code == 503
+        assert probe.json()["status"] == "unhealthy"
+        assert probe.json()["checks"]["database"]["status"] == "unhealthy"
     assert live.status_code == 200
