@@ -7,6 +7,8 @@ import asyncio
 import psycopg
 import pytest
 
+from llm_orchestrator.clock import utcnow
+
 
 async def events(client, admin, **params):
     response = await client.get("/audit/events", headers=admin.headers, params=params)
@@ -146,3 +148,84 @@ async def test_verify_names_the_first_altered_event(client, admin, server, creat
 
     assert verification["valid"] is False
     assert verification["first_invalid_event_id"] == victim["id"]
+
+
+async def test_end_time_keeps_events_up_to_it_and_start_time_from_it(client, admin, server):
+    for i in range(3):
+        await server.runtime.audit.record(event_type="test", action=f"before {i}")
+    boundary = utcnow()
+    for i in range(2):
+        await server.runtime.audit.record(event_type="test", action=f"after {i}")
+
+    until = await events(client, admin, event_type="test", end_time=boundary.isoformat())
+    since = await events(client, admin, event_type="test", start_time=boundary.isoformat())
+
+    assert [e["action"] for e in until["events"]] == ["before 2", "before 1", "before 0"]
+    assert until["total"] == 3
+    assert [e["action"] for e in since["events"]] == ["after 1", "after 0"]
+
+
+async def test_user_id_filter_returns_that_users_events_only(client, admin, create_user):
+    dev = await create_user("watched")
+    await client.get("/admin/users", headers=dev.headers)  # a 403, recorded under the dev
+
+    mine = await events(client, admin, user_id=dev.user_id)
+
+    assert mine["total"] == len(mine["events"]) >= 2
+    assert {e["user_id"] for e in mine["events"]} == {dev.user_id}
+    kinds = {(e["event_type"], e["result"]) for e in mine["events"]}
+    assert ("authentication", "success") in kinds and ("access_denied", "failure") in kinds
+    everyone = await events(client, admin, limit=100)
+    assert everyone["total"] > mine["total"]
+
+
+async def test_events_paginate_newest_first_without_overlap(client, admin, server):
+    for i in range(5):
+        await server.runtime.audit.record(event_type="test", action=f"write {i}")
+
+    pages = [await events(client, admin, event_type="test", limit=2, offset=o) for o in (0, 2, 4)]
+
+    assert [[e["action"] for e in page["events"]] for page in pages] == [
+        ["write 4", "write 3"],
+        ["write 2", "write 1"],
+        ["write 0"],
+    ]
+    assert {(page["total"], page["limit"], page["offset"]) for page in pages} == {
+        (5, 2, 0),
+        (5, 2, 2),
+        (5, 2, 4),
+    }
+
+
+async def test_updating_a_workflow_is_recorded(client, admin):
+    definition = {
+        "name": "audited",
+        "version": "1.0",
+        "steps": [
+            {
+                "id": "a",
+                "type": "llm",
+                "provider": "openai",
+                "model": "gpt-4",
+                "prompt": "{{x}}",
+                "output": ["y"],
+            }
+        ],
+    }
+    created = await client.post("/workflows", headers=admin.headers, json=definition)
+    workflow_id = created.json()["id"]
+    updated = await client.put(
+        f"/workflows/{workflow_id}",
+        headers=admin.headers,
+        json={**definition, "name": "audited-v2", "version": "2.0"},
+    )
+    assert updated.status_code == 200
+
+    trail = await events(client, admin, event_type="workflow_management", resource_id=workflow_id)
+
+    assert [e["action"] for e in trail["events"]] == ["Update workflow", "Create workflow"]
+    update = trail["events"][0]
+    assert update["user_id"] == admin.user_id
+    assert update["resource_type"] == "workflow" and update["result"] == "success"
+    assert update["details"]["name"] == "audited-v2"
+    assert update["details"]["version"] == "2.0"
