@@ -6,6 +6,11 @@ import asyncio
 import time
 
 import httpx
+import pytest
+
+from llm_orchestrator.config import Settings
+from llm_orchestrator.server import bootstrap, build_local_server
+from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
 
 
 async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_user_succeed(client, create_user):
@@ -131,3 +136,91 @@ async def test_old_windows_are_swept_so_the_counters_table_stays_small(server):
 
     assert before["n"] >= 4
     assert subjects == {"user:now"}
+
+
+async def _fill_window(server, subject: str, window: str, seconds: int, hits: int) -> None:
+    """Put ``hits`` in the current ``window`` of ``subject`` and in the next one, so the test
+    holds even when the window turns over between this and the request."""
+    now = time.time()
+    start = now - now % seconds
+    async with server.runtime.db.connection() as conn:
+        for window_start in (start, start + seconds):
+            await conn.execute(
+                "INSERT INTO rate_limit_counters (subject, window_name, window_start, hits)"
+                " VALUES (%s, %s, to_timestamp(%s), %s)",
+                (subject, window, window_start, hits),
+            )
+
+
+async def test_the_hour_window_refuses_with_window_1_hour(client, create_user, server):
+    user = await create_user("hourly", tier="free")
+    await _fill_window(server, f"user:{user.user_id}", "hour", 3600, 1000)
+
+    refused = await client.get("/auth/keys", headers=user.headers)
+
+    assert refused.status_code == 429
+    details = refused.json()["details"]
+    assert details["window"] == "1 hour" and details["limit"] == 1000
+    assert 1 <= details["retry_after"] <= 3600
+    assert refused.headers["Retry-After"] == str(details["retry_after"])
+    assert refused.headers["X-RateLimit-Limit"] == "1000"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_the_day_window_refuses_with_window_1_day(client, create_user, server):
+    user = await create_user("daily", tier="free")
+    await _fill_window(server, f"user:{user.user_id}", "day", 86400, 10_000)
+
+    refused = await client.get("/auth/keys", headers=user.headers)
+
+    assert refused.status_code == 429
+    details = refused.json()["details"]
+    assert details["window"] == "1 day" and details["limit"] == 10_000
+    assert 1 <= details["retry_after"] <= 86400
+
+
+async def test_the_headers_report_the_window_closest_to_its_limit(client, create_user, server):
+    user = await create_user("nearly", tier="free")
+    await _fill_window(server, f"user:{user.user_id}", "hour", 3600, 990)
+
+    response = await client.get("/auth/keys", headers=user.headers)
+
+    # 9 of 1,000 left this hour is tighter than 59 of 60 this minute.
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "1000"
+    assert response.headers["X-RateLimit-Remaining"] == "9"
+
+
+async def test_enterprise_limits_come_from_the_environment(
+    settings, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("LLMO_RATE_LIMIT_ENTERPRISE_PER_MINUTE", "100")
+    monkeypatch.setenv("LLMO_RATE_LIMIT_ENTERPRISE_PER_HOUR", "3")
+    monkeypatch.setenv("LLMO_RATE_LIMIT_ENTERPRISE_PER_DAY", "1000")
+    overridden = Settings(
+        **settings.model_dump(
+            exclude={
+                "rate_limit_enterprise_per_minute",
+                "rate_limit_enterprise_per_hour",
+                "rate_limit_enterprise_per_day",
+            }
+        )
+    )
+    local = build_local_server(overridden, database_url=overridden.database_url)
+    await bootstrap(local.runtime)
+    try:
+        transport = httpx.ASGITransport(app=local.app, client=("203.0.113.8", 1000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+            login = await http.post(
+                "/auth/login", json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            statuses = [(await http.get("/auth/keys", headers=headers)) for _ in range(4)]
+    finally:
+        await local.runtime.close()
+
+    # The bootstrap admin is enterprise: three requests an hour, as configured.
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+    assert statuses[0].headers["X-RateLimit-Limit"] == "3"
+    assert statuses[3].json()["details"]["window"] == "1 hour"
+    assert statuses[3].json()["details"]["limit"] == 3
