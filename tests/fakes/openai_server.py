@@ -96,7 +96,14 @@ class InjectedFailure:
     message: str
     type: str
     code: str | None
-    retry_after: float | None
+    retry_after: float | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawReply:
+    status: int
+    body: bytes
+    content_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,7 @@ class FakeOpenAI:
         """Chooses one request's latency from its JSON body (None: use ``latency``)."""
         self._lock = threading.Lock()
         self._failures: deque[InjectedFailure] = deque()
+        self._raw_replies: deque[RawReply] = deque()
         self._log: list[RecordedRequest] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -272,12 +280,15 @@ class FakeOpenAI:
         status: int = 500,
         *,
         times: int = 1,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         message: str | None = None,
         code: str | None = None,
         error_type: str | None = None,
     ) -> None:
-        """Answer the next ``times`` /v1 requests with this OpenAI-shaped error."""
+        """Answer the next ``times`` /v1 requests with this OpenAI-shaped error.
+
+        ``retry_after`` is sent as the ``retry-after`` header: a number as seconds, a string
+        (e.g. an HTTP date) verbatim."""
         default_type, default_code, default_message = _ERROR_DEFAULTS.get(
             status, ("invalid_request_error", None, f"HTTP {status}")
         )
@@ -291,6 +302,20 @@ class FakeOpenAI:
         with self._lock:
             self._failures.extend([failure] * times)
 
+    def reply_next(
+        self,
+        body: str | bytes,
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` /v1 requests with exactly this body (a malformed or
+        truncated reply), after authentication like a real answer."""
+        raw = body.encode() if isinstance(body, str) else body
+        with self._lock:
+            self._raw_replies.extend([RawReply(status, raw, content_type)] * times)
+
     def reset(self) -> None:
         """Forget requests and pending failures; restore the controls given at start."""
         self.api_key, self.latency, self.models, self.embedding_dim = self._initial
@@ -298,6 +323,7 @@ class FakeOpenAI:
         self.latency_of = None
         with self._lock:
             self._failures.clear()
+            self._raw_replies.clear()
             self._log.clear()
             self._max_in_flight = self._in_flight
 
@@ -378,7 +404,11 @@ class FakeOpenAI:
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
-            headers = {"retry-after": f"{failure.retry_after:g}"} if failure.retry_after else None
+            headers = None
+            if isinstance(failure.retry_after, str):
+                headers = {"retry-after": failure.retry_after}
+            elif failure.retry_after:
+                headers = {"retry-after": f"{failure.retry_after:g}"}
             return _error(
                 failure.status,
                 failure.message,
@@ -399,6 +429,10 @@ class FakeOpenAI:
         latency = self.latency if chosen is None else chosen
         if latency > 0:
             await asyncio.sleep(latency)
+        with self._lock:
+            raw = self._raw_replies.popleft() if self._raw_replies else None
+        if raw is not None:
+            return Response(raw.body, status_code=raw.status, media_type=raw.content_type)
         return None
 
     def _unknown_model(self, body: dict[str, Any]) -> Response | None:

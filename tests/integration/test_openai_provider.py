@@ -10,6 +10,8 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,7 @@ from llm_orchestrator.providers import (
     ProviderAuthError,
     ProviderBadRequest,
     ProviderCredentials,
+    ProviderInvalidResponse,
     ProviderQuotaExceeded,
     ProviderRateLimited,
     ProviderRegistry,
@@ -155,6 +158,79 @@ async def test_429_is_rate_limited_with_retry_after_and_not_retried_by_the_sdk(
     assert error.provider == "openai"
     assert "Rate limit reached" in error.message
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_as_an_http_date_becomes_seconds(
+    fake: FakeOpenAI, registry: ProviderRegistry, status: int
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    fake.fail_next(status=status, retry_after=format_datetime(when, usegmt=True))
+
+    with pytest.raises((ProviderRateLimited, ProviderUnavailable)) as caught:
+        await registry.llm("openai").complete(ChatRequest(model="gpt-4", prompt="hi"))
+
+    # An HTTP date has whole seconds, and some time passes before the reply is read.
+    assert caught.value.retry_after is not None
+    assert 100 <= caught.value.retry_after <= 120
+
+
+async def test_retry_after_in_the_past_or_unreadable(
+    fake: FakeOpenAI, registry: ProviderRegistry
+) -> None:
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    for header, expected in ((past, 0.0), ("soon, maybe", None), ("2.5", 2.5)):
+        fake.fail_next(status=429, retry_after=header)
+        with pytest.raises(ProviderRateLimited) as caught:
+            await registry.llm("openai").complete(ChatRequest(model="gpt-4", prompt="hi"))
+        assert caught.value.retry_after == expected, header
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("<html><body>502 from some proxy</body></html>", "text/html"),
+        ('{"id": "chatcmpl-1", "object": "chat.completion", "choices": [', "application/json"),
+        (
+            '{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4", "choices": []}',
+            "application/json",
+        ),
+        ('{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4"}', "application/json"),
+        ("[1, 2, 3]", "application/json"),
+    ],
+    ids=["html", "truncated-json", "no-choices", "choices-missing", "not-an-object"],
+)
+async def test_a_malformed_completion_is_an_invalid_response_not_a_crash(
+    fake: FakeOpenAI, registry: ProviderRegistry, body: str, content_type: str
+) -> None:
+    fake.reply_next(body, content_type=content_type)
+
+    with pytest.raises(ProviderInvalidResponse) as caught:
+        await registry.llm("openai").complete(ChatRequest(model="gpt-4", prompt="hi"))
+
+    assert caught.value.provider == "openai" and not caught.value.retryable
+    assert API_KEY not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0,'
+        ' "embedding": [0.1]}]}',
+        '{"object": "list", "model": "m", "data": []}',
+        "not json at all",
+    ],
+    ids=["one-for-two", "none", "not-json"],
+)
+async def test_a_malformed_embedding_reply_is_an_invalid_response(
+    fake: FakeOpenAI, registry: ProviderRegistry, body: str
+) -> None:
+    fake.reply_next(body)
+
+    with pytest.raises(ProviderInvalidResponse):
+        await registry.embedding("openai").embed(
+            EmbedRequest(model="text-embedding-3-small", input=["one", "two"])
+        )
 
 
 async def test_429_for_exhausted_quota_is_not_retryable(

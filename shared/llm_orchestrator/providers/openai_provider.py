@@ -102,6 +102,7 @@ class OpenAIProvider:
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         from openai import omit
+        from openai.types.chat import ChatCompletion
 
         cached, api_key = await self._client()
         messages: list[ChatCompletionMessageParam] = []
@@ -120,7 +121,9 @@ class OpenAIProvider:
                 max_tokens=omit if cached.is_openai else limit,
             ),
         )
-        if not completion.choices:
+        # A body that is JSON but not an object, or not JSON at all (an HTML page from a
+        # proxy), reaches us as a plain list or string rather than a ChatCompletion.
+        if not isinstance(completion, ChatCompletion) or not completion.choices:
             raise ProviderInvalidResponse(
                 f"{self._name} returned a completion without choices", provider=self._name
             )
@@ -134,6 +137,8 @@ class OpenAIProvider:
         )
 
     async def embed(self, request: EmbedRequest, /) -> EmbedResult:
+        from openai.types import CreateEmbeddingResponse
+
         cached, api_key = await self._client()
         expected = 1 if isinstance(request.input, str) else len(request.input)
         response, latency_ms = await self._timed(
@@ -145,6 +150,10 @@ class OpenAIProvider:
                 model=request.model, input=request.input, encoding_format="float"
             ),
         )
+        if not isinstance(response, CreateEmbeddingResponse) or not isinstance(response.data, list):
+            raise ProviderInvalidResponse(
+                f"{self._name} returned an embedding reply without data", provider=self._name
+            )
         vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != expected:
             raise ProviderInvalidResponse(
@@ -234,6 +243,12 @@ class OpenAIProvider:
             # The SDK's exception text may quote a masked key ("sk-...abcd"); keep it out
             # of tracebacks that end up in logs.
             raise error from (None if isinstance(error, ProviderAuthError) else exc)
+        except ValueError:
+            # A 2xx JSON body that does not parse (a truncated reply): the SDK lets the
+            # decoder's error through.
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a reply that is not valid JSON", provider=self._name
+            ) from None
         finally:
             cached.in_flight -= 1
         return result, (time.perf_counter() - started) * 1000.0
