@@ -229,6 +229,28 @@ async def test_http_requests_are_counted_by_route_template_not_raw_path(
     assert not any("evt-" in s.labels.get("route", "") for s in requests.samples)
 
 
+async def test_a_failing_request_observer_does_not_break_the_request(
+    client: httpx.AsyncClient, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def broken(route: str, status: int) -> None:
+        raise RuntimeError("the metrics sink is down")
+
+    server.app.state.http_metrics.subscribe(broken)
+    server.app.state.http_metrics.subscribe(lambda route, status: seen.append((route, status)))
+
+    response = await client.get("/health/live")
+
+    assert response.status_code == 200 and response.json()["status"] == "healthy"
+    # The observers after the broken one still hear of it, and the process still counts it.
+    assert seen == [("/api/v1/health/live", 200)]
+    requests = (await scrape(client))["orchestrator_http_requests"]
+    sample = "orchestrator_http_requests_total"
+    assert value(requests, sample, route="/api/v1/health/live", status="200") == 1
+    assert "request metrics observer failed" in caplog.text
+
+
 def test_the_lambda_handler_emits_each_request_as_emf(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
