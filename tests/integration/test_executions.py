@@ -271,3 +271,41 @@ async def test_execution_events_are_audited(client: httpx.AsyncClient, admin: Se
     assert response.status_code == 200, response.text
     actions = sorted(event["action"] for event in response.json()["events"])
     assert actions == ["finish", "start"]
+
+
+async def test_another_users_checkpoint_cannot_be_restored(
+    client: httpx.AsyncClient, create_user: CreateUser, fake_openai: FakeOpenAI
+) -> None:
+    alice = await create_user("alice", roles=["developer"])
+    mallory = await create_user("mallory", roles=["developer"])
+    alices_workflow = await create_workflow(client, alice, [llm_step("a", "A:{{x}}", "out")])
+    execution_id = await start_execution(client, alice, alices_workflow, {"x": "1"})
+    assert (await wait_for(client, alice, alices_workflow, execution_id))["status"] == "completed"
+    listed = await client.get(
+        f"/state/{alices_workflow}/checkpoints",
+        headers=alice.headers,
+        params={"executionId": execution_id},
+    )
+    checkpoint_id = listed.json()["checkpoints"][0]["id"]
+    mallorys_workflow = await create_workflow(client, mallory, [llm_step("a", "A:{{x}}", "out")])
+    calls_before = len(fake_openai.requests)
+
+    for workflow_id in (alices_workflow, mallorys_workflow):
+        refused = await client.post(
+            f"/state/{workflow_id}/restore",
+            headers=mallory.headers,
+            json={"checkpointId": checkpoint_id},
+        )
+        assert refused.status_code == 404, workflow_id
+        assert refused.json()["code"] == "not_found"
+
+    after = await get_status(client, alice, alices_workflow, execution_id)
+    assert after["status"] == "completed"
+    assert len(fake_openai.requests) == calls_before
+    # The owner may restore it: the 404s above are about ownership, nothing else.
+    own = await client.post(
+        f"/state/{alices_workflow}/restore",
+        headers=alice.headers,
+        json={"checkpointId": checkpoint_id},
+    )
+    assert own.status_code == 200, own.text
