@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -161,3 +161,89 @@ def test_handler_modules_import_no_provider_sdks() -> None:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+WORKFLOW_ID = "00000000-0000-4000-8000-000000000000"
+
+# One API Gateway request per endpoint group, each answered by that group's own router: a
+# status and a body only that route gives (an unknown route would be 404 "not_found").
+HTTP_CASES: dict[str, tuple[str, str, Any, int, Callable[[dict[str, Any]], bool]]] = {
+    "admin": ("GET", "/api/v1/admin/config", None, 200, lambda b: b["environment"] == "test"),
+    "audit": (
+        "GET",
+        "/api/v1/audit/events?event_type=authentication",
+        None,
+        200,
+        lambda b: b["events"][0]["action"] == "Login",
+    ),
+    "auth": ("GET", "/api/v1/auth/keys", None, 200, lambda b: b["keys"] == []),
+    "executions": (
+        "GET",
+        f"/api/v1/workflows/{WORKFLOW_ID}/status",
+        None,
+        400,
+        lambda b: b["details"]["errors"][0]["field"] == "executionId",
+    ),
+    "monitoring": ("GET", "/api/v1/health/ready", None, 200, lambda b: b["status"] == "healthy"),
+    "state": (
+        "GET",
+        f"/api/v1/state/{WORKFLOW_ID}/checkpoints",
+        None,
+        400,
+        lambda b: b["details"]["errors"][0]["field"] == "executionId",
+    ),
+    "workflows": (
+        "POST",
+        "/api/v1/workflows",
+        {"name": "from-lambda", "steps": []},
+        400,
+        lambda b: b["code"] == "validation_error",
+    ),
+}
+STEP_RUNNER = "step_runner"
+
+
+def test_every_handler_has_a_case_below() -> None:
+    groups = {path.parent.name for path in FUNCTIONS.glob("*/handler.py")}
+    assert groups == set(HTTP_CASES) | {STEP_RUNNER}, (
+        "each functions/<group>/handler.py needs a case in HTTP_CASES (or its own test)"
+    )
+
+
+@pytest.mark.parametrize("group", sorted(HTTP_CASES))
+def test_each_http_handler_serves_its_own_group(
+    lambda_env: None, database_url: str, group: str
+) -> None:
+    _seed_admin(database_url)
+    login = load_handler("auth").handler(
+        rest_event(
+            "POST", "/api/v1/auth/login", {"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+        ),
+        FakeLambdaContext(),
+    )
+    token = json.loads(login["body"])["access_token"]
+    method, path, body, status, check = HTTP_CASES[group]
+    event = rest_event(method, path.split("?")[0], body, {"Authorization": f"Bearer {token}"})
+    if "?" in path:
+        query = dict(pair.split("=") for pair in path.split("?")[1].split("&"))
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+
+    response = load_handler(group).handler(event, FakeLambdaContext())
+
+    assert response["statusCode"] == status, response["body"]
+    assert check(json.loads(response["body"])), response["body"]
+
+
+def test_the_step_runner_handler_reads_the_database(lambda_env: None) -> None:
+    from llm_orchestrator.steps.errors import ExecutionNotFound
+
+    handler = load_handler(STEP_RUNNER).handler
+    payload = {"action": "run", "execution_id": "exec-nowhere", "step_id": "a"}
+
+    # A Task for an execution the database does not hold: the runner looked and said so, by
+    # an error name the state machine can route on.
+    with pytest.raises(ExecutionNotFound) as caught:
+        handler(payload, FakeLambdaContext())
+
+    assert "exec-nowhere" in str(caught.value)
