@@ -120,7 +120,7 @@ def test_required_inputs_are_sorted_and_include_filter_variables() -> None:
                 "database": "pgvector",
                 "index": "docs",
                 "query": "{{made}}",
-                "filter": {"tenant": "{{tenant}}", "tags": ["{{tag}}"]},
+                "filter": {"tenant": "{{tenant}}", "tag": "{{tag}}"},
                 "depends_on": ["a"],
             },
         )
@@ -177,7 +177,7 @@ def test_unknown_step_type_names_the_allowed_types() -> None:
 
     assert error.field == "steps[0].type"
     assert error.message == (
-        "unknown step type 'sql'; must be one of 'llm', 'embed', 'vector_search'"
+        "unknown step type 'sql'; must be one of 'llm', 'embed', 'vector_upsert', 'vector_search'"
     )
 
 
@@ -395,13 +395,13 @@ def test_a_variable_from_a_later_sibling_is_rejected_in_system_and_filter() -> N
                 "database": "weaviate",
                 "index": "i",
                 "query": "{{r}}",
-                "filter": {"tenant": {"$eq": "{{s}}"}},
+                "filter": {"tenant": "{{s}}"},
                 "depends_on": ["root"],
             },
         )
     )
 
-    assert [e.field for e in errors] == ["steps[2].system", "steps[3].filter.tenant.$eq"]
+    assert [e.field for e in errors] == ["steps[2].system", "steps[3].filter.tenant"]
 
 
 def test_a_step_cannot_read_its_own_output() -> None:

@@ -12,13 +12,14 @@ than a silently ignored setting, and is strict, so ``"5"`` is not accepted as ``
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from llm_orchestrator.workflows.templating import find_variables
+from llm_orchestrator.workflows.templating import find_variables, whole_variable
 
 __all__ = [
     "DEFAULT_WORKFLOW_TIMEOUT_SECONDS",
@@ -27,11 +28,13 @@ __all__ = [
     "OUTPUT_NAME_PATTERN",
     "STEP_ID_PATTERN",
     "STEP_TYPES",
+    "VECTOR_DATABASES",
     "EmbedStep",
     "LlmStep",
     "RetryPolicy",
     "Step",
     "VectorSearchStep",
+    "VectorUpsertStep",
     "WorkflowDefinition",
     "ancestor_masks",
     "ancestors",
@@ -60,13 +63,41 @@ STEP_ID_MAX_CHARS = 64
 OUTPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """Outputs are referenced as ``{{name}}``, so they follow the template variable syntax."""
 
-STEP_TYPES = ("llm", "embed", "vector_search")
+STEP_TYPES = ("llm", "embed", "vector_upsert", "vector_search")
+VECTOR_DATABASES = ("pinecone", "weaviate", "qdrant", "pgvector")
 
 StepId = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS, pattern=STEP_ID_PATTERN)]
 StepRef = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS)]
 OutputName = Annotated[str, Field(max_length=64, pattern=OUTPUT_NAME_PATTERN)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Template = Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)]
+VectorDatabase = Literal["pinecone", "weaviate", "qdrant", "pgvector"]
+IndexName = Annotated[str, Field(min_length=1, max_length=256)]
+Namespace = Annotated[str, Field(min_length=1, max_length=512)]
+
+PINECONE_INDEX_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?$")
+"""Pinecone's own rule for index names: lower-case letters, digits and '-', at most 45."""
+_QDRANT_FORBIDDEN = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
+"""Characters Qdrant refuses in a collection name (it becomes a directory name there)."""
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_index(value: str, info: ValidationInfo) -> str:
+    """Index names are data, but each database has its own idea of a valid one: say so at
+    create time rather than when the first execution reaches the database."""
+    database = info.data.get("database")
+    if _CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters")
+    if database == "pinecone" and not PINECONE_INDEX_PATTERN.match(value):
+        raise ValueError(
+            "a Pinecone index name has 1-45 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    if database == "qdrant" and (len(value) > 255 or _QDRANT_FORBIDDEN.search(value)):
+        raise ValueError(
+            'a Qdrant collection name has at most 255 characters, none of / \\ : * ? " < > |'
+        )
+    return value
 
 
 class _Model(BaseModel):
@@ -133,27 +164,84 @@ class EmbedStep(_StepBase):
         yield "input", self.input
 
 
+class VectorUpsertStep(_StepBase):
+    """Writes documents and their vectors into an index, creating the index if the
+    database lets us (all but Pinecone). Its output value is the list of ids written.
+
+    ``vectors`` and ``documents`` are each exactly one ``{{var}}``: a list of vectors (an
+    ``embed`` step's output) and a list of strings or of ``{id?, text, metadata?}``
+    objects, paired by position. ``namespace`` is a template.
+    """
+
+    type: Literal["vector_upsert"]
+    database: VectorDatabase
+    index: IndexName
+    vectors: Template
+    documents: Template
+    namespace: Namespace | None = None
+
+    index_rules = field_validator("index")(_check_index)
+
+    @field_validator("vectors", "documents")
+    @classmethod
+    def _one_variable(cls, value: str, info: ValidationInfo) -> str:
+        if whole_variable(value) is None:
+            what = "a list of vectors" if info.field_name == "vectors" else "a list of documents"
+            raise ValueError(f"must be exactly one {{{{variable}}}} naming {what}")
+        return value
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        yield "vectors", self.vectors
+        yield "documents", self.documents
+        if self.namespace is not None:
+            yield "namespace", self.namespace
+
+
 class VectorSearchStep(_StepBase):
-    """A nearest-neighbour search.
+    """A nearest-neighbour search; its output value is a list of matches
+    ``{id, score, text, metadata}``, best first, higher scores more similar.
 
     ``query`` is a template; exactly ``{{var}}`` passes the raw value, which is how an
-    embedding vector reaches the search. String values inside ``filter`` are templates too.
+    embedding vector reaches the search. ``filter`` is metadata equality
+    (``{"lang": "en"}``); its string values are templates too, as is ``namespace``.
     """
 
     type: Literal["vector_search"]
-    database: Literal["pinecone", "weaviate", "qdrant", "pgvector"]
-    index: Name
+    database: VectorDatabase
+    index: IndexName
     query: Template
     top_k: int = Field(5, ge=1, le=1000)
     filter: dict[str, Any] | None = None
+    namespace: Namespace | None = None
+
+    index_rules = field_validator("index")(_check_index)
+
+    @field_validator("filter")
+    @classmethod
+    def _equality_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if len(value) > 32:
+            raise ValueError("at most 32 metadata keys")
+        for key, item in value.items():
+            if not key or _CONTROL_CHARACTERS.search(key):
+                raise ValueError("metadata keys must be non-empty, without control characters")
+            if item is None or isinstance(item, dict | list):
+                raise ValueError(
+                    f"filter '{key}': metadata equality takes a string, number or boolean"
+                )
+        return value
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "query", self.query
         if self.filter is not None:
             yield from iter_data_templates(self.filter, "filter")
+        if self.namespace is not None:
+            yield "namespace", self.namespace
 
 
-Step = Annotated[LlmStep | EmbedStep | VectorSearchStep, Field(discriminator="type")]
+AnyStep = LlmStep | EmbedStep | VectorUpsertStep | VectorSearchStep
+Step = Annotated[AnyStep, Field(discriminator="type")]
 
 
 class WorkflowDefinition(_Model):
@@ -173,7 +261,7 @@ class WorkflowDefinition(_Model):
         # Clients that serialise unset fields as null mean "use the default", not "no limit".
         return DEFAULT_WORKFLOW_TIMEOUT_SECONDS if value is None else value
 
-    def step(self, step_id: str) -> LlmStep | EmbedStep | VectorSearchStep:
+    def step(self, step_id: str) -> AnyStep:
         for candidate in self.steps:
             if candidate.id == step_id:
                 return candidate

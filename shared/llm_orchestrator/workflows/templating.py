@@ -20,6 +20,7 @@ __all__ = [
     "render",
     "render_data",
     "render_value",
+    "whole_variable",
 ]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -48,6 +49,12 @@ class TemplateError(ValueError):
 def find_variables(text: str) -> list[str]:
     """Variable names in ``text``, each once, in order of first appearance."""
     return list(dict.fromkeys(_PLACEHOLDER.findall(text)))
+
+
+def whole_variable(text: str) -> str | None:
+    """The variable name when ``text`` is exactly one placeholder, else None."""
+    whole = _WHOLE_PLACEHOLDER.fullmatch(text)
+    return whole.group(1) if whole is not None else None
 
 
 def render(text: str, values: Mapping[str, Any]) -> str:

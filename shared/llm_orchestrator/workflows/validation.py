@@ -45,7 +45,7 @@ _PATTERN_MESSAGES = {
         "must be a variable name: letters, digits and '_', not starting with a digit"
     ),
 }
-_TEMPLATED_FIELDS = ("prompt", "system", "input", "query")
+_TEMPLATED_FIELDS = ("prompt", "system", "input", "query", "vectors", "documents", "namespace")
 
 
 def parse_definition(data: Any) -> WorkflowDefinition:
@@ -99,6 +99,8 @@ def _message(kind: str, loc: Sequence[Any], detail: ErrorDetails) -> str:
         return f"unknown {name} {_short(got)}; must be one of {ctx.get('expected')}"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MESSAGES:
         return _PATTERN_MESSAGES[ctx["pattern"]]
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])  # our own validators' messages, without pydantic's prefix
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return "must be a JSON object"
     if list(loc) == ["steps"] and kind == "too_short":
