@@ -10,7 +10,7 @@ from llm_orchestrator.secrets.base import (
     SecretsStore,
     validate_secret,
 )
-from llm_orchestrator.secrets.credentials import SecretsCredentialResolver
+from llm_orchestrator.secrets.credentials import SecretsCredentialResolver, SecretsSettingResolver
 from llm_orchestrator.secrets.crypto import (
     SecretCipher,
     SecretDecryptionError,
@@ -28,6 +28,7 @@ __all__ = [
     "SecretDecryptionError",
     "SecretsCredentialResolver",
     "SecretsKeyError",
+    "SecretsSettingResolver",
     "SecretsStore",
     "generate_key",
     "parse_key",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from llm_orchestrator.providers.base import ProviderCredentials, credential_names
 from llm_orchestrator.secrets.base import SecretsStore
 
@@ -31,3 +33,17 @@ def _usable(value: str | None) -> str | None:
     # the provider answer 401, and a blank value means "not set here".
     stripped = (value or "").strip()
     return stripped or None
+
+
+class SecretsSettingResolver:
+    """A vector database's settings (``QDRANT_URL``, ``PINECONE_API_KEY``, …) from the
+    secrets store, under the same names as the environment variables; uncached, like the
+    provider credentials, so a secret set through the API applies to the next call."""
+
+    def __init__(self, store: SecretsStore) -> None:
+        self._store = store
+
+    async def resolve(self, names: Sequence[str], /) -> dict[str, str]:
+        found = await self._store.get_many(list(names))
+        usable = {name: _usable(found.get(name)) for name in names}
+        return {name: value for name, value in usable.items() if value is not None}
