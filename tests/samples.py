@@ -39,3 +39,29 @@ RAG_WORKFLOW: dict[str, Any] = {
         },
     ],
 }
+
+# Fills an index for the RAG workflow: embed a list of documents, then vector_upsert them.
+INGEST_WORKFLOW: dict[str, Any] = {
+    "name": "rag-ingest",
+    "version": "1.0",
+    "steps": [
+        {
+            "id": "embed_docs",
+            "type": "embed",
+            "provider": "openai",
+            "model": "text-embedding-3-small",
+            "input": "{{documents}}",
+            "output": ["doc_vectors"],
+        },
+        {
+            "id": "store_docs",
+            "type": "vector_upsert",
+            "database": "pinecone",
+            "index": "knowledge-base",
+            "vectors": "{{doc_vectors}}",
+            "documents": "{{documents}}",
+            "depends_on": ["embed_docs"],
+            "output": ["ids"],
+        },
+    ],
+}

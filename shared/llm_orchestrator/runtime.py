@@ -35,6 +35,7 @@ from llm_orchestrator.secrets import (
     DbSecretsStore,
     SecretsCredentialResolver,
     SecretsKeyError,
+    SecretsSettingResolver,
     SecretsStore,
     generate_key,
     parse_key,
@@ -52,6 +53,11 @@ from llm_orchestrator.store.triggers import TriggerRepository
 from llm_orchestrator.store.users import UserRepository
 from llm_orchestrator.store.workflows import WorkflowRepository
 from llm_orchestrator.triggers.service import InProcessTriggers, TriggerBackend, TriggerService
+from llm_orchestrator.vectorstores import (
+    EnvSettingResolver,
+    FallbackSettingResolver,
+    VectorStoreRegistry,
+)
 from llm_orchestrator.workflows.service import WorkflowService
 
 
@@ -71,6 +77,8 @@ class Runtime:
     """Provider credentials: the secrets store first, then the environment, field by field."""
     metrics: MetricsRepository
     providers: ProviderRegistry
+    vector_stores: VectorStoreRegistry
+    """Vector databases; settings resolve like provider credentials (secret, then env)."""
     engine: Engine
     executions: ExecutionService
     triggers: TriggerService
@@ -80,6 +88,7 @@ class Runtime:
         # Runs first: they stop without recording anything and are recovered on next start.
         await self.engine.close()
         await self.providers.aclose()
+        await self.vector_stores.aclose()
         await self.db.close()
 
 
@@ -122,6 +131,7 @@ def build_engine(
     executions: ExecutionRepository,
     providers: ProviderRegistry,
     audit: AuditTrail,
+    vector_stores: VectorStoreRegistry | None = None,
 ) -> Engine:
     if settings.engine != "local":
         # Refused rather than silently running locally: an operator who asked for Step
@@ -129,7 +139,7 @@ def build_engine(
         raise RuntimeError(
             f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
         )
-    return LocalEngine(executions, providers, now=utcnow, audit=audit)
+    return LocalEngine(executions, providers, now=utcnow, audit=audit, vector_stores=vector_stores)
 
 
 def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
@@ -193,14 +203,19 @@ def build_runtime(
         clock=utcnow,
     )
     secrets_store = build_secrets_store(settings, db)
-    credentials = build_credentials(secrets_store, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    credentials = build_credentials(secrets_store, environ)
+    vector_stores = VectorStoreRegistry(
+        FallbackSettingResolver(SecretsSettingResolver(secrets_store), EnvSettingResolver(environ)),
+        own_database=db,
+    )
     workflows = WorkflowService(
         WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
     )
     audit = AuditTrail(AuditRepository(db), utcnow)
     providers = ProviderRegistry(credentials)
     executions = ExecutionRepository(db)
-    engine = build_engine(settings, executions, providers, audit)
+    engine = build_engine(settings, executions, providers, audit, vector_stores)
     execution_service = ExecutionService(
         executions,
         CheckpointRepository(db),
@@ -223,6 +238,7 @@ def build_runtime(
         metrics=MetricsRepository(db),
         workflows=workflows,
         providers=providers,
+        vector_stores=vector_stores,
         engine=engine,
         executions=execution_service,
         triggers=TriggerService(

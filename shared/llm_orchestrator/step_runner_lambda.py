@@ -49,6 +49,7 @@ class StepRunnerLambda:
                 self._runtime.providers,
                 self._tokens or StepFunctionsTaskTokens(),
                 clock=utcnow,
+                vector_stores=self._runtime.vector_stores,
             )
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(self._runner.handle(event))

@@ -95,6 +95,28 @@ def test_the_spec_rag_workflow_is_accepted(sfn: Any) -> None:
     create(sfn, "rag-qa", rag)
 
 
+def test_an_ingest_then_rag_workflow_is_accepted(sfn: Any) -> None:
+    ingest = parse_definition(
+        {
+            "name": "ingest-and-ask",
+            "steps": [
+                *RAG_WORKFLOW["steps"],
+                {
+                    "id": "store",
+                    "type": "vector_upsert",
+                    "database": "pgvector",
+                    "index": "kb",
+                    "vectors": "{{query_embedding}}",
+                    "documents": "{{docs}}",
+                    "depends_on": ["embed_query"],
+                },
+            ],
+        }
+    )
+
+    create(sfn, "ingest-and-ask", ingest)
+
+
 def test_deeply_nested_parallels_are_accepted(sfn: Any) -> None:
     steps = [step("s0")]
     for round_ in range(1, 20):

@@ -44,7 +44,7 @@ from tests.oracle_support import (
     run_call_epochs,
     run_locally,
 )
-from tests.samples import RAG_WORKFLOW
+from tests.samples import INGEST_WORKFLOW, RAG_WORKFLOW
 from tests.unit.test_compiler import definition, step
 
 STATES_TIMEOUT = "States.Timeout"
@@ -153,6 +153,24 @@ GOLDEN: dict[str, GoldenCase] = {
             "run embed_query#0 ok",
             "run search_docs#0 StepConfigurationError",
             "fail search_docs StepConfigurationError",
+        ),
+    ),
+    "vector_upsert_rate_limited_then_written": GoldenCase(
+        parse_definition(
+            {
+                **INGEST_WORKFLOW,
+                "steps": [
+                    INGEST_WORKFLOW["steps"][0],
+                    {**INGEST_WORKFLOW["steps"][1], "retry": FAST_RETRY},
+                ],
+            }
+        ),
+        Script(faults={"store_docs": [rate_limited]}),
+        retries=1,
+        trace=(
+            "run embed_docs#0 ok",
+            "run store_docs#0 ProviderRateLimited",
+            "run store_docs#1 ok",
         ),
     ),
     "step_timeout": GoldenCase(

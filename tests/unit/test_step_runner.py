@@ -395,7 +395,7 @@ async def test_unconfigured_vector_database_is_a_permanent_failure() -> None:
             }
         ],
     }
-    store = MemoryStore(definition_json=definition, inputs={"q": "x"})
+    store = MemoryStore(definition_json=definition, inputs={"q": [0.1, 0.2]})
 
     with pytest.raises(StepConfigurationError, match="vector database 'qdrant' is not configured"):
         await _runner(store, ScriptedLLM(lambda request: "ok")).run(EXECUTION, "search")

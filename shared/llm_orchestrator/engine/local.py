@@ -35,7 +35,7 @@ from llm_orchestrator.engine.asl import (
 )
 from llm_orchestrator.providers import ProviderRegistry
 from llm_orchestrator.steps.errors import WorkflowCancelled
-from llm_orchestrator.steps.runner import StepRunner, VectorSearcher, error_record
+from llm_orchestrator.steps.runner import StepRunner, VectorStores, error_record
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
@@ -73,7 +73,7 @@ class LocalEngine:
         audit: AuditTrail | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        vector_search: VectorSearcher | None = None,
+        vector_stores: VectorStores | None = None,
     ) -> None:
         self._repo = repo
         self._now = now
@@ -82,7 +82,7 @@ class LocalEngine:
         self._rng = rng or random.Random()
         self.tokens = TaskTokenRegistry()
         self.step_runner = StepRunner(
-            repo, providers, self.tokens, clock=now, vector_search=vector_search
+            repo, providers, self.tokens, clock=now, vector_stores=vector_stores
         )
         self._runs: dict[str, _Run] = {}
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (

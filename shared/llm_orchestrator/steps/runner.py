@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -39,16 +40,25 @@ from llm_orchestrator.steps.errors import (
     WorkflowPaused,
 )
 from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
+from llm_orchestrator.steps.vectors import (
+    query_vector,
+    search_filter,
+    search_namespace,
+    upsert_records,
+)
 from llm_orchestrator.store.executions import (
     TERMINAL_STATUSES,
     ExecutionRecord,
     StepContext,
     StepUsage,
 )
+from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
+    AnyStep,
     EmbedStep,
     LlmStep,
     VectorSearchStep,
+    VectorUpsertStep,
     WorkflowDefinition,
     ancestors,
 )
@@ -99,19 +109,17 @@ class StepStore(Protocol):
     ) -> ExecutionRecord | None: ...
 
 
-class VectorSearcher(Protocol):
-    async def search(
-        self, step: VectorSearchStep, query: Any, filter: Any
-    ) -> list[dict[str, Any]]: ...
+class VectorStores(Protocol):
+    """Database name → adapter (``VectorStoreRegistry`` in production)."""
+
+    def store(self, name: str, /) -> VectorStore: ...
 
 
-class UnconfiguredVectorSearch:
-    """This build ships no vector-database adapters: every search fails permanently."""
+class NoVectorStores:
+    """A step runner built without vector databases: every vector step fails permanently."""
 
-    async def search(self, step: VectorSearchStep, query: Any, filter: Any) -> list[dict[str, Any]]:
-        raise StepConfigurationError(
-            f"vector database '{step.database}' is not configured in this build"
-        )
+    def store(self, name: str, /) -> VectorStore:
+        raise StepConfigurationError(f"vector database '{name}' is not configured in this build")
 
 
 def error_record(name: str, message: str, step_id: str | None) -> dict[str, Any]:
@@ -161,13 +169,13 @@ class StepRunner:
         tokens: TaskTokenSender,
         *,
         clock: Callable[[], datetime],
-        vector_search: VectorSearcher | None = None,
+        vector_stores: VectorStores | None = None,
     ) -> None:
         self._repo = repo
         self._providers = providers
         self._tokens = tokens
         self._now = clock
-        self._vectors = vector_search or UnconfiguredVectorSearch()
+        self._vectors = vector_stores or NoVectorStores()
         self._definitions = _Definitions(repo)
 
     def remember_definition(self, execution_id: str, definition: dict[str, Any]) -> None:
@@ -208,7 +216,11 @@ class StepRunner:
             step = definition.step(step_id)
         except KeyError:
             raise ExecutionNotFound(f"step '{step_id}' is not in the workflow") from None
-        provider = None if isinstance(step, VectorSearchStep) else step.provider
+        provider = (
+            step.database
+            if isinstance(step, VectorSearchStep | VectorUpsertStep)
+            else step.provider
+        )
         if not await self._repo.start_step(
             execution_id, step_id, step_type=step.type, provider=provider
         ):
@@ -257,7 +269,7 @@ class StepRunner:
 
     async def _execute(
         self,
-        step: LlmStep | EmbedStep | VectorSearchStep,
+        step: AnyStep,
         definition: WorkflowDefinition,
         ancestor_map: dict[str, frozenset[str]],
         context: StepContext,
@@ -288,10 +300,32 @@ class StepRunner:
             vectors: Any = embedded.vectors if isinstance(text, list) else embedded.vectors[0]
             usage = StepUsage(embedded.input_tokens, None, embedded.latency_ms)
             return value_outputs(step.output, vectors), usage
-        query = render_value(step.query, values)
-        filters = render_data(step.filter, values) if step.filter is not None else None
-        documents = await self._vectors.search(step, query, filters)
-        return value_outputs(step.output, documents), StepUsage(None, None, 0.0)
+        if isinstance(step, VectorUpsertStep):
+            records = upsert_records(
+                render_value(step.vectors, values), render_value(step.documents, values)
+            )
+            namespace = search_namespace(
+                render(step.namespace, values) if step.namespace is not None else None
+            )
+            started = time.perf_counter()
+            written = await self._vectors.store(step.database).upsert(
+                step.index, records, namespace=namespace
+            )
+            usage = StepUsage(None, None, _elapsed_ms(started))
+            return value_outputs(step.output, written), usage
+        query = query_vector(render_value(step.query, values))
+        filters = search_filter(
+            render_data(step.filter, values) if step.filter is not None else None
+        )
+        namespace = search_namespace(
+            render(step.namespace, values) if step.namespace is not None else None
+        )
+        started = time.perf_counter()
+        matches = await self._vectors.store(step.database).search(
+            step.index, query, top_k=step.top_k, filter=filters, namespace=namespace
+        )
+        usage = StepUsage(None, None, _elapsed_ms(started))
+        return value_outputs(step.output, [match.as_output() for match in matches]), usage
 
     # -- park ----------------------------------------------------------------------------
 
@@ -316,6 +350,10 @@ class StepRunner:
             await self._repo.record_step_error(execution_id, step_id, record, final=True)
         await self._repo.finish(execution_id, "failed", error=record, now=self._now())
         return {"failed": True}
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
 
 def _readable_cause(name: str, cause: str) -> str:

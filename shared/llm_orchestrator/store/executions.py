@@ -420,7 +420,7 @@ class ExecutionRepository:
             for step_id, outputs in steps.items():
                 step = kinds.get(step_id, {})
                 step_type = step.get("type", "llm")
-                provider = None if step_type == "vector_search" else step.get("provider")
+                provider = step.get("provider") or step.get("database")
                 # An upsert, not an update: an earlier restore to an earlier checkpoint may
                 # have deleted this step's row, and a step of the checkpoint must come back
                 # completed or the new run would call its provider again.

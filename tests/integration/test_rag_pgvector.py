@@ -1,0 +1,181 @@
+"""RAG on pgvector, the zero-configuration default: the orchestrator's own PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from llm_orchestrator.steps.vectors import document_id
+from llm_orchestrator.store.vector_tables import table_name
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import Session
+from tests.integration.execution_support import (
+    create_workflow,
+    fake_openai,
+    prompts,
+    server,
+    start_execution,
+    wait_for,
+)
+from tests.integration.rag_support import DOCUMENTS, ingest, ingest_steps, run_rag
+
+__all__ = ["fake_openai", "server"]
+
+
+async def test_rag_workflow_answers_from_the_nearest_document(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    ingested = await ingest(client, admin, "pgvector", "knowledge-base", DOCUMENTS)
+    assert ingested["status"] == "completed", ingested
+    ids = ingested["steps"]["store_docs"]["outputs"]["ids"]
+    assert ids == [document_id(text) for text in DOCUMENTS]
+
+    # The fake embeds equal texts equally: the query is the nearest document's own text.
+    final = await run_rag(client, admin, "pgvector", "knowledge-base", DOCUMENTS[2])
+
+    assert final["status"] == "completed", final
+    matches = final["steps"]["search_docs"]["outputs"]["relevant_docs"]
+    assert len(matches) == 4
+    assert matches[0]["id"] == ids[2]
+    assert matches[0]["text"] == DOCUMENTS[2]
+    assert matches[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+    assert set(matches[0]) == {"id", "score", "text", "metadata"}
+    prompt = prompts(fake_openai)[-1]
+    context = prompt.split("Context:\n", 1)[1].split("\n\nQuestion:")[0].splitlines()
+    assert context[0] == DOCUMENTS[2]
+    assert sorted(context) == sorted(DOCUMENTS)
+
+
+async def test_reingesting_updates_instead_of_duplicating(
+    client: httpx.AsyncClient, admin: Session, database_url: str
+) -> None:
+    first = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
+    second = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
+
+    assert first["status"] == second["status"] == "completed"
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f'SELECT count(*) FROM vectors."{table_name("kb")}"').fetchone()
+    assert rows == (len(DOCUMENTS),)
+
+
+async def test_filter_and_namespace_narrow_the_search(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    documents = [
+        {"id": "en-1", "text": DOCUMENTS[0], "metadata": {"lang": "en", "year": 2024}},
+        {"id": "fr-1", "text": DOCUMENTS[1], "metadata": {"lang": "fr", "year": 2024}},
+        {"id": "en-2", "text": DOCUMENTS[2], "metadata": {"lang": "en", "year": 2023}},
+    ]
+    # Objects carry ids and metadata; the embed step reads their texts from another input.
+    workflow = ingest_steps("pgvector", "kb", namespace="{{tenant}}")
+    workflow[0]["input"] = "{{texts}}"
+    workflow_id = await create_workflow(client, admin, workflow)
+    inputs = {"documents": documents, "texts": [d["text"] for d in documents], "tenant": "acme"}
+    execution_id = await start_execution(client, admin, workflow_id, inputs)
+    final = await wait_for(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed", final
+    assert final["steps"]["store_docs"]["outputs"]["ids"] == ["en-1", "fr-1", "en-2"]
+
+    async def search(**fields: Any) -> list[dict[str, Any]]:
+        steps = ingest_steps("pgvector", "kb")[:1] + [
+            {
+                "id": "find",
+                "type": "vector_search",
+                "database": "pgvector",
+                "index": "kb",
+                "query": "{{doc_vectors}}",
+                "top_k": 10,
+                "depends_on": ["embed_docs"],
+                "output": ["found"],
+                **fields,
+            }
+        ]
+        wf = await create_workflow(client, admin, steps)
+        ex = await start_execution(client, admin, wf, {"documents": [DOCUMENTS[2]], "lang": "en"})
+        final = await wait_for(client, admin, wf, ex)
+        assert final["status"] == "completed", final
+        found: list[dict[str, Any]] = final["steps"]["find"]["outputs"]["found"]
+        return found
+
+    assert await search() == []  # the default namespace holds nothing
+    in_acme = await search(namespace="acme")
+    assert [m["id"] for m in in_acme][0] == "en-2"
+    assert {m["id"] for m in in_acme} == {"en-1", "fr-1", "en-2"}
+    english = await search(namespace="acme", filter={"lang": "{{lang}}"})
+    assert [m["id"] for m in english] == ["en-2", "en-1"]
+    assert english[0]["metadata"] == {"lang": "en", "year": 2023}
+    recent = await search(namespace="acme", filter={"lang": "en", "year": 2024})
+    assert [m["id"] for m in recent] == ["en-1"]
+
+
+async def test_a_vector_of_another_dimension_is_a_clear_permanent_error(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    assert (await ingest(client, admin, "pgvector", "kb", DOCUMENTS))["status"] == "completed"
+    fake_openai.embedding_dim = 12
+
+    final = await ingest(client, admin, "pgvector", "kb", ["one more"])
+
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "ProviderBadRequest"
+    assert final["error"]["message"] == (
+        "pgvector index 'kb' holds 8-dimension vectors; got 12 dimensions "
+        "(a model with another output size needs its own index)"
+    )
+
+
+async def test_searching_an_index_nobody_filled_says_so(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    final = await run_rag(client, admin, "pgvector", "never-filled", "anything")
+
+    assert final["status"] == "failed"
+    assert final["error"]["message"] == (
+        "pgvector index 'never-filled' does not exist yet: a vector_upsert creates it"
+    )
+
+
+async def test_mismatched_vectors_and_documents_fail_the_step_permanently(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    steps = [
+        {
+            "id": "store",
+            "type": "vector_upsert",
+            "database": "pgvector",
+            "index": "kb",
+            "vectors": "{{vectors}}",
+            "documents": "{{documents}}",
+            "output": ["ids"],
+        }
+    ]
+    workflow_id = await create_workflow(client, admin, steps)
+    execution_id = await start_execution(
+        client, admin, workflow_id, {"vectors": [[1.0, 0.0]], "documents": ["a", "b"]}
+    )
+
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "StepConfigurationError"
+    assert final["error"]["message"] == (
+        "vectors has 1 entries but documents has 2; they pair up by position"
+    )
+
+
+async def test_an_index_name_is_data_never_sql(
+    client: httpx.AsyncClient, admin: Session, database_url: str
+) -> None:
+    index = 'kb"; DROP TABLE users; --'
+
+    final = await ingest(client, admin, "pgvector", index, DOCUMENTS[:1])
+
+    assert final["status"] == "completed", final
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() is not None
+        rows = conn.execute(f'SELECT text FROM vectors."{table_name(index)}"').fetchall()
+    assert rows == [(DOCUMENTS[0],)]
