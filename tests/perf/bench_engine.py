@@ -47,6 +47,7 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.runtime import Runtime, build_runtime
+from llm_orchestrator.steps.runner import VectorStores
 from llm_orchestrator.store.checkpoints import CheckpointRepository
 from llm_orchestrator.store.executions import ExecutionRepository
 from llm_orchestrator.store.migrate import apply_migrations
@@ -151,9 +152,11 @@ async def _admin(runtime: Runtime) -> Principal:
     )
 
 
-def _service(runtime: Runtime, providers: ProviderRegistry) -> ExecutionService:
+def _service(
+    runtime: Runtime, providers: ProviderRegistry, vector_stores: VectorStores | None = None
+) -> ExecutionService:
     repo = ExecutionRepository(runtime.db)
-    engine = LocalEngine(repo, providers, now=utcnow)
+    engine = LocalEngine(repo, providers, now=utcnow, vector_stores=vector_stores)
     return ExecutionService(
         repo,
         CheckpointRepository(runtime.db),

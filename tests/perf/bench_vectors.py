@@ -1,0 +1,170 @@
+"""Vector benchmarks on a real PostgreSQL with pgvector.
+
+Run: ``python -m tests.perf.bench_vectors``. Prints
+
+- ``pgvector_search_top5_{10000,100000}_p50_ms`` / ``_p99_ms``: one ``search`` through the
+  pgvector adapter (the code a ``vector_search`` step runs), top 5 over that many stored
+  1,536-dimension vectors under the cosine HNSW index the first upsert creates.
+  Vectors are random unit vectors loaded with COPY; the index is built once after loading.
+- ``embed_step_overhead_ms_median`` / ``vector_search_step_overhead_ms_median``: a 10-step
+  chain of one kind, against the fake OpenAI server (zero latency, another process) for
+  ``embed`` and pgvector's 10,000-vector index for ``vector_search``; median over runs of
+  (wall time / steps), i.e. the orchestration plus the call itself.
+
+Building the 100,000-row index takes minutes on a small machine: run it once, not in loops.
+Uses ``LLMO_TEST_DATABASE_URL`` when set, else an embedded PostgreSQL in a temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from llm_orchestrator.config import Settings
+from llm_orchestrator.providers import EnvCredentialResolver, ProviderRegistry
+from llm_orchestrator.runtime import Runtime, build_runtime
+from llm_orchestrator.store.vector_tables import SCHEMA, table_name
+from llm_orchestrator.vectorstores import VectorRecord
+from tests.perf.bench_engine import _admin, _database, _fake_provider, _service
+
+DIMENSIONS = 1536
+SIZES = (10_000, 100_000)
+SEARCHES = 300
+CHAIN_STEPS = 10
+CHAIN_RUNS = 15
+INDEX = "bench-kb"
+COPY_BATCH = 5_000
+
+
+def _unit_vectors(count: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    vectors = rng.standard_normal((count, DIMENSIONS), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def _load(url: str, start: int, count: int, rng: np.random.Generator) -> None:
+    """COPY ``count`` rows, then (re)build the HNSW index once: far faster than growing it
+    row by row."""
+    table = sql.Identifier(SCHEMA, table_name(INDEX))
+    hnsw = sql.Identifier(SCHEMA, f"{table_name(INDEX)}_hnsw")
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(hnsw))
+        copy_sql = sql.SQL("COPY {} (namespace, id, embedding, text) FROM STDIN (FORMAT BINARY)")
+        for offset in range(0, count, COPY_BATCH):
+            batch = _unit_vectors(min(COPY_BATCH, count - offset), rng)
+            with conn.cursor() as cur, cur.copy(copy_sql.format(table)) as copy:
+                copy.set_types(["text", "text", "vector", "text"])
+                for n, vector in enumerate(batch, start=start + offset):
+                    copy.write_row(("", f"doc-{n}", vector, f"document {n}"))
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(f"{table_name(INDEX)}_hnsw"), table
+            )
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
+
+
+async def _search_latency(runtime: Runtime, rng: np.random.Generator) -> tuple[float, float]:
+    store = runtime.vector_stores.store("pgvector")
+    queries = _unit_vectors(SEARCHES + 20, rng).tolist()
+    timings = []
+    for n, query in enumerate(queries):
+        started = time.perf_counter()
+        found = await store.search(INDEX, query, top_k=5, filter=None, namespace=None)
+        elapsed = (time.perf_counter() - started) * 1000
+        assert len(found) == 5
+        if n >= 20:  # warm the pool, the plan and the index pages
+            timings.append(elapsed)
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
+
+
+async def _chain_overhead(runtime: Runtime, base_url: str, kind: str) -> float:
+    admin = await _admin(runtime)
+    steps: list[dict[str, Any]] = []
+    for n in range(CHAIN_STEPS):
+        depends = [f"s{n - 1}"] if n else []
+        if kind == "embed":
+            step = {"type": "embed", "provider": "openai", "model": "m", "input": "{{x}}"}
+        else:
+            step = {
+                "type": "vector_search",
+                "database": "pgvector",
+                "index": INDEX,
+                "query": "{{q}}",
+                "top_k": 5,
+            }
+        steps.append({"id": f"s{n}", "depends_on": depends, "output": [f"o{n}"], **step})
+    workflow = await runtime.workflows.create(admin, {"name": kind, "steps": steps})
+    environ = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": base_url}
+    providers = ProviderRegistry(EnvCredentialResolver(environ))
+    service = _service(runtime, providers, vector_stores=runtime.vector_stores)
+    query = [1.0] + [0.0] * (DIMENSIONS - 1)
+    per_step = []
+    for run in range(CHAIN_RUNS + 2):
+        started = time.perf_counter()
+        record = await service.execute(admin, str(workflow.record.id), {"x": "hi", "q": query})
+        state = await service.wait(record)
+        elapsed = time.perf_counter() - started
+        assert state.record.status == "completed", state.record
+        if run >= 2:
+            per_step.append(elapsed * 1000 / CHAIN_STEPS)
+    await providers.aclose()
+    return statistics.median(per_step)
+
+
+async def _run(url: str, base_url: str) -> dict[str, float]:
+    settings = Settings(
+        database_url=url,
+        data_dir=Path(tempfile.mkdtemp(prefix="llmo-bench-data-")),
+        jwt_secret="bench-" + "x" * 40,
+        db_pool_max_size=10,
+    )
+    runtime = build_runtime(settings, database_url=url, environ={})
+    rng = np.random.default_rng(1536)
+    results: dict[str, float] = {}
+    try:
+        # The first upsert creates the table and its index, as a vector_upsert step would.
+        seed = VectorRecord("seed", _unit_vectors(1, rng)[0].tolist(), "seed")
+        await runtime.vector_stores.store("pgvector").upsert(INDEX, [seed], namespace=None)
+        loaded = 1
+        for size in SIZES:
+            started = time.perf_counter()
+            await asyncio.to_thread(_load, url, loaded, size - loaded, rng)
+            print(f"# loaded and indexed {size} vectors in {time.perf_counter() - started:.0f} s")
+            loaded = size
+            p50, p99 = await _search_latency(runtime, rng)
+            results[f"pgvector_search_top5_{size}_p50_ms"] = p50
+            results[f"pgvector_search_top5_{size}_p99_ms"] = p99
+            if size == SIZES[0]:
+                for kind in ("embed", "vector_search"):
+                    overhead = await _chain_overhead(runtime, base_url, kind)
+                    results[f"{kind}_step_overhead_ms_median"] = overhead
+    finally:
+        await runtime.close()
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    with _database() as url, _fake_provider(0.0) as base_url:
+        results = asyncio.run(_run(url, base_url))
+    for name, value in results.items():
+        print(f"{name}={value:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
