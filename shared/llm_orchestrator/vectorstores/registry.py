@@ -26,6 +26,7 @@ DEFAULT_TIMEOUT_SECONDS = 20.0
 ADAPTERS: Mapping[str, str] = MappingProxyType(
     {
         "pgvector": "llm_orchestrator.vectorstores.pgvector:PgVectorStore",
+        "qdrant": "llm_orchestrator.vectorstores.qdrant:QdrantStore",
     }
 )
 
