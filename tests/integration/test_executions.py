@@ -181,7 +181,8 @@ async def test_unconfigured_vector_database_fails_clearly(
     assert final["steps"]["embed_query"]["status"] == "completed"
     assert len(final["steps"]["embed_query"]["outputs"]["query_embedding"]) == 8
     assert final["error"]["message"] == (
-        "vector database 'pinecone' is not available in this build (available: pgvector, qdrant)"
+        "vector database 'pinecone' is not available in this build"
+        " (available: pgvector, qdrant)"
     )
 
 
