@@ -171,7 +171,7 @@ async def test_permanent_provider_error_fails_with_a_readable_error(
 async def test_unconfigured_vector_database_fails_clearly(
     client: httpx.AsyncClient, admin: Session
 ) -> None:
-    rag = RAG_WORKFLOW["steps"][:2]  # embed, then search a database this build lacks
+    rag = RAG_WORKFLOW["steps"][:2]  # embed, then search Pinecone with no key configured
     workflow_id = await create_workflow(client, admin, rag)
 
     execution_id = await start_execution(client, admin, workflow_id, {"query": "why?"})
@@ -180,9 +180,10 @@ async def test_unconfigured_vector_database_fails_clearly(
     assert final["status"] == "failed"
     assert final["steps"]["embed_query"]["status"] == "completed"
     assert len(final["steps"]["embed_query"]["outputs"]["query_embedding"]) == 8
+    assert final["error"]["type"] == "ProviderAuthError"
     assert final["error"]["message"] == (
-        "vector database 'pinecone' is not available in this build"
-        " (available: pgvector, qdrant)"
+        "Pinecone is not configured: set PINECONE_API_KEY (a secret through"
+        " POST /admin/secrets or an environment variable)"
     )
 
 

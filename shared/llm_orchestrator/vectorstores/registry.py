@@ -27,6 +27,7 @@ ADAPTERS: Mapping[str, str] = MappingProxyType(
     {
         "pgvector": "llm_orchestrator.vectorstores.pgvector:PgVectorStore",
         "qdrant": "llm_orchestrator.vectorstores.qdrant:QdrantStore",
+        "pinecone": "llm_orchestrator.vectorstores.pinecone:PineconeStore",
     }
 )
 
