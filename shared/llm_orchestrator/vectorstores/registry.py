@@ -28,6 +28,7 @@ ADAPTERS: Mapping[str, str] = MappingProxyType(
         "pgvector": "llm_orchestrator.vectorstores.pgvector:PgVectorStore",
         "qdrant": "llm_orchestrator.vectorstores.qdrant:QdrantStore",
         "pinecone": "llm_orchestrator.vectorstores.pinecone:PineconeStore",
+        "weaviate": "llm_orchestrator.vectorstores.weaviate:WeaviateStore",
     }
 )
 
