@@ -31,6 +31,17 @@ smoke: $(STAMP)
 layers: $(STAMP)
 	$(PY) -m layers.build
 
+# The whole suite under coverage.py with branch coverage. `patch = subprocess` (pyproject.toml)
+# measures every Python process the tests start: the xdist workers, `llmo serve`, the
+# crash-recovery servers. Per-process data files are combined before the report.
+coverage: $(STAMP)
+	rm -f .coverage .coverage.*
+	$(PY) -m coverage run -m pytest -n $(WORKERS) -q
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --format=total > .coverage-total
+	$(PY) -m coverage report
+	@echo "total (lines + branches): $$(cat .coverage-total)%"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -47,4 +58,4 @@ openapi: $(STAMP)
 	$(PY) -m llm_orchestrator.api.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build cdk.out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .coverage-total htmlcov build cdk.out
