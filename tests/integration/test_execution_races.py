@@ -15,9 +15,11 @@ from collections import Counter
 from typing import Any, cast
 
 import httpx
+import pytest
 
 from llm_orchestrator.engine.local import LocalEngine
 from llm_orchestrator.server import LocalServer
+from llm_orchestrator.steps.errors import ExecutionEnded, WorkflowCancelled
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
@@ -797,13 +799,17 @@ async def assert_final(
         assert response.status_code == 409, (status, action, response.text)
         assert response.json()["code"] == "conflict"
     runner = engine_of(server).step_runner
-    for step_id in before["steps"]:
-        # A late or duplicate delivery of any step of an ended execution calls nothing.
-        try:
-            await runner.handle({"action": "run", "execution_id": execution_id, "step_id": step_id})
-        except Exception:
-            pass
-    await asyncio.sleep(0.2)
+    for step_id, step in before["steps"].items():
+        # A late or duplicate delivery of any step of an ended execution calls nothing: a
+        # completed step answers with its stored result, any other is refused by name.
+        delivery = {"action": "run", "execution_id": execution_id, "step_id": step_id}
+        if step["status"] == "completed":
+            assert (await runner.handle(delivery))["reused"] is True
+            continue
+        refusal = WorkflowCancelled if status == "cancelled" else ExecutionEnded
+        with pytest.raises(refusal):
+            await runner.handle(delivery)
+    # handle() has returned: nothing it could have started is still going.
     after = await get_status(client, admin, workflow_id, execution_id)
     assert after == before
     assert sum(calls(fake).values()) == made
