@@ -5,6 +5,7 @@ In-process::
     with FakeOpenAI.start(api_key="sk-test") as fake:
         fake.latency = 0.5
         fake.fail_next(status=429, retry_after=1)
+        fake.hold()  # later requests wait for fake.release() (fake.held_count tells)
         ...  # point a client at fake.base_url
         assert fake.requests_to("/v1/chat/completions")
 
@@ -156,6 +157,23 @@ def _masked(key: str) -> str:
     return f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
 
 
+class _Held:
+    """One request waiting in ``hold``; opened from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._failure: int | None = None
+
+    def open(self, failure: int | None) -> None:
+        self._failure = failure
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> int | None:
+        await self._event.wait()
+        return self._failure
+
+
 class FakeOpenAI:
     """The fake server plus its run-time controls and request log."""
 
@@ -182,6 +200,8 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._failures: deque[InjectedFailure] = deque()
         self._raw_replies: deque[RawReply] = deque()
+        self._hold: Callable[[Any], bool] | None = None
+        self._held: list[_Held] = []
         self._log: list[RecordedRequest] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -238,6 +258,7 @@ class FakeOpenAI:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        self.release()  # held requests would stall the graceful shutdown
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -302,6 +323,30 @@ class FakeOpenAI:
         with self._lock:
             self._failures.extend([failure] * times)
 
+    def hold(self, predicate: Callable[[Any], bool] = lambda body: True) -> None:
+        """Hold every /v1 request whose JSON body matches (after authentication) until
+        :meth:`release`: the test knows a provider call is in progress, and decides when
+        and how it ends, instead of guessing with latencies."""
+        with self._lock:
+            self._hold = predicate
+
+    @property
+    def held_count(self) -> int:
+        """Requests waiting in :meth:`hold` right now."""
+        with self._lock:
+            return len(self._held)
+
+    def release(self, *, failure: int | None = None, hold_more: bool = False) -> int:
+        """Let every held request go on (as an OpenAI error ``failure`` when given); unless
+        ``hold_more``, later requests are no longer held. Returns how many were released."""
+        with self._lock:
+            held, self._held = self._held, []
+            if not hold_more:
+                self._hold = None
+        for entry in held:
+            entry.open(failure)
+        return len(held)
+
     def reply_next(
         self,
         body: str | bytes,
@@ -324,6 +369,11 @@ class FakeOpenAI:
         with self._lock:
             self._failures.clear()
             self._raw_replies.clear()
+            self._hold = None
+            held, self._held = self._held, []
+        for entry in held:
+            entry.open(None)
+        with self._lock:
             self._log.clear()
             self._max_in_flight = self._in_flight
 
@@ -429,6 +479,15 @@ class FakeOpenAI:
         latency = self.latency if chosen is None else chosen
         if latency > 0:
             await asyncio.sleep(latency)
+        with self._lock:
+            entry = _Held(asyncio.get_running_loop()) if self._hold and self._hold(body) else None
+            if entry is not None:
+                self._held.append(entry)
+        if entry is not None:
+            failure_status = await entry.wait()
+            if failure_status is not None:
+                _, code, message = _ERROR_DEFAULTS.get(failure_status, ("", None, "Error."))
+                return _error(failure_status, message, code=code)
         with self._lock:
             raw = self._raw_replies.popleft() if self._raw_replies else None
         if raw is not None:

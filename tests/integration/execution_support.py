@@ -113,6 +113,36 @@ async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def wait_held(fake: FakeOpenAI, count: int = 1) -> None:
+    """Until ``count`` provider calls are held by ``fake.hold()``: those steps are running."""
+    await wait_until(lambda: fake.held_count >= count)
+
+
+async def wait_parked(server: LocalServer, execution_id: str, step_id: str) -> None:
+    """Until the paused execution's next step has parked: from then on it starts only on
+    resume, so an assertion that nothing else ran is not a guess about timing."""
+
+    async def parked() -> bool:
+        async with server.runtime.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM parked_tasks WHERE execution_id = %s AND step_id = %s",
+                (execution_id, step_id),
+            )
+            return await cur.fetchone() is not None
+
+    deadline = time.monotonic() + 10.0
+    while not await parked():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"step {step_id} never parked")
+        await asyncio.sleep(0.01)
+
+
+async def wait_run_over(server: LocalServer) -> None:
+    """Until the engine has no run left in this process: nothing more can start."""
+    engine: Any = server.runtime.engine
+    await wait_until(lambda: engine.running_count == 0)
+
+
 def prompts(fake: FakeOpenAI) -> list[str]:
     """The user prompt of every chat request the fake received, in order."""
     return [

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from llm_orchestrator.server import LocalServer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
@@ -18,6 +19,9 @@ from tests.integration.execution_support import (
     server,
     start_execution,
     wait_for,
+    wait_held,
+    wait_parked,
+    wait_run_over,
 )
 
 __all__ = ["fake_openai", "server"]
@@ -56,20 +60,21 @@ async def wait_step(
 
 
 async def test_pause_holds_and_resume_finishes(
-    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.2
+    fake_openai.hold()
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+    await wait_held(fake_openai)  # step a is inside its provider call
 
     paused = await control(client, admin, "pause", workflow_id, execution_id)
+    fake_openai.release()
 
     assert paused.status_code == 200, paused.text
     assert paused.json()["status"] == "paused"
-    # The running step finishes and checkpoints; nothing after it starts while paused.
+    # The running step finishes and checkpoints; the next one parks instead of starting.
     await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
-    await asyncio.sleep(0.4)
+    await wait_parked(server, execution_id, "b")
     held = await get_status(client, admin, workflow_id, execution_id)
     assert held["status"] == "paused"
     assert held["steps"]["b"]["status"] == "pending"
@@ -85,12 +90,12 @@ async def test_pause_holds_and_resume_finishes(
 
 
 async def test_cancel_stops_the_execution(
-    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.3
+    fake_openai.hold()
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+    await wait_held(fake_openai)
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
 
@@ -99,27 +104,31 @@ async def test_cancel_stops_the_execution(
     assert body["status"] == "cancelled"
     assert body["completed_at"] is not None
     assert body["error"]["type"] == "WorkflowCancelled"
-    await asyncio.sleep(0.5)
+    # The provider answers the cancelled step after all; once the run is over, nothing
+    # more can start, so what it left behind is final.
+    fake_openai.release()
+    await wait_run_over(server)
     final = await get_status(client, admin, workflow_id, execution_id)
     assert final["status"] == "cancelled"
     assert [final["steps"][s]["status"] for s in ("b", "c")] == ["pending", "pending"]
-    assert all(not p.startswith(("b ", "c ")) for p in prompts(fake_openai))
+    assert prompts(fake_openai) == ["a 1"]
 
 
 async def test_cancel_releases_a_paused_execution(
-    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.1
+    fake_openai.hold()
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+    await wait_held(fake_openai)
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
-    await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
+    fake_openai.release()
+    await wait_parked(server, execution_id, "b")
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
 
     assert cancelled.json()["status"] == "cancelled"
-    await asyncio.sleep(0.2)
+    await wait_run_over(server)  # the parked run was released and has ended
     assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "cancelled"
     assert prompts(fake_openai) == ["a 1"]
 
@@ -230,10 +239,10 @@ async def test_restore_reruns_only_the_steps_after_the_checkpoint(
 async def test_restore_of_a_running_execution_is_a_conflict(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.3
+    fake_openai.hold(lambda body: body["messages"][-1]["content"].startswith("b "))
     workflow_id = await create_workflow(client, admin, CHAIN)
     execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_step(client, admin, workflow_id, execution_id, "a", "completed")
+    await wait_held(fake_openai)  # a has completed and checkpointed; b is running
     listed = await client.get(
         f"/state/{workflow_id}/checkpoints",
         headers=admin.headers,
@@ -245,18 +254,20 @@ async def test_restore_of_a_running_execution_is_a_conflict(
         headers=admin.headers,
         json={"checkpointId": listed.json()["checkpoints"][0]["id"]},
     )
+    fake_openai.release()
 
     assert response.status_code == 409
     missing = await client.post(
         f"/state/{workflow_id}/restore", headers=admin.headers, json={"checkpointId": "ckpt-x"}
     )
     assert missing.status_code == 404
+    assert (await wait_for(client, admin, workflow_id, execution_id))["status"] == "completed"
 
 
 async def test_timeout_override_times_the_execution_out(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 3.0
+    fake_openai.hold()  # the provider never answers in time
     workflow_id = await create_workflow(client, admin, [llm_step("a", "a {{x}}", "out")])
 
     response = await client.post(
@@ -264,6 +275,7 @@ async def test_timeout_override_times_the_execution_out(
         headers=admin.headers,
         json={"inputs": {"x": "1"}, "async": False, "timeout_override": 1},
     )
+    fake_openai.release()
 
     assert response.status_code == 200, response.text
     body = response.json()
