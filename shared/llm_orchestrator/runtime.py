@@ -133,11 +133,11 @@ def build_engine(
     audit: AuditTrail,
     vector_stores: VectorStoreRegistry | None = None,
 ) -> Engine:
-    if settings.engine != "local":
-        # Refused rather than silently running locally: an operator who asked for Step
-        # Functions must not get in-process runs that die with the Lambda container.
-        raise RuntimeError(
-            f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
+    if settings.engine == "stepfunctions":
+        from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
+
+        return StepFunctionsEngine(
+            executions, role_arn=settings.states_role_arn, now=utcnow, audit=audit
         )
     return LocalEngine(executions, providers, now=utcnow, audit=audit, vector_stores=vector_stores)
 

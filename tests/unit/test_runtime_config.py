@@ -7,16 +7,19 @@ from pathlib import Path
 import pytest
 
 from llm_orchestrator.config import Settings
+from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
 from llm_orchestrator.runtime import build_runtime, resolve_jwt_secret
 from llm_orchestrator.secrets.aws_store import SecretsManagerStore
 
 URL = "postgresql://nobody@127.0.0.1:1/none"
 
 
-def test_step_functions_engine_is_refused_until_it_exists(tmp_path: Path) -> None:
+def test_step_functions_engine_builds_without_io(tmp_path: Path) -> None:
     settings = Settings(engine="stepfunctions", data_dir=tmp_path, jwt_secret="s" * 40)
-    with pytest.raises(RuntimeError, match="LLMO_ENGINE='stepfunctions' is not available"):
-        build_runtime(settings, database_url=URL, environ={})
+
+    runtime = build_runtime(settings, database_url=URL, environ={})
+
+    assert isinstance(runtime.engine, StepFunctionsEngine)
 
 
 def test_aws_secrets_backend_is_secrets_manager_and_builds_without_io(tmp_path: Path) -> None:

@@ -1,0 +1,418 @@
+"""LLMO_ENGINE=stepfunctions against moto: moto's Step Functions runs the compiled state
+machines and invokes our real step runner; the ``events`` handler applies the status
+changes Step Functions would send through EventBridge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from llm_orchestrator.compiler import to_json
+from llm_orchestrator.config import Settings
+from llm_orchestrator.engine.stepfunctions import state_machine_name
+from llm_orchestrator.events_lambda import make_events_handler
+from llm_orchestrator.runtime import build_runtime
+from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from tests.aws_support import (
+    STEP_RUNNER_NAME,
+    RoutedStepRunner,
+    create_function,
+    route_step_runner,
+    status_event,
+)
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import Session
+from tests.integration.execution_support import (
+    FAKE_API_KEY,
+    create_workflow,
+    fake_openai,
+    get_status,
+    llm_step,
+    prompts,
+    start_execution,
+)
+from tests.moto_support import REGION, mocked_aws
+from tests.support import FakeLambdaContext
+
+__all__ = ["fake_openai"]
+
+CHAIN = [
+    llm_step("a", "a {{x}}", "a_out"),
+    llm_step("b", "b {{a_out}}", "b_out", depends_on=["a"]),
+]
+SFN_ROLE = "arn:aws:iam::123456789012:role/llmo-states"
+
+
+@pytest.fixture
+def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with mocked_aws(monkeypatch):
+        yield boto3.client("stepfunctions", region_name=REGION)
+
+
+@pytest.fixture
+def sfn_settings(settings: Settings, sfn: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "engine": "stepfunctions",
+            "step_runner_arn": create_function(STEP_RUNNER_NAME),
+            "states_role_arn": SFN_ROLE,
+        }
+    )
+
+
+@pytest.fixture
+def environ(fake_openai: FakeOpenAI) -> dict[str, str]:
+    return {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
+
+
+@pytest.fixture
+def step_runner(
+    sfn_settings: Settings, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RoutedStepRunner]:
+    runner = RoutedStepRunner(
+        lambda: build_runtime(sfn_settings, database_url=sfn_settings.database_url, environ=environ)
+    )
+    route_step_runner(monkeypatch.setattr, runner)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+async def server(
+    sfn_settings: Settings, environ: dict[str, str], step_runner: RoutedStepRunner
+) -> AsyncIterator[LocalServer]:
+    local = build_local_server(
+        sfn_settings, database_url=sfn_settings.database_url, environ=environ
+    )
+    await bootstrap(local.runtime)
+    yield local
+    await local.runtime.close()
+
+
+@pytest.fixture
+def events(sfn_settings: Settings, environ: dict[str, str]) -> Iterator[Any]:
+    """The ``events`` Lambda handler, on its own loop and pool like a Lambda container."""
+    handler = make_events_handler(
+        lambda: build_runtime(sfn_settings, database_url=sfn_settings.database_url, environ=environ)
+    )
+    yield handler
+    handler.close()  # type: ignore[attr-defined]
+
+
+async def deliver(events: Any, event: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = await asyncio.to_thread(events, event, FakeLambdaContext())
+    return result
+
+
+def moto_execution(sfn: Any, name: str) -> dict[str, Any]:
+    for machine in sfn.list_state_machines()["stateMachines"]:
+        for execution in sfn.list_executions(stateMachineArn=machine["stateMachineArn"])[
+            "executions"
+        ]:
+            if execution["name"] == name:
+                described: dict[str, Any] = sfn.describe_execution(
+                    executionArn=execution["executionArn"]
+                )
+                return described
+    raise AssertionError(f"no Step Functions execution named {name}")
+
+
+async def moto_status(sfn: Any, name: str, statuses: tuple[str, ...], timeout: float = 20.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = moto_execution(sfn, name)
+        if described["status"] in statuses:
+            return described
+        assert asyncio.get_running_loop().time() < deadline, described["status"]
+        await asyncio.sleep(0.05)
+
+
+async def wait_status(
+    client: httpx.AsyncClient, session: Session, workflow_id: str, execution_id: str, status: str
+) -> dict[str, Any]:
+    for _ in range(2000):
+        body = await get_status(client, session, workflow_id, execution_id)
+        if body["status"] == status:
+            return body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"execution never became {status}: {body['status']}")
+
+
+async def wait_step(
+    client: httpx.AsyncClient,
+    session: Session,
+    workflow_id: str,
+    execution_id: str,
+    step: str,
+    status: str,
+) -> None:
+    for _ in range(2000):
+        body = await get_status(client, session, workflow_id, execution_id)
+        if body["steps"][step]["status"] == status:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"step {step} never became {status}")
+
+
+async def control(
+    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
+) -> httpx.Response:
+    return await client.post(
+        f"/workflows/{workflow_id}/{action}",
+        headers=session.headers,
+        params={"executionId": execution_id},
+    )
+
+
+async def test_an_execution_runs_on_its_state_machine_named_by_the_execution_id(
+    client: httpx.AsyncClient, admin: Session, sfn: Any, events: Any, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    served = (
+        await client.get(f"/workflows/{workflow_id}/state-machine", headers=admin.headers)
+    ).json()["definition"]
+
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+
+    [machine] = sfn.list_state_machines()["stateMachines"]
+    assert machine["name"] == state_machine_name(workflow_id, served)
+    described_machine = sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])
+    assert described_machine["definition"] == to_json(served)
+    assert json.loads(described_machine["definition"]) == served
+    assert described_machine["roleArn"] == SFN_ROLE
+    described = await moto_status(sfn, execution_id, ("SUCCEEDED", "FAILED"))
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["input"]) == {"execution_id": execution_id}
+    assert prompts(fake_openai) == ["a 1", "b echo: a 1"]
+
+    delivered = await deliver(events, status_event(described))
+    again = await deliver(events, status_event(described))
+
+    assert delivered == {"execution_id": execution_id, "outcome": "completed"}
+    assert again["outcome"] == "already ended"
+    final = await get_status(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed"
+    assert final["context"]["outputs"] == {"a_out": "echo: a 1", "b_out": "echo: b echo: a 1"}
+
+
+async def test_an_edited_workflow_gets_a_new_state_machine(
+    client: httpx.AsyncClient, admin: Session, sfn: Any
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    await start_execution(client, admin, workflow_id, {"x": "1"})
+    await start_execution(client, admin, workflow_id, {"x": "2"})
+    edited = {"name": "test-workflow", "version": "1.1", "steps": CHAIN[:1]}
+    assert (
+        await client.put(f"/workflows/{workflow_id}", headers=admin.headers, json=edited)
+    ).status_code == 200
+
+    await start_execution(client, admin, workflow_id, {"x": "3"})
+
+    machines = sfn.list_state_machines()["stateMachines"]
+    assert len(machines) == 2
+    assert all(m["name"].startswith(f"llmo-{workflow_id}-") for m in machines)
+
+
+async def test_waiting_for_the_end_asks_step_functions(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"x": "1"}, "async": False},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"
+
+
+async def test_cancel_answers_at_once_then_stops_the_step_functions_execution(
+    client: httpx.AsyncClient, admin: Session, sfn: Any, events: Any, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 1.0
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+
+    cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    # moto aborts once the step in flight returns (AWS would at once).
+    described = await moto_status(sfn, execution_id, ("ABORTED", "FAILED", "SUCCEEDED"))
+    assert described["status"] == "ABORTED"
+    assert (await deliver(events, status_event(described)))["outcome"] == "already ended"
+    final = await get_status(client, admin, workflow_id, execution_id)
+    assert final["status"] == "cancelled"
+    assert final["error"]["type"] == "WorkflowCancelled"
+
+
+async def test_pause_parks_the_next_step_and_resume_sends_task_success(
+    client: httpx.AsyncClient,
+    admin: Session,
+    sfn: Any,
+    fake_openai: FakeOpenAI,
+    step_runner: RoutedStepRunner,
+) -> None:
+    fake_openai.latency = 0.5
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+
+    paused = await control(client, admin, "pause", workflow_id, execution_id)
+
+    assert paused.json()["status"] == "paused"
+    for _ in range(1000):
+        if any(p.get("action") == "park" for p in step_runner.payloads):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("step b never parked")
+    held = await get_status(client, admin, workflow_id, execution_id)
+    assert held["status"] == "paused" and held["steps"]["b"]["status"] == "pending"
+    assert moto_execution(sfn, execution_id)["status"] == "RUNNING"
+
+    resumed = await control(client, admin, "resume", workflow_id, execution_id)
+
+    assert resumed.json()["status"] == "running"
+    described = await moto_status(sfn, execution_id, ("SUCCEEDED", "FAILED"))
+    assert described["status"] == "SUCCEEDED"
+    assert prompts(fake_openai) == ["a 1", "b echo: a 1"]
+    history = sfn.get_execution_history(executionArn=described["executionArn"])["events"]
+    assert any(e["type"] == "TaskSucceeded" for e in history)
+    assert [p["action"] for p in step_runner.payloads] == ["run", "run", "park", "run"]
+
+
+async def test_a_start_that_step_functions_refuses_fails_the_execution_readably(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server.runtime.engine, "_role_arn", "not-a-role-arn")
+    workflow_id = await create_workflow(client, admin, CHAIN)
+
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+
+    final = await get_status(client, admin, workflow_id, execution_id)
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "StartExecutionFailed"
+    assert final["error"]["message"].startswith("Step Functions did not start the execution:")
+
+
+async def test_restore_starts_a_new_run_and_ignores_the_old_ones_reports(
+    client: httpx.AsyncClient,
+    admin: Session,
+    sfn: Any,
+    events: Any,
+    fake_openai: FakeOpenAI,
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    first = await moto_status(sfn, execution_id, ("SUCCEEDED",))
+    await deliver(events, status_event(first))
+    checkpoints = (
+        await client.get(
+            f"/state/{workflow_id}/checkpoints",
+            headers=admin.headers,
+            params={"executionId": execution_id},
+        )
+    ).json()["checkpoints"]
+    after_a = next(c["id"] for c in checkpoints if c["step_id"] == "a")
+
+    restored = await client.post(
+        f"/state/{workflow_id}/restore", headers=admin.headers, json={"checkpointId": after_a}
+    )
+
+    assert restored.status_code == 200, restored.text
+    second = await moto_status(sfn, f"{execution_id}-run-2", ("SUCCEEDED",))
+    assert json.loads(second["input"]) == {"execution_id": execution_id}
+    stale = await deliver(events, status_event({**first, "status": "ABORTED"}))
+    assert stale["outcome"] == "stale run"
+    assert (await deliver(events, status_event(second)))["outcome"] == "completed"
+    assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "completed"
+    assert prompts(fake_openai) == ["a 1", "b echo: a 1", "b echo: a 1"]
+
+
+# -- status sync: what a run's ending does to an execution still active -------------------
+
+
+@pytest.fixture
+def idle_sfn(monkeypatch: pytest.MonkeyPatch, sfn: Any) -> None:
+    """Step Functions accepts executions but runs nothing, so the tests decide the ending."""
+    from moto.core.config import default_user_config
+
+    monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": False})
+
+
+@pytest.mark.parametrize(
+    ("sfn_status", "error", "cause", "status", "error_type", "message"),
+    [
+        (
+            "FAILED",
+            "Lambda.Unknown",
+            '{"errorMessage": "boom"}',
+            "failed",
+            "Lambda.Unknown",
+            "boom",
+        ),
+        ("TIMED_OUT", None, None, "timed_out", "States.Timeout", "did not finish"),
+        ("ABORTED", None, None, "cancelled", "WorkflowCancelled", "stopped in Step Functions"),
+    ],
+)
+async def test_the_events_handler_ends_an_active_execution_as_step_functions_did(
+    client: httpx.AsyncClient,
+    admin: Session,
+    sfn: Any,
+    idle_sfn: None,
+    events: Any,
+    sfn_status: str,
+    error: str | None,
+    cause: str | None,
+    status: str,
+    error_type: str,
+    message: str,
+) -> None:
+    workflow_id = await create_workflow(client, admin, CHAIN)
+    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    running = moto_execution(sfn, execution_id)
+    assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "running"
+    ended = {**running, "status": sfn_status, "error": error, "cause": cause}
+
+    first = await deliver(events, status_event(ended))
+    duplicate = await deliver(events, status_event(ended))
+    late_running = await deliver(events, status_event(running))
+
+    assert first["outcome"] == status
+    assert duplicate["outcome"] == "already ended"
+    assert late_running["outcome"] == "running"
+    final = await get_status(client, admin, workflow_id, execution_id)
+    assert final["status"] == status
+    assert final["error"]["type"] == error_type
+    assert message in final["error"]["message"]
+    audit = (
+        await client.get(
+            "/audit/events", headers=admin.headers, params={"resource_id": execution_id}
+        )
+    ).json()["events"]
+    assert [e["action"] for e in audit if e["action"] == "finish"] == ["finish"]
+
+
+async def test_the_events_handler_ignores_other_state_machines_and_unknown_shapes(
+    events: Any, server: LocalServer
+) -> None:
+    foreign = {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "detail": {"name": "x", "status": "FAILED", "input": '{"other": 1}'},
+    }
+
+    assert (await deliver(events, foreign))["outcome"] == "ignored"
+    assert (await deliver(events, {"hello": "world"}))["outcome"] == "ignored"
+    unknown = {**foreign, "detail": {**foreign["detail"], "input": '{"execution_id": "exec-x"}'}}
+    assert (await deliver(events, unknown))["outcome"] == "unknown execution"
