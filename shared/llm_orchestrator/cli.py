@@ -39,8 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
                 "This password is shown once; set LLMO_ADMIN_PASSWORD to choose your own.",
                 flush=True,
             )
-        # Schedule triggers fire from this process (on AWS, EventBridge Scheduler does it).
-        server.scheduler.start()
+        # Schedule triggers fire from this process, unless EventBridge Scheduler does.
+        if server.runtime.triggers.fires_in_process:
+            server.scheduler.start()
         print(f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1", flush=True)
         yield
         await server.scheduler.stop()

@@ -157,6 +157,18 @@ def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
 
 
 def build_trigger_backend(settings: Settings) -> TriggerBackend:
+    """With Step Functions, EventBridge fires triggers; locally this process does."""
+    if settings.engine == "stepfunctions":
+        from llm_orchestrator.triggers.eventbridge import EventBridgeSettings, EventBridgeTriggers
+
+        return EventBridgeTriggers(
+            EventBridgeSettings(
+                events_function_arn=settings.events_function_arn,
+                scheduler_role_arn=settings.scheduler_role_arn,
+                schedule_group=settings.schedule_group,
+                event_bus=settings.event_bus,
+            )
+        )
     return InProcessTriggers()
 
 

@@ -201,11 +201,12 @@ HTTP_CASES: dict[str, tuple[str, str, Any, int, Callable[[dict[str, Any]], bool]
     ),
 }
 STEP_RUNNER = "step_runner"
+EVENTS = "events"
 
 
 def test_every_handler_has_a_case_below() -> None:
     groups = {path.parent.name for path in FUNCTIONS.glob("*/handler.py")}
-    assert groups == set(HTTP_CASES) | {STEP_RUNNER}, (
+    assert groups == set(HTTP_CASES) | {STEP_RUNNER, EVENTS}, (
         "each functions/<group>/handler.py needs a case in HTTP_CASES (or its own test)"
     )
 
@@ -247,3 +248,22 @@ def test_the_step_runner_handler_reads_the_database(lambda_env: None) -> None:
         handler(payload, FakeLambdaContext())
 
     assert "exec-nowhere" in str(caught.value)
+
+
+def test_the_events_handler_reads_the_database(lambda_env: None) -> None:
+    handler = load_handler(EVENTS).handler
+    status_change = {
+        "id": "evt-1",
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "detail": {
+            "name": "exec-nowhere",
+            "status": "FAILED",
+            "input": '{"execution_id": "exec-nowhere"}',
+        },
+    }
+
+    # A status change of an execution the database does not hold: looked up, left alone.
+    result = handler(status_change, FakeLambdaContext())
+
+    assert result == {"execution_id": "exec-nowhere", "outcome": "unknown execution"}

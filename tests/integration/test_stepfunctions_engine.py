@@ -20,6 +20,7 @@ from llm_orchestrator.events_lambda import make_events_handler
 from llm_orchestrator.runtime import build_runtime
 from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
 from tests.aws_support import (
+    EVENTS_NAME,
     STEP_RUNNER_NAME,
     RoutedStepRunner,
     create_function,
@@ -47,6 +48,7 @@ CHAIN = [
     llm_step("b", "b {{a_out}}", "b_out", depends_on=["a"]),
 ]
 SFN_ROLE = "arn:aws:iam::123456789012:role/llmo-states"
+SCHEDULER_ROLE = "arn:aws:iam::123456789012:role/llmo-scheduler"
 
 
 @pytest.fixture
@@ -62,6 +64,8 @@ def sfn_settings(settings: Settings, sfn: Any) -> Settings:
             "engine": "stepfunctions",
             "step_runner_arn": create_function(STEP_RUNNER_NAME),
             "states_role_arn": SFN_ROLE,
+            "events_function_arn": create_function(EVENTS_NAME),
+            "scheduler_role_arn": SCHEDULER_ROLE,
         }
     )
 

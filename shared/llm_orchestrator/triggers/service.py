@@ -51,6 +51,11 @@ class ExecutionStarter(Protocol):
 class TriggerBackend(Protocol):
     """Where triggers live besides PostgreSQL: nowhere locally, EventBridge on AWS."""
 
+    @property
+    def fires_in_process(self) -> bool:
+        """True when this process's scheduler fires schedules (else EventBridge does)."""
+        ...
+
     async def install(self, trigger: TriggerRecord) -> None: ...
 
     async def remove(self, trigger: TriggerRecord) -> None: ...
@@ -59,6 +64,8 @@ class TriggerBackend(Protocol):
 class InProcessTriggers:
     """Locally the scheduler reads ``next_fire_at`` and ``POST /events`` matches patterns
     itself: nothing to install."""
+
+    fires_in_process = True
 
     async def install(self, trigger: TriggerRecord) -> None:
         return None
@@ -109,6 +116,10 @@ class TriggerService:
         self._audit = audit
         self._now = clock
 
+    @property
+    def fires_in_process(self) -> bool:
+        return self._backend.fires_in_process
+
     # -- the API ------------------------------------------------------------------------
 
     async def create(self, caller: Principal, workflow_id: str, spec: TriggerSpec) -> TriggerRecord:
@@ -127,7 +138,11 @@ class TriggerService:
             inputs=spec.inputs,
             enabled=spec.enabled,
             created_by=caller.user_id,
-            next_fire_at=_next_tick(schedule, now, now) if schedule is not None else None,
+            next_fire_at=(
+                _next_tick(schedule, now, now)
+                if schedule is not None and self.fires_in_process
+                else None
+            ),
             now=now,
         )
         try:
