@@ -127,7 +127,7 @@ def moto_execution(sfn: Any, name: str) -> dict[str, Any]:
     raise AssertionError(f"no Step Functions execution named {name}")
 
 
-async def moto_status(sfn: Any, name: str, statuses: tuple[str, ...], timeout: float = 20.0):
+async def moto_status(sfn: Any, name: str, statuses: tuple[str, ...], timeout: float = 60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         described = moto_execution(sfn, name)
