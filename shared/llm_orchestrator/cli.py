@@ -1,4 +1,6 @@
-"""``llmo``: the command line. ``llmo serve`` runs the whole API locally."""
+"""``llmo``: the command line. ``llmo serve`` runs the whole API locally; the client
+commands (``llmo login``, ``llmo run``, …) live in ``llm_orchestrator.client.cli`` and load
+no server code."""
 
 from __future__ import annotations
 
@@ -114,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=_migrate)
+
+    from llm_orchestrator.client.cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 

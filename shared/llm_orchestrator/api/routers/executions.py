@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api import audit_log, idempotency
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
@@ -17,8 +18,10 @@ from llm_orchestrator.api.schemas.executions import (
 )
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.clock import utcnow
 from llm_orchestrator.engine.service import ExecutionState
 from llm_orchestrator.runtime import Runtime
+from llm_orchestrator.store.executions import ExecutionRecord
 
 router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
 
@@ -46,6 +49,11 @@ async def audit_execution(
     )
 
 
+IdempotencyKey = Annotated[
+    str | None, Header(alias=idempotency.HEADER, description=idempotency.HEADER_DESCRIPTION)
+]
+
+
 @router.post(
     "/{workflow_id}/execute",
     status_code=status.HTTP_202_ACCEPTED,
@@ -59,7 +67,39 @@ async def execute(
     response: Response,
     runtime: RuntimeDep,
     caller: Executor,
-) -> ExecutionAccepted | ExecutionFinished:
+    idempotency_key: IdempotencyKey = None,
+) -> ExecutionAccepted | ExecutionFinished | JSONResponse:
+    key = idempotency.parse_key(idempotency_key)
+    if key is None:
+        record = await _start(workflow_id, body, request, runtime, caller)
+        response.status_code, answer = await _answer(record, body, runtime)
+        return answer
+    keys = idempotency.repository(runtime)
+    digest = idempotency.fingerprint(workflow_id, body.model_dump(mode="json", by_alias=True))
+    earlier = await keys.claim(caller.user_id, key, digest, now=utcnow(), ttl=idempotency.TTL)
+    if earlier is not None:
+        idempotency.check_same_request(earlier, digest, key)
+        if earlier.status_code is not None:
+            return idempotency.replay(earlier)
+        # The first request started an execution but has not answered yet (it waits for the
+        # end, or died before answering): answer from that same execution.
+        execution_id = idempotency.execution_in_progress(earlier, key)
+        record = (await runtime.executions.state(caller, workflow_id, execution_id)).record
+    else:
+        try:
+            record = await _start(workflow_id, body, request, runtime, caller)
+        except BaseException:
+            await keys.release(caller.user_id, key)
+            raise
+        await keys.attach_execution(caller.user_id, key, record.id)
+    response.status_code, answer = await _answer(record, body, runtime)
+    await keys.complete(caller.user_id, key, response.status_code, answer.model_dump(mode="json"))
+    return answer
+
+
+async def _start(
+    workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
+) -> ExecutionRecord:
     record = await runtime.executions.execute(
         caller, workflow_id, body.inputs, timeout_override=body.timeout_override
     )
@@ -76,10 +116,15 @@ async def execute(
             "timeout_seconds": record.timeout_seconds,
         },
     )
+    return record
+
+
+async def _answer(
+    record: ExecutionRecord, body: ExecuteRequest, runtime: Runtime
+) -> tuple[int, ExecutionAccepted | ExecutionFinished]:
     if body.run_async:
-        return ExecutionAccepted.of(record)
-    response.status_code = status.HTTP_200_OK
-    return ExecutionFinished.finished(await runtime.executions.wait(record))
+        return status.HTTP_202_ACCEPTED, ExecutionAccepted.of(record)
+    return status.HTTP_200_OK, ExecutionFinished.finished(await runtime.executions.wait(record))
 
 
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)

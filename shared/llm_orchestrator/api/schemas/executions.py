@@ -53,6 +53,10 @@ class StepStatePublic(BaseModel):
     status: str = Field(description="pending, running, completed or failed")
     outputs: dict[str, Any]
     error: dict[str, Any] | None = Field(None, description="Present when the step failed")
+    attempts: int | None = Field(None, description="Deliveries of the step so far")
+    latency_ms: float | None = Field(None, description="Duration of the provider call")
+    input_tokens: int | None = Field(None, description="Prompt tokens the provider reported")
+    output_tokens: int | None = Field(None, description="Completion tokens the provider reported")
 
     @model_serializer(mode="wrap")
     def _drop_absent_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -98,6 +102,10 @@ class ExecutionPublic(BaseModel):
                     status=run.status,
                     outputs=(run.outputs or {}) if run.status == "completed" else {},
                     error=run.error if run.status == "failed" else None,
+                    attempts=run.attempts,
+                    latency_ms=run.latency_ms,
+                    input_tokens=run.input_tokens,
+                    output_tokens=run.output_tokens,
                 )
         return cls(
             id=record.id,

@@ -1,0 +1,79 @@
+"""The Python SDK of LLM Orchestrator: ``Client`` and ``AsyncClient``.
+
+    from llm_orchestrator.client import Client
+
+    with Client(username="admin", password="...") as client:
+        workflow = client.workflows.create(name="hello", version="1.0", steps=[...])
+        run = client.workflows.execute(workflow.id, {"input": "hi"}, wait=True)
+        print(run.status, run.outputs)
+
+It talks HTTP only and imports no server code (no FastAPI, psycopg or engine).
+"""
+
+from __future__ import annotations
+
+from llm_orchestrator.client._async import AsyncClient
+from llm_orchestrator.client._sync import Client
+from llm_orchestrator.client.errors import (
+    APIConnectionError,
+    Conflict,
+    FieldError,
+    Forbidden,
+    LLMOrchestratorError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    ValidationError,
+    WaitTimeout,
+)
+from llm_orchestrator.client.models import (
+    ApiKey,
+    AuditEvent,
+    AuditVerification,
+    Checkpoint,
+    CreatedApiKey,
+    Execution,
+    ExecutionAccepted,
+    Health,
+    SecretStored,
+    StepState,
+    SystemConfig,
+    SystemStats,
+    Tokens,
+    User,
+    Workflow,
+    WorkflowSummary,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "ApiKey",
+    "AsyncClient",
+    "AuditEvent",
+    "AuditVerification",
+    "Checkpoint",
+    "Client",
+    "Conflict",
+    "CreatedApiKey",
+    "Execution",
+    "ExecutionAccepted",
+    "FieldError",
+    "Forbidden",
+    "Health",
+    "LLMOrchestratorError",
+    "NotFound",
+    "RateLimited",
+    "SecretStored",
+    "ServerError",
+    "StepState",
+    "SystemConfig",
+    "SystemStats",
+    "Tokens",
+    "Unauthorized",
+    "User",
+    "ValidationError",
+    "WaitTimeout",
+    "Workflow",
+    "WorkflowSummary",
+]
