@@ -43,7 +43,7 @@ class Output:
             return
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column.replace("_", " "))
+            table.add_column(column.replace("_", " "), overflow="fold")
         for row in rows:
             table.add_row(*(_cell(row.get(column)) for column in columns))
         self.console.print(table)
