@@ -51,6 +51,7 @@ async def test_common_workflow_1_runs_end_to_end(
     assert accepted["status"] == "pending"
     assert accepted["started_at"].endswith("Z")
     final = await wait_for(client, admin, workflow_id, accepted["execution_id"])
+    usage = final["steps"]["analyze"]
     assert final == {
         "id": accepted["execution_id"],
         "workflow_id": workflow_id,
@@ -61,8 +62,19 @@ async def test_common_workflow_1_runs_end_to_end(
             "inputs": {"input": "This product is amazing!"},
             "outputs": {"sentiment": "positive"},
         },
-        "steps": {"analyze": {"status": "completed", "outputs": {"sentiment": "positive"}}},
+        "steps": {
+            "analyze": {
+                "status": "completed",
+                "outputs": {"sentiment": "positive"},
+                # Beyond the reference: what `llmo run` shows for each step.
+                "attempts": 1,
+                "latency_ms": usage["latency_ms"],
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+            }
+        },
     }
+    assert usage["latency_ms"] > 0 and usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert final["completed_at"].endswith("Z")
     assert prompts(fake_openai) == [
         "Analyze sentiment (positive/negative/neutral): This product is amazing!"
