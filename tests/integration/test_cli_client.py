@@ -199,7 +199,11 @@ def test_a_failing_workflow_exits_1(
 def test_detach_then_pause_resume_cancel(
     logged_in: Llmo, workflow_file: Path, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.5
+    # Long enough a first step for the pause to land before the execution could end, and
+    # a second step that outlives the test, so cancel finds it running.
+    fake_openai.latency_of = lambda body: (
+        30.0 if "polish" in body["messages"][-1]["content"] else 1.5
+    )
     logged_in("workflows", "apply", "-f", str(workflow_file))
 
     started = logged_in("run", "two-step", "-i", "topic=x", "--detach", "--json").json()
@@ -340,7 +344,7 @@ def _read_until(master: int, needle: bytes, seen: bytearray, *, timeout: float =
 def test_ctrl_c_asks_whether_to_cancel(
     live: LiveServer, tmp_path: Path, fake_openai: FakeOpenAI, answer: str
 ) -> None:
-    fake_openai.latency = 3.0
+    fake_openai.latency = 30.0  # the execution outlives the test unless cancelled
     with Client(live.url, username=ADMIN_USERNAME, password=ADMIN_PASSWORD) as admin:
         workflow = admin.workflows.create(
             name="slow", version="1.0", steps=[llm_step("only", "hi {{name}}", "reply")]

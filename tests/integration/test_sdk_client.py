@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,12 +57,8 @@ def make_user(admin: Client, live: LiveServer, roles: list[str], tier: str = "fr
     return Client(live.url, username=name, password=f"{name}-password")
 
 
-def until(check: Callable[[], Any], *, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-    return value
+def prompt_of(body: Any) -> str:
+    return str(body["messages"][-1]["content"])
 
 
 def test_workflow_resource_round_trip(admin: Client) -> None:
@@ -121,7 +117,7 @@ def test_execute_and_wait_runs_both_steps(admin: Client, fake_openai: FakeOpenAI
 
 
 def test_wait_gives_up_after_its_timeout(admin: Client, fake_openai: FakeOpenAI) -> None:
-    fake_openai.latency = 2.0
+    fake_openai.latency = 30.0  # the execution outlives the test
     workflow = admin.workflows.create(name="slow", version="1.0", steps=TWO_STEPS[:1])
     accepted = admin.workflows.execute(workflow.id, {"topic": "x"})
 
@@ -134,14 +130,13 @@ def test_wait_gives_up_after_its_timeout(admin: Client, fake_openai: FakeOpenAI)
 def test_pause_resume_cancel_checkpoints_and_restore(
     admin: Client, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.latency = 0.3
+    # The first execution's first step takes long enough for the pause to land before the
+    # execution could end; the second execution's outlives the test, so cancel finds it running.
+    fake_openai.latency_of = lambda body: {"write about a": 1.5, "write about b": 30.0}.get(
+        prompt_of(body)
+    )
     workflow = admin.workflows.create(name="ctl", version="1.0", steps=TWO_STEPS)
     first = admin.workflows.execute(workflow.id, {"topic": "a"})
-    until(
-        lambda: (
-            admin.executions.get(workflow.id, first.execution_id).steps["draft"].status == "running"
-        )
-    )
 
     paused = admin.executions.pause(workflow.id, first.execution_id)
     resumed = admin.executions.resume(workflow.id, first.execution_id)
@@ -355,7 +350,7 @@ def test_idempotency_key_returns_the_same_execution(admin: Client, fake_openai: 
 
 
 def test_wait_polls_when_the_server_has_no_long_poll(admin: Client, live: LiveServer) -> None:
-    document = httpx.get(f"{live.url}/openapi.json").json()
+    document = httpx.get(f"{live.url}/openapi.json", timeout=60).json()
     status_params = document["paths"]["/api/v1/workflows/{workflow_id}/status"]["get"]["parameters"]
     workflow = admin.workflows.create(name="poll", version="1.0", steps=TWO_STEPS[:1])
     accepted = admin.workflows.execute(workflow.id, {"topic": "x"})
