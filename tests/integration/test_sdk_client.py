@@ -349,17 +349,21 @@ def test_idempotency_key_returns_the_same_execution(admin: Client, fake_openai: 
     assert admin.admin.stats().total_executions == 1
 
 
-def test_wait_polls_when_the_server_has_no_long_poll(admin: Client, live: LiveServer) -> None:
-    document = httpx.get(f"{live.url}/openapi.json", timeout=60).json()
-    status_params = document["paths"]["/api/v1/workflows/{workflow_id}/status"]["get"]["parameters"]
+def test_wait_polls_when_the_server_has_no_long_poll(
+    admin: Client, fake_openai: FakeOpenAI
+) -> None:
+    # This server ignores `wait` (issue 9 adds it): the client must notice and poll.
+    fake_openai.latency = 1.5
     workflow = admin.workflows.create(name="poll", version="1.0", steps=TWO_STEPS[:1])
     accepted = admin.workflows.execute(workflow.id, {"topic": "x"})
+    slept: list[float] = []
+    admin._sleep = lambda seconds: (slept.append(seconds), time.sleep(seconds))[-1]
 
     final = admin.executions.wait(workflow.id, accepted.execution_id, timeout=30)
 
-    assert "wait" not in {p["name"] for p in status_params}
-    assert admin._long_poll is False
     assert final.status == "completed"
+    assert admin._long_poll is False
+    assert len(slept) >= 2 and slept[0] == 0.2 and max(slept) <= 1.0
 
 
 async def test_async_client_covers_the_same_calls(live: LiveServer) -> None:

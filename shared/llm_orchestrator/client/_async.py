@@ -34,10 +34,8 @@ from llm_orchestrator.client._core import (
     resolve_base_url,
     retry_delay,
     segment,
-    supports_long_poll,
 )
 from llm_orchestrator.client.errors import (
-    LLMOrchestratorError,
     Unauthorized,
     ValidationError,
     WaitTimeout,
@@ -108,6 +106,7 @@ class AsyncClient:
         )
         self._renew_lock = asyncio.Lock()
         self._long_poll: bool | None = None
+        """Whether the server holds a status call given ``wait`` (None: not known yet)."""
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.workflows = Workflows(self)
         self.executions = Executions(self)
@@ -270,17 +269,6 @@ class AsyncClient:
             if not items or offset >= total:
                 return
 
-    async def _supports_long_poll(self) -> bool:
-        if self._long_poll is None:
-            try:
-                document = await self.request(
-                    Call("GET", "openapi.json", authenticated=False, timeout=10.0)
-                )
-            except LLMOrchestratorError:
-                document = None
-            self._long_poll = supports_long_poll(document)
-        return self._long_poll
-
     # -- endpoints without a resource ------------------------------------------------------
 
     async def health(self) -> Health:
@@ -430,23 +418,21 @@ class Executions(_Resource):
     ) -> Execution:
         """Until the execution ends (completed, failed, cancelled, timed out).
 
-        Uses the server's long-poll (``wait``) when it has one, else polls with backoff.
+        Uses the server's long-poll (``wait``) when it honours one, else polls with backoff.
         ``on_update`` sees the execution each time its status or a step's status changes.
         Raises ``WaitTimeout`` after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        long_poll = await self._c._supports_long_poll()
         interval = POLL_FIRST
         last: Execution | None = None
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             execution: Execution | None = None
-            if long_poll and (remaining is None or remaining >= 1):
-                seconds = LONG_POLL_SECONDS if remaining is None else int(remaining)
-                try:
-                    execution = await self._status(workflow_id, execution_id, wait=min(seconds, 20))
-                except ValidationError:
-                    long_poll = self._c._long_poll = False
+            if last is not None and self._c._long_poll is not False:
+                if remaining is None or remaining >= 2:
+                    execution = await self._long_poll_once(
+                        workflow_id, execution_id, last, remaining
+                    )
             if execution is None:
                 execution = await self._status(workflow_id, execution_id)
             if on_update is not None and changed(last, execution):
@@ -463,9 +449,31 @@ class Executions(_Resource):
                     code="timeout",
                     details={"status": execution.status},
                 )
-            if not long_poll:
+            if self._c._long_poll is not True:
                 await self._c._sleep(interval if remaining is None else min(interval, remaining))
                 interval = next_poll_interval(interval)
+
+    async def _long_poll_once(
+        self, workflow_id: str, execution_id: str, last: Execution, remaining: float | None
+    ) -> Execution | None:
+        """One status call with ``wait``, learning whether the server honours it.
+
+        A server that holds the call answers on a change or after ``wait`` seconds; one that
+        ignores the parameter answers at once with nothing changed, and from then on the
+        client polls. One that refuses the parameter (400) is polled too.
+        """
+        seconds = LONG_POLL_SECONDS if remaining is None else min(LONG_POLL_SECONDS, int(remaining))
+        started = time.monotonic()
+        try:
+            execution = await self._status(workflow_id, execution_id, wait=seconds)
+        except ValidationError:
+            self._c._long_poll = False
+            return None
+        if time.monotonic() - started >= seconds / 2:
+            self._c._long_poll = True
+        elif not changed(last, execution):
+            self._c._long_poll = False
+        return execution
 
     async def _control(self, action: str, workflow_id: str, execution_id: str) -> Execution:
         return await self._c._get_model(

@@ -202,19 +202,6 @@ def changed(before: Any, after: Any) -> bool:
     }
 
 
-def supports_long_poll(document: Any) -> bool:
-    """Whether the server's OpenAPI document lists a ``wait`` parameter on the status call."""
-    if not isinstance(document, dict):
-        return False
-    for path, operations in (document.get("paths") or {}).items():
-        if not str(path).endswith("/workflows/{workflow_id}/status"):
-            continue
-        operation = (operations or {}).get("get") or {}
-        names = {p.get("name") for p in operation.get("parameters") or [] if isinstance(p, dict)}
-        return "wait" in names
-    return False
-
-
 POLL_FIRST = 0.2
 POLL_FACTOR = 1.5
 POLL_MAX = 1.0

@@ -32,10 +32,8 @@ from llm_orchestrator.client._core import (
     resolve_base_url,
     retry_delay,
     segment,
-    supports_long_poll,
 )
 from llm_orchestrator.client.errors import (
-    LLMOrchestratorError,
     Unauthorized,
     ValidationError,
     WaitTimeout,
@@ -106,6 +104,7 @@ class Client:
         )
         self._renew_lock = threading.Lock()
         self._long_poll: bool | None = None
+        """Whether the server holds a status call given ``wait`` (None: not known yet)."""
         self._sleep: Callable[[float], None] = time.sleep
         self.workflows = Workflows(self)
         self.executions = Executions(self)
@@ -268,17 +267,6 @@ class Client:
             if not items or offset >= total:
                 return
 
-    def _supports_long_poll(self) -> bool:
-        if self._long_poll is None:
-            try:
-                document = self.request(
-                    Call("GET", "openapi.json", authenticated=False, timeout=10.0)
-                )
-            except LLMOrchestratorError:
-                document = None
-            self._long_poll = supports_long_poll(document)
-        return self._long_poll
-
     # -- endpoints without a resource ------------------------------------------------------
 
     def health(self) -> Health:
@@ -426,23 +414,19 @@ class Executions(_Resource):
     ) -> Execution:
         """Until the execution ends (completed, failed, cancelled, timed out).
 
-        Uses the server's long-poll (``wait``) when it has one, else polls with backoff.
+        Uses the server's long-poll (``wait``) when it honours one, else polls with backoff.
         ``on_update`` sees the execution each time its status or a step's status changes.
         Raises ``WaitTimeout`` after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        long_poll = self._c._supports_long_poll()
         interval = POLL_FIRST
         last: Execution | None = None
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             execution: Execution | None = None
-            if long_poll and (remaining is None or remaining >= 1):
-                seconds = LONG_POLL_SECONDS if remaining is None else int(remaining)
-                try:
-                    execution = self._status(workflow_id, execution_id, wait=min(seconds, 20))
-                except ValidationError:
-                    long_poll = self._c._long_poll = False
+            if last is not None and self._c._long_poll is not False:
+                if remaining is None or remaining >= 2:
+                    execution = self._long_poll_once(workflow_id, execution_id, last, remaining)
             if execution is None:
                 execution = self._status(workflow_id, execution_id)
             if on_update is not None and changed(last, execution):
@@ -457,9 +441,31 @@ class Executions(_Resource):
                     code="timeout",
                     details={"status": execution.status},
                 )
-            if not long_poll:
+            if self._c._long_poll is not True:
                 self._c._sleep(interval if remaining is None else min(interval, remaining))
                 interval = next_poll_interval(interval)
+
+    def _long_poll_once(
+        self, workflow_id: str, execution_id: str, last: Execution, remaining: float | None
+    ) -> Execution | None:
+        """One status call with ``wait``, learning whether the server honours it.
+
+        A server that holds the call answers on a change or after ``wait`` seconds; one that
+        ignores the parameter answers at once with nothing changed, and from then on the
+        client polls. One that refuses the parameter (400) is polled too.
+        """
+        seconds = LONG_POLL_SECONDS if remaining is None else min(LONG_POLL_SECONDS, int(remaining))
+        started = time.monotonic()
+        try:
+            execution = self._status(workflow_id, execution_id, wait=seconds)
+        except ValidationError:
+            self._c._long_poll = False
+            return None
+        if time.monotonic() - started >= seconds / 2:
+            self._c._long_poll = True
+        elif not changed(last, execution):
+            self._c._long_poll = False
+        return execution
 
     def _control(self, action: str, workflow_id: str, execution_id: str) -> Execution:
         return self._c._get_model(
