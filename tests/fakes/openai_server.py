@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import itertools
-import math
 import signal
 import socket
 import struct
@@ -46,6 +44,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.embeddings import DEFAULT_DIM, count_tokens, fake_embedding
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -74,21 +74,6 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
     502: ("server_error", None, "Bad gateway."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
 }
-
-
-def count_tokens(text: str) -> int:
-    """The fake's tokenizer: one token per whitespace-separated word."""
-    return len(text.split())
-
-
-def fake_embedding(text: str, dim: int = 8) -> list[float]:
-    """A deterministic unit vector for ``text``: equal texts embed equally, others differ."""
-    raw = b"".join(
-        hashlib.sha256(f"{block}:{text}".encode()).digest() for block in range(math.ceil(dim / 8))
-    )
-    values = [(n / 0xFFFFFFFF) * 2.0 - 1.0 for n in struct.unpack(f"<{dim}I", raw[: dim * 4])]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +168,7 @@ class FakeOpenAI:
         api_key: str | None = None,
         latency: float = 0.0,
         models: frozenset[str] | None = None,
-        embedding_dim: int = 8,
+        embedding_dim: int = DEFAULT_DIM,
     ) -> None:
         self._initial = (api_key, latency, models, embedding_dim)
         self.api_key = api_key
@@ -223,7 +208,7 @@ class FakeOpenAI:
         api_key: str | None = None,
         latency: float = 0.0,
         models: frozenset[str] | None = None,
-        embedding_dim: int = 8,
+        embedding_dim: int = DEFAULT_DIM,
     ) -> Self:
         """Serve on ``host:port`` (0: any free port) from a background thread."""
         fake = cls(api_key=api_key, latency=latency, models=models, embedding_dim=embedding_dim)
@@ -623,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--api-key", default=None, help="require this bearer key")
-    parser.add_argument("--embedding-dim", type=int, default=8)
+    parser.add_argument("--embedding-dim", type=int, default=DEFAULT_DIM)
     args = parser.parse_args(argv)
 
     stop = threading.Event()

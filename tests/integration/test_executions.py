@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
@@ -191,7 +192,7 @@ async def test_unconfigured_vector_database_fails_clearly(
 
     assert final["status"] == "failed"
     assert final["steps"]["embed_query"]["status"] == "completed"
-    assert len(final["steps"]["embed_query"]["outputs"]["query_embedding"]) == 8
+    assert len(final["steps"]["embed_query"]["outputs"]["query_embedding"]) == DEFAULT_DIM
     assert final["error"]["type"] == "ProviderAuthError"
     assert final["error"]["message"] == (
         "Pinecone is not configured: set PINECONE_API_KEY (a secret through"
