@@ -9,7 +9,7 @@ the provider clients belong to the loop that opened them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from llm_orchestrator.clock import utcnow
@@ -34,9 +34,11 @@ class StepRunnerLambda:
         self,
         runtime_factory: Callable[[], Runtime] = _runtime_from_environment,
         tokens: TaskTokenSender | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._runtime_factory = runtime_factory
         self._tokens = tokens
+        self._sleep = sleep
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runtime: Runtime | None = None
         self._runner: StepRunner | None = None
@@ -50,9 +52,14 @@ class StepRunnerLambda:
                 self._tokens or StepFunctionsTaskTokens(),
                 clock=utcnow,
                 vector_stores=self._runtime.vector_stores,
+                # Step Functions' Retry cannot honour a provider's Retry-After: wait here.
+                wait_for_retry_after=True,
+                sleep=self._sleep,
             )
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self._runner.handle(event))
+        return self._loop.run_until_complete(
+            self._runner.handle(event, time_left=_time_left(context))
+        )
 
     def close(self) -> None:
         """Release the pool and the loop (tests; a Lambda container just goes away)."""
@@ -60,6 +67,14 @@ class StepRunnerLambda:
             self._loop.run_until_complete(self._runtime.close())
             self._loop.close()
         self._loop = self._runtime = self._runner = None
+
+
+def _time_left(context: Any) -> Callable[[], float] | None:
+    """Seconds the invocation has left, from the Lambda context (None without one)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return lambda: float(remaining()) / 1000.0
 
 
 class InstrumentedHandler(Protocol):

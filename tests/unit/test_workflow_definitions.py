@@ -199,7 +199,8 @@ def test_embed_steps_do_not_accept_anthropic() -> None:
     error = only_error(workflow(step("a", provider="anthropic")))
 
     assert error == FieldError(
-        "steps[0].provider", "unknown provider 'anthropic'; must be one of 'openai' or 'cohere'"
+        "steps[0].provider",
+        "provider 'anthropic' does not offer embeddings; must be one of 'openai' or 'cohere'",
     )
 
 

@@ -42,12 +42,18 @@ _Event = HistoryEventType
 
 
 class TaskFailed(Exception):
-    """Raised by an invoker: the task failed with ASL error ``error`` (what Retry/Catch match)."""
+    """Raised by an invoker: the task failed with ASL error ``error`` (what Retry/Catch match).
 
-    def __init__(self, error: str, cause: str = "") -> None:
+    ``retry_after`` (seconds) is a local extension of ASL: the earliest a Retry may try the
+    task again, as a provider's ``Retry-After`` asks. A matching retrier waits at least that
+    long (never past the execution's deadline), longer when its own backoff says so.
+    """
+
+    def __init__(self, error: str, cause: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(f"{error}: {cause}" if cause else error)
         self.error = error
         self.cause = cause
+        self.retry_after = retry_after
 
 
 class StopSignal:
@@ -101,10 +107,13 @@ async def run_execution(
 class _StateError(Exception):
     """A state failed with an ASL error; Retry/Catch may handle it, else it ends the scope."""
 
-    def __init__(self, error: str | None, cause: str | None) -> None:
+    def __init__(
+        self, error: str | None, cause: str | None, retry_after: float | None = None
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.cause = cause
+        self.retry_after = retry_after
 
 
 def _being_cancelled() -> bool:
@@ -164,6 +173,8 @@ class _Execution:
         self._rng = rng
         self._history: list[HistoryEvent] = []
         self._interrupt: ExecutionStatus | None = None
+        self._deadline: float | None = None
+        """When the execution times out (clock time), if it has a ``TimeoutSeconds``."""
         self._draining: set[asyncio.Task[Any]] = set()
         """Branch tasks stopped because a sibling branch failed (see :meth:`_call`)."""
         self._orphans: dict[str, asyncio.Future[Any]] = {}
@@ -194,7 +205,7 @@ class _Execution:
         timeout = self._machine.timeout_seconds
         timer = None
         if timeout is not None:
-            deadline = self._clock.now() + timeout
+            deadline = self._deadline = self._clock.now() + timeout
             timer = self._clock.call_at(deadline, lambda: interrupt(ExecutionStatus.TIMED_OUT))
         unsubscribe = stop.subscribe(lambda: interrupt(ExecutionStatus.ABORTED)) if stop else None
         output: dict[str, Any] | None = None
@@ -291,6 +302,7 @@ class _Execution:
                             state.name, state.catch, data, failure, _Event.TASK_STATE_EXITED
                         )
                     delay = state.retry[index].delay(retries_done[index], self._rng)
+                    delay = self._not_before(delay, failure.retry_after)
                     retries_done[index] += 1
                     retry_count += 1
                     self._record(
@@ -307,6 +319,15 @@ class _Execution:
             raise
         self._record(_Event.TASK_STATE_EXITED, state.name)
         return state.next, data
+
+    def _not_before(self, delay: float, retry_after: float | None) -> float:
+        """The backoff ``delay``, stretched to the failure's ``retry_after`` when that is
+        later, but never past the execution's deadline (waiting beyond it is timing out)."""
+        if retry_after is None or retry_after <= delay:
+            return delay
+        if self._deadline is not None:
+            retry_after = min(retry_after, max(0.0, self._deadline - self._clock.now()))
+        return max(delay, retry_after)
 
     async def _attempt(self, state: TaskState, data: dict[str, Any], retry_count: int) -> None:
         token: str | None = None
@@ -354,7 +375,7 @@ class _Execution:
         try:
             result = await self._call(state.function_name, payload)
         except TaskFailed as exc:
-            failure = _StateError(exc.error, exc.cause)
+            failure = _StateError(exc.error, exc.cause, exc.retry_after)
         except asyncio.CancelledError as exc:
             if _being_cancelled():
                 raise

@@ -28,12 +28,13 @@ from llm_orchestrator.engine.asl import (
     ExecutionStatus,
     StopSignal,
     SystemClock,
+    TaskFailed,
     TaskTokenNotFound,
     TaskTokenRegistry,
     load_state_machine,
     run_execution,
 )
-from llm_orchestrator.providers import ProviderRegistry
+from llm_orchestrator.providers import ProviderError, ProviderRegistry
 from llm_orchestrator.steps.errors import WorkflowCancelled
 from llm_orchestrator.steps.runner import StepRunner, VectorStores, error_record
 from llm_orchestrator.store.checkpoints import CheckpointRecord
@@ -242,7 +243,12 @@ class LocalEngine:
             log.exception("could not record the end of execution %s", execution_id)
 
     async def _invoke(self, function_name: str, payload: dict[str, Any]) -> Any:
-        return await self.step_runner.handle(payload)
+        try:
+            return await self.step_runner.handle(payload)
+        except ProviderError as exc:
+            # The provider's Retry-After rides along, so the Retry waits at least that long
+            # (on the engine's clock) instead of its own, possibly shorter, backoff.
+            raise TaskFailed(type(exc).__name__, exc.message, retry_after=exc.retry_after) from exc
 
     async def _audit_finish(self, record: ExecutionRecord | None) -> None:
         if self._audit is None or record is None:

@@ -4,6 +4,7 @@ Importing this package never imports a vendor SDK; each adapter imports its own 
 first use.
 """
 
+from .anthropic_provider import AnthropicProvider
 from .base import (
     ChatRequest,
     ChatResult,
@@ -18,6 +19,7 @@ from .base import (
     ProviderCredentials,
     credential_names,
 )
+from .cohere_provider import CohereProvider
 from .errors import (
     ProviderAuthError,
     ProviderBadRequest,
@@ -33,8 +35,10 @@ from .registry import DEFAULT_FACTORIES, ProviderFactory, ProviderRegistry
 
 __all__ = [
     "DEFAULT_FACTORIES",
+    "AnthropicProvider",
     "ChatRequest",
     "ChatResult",
+    "CohereProvider",
     "CredentialNames",
     "CredentialResolver",
     "EmbedRequest",

@@ -49,10 +49,16 @@ class ChatResult:
 
 @dataclass(frozen=True, slots=True)
 class EmbedRequest:
-    """Embed one text, or several in one call; results keep the input order."""
+    """Embed one text, or several in one call; results keep the input order.
+
+    ``input_type`` is for providers whose models embed queries and documents differently
+    (Cohere's ``search_query`` / ``search_document``); None lets the adapter choose from
+    the input's shape. Providers without the notion ignore it.
+    """
 
     model: str
     input: str | list[str]
+    input_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +23,14 @@ from .base import (
     CredentialResolver,
     EmbedRequest,
     EmbedResult,
-    credential_names,
+)
+from .common import (
+    MAX_DETAIL_CHARS,
+    auth_refused,
+    missing_key,
+    redact,
+    retry_after_seconds,
+    unreachable,
 )
 from .errors import (
     ProviderAuthError,
@@ -46,8 +50,6 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT_SECONDS = 60.0
-# Error bodies from proxies in front of compatible servers can be whole HTML pages.
-_MAX_DETAIL_CHARS = 500
 
 _T = TypeVar("_T")
 
@@ -180,12 +182,7 @@ class OpenAIProvider:
     async def _client(self) -> tuple[_CachedClient, str]:
         credentials = await self._resolver.resolve(self._name)
         if not credentials.api_key:
-            names = credential_names(self._name)
-            raise ProviderAuthError(
-                f"no API key configured for provider '{self._name}': "
-                f"set the {names.api_key} secret or environment variable",
-                provider=self._name,
-            )
+            raise missing_key(self._name)
         # Always passed explicitly: left unset, the SDK would read OPENAI_BASE_URL from the
         # process environment behind the resolver's back.
         base_url = credentials.base_url or DEFAULT_BASE_URL
@@ -274,15 +271,12 @@ def _translate(
             f"{provider} did not answer within {timeout_seconds:g}s", provider=provider
         )
     if isinstance(exc, openai.APIConnectionError):
-        reason = _redact(str(exc.__cause__ or exc), api_key)
-        return ProviderUnavailable(
-            f"could not reach {provider} at {_host(str(exc.request.url))}: {reason}",
-            provider=provider,
-        )
+        reason = redact(str(exc.__cause__ or exc), api_key)
+        return unreachable(provider, str(exc.request.url), reason)
     if isinstance(exc, openai.APIStatusError):
         return _translate_status(exc, provider, api_key)
     return ProviderInvalidResponse(
-        f"{provider} returned an unusable response: {_redact(str(exc), api_key)}",
+        f"{provider} returned an unusable response: {redact(str(exc), api_key)}",
         provider=provider,
     )
 
@@ -293,15 +287,9 @@ def _translate_status(exc: APIStatusError, provider: str, api_key: str) -> Provi
     label = f"HTTP {status}, {code}" if code else f"HTTP {status}"
     if status in (401, 403):
         # Deliberately without the provider's text: OpenAI's 401 message quotes the key.
-        names = credential_names(provider)
-        return ProviderAuthError(
-            f"{provider} refused the credentials ({label}): "
-            f"check the {names.api_key} secret or environment variable",
-            provider=provider,
-            status_code=status,
-        )
+        return auth_refused(provider, label, status)
     detail = _detail(exc, api_key)
-    retry_after = _retry_after_seconds(exc.response.headers)
+    retry_after = retry_after_seconds(exc.response.headers)
     if status == 429:
         if exc.code == "insufficient_quota":
             return ProviderQuotaExceeded(
@@ -340,44 +328,4 @@ def _detail(exc: APIStatusError, api_key: str) -> str:
     elif isinstance(body, str):
         text = body
     text = " ".join(text.split()) or "no error message"
-    return _redact(text, api_key)[:_MAX_DETAIL_CHARS]
-
-
-def _redact(text: str, api_key: str) -> str:
-    return text.replace(api_key, "[redacted]") if api_key else text
-
-
-def _host(url: str) -> str:
-    # netloc could carry user:password; only host and port are worth reporting.
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    milliseconds = _finite_float(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        return max(0.0, milliseconds / 1000.0)
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    seconds = _finite_float(raw)
-    if seconds is not None:
-        return max(0.0, seconds)
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _finite_float(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    return redact(text, api_key)[:MAX_DETAIL_CHARS]

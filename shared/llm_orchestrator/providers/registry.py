@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Protocol
 
+from .anthropic_provider import AnthropicProvider
 from .base import CredentialResolver, EmbeddingProvider, LLMProvider
+from .cohere_provider import CohereProvider
 from .errors import UnsupportedProvider
 from .openai_provider import DEFAULT_TIMEOUT_SECONDS, OpenAIProvider
 
@@ -24,7 +26,9 @@ class ProviderFactory(Protocol):
     ) -> LLMProvider | EmbeddingProvider: ...
 
 
-DEFAULT_FACTORIES: Mapping[str, ProviderFactory] = MappingProxyType({"openai": OpenAIProvider})
+DEFAULT_FACTORIES: Mapping[str, ProviderFactory] = MappingProxyType(
+    {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "cohere": CohereProvider}
+)
 
 
 class ProviderRegistry:

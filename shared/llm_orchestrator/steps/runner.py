@@ -17,11 +17,12 @@ The same code runs in the step-runner Lambda and, in-process, under the local en
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -57,6 +58,7 @@ from llm_orchestrator.workflows.models import (
     AnyStep,
     EmbedStep,
     LlmStep,
+    RetryPolicy,
     VectorSearchStep,
     VectorUpsertStep,
     WorkflowDefinition,
@@ -67,6 +69,9 @@ from llm_orchestrator.workflows.templating import TemplateError, render, render_
 log = logging.getLogger(__name__)
 
 DEFINITION_CACHE_SIZE = 1024
+RETRY_AFTER_MARGIN_SECONDS = 1.0
+"""Left unslept of the invocation's (and the attempt's) remaining time when waiting out a
+provider's Retry-After, so the step runner still returns its error before being cut off."""
 
 
 class TaskTokenSender(Protocol):
@@ -170,7 +175,14 @@ class StepRunner:
         *,
         clock: Callable[[], datetime],
         vector_stores: VectorStores | None = None,
+        wait_for_retry_after: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``wait_for_retry_after``: on a retryable provider error with a Retry-After, wait
+        it out before raising (capped by the time left), for engines whose Retry cannot
+        honour it (Step Functions). The local engine honours it in its own Retry instead."""
+        self._wait_for_retry_after = wait_for_retry_after
+        self._sleep = sleep
         self._repo = repo
         self._providers = providers
         self._tokens = tokens
@@ -182,13 +194,24 @@ class StepRunner:
         """Seed the cache with an execution's pinned definition (saves its first read)."""
         self._definitions.remember(execution_id, definition)
 
-    async def handle(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Dispatch one Task payload; raises the errors the state machine routes by name."""
+    async def handle(
+        self, payload: Mapping[str, Any], *, time_left: Callable[[], float] | None = None
+    ) -> dict[str, Any]:
+        """Dispatch one Task payload; raises the errors the state machine routes by name.
+
+        ``time_left``: seconds this invocation may still run (a Lambda's remaining time).
+        """
         action = payload.get("action")
         execution_id = str(payload["execution_id"])
         step_id = payload.get("step_id")
         if action == "run":
-            return await self.run(execution_id, str(step_id))
+            attempt = payload.get("attempt")
+            return await self.run(
+                execution_id,
+                str(step_id),
+                attempt=attempt if isinstance(attempt, int) else None,
+                time_left=time_left,
+            )
         if action == "park":
             return await self.park(execution_id, step_id, str(payload["task_token"]))
         if action == "fail":
@@ -197,7 +220,16 @@ class StepRunner:
 
     # -- run -----------------------------------------------------------------------------
 
-    async def run(self, execution_id: str, step_id: str) -> dict[str, Any]:
+    async def run(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        attempt: int | None = None,
+        time_left: Callable[[], float] | None = None,
+    ) -> dict[str, Any]:
+        """``attempt`` is ``$$.State.RetryCount`` (0 on the first call of the step)."""
+        started = time.monotonic()
         context = await self._repo.step_context(execution_id, step_id)
         if context is None:
             raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
@@ -234,6 +266,7 @@ class StepRunner:
             await self._repo.record_step_error(
                 execution_id, step_id, error, final=not exc.retryable
             )
+            await self._wait_out_retry_after(exc, step, attempt, started, time_left)
             raise
         except (TemplateError, StepConfigurationError) as exc:
             error = error_record(type(exc).__name__, str(exc), step_id)
@@ -256,6 +289,35 @@ class StepRunner:
                 "output_tokens": usage.output_tokens,
             },
         }
+
+    async def _wait_out_retry_after(
+        self,
+        exc: ProviderError,
+        step: AnyStep,
+        attempt: int | None,
+        started: float,
+        time_left: Callable[[], float] | None,
+    ) -> None:
+        """Wait for the provider's Retry-After before the Retry that follows this error.
+
+        Step Functions' Retry knows only its own backoff, so the wait happens here, before
+        raising: the next attempt then starts no sooner than the provider asked. Capped by
+        what the invocation and the attempt's ``timeout_seconds`` have left, and skipped
+        when no retry follows (the last attempt of the step's retry policy).
+        """
+        if not (self._wait_for_retry_after and exc.retryable and exc.retry_after):
+            return
+        policy = step.retry or RetryPolicy()
+        if attempt is not None and attempt + 1 >= policy.max_attempts:
+            return
+        wait = exc.retry_after
+        if time_left is not None:
+            wait = min(wait, time_left() - RETRY_AFTER_MARGIN_SECONDS)
+        if step.timeout_seconds is not None:
+            elapsed = time.monotonic() - started
+            wait = min(wait, step.timeout_seconds - elapsed - RETRY_AFTER_MARGIN_SECONDS)
+        if wait > 0:
+            await self._sleep(wait)
 
     async def _refuse_if_stopped(self, execution_id: str, step_id: str) -> None:
         context = await self._repo.step_context(execution_id, step_id)
@@ -289,13 +351,12 @@ class StepRunner:
             usage = StepUsage(chat.input_tokens, chat.output_tokens, chat.latency_ms)
             return text_outputs(step.output, chat.text), usage
         if isinstance(step, EmbedStep):
-            text = render_value(step.input, values)
-            if not isinstance(text, str) and not (
-                isinstance(text, list) and all(isinstance(item, str) for item in text)
-            ):
-                text = render(step.input, values)
+            text = _embedding_input(step, values)
+            if isinstance(text, list) and not text:
+                # Nothing to embed (an ingest of zero documents): no call, no vectors.
+                return value_outputs(step.output, []), StepUsage(0, None, 0.0)
             embedded = await self._providers.embedding(step.provider).embed(
-                EmbedRequest(model=step.model, input=text)
+                EmbedRequest(model=step.model, input=text, input_type=step.input_type)
             )
             vectors: Any = embedded.vectors if isinstance(text, list) else embedded.vectors[0]
             usage = StepUsage(embedded.input_tokens, None, embedded.latency_ms)
@@ -354,6 +415,30 @@ class StepRunner:
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+def _embedding_input(step: EmbedStep, values: Mapping[str, Any]) -> str | list[str]:
+    """What an ``embed`` step embeds: one text, or a list of texts (one vector each).
+
+    ``{{var}}`` naming a list embeds each item: strings as they are, documents (objects
+    with a ``text``) by their text. Anything else in ``input`` is rendered as one text.
+    """
+    value = render_value(step.input, values)
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        return render(step.input, values)
+    texts: list[str] = []
+    for index, item in enumerate(value):
+        if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+            item = item["text"]
+        if not isinstance(item, str):
+            raise StepConfigurationError(
+                f"input item {index} is {type(item).__name__}, not a string: an embed step "
+                "embeds a text or a list of texts (or of documents with a 'text')"
+            )
+        texts.append(item)
+    return texts
 
 
 def _readable_cause(name: str, cause: str) -> str:

@@ -23,6 +23,8 @@ from llm_orchestrator.workflows.templating import find_variables, whole_variable
 
 __all__ = [
     "DEFAULT_WORKFLOW_TIMEOUT_SECONDS",
+    "EMBEDDING_PROVIDERS",
+    "LLM_PROVIDERS",
     "MAX_STEPS",
     "MAX_TEMPLATE_CHARS",
     "OUTPUT_NAME_PATTERN",
@@ -65,6 +67,9 @@ OUTPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 STEP_TYPES = ("llm", "embed", "vector_upsert", "vector_search")
 VECTOR_DATABASES = ("pinecone", "weaviate", "qdrant", "pgvector")
+LLM_PROVIDERS = ("openai", "anthropic", "cohere")
+EMBEDDING_PROVIDERS = ("openai", "cohere")
+"""Anthropic offers no embeddings: an ``embed`` step naming it is refused at create time."""
 
 StepId = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS, pattern=STEP_ID_PATTERN)]
 StepRef = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS)]
@@ -153,12 +158,19 @@ class LlmStep(_StepBase):
 
 
 class EmbedStep(_StepBase):
-    """An embedding. ``input`` is a template; exactly ``{{var}}`` passes the raw value."""
+    """An embedding. ``input`` is a template; exactly ``{{var}}`` passes the raw value.
+
+    ``input_type`` is Cohere's (what the vectors will be used as); without it, a list of
+    texts embeds as ``search_document`` and a single text as ``search_query``.
+    """
 
     type: Literal["embed"]
     provider: Literal["openai", "cohere"]
     model: Name
     input: Template
+    input_type: (
+        Literal["search_document", "search_query", "classification", "clustering"] | None
+    ) = None
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "input", self.input

@@ -18,10 +18,14 @@ from pydantic_core import ErrorDetails
 
 from llm_orchestrator.errors import FieldError, ValidationFailed
 from llm_orchestrator.workflows.models import (
+    EMBEDDING_PROVIDERS,
+    LLM_PROVIDERS,
     MAX_STEPS,
     OUTPUT_NAME_PATTERN,
     STEP_ID_PATTERN,
     STEP_TYPES,
+    EmbedStep,
+    LlmStep,
     WorkflowDefinition,
     ancestor_masks,
     iter_data_templates,
@@ -61,9 +65,38 @@ def parse_definition(data: Any) -> WorkflowDefinition:
         errors.extend(_field_error(detail) for detail in exc.errors(include_url=False))
     raw = data.model_dump() if isinstance(data, WorkflowDefinition) else data
     errors.extend(_graph_errors(_read_shapes(raw)))
+    if definition is not None:
+        errors.extend(_capability_errors(definition))
     if errors or definition is None:
         raise ValidationFailed(INVALID_DEFINITION, _unique(errors))
     return definition
+
+
+# --- what a provider cannot do ---------------------------------------------------------
+
+ANTHROPIC_MAX_TEMPERATURE = 1.0
+"""Anthropic's Messages API takes temperatures from 0 to 1 (OpenAI and Cohere go to 2)."""
+
+
+def _capability_errors(definition: WorkflowDefinition) -> Iterator[FieldError]:
+    """Settings a step's provider would refuse: refused here, at create time, instead."""
+    for index, step in enumerate(definition.steps):
+        if (
+            isinstance(step, LlmStep)
+            and step.provider == "anthropic"
+            and step.temperature is not None
+            and step.temperature > ANTHROPIC_MAX_TEMPERATURE
+        ):
+            yield FieldError(
+                f"steps[{index}].temperature",
+                f"provider 'anthropic' takes a temperature from 0 to "
+                f"{ANTHROPIC_MAX_TEMPERATURE:g}, got {step.temperature:g}",
+            )
+        if isinstance(step, EmbedStep) and step.input_type and step.provider != "cohere":
+            yield FieldError(
+                f"steps[{index}].input_type",
+                f"input_type applies to provider 'cohere' only, not {step.provider!r}",
+            )
 
 
 # --- pydantic errors -> field errors -------------------------------------------------
@@ -96,6 +129,11 @@ def _message(kind: str, loc: Sequence[Any], detail: ErrorDetails) -> str:
         return "field required"
     if kind == "literal_error":
         got = detail.get("input")
+        if name == "provider" and got in LLM_PROVIDERS and got not in EMBEDDING_PROVIDERS:
+            return (
+                f"provider {_short(got)} does not offer embeddings; "
+                f"must be one of {ctx.get('expected')}"
+            )
         return f"unknown {name} {_short(got)}; must be one of {ctx.get('expected')}"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MESSAGES:
         return _PATTERN_MESSAGES[ctx["pattern"]]

@@ -1,0 +1,174 @@
+"""Anthropic's Messages API through the official SDK's async client.
+
+Chat only: Anthropic offers no embeddings, so this adapter is an ``LLMProvider`` and not
+an ``EmbeddingProvider`` (validation refuses ``embed`` steps naming it at create time).
+The SDK is imported on first use, never at module import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .base import ChatRequest, ChatResult, CredentialResolver
+from .common import (
+    ClientCache,
+    clean_detail,
+    from_status,
+    redact,
+    timed,
+    unreachable,
+)
+from .errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderInvalidResponse,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    from anthropic import AnthropicError, AsyncAnthropic
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when a step sets none: the Messages API requires one, and 4,096 is
+within every Claude model's output limit (older models stop there, newer ones go higher
+when a step asks)."""
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+
+class AnthropicProvider:
+    """Chat completions against ``base_url`` (Anthropic's API by default).
+
+    One client per credential set, reused; the SDK's own retries are off (the state
+    machine's Retry owns retrying, so a 429 costs one call, not three).
+    """
+
+    def __init__(
+        self,
+        resolver: CredentialResolver,
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        name: str = "anthropic",
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self._name = name
+        self._timeout_seconds = timeout_seconds
+        self._clients: ClientCache[AsyncAnthropic] = ClientCache(
+            name,
+            resolver,
+            default_base_url=DEFAULT_BASE_URL,
+            build=self._build_client,
+            close=_close,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ChatRequest, /) -> ChatResult:
+        client, api_key, base_url = await self._clients.get()
+        options: dict[str, Any] = {}
+        if request.system is not None:
+            options["system"] = request.system
+        if request.temperature is not None:
+            # Through ``extra_body``: recent SDKs dropped the keyword (newer models take no
+            # sampling parameters), but the API still reads it where the model does. Where
+            # it does not, the 400 fails the step with Anthropic's own message.
+            options["extra_body"] = {"temperature": request.temperature}
+        response, latency_ms = await self._call(
+            client.messages.create(
+                model=request.model,
+                max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+                messages=[{"role": "user", "content": request.prompt}],
+                **options,
+            ),
+            api_key,
+            base_url,
+        )
+        blocks = response.content or []
+        # Text blocks only: a plain prompt gets no tool use or thinking blocks back.
+        texts = [block.text for block in blocks if getattr(block, "type", None) == "text"]
+        usage = response.usage
+        return ChatResult(
+            text="".join(texts),
+            input_tokens=int(usage.input_tokens or 0) if usage else 0,
+            output_tokens=int(usage.output_tokens or 0) if usage else 0,
+            model=response.model or request.model,
+            latency_ms=latency_ms,
+        )
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    def _build_client(self, api_key: str, base_url: str) -> AsyncAnthropic:
+        from anthropic import AsyncAnthropic
+
+        return AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=self._timeout_seconds,
+        )
+
+    async def _call(self, call: Any, api_key: str, base_url: str) -> Any:
+        from anthropic import AnthropicError
+
+        try:
+            return await timed(call)
+        except AnthropicError as exc:
+            error = _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
+            # An SDK exception's text may quote request details; keep credentials out of
+            # tracebacks that end up in logs.
+            raise error from (None if isinstance(error, ProviderAuthError) else exc)
+
+
+async def _close(client: AsyncAnthropic) -> None:
+    await client.close()
+
+
+def _translate(
+    exc: AnthropicError, provider: str, api_key: str, base_url: str, timeout_seconds: float
+) -> ProviderError:
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderUnavailable(
+            f"{provider} did not answer within {timeout_seconds:g}s", provider=provider
+        )
+    if isinstance(exc, anthropic.APIConnectionError):
+        reason = redact(str(exc.__cause__ or exc), api_key, base_url)
+        return unreachable(provider, base_url, reason)
+    if isinstance(exc, anthropic.APIStatusError):
+        error_type, message = _error_of(exc.body)
+        # 529 ``overloaded_error`` is a 5xx, so it reads as unavailable and is retried.
+        return from_status(
+            provider,
+            exc.status_code,
+            detail=clean_detail(message, api_key),
+            headers=exc.response.headers,
+            code=error_type,
+        )
+    return ProviderInvalidResponse(
+        f"{provider} returned an unusable response: {clean_detail(str(exc), api_key, base_url)}",
+        provider=provider,
+    )
+
+
+def _error_of(body: object) -> tuple[str | None, str | None]:
+    """``(error.type, error.message)`` of Anthropic's ``{"type": "error", "error": {...}}``."""
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            body = inner
+        kind, message = body.get("type"), body.get("message")
+        return (
+            kind if isinstance(kind, str) and kind != "error" else None,
+            message if isinstance(message, str) else None,
+        )
+    if isinstance(body, str):
+        return None, body
+    return None, None

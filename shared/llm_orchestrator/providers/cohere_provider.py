@@ -1,0 +1,238 @@
+"""Cohere's v2 API (chat and embed) through the official SDK's ``AsyncClientV2``.
+
+The SDK is imported on first use, never at module import. ``CO_API_URL`` is always passed
+as ``base_url``: the SDK reads that variable only once, as a default argument evaluated at
+its import, so a secret stored later would otherwise never apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .base import ChatRequest, ChatResult, CredentialResolver, EmbedRequest, EmbedResult
+from .common import (
+    ClientCache,
+    auth_refused,
+    clean_detail,
+    from_status,
+    redact,
+    timed,
+    unreachable,
+)
+from .errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderInvalidResponse,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    from cohere import AsyncClientV2
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "EMBED_BATCH_SIZE",
+    "QUERY_INPUT_TYPE",
+    "DOCUMENT_INPUT_TYPE",
+    "CohereProvider",
+]
+
+DEFAULT_BASE_URL = "https://api.cohere.com"
+DEFAULT_TIMEOUT_SECONDS = 60.0
+EMBED_BATCH_SIZE = 96
+"""Cohere embeds at most 96 texts per call; longer lists go in consecutive calls."""
+QUERY_INPUT_TYPE = "search_query"
+DOCUMENT_INPUT_TYPE = "search_document"
+# 498 is Cohere's "invalid token"; 499 a request the gateway dropped (worth another try).
+_AUTH_STATUSES = frozenset({401, 403, 498})
+_RETRYABLE_STATUSES = frozenset({408, 409, 499})
+
+
+class CohereProvider:
+    """Chat and embeddings against ``base_url`` (Cohere's API by default).
+
+    One client per credential set, reused; the SDK's own retries are off (the state
+    machine's Retry owns retrying).
+    """
+
+    def __init__(
+        self,
+        resolver: CredentialResolver,
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        name: str = "cohere",
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self._name = name
+        self._timeout_seconds = timeout_seconds
+        self._clients: ClientCache[AsyncClientV2] = ClientCache(
+            name,
+            resolver,
+            default_base_url=DEFAULT_BASE_URL,
+            build=self._build_client,
+            close=_close,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ChatRequest, /) -> ChatResult:
+        client, api_key, base_url = await self._clients.get()
+        messages: list[Any] = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            options["max_tokens"] = request.max_tokens
+        response, latency_ms = await self._call(
+            client.chat(model=request.model, messages=messages, **options), api_key, base_url
+        )
+        message = getattr(response, "message", None)
+        if message is None:
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a chat response without a message", provider=self._name
+            )
+        texts = [
+            item.text for item in (message.content or []) if getattr(item, "type", None) == "text"
+        ]
+        input_tokens, output_tokens = _chat_usage(response.usage)
+        return ChatResult(
+            text="".join(texts),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=request.model,
+            latency_ms=latency_ms,
+        )
+
+    async def embed(self, request: EmbedRequest, /) -> EmbedResult:
+        client, api_key, base_url = await self._clients.get()
+        single = isinstance(request.input, str)
+        texts: list[str] = [request.input] if isinstance(request.input, str) else request.input
+        input_type = request.input_type or (QUERY_INPUT_TYPE if single else DOCUMENT_INPUT_TYPE)
+        vectors: list[list[float]] = []
+        tokens = 0
+        latency_ms = 0.0
+        for start in range(0, len(texts), EMBED_BATCH_SIZE):
+            batch = texts[start : start + EMBED_BATCH_SIZE]
+            response, elapsed = await self._call(
+                client.embed(
+                    model=request.model,
+                    texts=batch,
+                    input_type=input_type,
+                    embedding_types=["float"],
+                ),
+                api_key,
+                base_url,
+            )
+            latency_ms += elapsed
+            found = _float_embeddings(response)
+            if found is None or len(found) != len(batch):
+                count = "no" if found is None else str(len(found))
+                raise ProviderInvalidResponse(
+                    f"{self._name} returned {count} float embeddings for {len(batch)} inputs",
+                    provider=self._name,
+                )
+            vectors.extend([float(value) for value in vector] for vector in found)
+            tokens += _embed_tokens(response)
+        return EmbedResult(
+            vectors=vectors, input_tokens=tokens, model=request.model, latency_ms=latency_ms
+        )
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    def _build_client(self, api_key: str, base_url: str) -> AsyncClientV2:
+        from cohere import AsyncClientV2
+
+        return AsyncClientV2(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=self._timeout_seconds,
+            client_name="llm-orchestrator",
+            log_warning_experimental_features=False,
+        )
+
+    async def _call(self, call: Any, api_key: str, base_url: str) -> Any:
+        import httpx
+        from cohere.core.api_error import ApiError
+        from cohere.core.parse_error import ParsingError
+
+        try:
+            return await timed(call)
+        except (ApiError, ParsingError, httpx.HTTPError) as exc:
+            error = _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
+            raise error from (None if isinstance(error, ProviderAuthError) else exc)
+
+
+async def _close(client: AsyncClientV2) -> None:
+    # The SDK's own way to release the connection pool (what ``async with`` does).
+    await client.__aexit__(None, None, None)
+
+
+def _translate(
+    exc: Exception, provider: str, api_key: str, base_url: str, timeout_seconds: float
+) -> ProviderError:
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderUnavailable(
+            f"{provider} did not answer within {timeout_seconds:g}s", provider=provider
+        )
+    if isinstance(exc, httpx.HTTPError):
+        # Refused, reset or dropped connections, and protocol errors mid-response.
+        reason = redact(str(exc) or type(exc).__name__, api_key, base_url)
+        return unreachable(provider, base_url, reason)
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    headers = getattr(exc, "headers", None)
+    if isinstance(status, int) and status >= 400:
+        if status in _AUTH_STATUSES:
+            return auth_refused(provider, f"HTTP {status}", status)
+        return from_status(
+            provider,
+            status,
+            detail=clean_detail(_message_of(body), api_key),
+            headers=headers if isinstance(headers, Mapping) else None,
+            retryable_statuses=_RETRYABLE_STATUSES,
+        )
+    return ProviderInvalidResponse(
+        f"{provider} returned an unusable response"
+        + (f" (HTTP {status})" if isinstance(status, int) else ""),
+        provider=provider,
+    )
+
+
+def _message_of(body: object) -> str | None:
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        return message if isinstance(message, str) else None
+    return body if isinstance(body, str) else None
+
+
+def _float_embeddings(response: Any) -> Sequence[Sequence[float]] | None:
+    embeddings = getattr(response, "embeddings", None)
+    found = getattr(embeddings, "float_", None)
+    if found is None:
+        found = getattr(embeddings, "float", None)
+    return found if isinstance(found, list) else None
+
+
+def _chat_usage(usage: Any) -> tuple[int, int]:
+    """Tokens the model saw and wrote (``usage.tokens``), else the billed ones."""
+    for part in (getattr(usage, "tokens", None), getattr(usage, "billed_units", None)):
+        if part is not None and (part.input_tokens is not None or part.output_tokens is not None):
+            return int(part.input_tokens or 0), int(part.output_tokens or 0)
+    return 0, 0
+
+
+def _embed_tokens(response: Any) -> int:
+    billed = getattr(getattr(response, "meta", None), "billed_units", None)
+    tokens = getattr(billed, "input_tokens", None)
+    return int(tokens) if tokens is not None else 0

@@ -1,0 +1,191 @@
+"""A fake Anthropic Messages API that the official ``anthropic`` SDK accepts.
+
+In-process::
+
+    with FakeAnthropic.start(api_key="sk-ant-test") as fake:
+        fake.fail_next(status=529)
+        ...  # AsyncAnthropic(api_key=..., base_url=fake.base_url)
+
+In another process::
+
+    python -m tests.fakes.anthropic_server --port 8091 [--latency 0.5] [--api-key K]
+
+prints ``FAKE_ANTHROPIC_READY http://127.0.0.1:8091`` (the value for
+``ANTHROPIC_BASE_URL``) and serves until SIGTERM/SIGINT. Controls as in
+:mod:`tests.fakes.base`.
+
+What it checks like the real API does: the key (``x-api-key``, or ``Authorization:
+Bearer`` as current SDKs send it), the ``anthropic-version`` header, ``model``, ``max_tokens`` (required), ``messages`` (non-empty, alternating,
+starting with ``user``), ``temperature`` in 0..1. Errors are Anthropic's
+``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header;
+529 is ``overloaded_error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tests.fakes.base import (
+    FakeProviderServer,
+    Handler,
+    masked,
+    serve_from_command_line,
+)
+from tests.fakes.embeddings import count_tokens
+
+__all__ = ["READY_PREFIX", "FakeAnthropic"]
+
+READY_PREFIX = "FAKE_ANTHROPIC_READY"
+_ECHO_LIMIT = 200
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+class FakeAnthropic(FakeProviderServer):
+    name: ClassVar[str] = "anthropic"
+    ready_prefix: ClassVar[str] = READY_PREFIX
+    api_prefix: ClassVar[str] = "/v1/"
+    error_defaults: ClassVar[dict[int, tuple[str, str]]] = {
+        400: ("invalid_request_error", "Invalid request."),
+        401: ("authentication_error", "invalid x-api-key"),
+        403: ("permission_error", "Your API key does not have permission to use this resource."),
+        404: ("not_found_error", "The requested resource could not be found."),
+        413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+        429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+        500: ("api_error", "Internal server error."),
+        502: ("api_error", "Bad gateway."),
+        503: ("api_error", "Service unavailable."),
+        529: ("overloaded_error", "Overloaded"),
+    }
+
+    def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
+        return [
+            ("/v1/messages", self._messages, ["POST"]),
+            ("/v1/models", self._models, ["GET"]),
+        ]
+
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        body = {
+            "type": "error",
+            "error": {"type": type_ or "api_error", "message": message},
+            "request_id": f"req_fake{self.next_id()}",
+        }
+        return JSONResponse(
+            body,
+            status_code=status,
+            headers={**(headers or {}), "request-id": body["request_id"]},
+        )
+
+    def authorised(self, request: Request) -> Response | None:
+        if "anthropic-version" not in request.headers:
+            return self.error_response(
+                400, "anthropic-version: header is required", type_="invalid_request_error"
+            )
+        if self.api_key is None:
+            return None
+        # Older SDKs send ``x-api-key``; current ones send the key as a bearer token.
+        bearer = request.headers.get("authorization", "")
+        supplied = request.headers.get("x-api-key", "") or bearer.removeprefix("Bearer ")
+        if not supplied:
+            return self.error_response(
+                401, "x-api-key header is required", type_="authentication_error"
+            )
+        if supplied != self.api_key:
+            return self.error_response(
+                401, f"invalid x-api-key ({masked(supplied)})", type_="authentication_error"
+            )
+        return None
+
+    def _invalid(self, message: str) -> Response:
+        return self.error_response(400, message, type_="invalid_request_error")
+
+    async def _messages(self, request: Request, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self._invalid("The request body is not valid JSON.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self._invalid("model: Field required")
+        max_tokens = body.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+            return self._invalid("max_tokens: Field required")
+        if max_tokens < 1:
+            return self._invalid("max_tokens: Input should be greater than or equal to 1")
+        temperature = body.get("temperature")
+        if temperature is not None and not (0 <= temperature <= 1):
+            return self._invalid("temperature: Input should be less than or equal to 1")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._invalid("messages: at least one message is required")
+        if not all(isinstance(m, dict) and m.get("role") in ("user", "assistant") for m in messages):
+            return self._invalid("messages: roles must be 'user' or 'assistant'")
+        if messages[0]["role"] != "user":
+            return self._invalid("messages: first message must use the \"user\" role")
+        if body.get("stream"):
+            return self._invalid("stream: streaming is not supported by the fake")
+        text = (self.responder or _default_reply)(body)
+        stop_reason = "end_turn"
+        if count_tokens(text) > max_tokens:
+            text, stop_reason = " ".join(text.split()[:max_tokens]), "max_tokens"
+        system = body.get("system")
+        input_tokens = count_tokens(_text_of(system) if isinstance(system, list) else system or "")
+        input_tokens += sum(count_tokens(_text_of(m.get("content"))) for m in messages)
+        return JSONResponse(
+            {
+                "id": f"msg_fake{self.next_id()}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": count_tokens(text)},
+            }
+        )
+
+    async def _models(self, request: Request, body: Any) -> Response:
+        names = ["claude-3-5-haiku-latest", "claude-sonnet-4-5"]
+        return JSONResponse(
+            {
+                "data": [
+                    {
+                        "type": "model",
+                        "id": name,
+                        "display_name": name,
+                        "created_at": "2025-01-01T00:00:00Z",
+                    }
+                    for name in names
+                ],
+                "has_more": False,
+                "first_id": names[0],
+                "last_id": names[-1],
+            }
+        )
+
+
+def _default_reply(body: dict[str, Any]) -> str:
+    users = [_text_of(m.get("content")) for m in body["messages"] if m.get("role") == "user"]
+    return f"echo: {users[-1] if users else ''}"[:_ECHO_LIMIT]
+
+
+if __name__ == "__main__":
+    serve_from_command_line(FakeAnthropic)
