@@ -86,12 +86,15 @@ class InstrumentedHandler(Protocol):
 def make_step_runner_handler(
     runtime_factory: Callable[[], Runtime] = _runtime_from_environment,
     tokens: TaskTokenSender | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> InstrumentedHandler:
     """The Lambda handler with Powertools: logs correlated by execution id, a trace that
-    never captures the response (step outputs), and EMF metrics for each step it runs."""
+    never captures the response (step outputs), and EMF metrics for each step it runs.
+
+    ``sleep`` waits out a provider's Retry-After before a retryable error is raised."""
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
-    core = StepRunnerLambda(runtime_factory, tokens)
+    core = StepRunnerLambda(runtime_factory, tokens, sleep)
     logger = Logger(service="step_runner")
     metrics = Metrics(namespace="LLMOrchestrator", service="step_runner")
     tracer = Tracer(service="step_runner")

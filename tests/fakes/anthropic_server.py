@@ -15,10 +15,10 @@ prints ``FAKE_ANTHROPIC_READY http://127.0.0.1:8091`` (the value for
 :mod:`tests.fakes.base`.
 
 What it checks like the real API does: the key (``x-api-key``, or ``Authorization:
-Bearer`` as current SDKs send it), the ``anthropic-version`` header, ``model``, ``max_tokens`` (required), ``messages`` (non-empty, alternating,
-starting with ``user``), ``temperature`` in 0..1. Errors are Anthropic's
-``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header;
-529 is ``overloaded_error``.
+Bearer`` as current SDKs send it), the ``anthropic-version`` header, ``model``,
+``max_tokens`` (required), ``messages`` (non-empty, starting with ``user``),
+``temperature`` in 0..1. Errors are Anthropic's ``{"type": "error", "error": {"type",
+"message"}}`` with a ``request-id`` header; 529 is ``overloaded_error``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class FakeAnthropic(FakeProviderServer):
         401: ("authentication_error", "invalid x-api-key"),
         403: ("permission_error", "Your API key does not have permission to use this resource."),
         404: ("not_found_error", "The requested resource could not be found."),
+        422: ("invalid_request_error", "Unprocessable request."),
         413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
         429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
         500: ("api_error", "Internal server error."),
@@ -136,10 +137,12 @@ class FakeAnthropic(FakeProviderServer):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self._invalid("messages: at least one message is required")
-        if not all(isinstance(m, dict) and m.get("role") in ("user", "assistant") for m in messages):
+        if not all(
+            isinstance(m, dict) and m.get("role") in ("user", "assistant") for m in messages
+        ):
             return self._invalid("messages: roles must be 'user' or 'assistant'")
         if messages[0]["role"] != "user":
-            return self._invalid("messages: first message must use the \"user\" role")
+            return self._invalid('messages: first message must use the "user" role')
         if body.get("stream"):
             return self._invalid("stream: streaming is not supported by the fake")
         text = (self.responder or _default_reply)(body)
@@ -163,7 +166,7 @@ class FakeAnthropic(FakeProviderServer):
         )
 
     async def _models(self, request: Request, body: Any) -> Response:
-        names = ["claude-3-5-haiku-latest", "claude-sonnet-4-5"]
+        names = ["claude-test-model", "claude-test-model-large"]
         return JSONResponse(
             {
                 "data": [

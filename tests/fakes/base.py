@@ -55,6 +55,8 @@ class RecordedRequest:
     path: str
     body: Any
     headers: dict[str, str]
+    client: str
+    """``host:port`` of the caller: the same for requests over one kept-alive connection."""
     status: int
     started_at: float
     finished_at: float
@@ -281,6 +283,7 @@ class FakeProviderServer:
                     name: (masked(value) if name in _CREDENTIAL_HEADERS else value)
                     for name, value in ((k.lower(), v) for k, v in request.headers.items())
                 },
+                client=f"{request.client.host}:{request.client.port}" if request.client else "",
                 status=response.status_code,
                 started_at=started,
                 finished_at=time.monotonic(),
