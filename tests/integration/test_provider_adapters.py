@@ -440,12 +440,9 @@ async def test_cohere_invalid_token_498_is_refused_credentials(
     assert "CO_API_KEY" in error.message
 
 
-@pytest.mark.parametrize("name", PROVIDERS)
-async def test_embed_errors_are_translated_too(
-    cohere_fake: FakeCohere, registry: ProviderRegistry, name: str
+async def test_cohere_embed_errors_are_translated_too(
+    cohere_fake: FakeCohere, registry: ProviderRegistry
 ) -> None:
-    if name == "anthropic":
-        pytest.skip("Anthropic offers no embeddings")
     cohere_fake.fail_next(429, retry_after=2)
 
     with pytest.raises(ProviderRateLimited) as caught:
