@@ -48,6 +48,13 @@ class InjectedFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class RawReply:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One request as the fake saw it; times are ``time.monotonic()`` on this machine."""
 
@@ -95,6 +102,7 @@ class FakeProviderServer:
         """Chooses one request's latency from its JSON body (None: use ``latency``)."""
         self._lock = threading.Lock()
         self._failures: deque[InjectedFailure] = deque()
+        self._raw_replies: deque[RawReply] = deque()
         self._log: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -224,6 +232,20 @@ class FakeProviderServer:
         with self._lock:
             self._failures.extend([failure] * times)
 
+    def reply_next(
+        self,
+        body: str | bytes,
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` API requests with exactly this body (a malformed or
+        truncated reply), after authentication like a real answer."""
+        raw = body.encode() if isinstance(body, str) else body
+        with self._lock:
+            self._raw_replies.extend([RawReply(status, raw, content_type)] * times)
+
     def reset(self) -> None:
         """Forget requests and pending failures; restore the controls given at start."""
         self.api_key, self.latency, self.embedding_dim = self._initial
@@ -231,6 +253,7 @@ class FakeProviderServer:
         self.latency_of = None
         with self._lock:
             self._failures.clear()
+            self._raw_replies.clear()
             self._log.clear()
 
     @property
@@ -312,10 +335,16 @@ class FakeProviderServer:
         refused = self.authorised(request)
         if refused is not None:
             return refused
+        # Taken before the latency, so a request still waiting out an earlier test's
+        # latency cannot answer with the reply queued for this one.
+        with self._lock:
+            raw = self._raw_replies.popleft() if self._raw_replies else None
         chosen = self.latency_of(await _json_or_none(request)) if self.latency_of else None
         latency = self.latency if chosen is None else chosen
         if latency > 0:
             await asyncio.sleep(latency)
+        if raw is not None:
+            return Response(raw.body, status_code=raw.status, media_type=raw.content_type)
         return None
 
     async def _not_found(self, request: Request, body: Any) -> Response:

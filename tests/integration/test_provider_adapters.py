@@ -21,6 +21,7 @@ from llm_orchestrator.providers import (
     ProviderAuthError,
     ProviderBadRequest,
     ProviderError,
+    ProviderInvalidResponse,
     ProviderRateLimited,
     ProviderRegistry,
     ProviderUnavailable,
@@ -483,6 +484,56 @@ async def test_a_refused_connection_is_unavailable_and_says_so(name: str) -> Non
     assert error.retryable
     assert f"{name} could not be reached at 127.0.0.1:" in error.message
     assert_no_secret(error)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("<html><body>Bad gateway</body></html>", "text/html"),
+        ('{"id": "msg_1", "content": [', "application/json"),
+        ("[1, 2, 3]", "application/json"),
+        ("{}", "application/json"),
+        ('{"content": "not a list", "message": 7, "usage": "none"}', "application/json"),
+    ],
+)
+async def test_a_malformed_success_reply_is_an_invalid_response_not_a_crash(
+    name: str,
+    body: str,
+    content_type: str,
+    anthropic_fake: FakeAnthropic,
+    cohere_fake: FakeCohere,
+    registry: ProviderRegistry,
+) -> None:
+    fake = fake_of(name, anthropic_fake, cohere_fake)
+    fake.reply_next(body, content_type=content_type)
+
+    error = await call(registry, name)
+
+    assert isinstance(error, ProviderInvalidResponse), error
+    assert not error.retryable
+    assert error.message.startswith(f"{name} returned")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[1, 2]",
+        "{}",
+        '{"id": "e", "embeddings": {"float": [[0.1]]}}',
+        '{"id": "e", "embeddings": {"float": [["a", "b"], [1]]}}',
+        '{"id": "e", "embeddings": {"float": "nope"}}',
+    ],
+)
+async def test_a_malformed_embedding_reply_is_an_invalid_response(
+    body: str, cohere_fake: FakeCohere, registry: ProviderRegistry
+) -> None:
+    cohere_fake.reply_next(body)
+
+    with pytest.raises(ProviderInvalidResponse) as caught:
+        await registry.embedding("cohere").embed(EmbedRequest(model="m", input=["a", "b"]))
+
+    assert caught.value.message.startswith("cohere returned")
 
 
 # -- processes -----------------------------------------------------------------------------

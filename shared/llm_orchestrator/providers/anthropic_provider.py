@@ -17,6 +17,7 @@ from .common import (
     from_status,
     redact,
     timed,
+    token_count,
     unreachable,
 )
 from .errors import (
@@ -89,17 +90,7 @@ class AnthropicProvider:
             api_key,
             base_url,
         )
-        blocks = response.content or []
-        # Text blocks only: a plain prompt gets no tool use or thinking blocks back.
-        texts = [block.text for block in blocks if getattr(block, "type", None) == "text"]
-        usage = response.usage
-        return ChatResult(
-            text="".join(texts),
-            input_tokens=int(usage.input_tokens or 0) if usage else 0,
-            output_tokens=int(usage.output_tokens or 0) if usage else 0,
-            model=response.model or request.model,
-            latency_ms=latency_ms,
-        )
+        return _chat_result(response, request, latency_ms, self._name)
 
     async def aclose(self) -> None:
         await self._clients.aclose()
@@ -124,6 +115,42 @@ class AnthropicProvider:
             # An SDK exception's text may quote request details; keep credentials out of
             # tracebacks that end up in logs.
             raise error from (None if isinstance(error, ProviderAuthError) else exc)
+        except ValueError:
+            # A 2xx body that is not JSON at all (a truncated reply): the SDK lets the
+            # decoder's error through.
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a reply that is not valid JSON", provider=self._name
+            ) from None
+
+
+def _chat_result(
+    response: Any, request: ChatRequest, latency_ms: float, provider: str
+) -> ChatResult:
+    """The reply's text blocks and usage; anything not shaped like a Message is refused."""
+    from anthropic.types import Message
+
+    # A body that is JSON but not an object, or not JSON (an HTML page from a proxy),
+    # reaches us as a plain list or string rather than a Message.
+    blocks = response.content if isinstance(response, Message) else None
+    if not isinstance(blocks, list):
+        raise ProviderInvalidResponse(
+            f"{provider} returned a reply without a content list", provider=provider
+        )
+    # Text blocks only: a plain prompt gets no tool use or thinking blocks back.
+    texts: list[str] = []
+    for block in blocks:
+        text = getattr(block, "text", None)
+        if getattr(block, "type", None) == "text" and isinstance(text, str):
+            texts.append(text)
+    usage = response.usage
+    model = response.model if isinstance(response.model, str) and response.model else None
+    return ChatResult(
+        text="".join(texts),
+        input_tokens=token_count(getattr(usage, "input_tokens", None)),
+        output_tokens=token_count(getattr(usage, "output_tokens", None)),
+        model=model or request.model,
+        latency_ms=latency_ms,
+    )
 
 
 async def _close(client: AsyncAnthropic) -> None:

@@ -7,17 +7,19 @@ its import, so a secret stored later would otherwise never apply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from .base import ChatRequest, ChatResult, CredentialResolver, EmbedRequest, EmbedResult
 from .common import (
     ClientCache,
     auth_refused,
     clean_detail,
+    float_vector,
     from_status,
     redact,
     timed,
+    token_count,
     unreachable,
 )
 from .errors import (
@@ -93,15 +95,18 @@ class CohereProvider:
         response, latency_ms = await self._call(
             client.chat(model=request.model, messages=messages, **options), api_key, base_url
         )
-        message = getattr(response, "message", None)
-        if message is None:
+        content = getattr(getattr(response, "message", None), "content", None)
+        if not isinstance(content, list):
             raise ProviderInvalidResponse(
-                f"{self._name} returned a chat response without a message", provider=self._name
+                f"{self._name} returned a chat reply without message content",
+                provider=self._name,
             )
-        texts = [
-            item.text for item in (message.content or []) if getattr(item, "type", None) == "text"
-        ]
-        input_tokens, output_tokens = _chat_usage(response.usage)
+        texts: list[str] = []
+        for item in content:
+            text = getattr(item, "text", None)
+            if getattr(item, "type", None) == "text" and isinstance(text, str):
+                texts.append(text)
+        input_tokens, output_tokens = _chat_usage(getattr(response, "usage", None))
         return ChatResult(
             text="".join(texts),
             input_tokens=input_tokens,
@@ -138,7 +143,7 @@ class CohereProvider:
                     f"{self._name} returned {count} float embeddings for {len(batch)} inputs",
                     provider=self._name,
                 )
-            vectors.extend([float(value) for value in vector] for vector in found)
+            vectors.extend(found)
             tokens += _embed_tokens(response)
         return EmbedResult(
             vectors=vectors, input_tokens=tokens, model=request.model, latency_ms=latency_ms
@@ -169,6 +174,13 @@ class CohereProvider:
         except (ApiError, ParsingError, httpx.HTTPError) as exc:
             error = _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
             raise error from (None if isinstance(error, ProviderAuthError) else exc)
+        except (ValueError, TypeError):
+            # A 2xx body the SDK cannot build its model from (JSON that is not an object, a
+            # field of the wrong type): its model construction raises these unwrapped.
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a reply that is not a valid response",
+                provider=self._name,
+            ) from None
 
 
 async def _close(client: AsyncClientV2) -> None:
@@ -216,23 +228,28 @@ def _message_of(body: object) -> str | None:
     return body if isinstance(body, str) else None
 
 
-def _float_embeddings(response: Any) -> Sequence[Sequence[float]] | None:
+def _float_embeddings(response: Any) -> list[list[float]] | None:
+    """The reply's float vectors, or None unless every one is a list of finite numbers."""
     embeddings = getattr(response, "embeddings", None)
     found = getattr(embeddings, "float_", None)
     if found is None:
         found = getattr(embeddings, "float", None)
-    return found if isinstance(found, list) else None
+    if not isinstance(found, list):
+        return None
+    vectors = [float_vector(values) for values in found]
+    return None if any(vector is None for vector in vectors) else cast(list[list[float]], vectors)
 
 
 def _chat_usage(usage: Any) -> tuple[int, int]:
     """Tokens the model saw and wrote (``usage.tokens``), else the billed ones."""
     for part in (getattr(usage, "tokens", None), getattr(usage, "billed_units", None)):
-        if part is not None and (part.input_tokens is not None or part.output_tokens is not None):
-            return int(part.input_tokens or 0), int(part.output_tokens or 0)
+        seen = getattr(part, "input_tokens", None)
+        written = getattr(part, "output_tokens", None)
+        if seen is not None or written is not None:
+            return token_count(seen), token_count(written)
     return 0, 0
 
 
 def _embed_tokens(response: Any) -> int:
     billed = getattr(getattr(response, "meta", None), "billed_units", None)
-    tokens = getattr(billed, "input_tokens", None)
-    return int(tokens) if tokens is not None else 0
+    return token_count(getattr(billed, "input_tokens", None))

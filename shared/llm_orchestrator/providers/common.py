@@ -32,12 +32,14 @@ __all__ = [
     "ClientCache",
     "auth_refused",
     "clean_detail",
+    "float_vector",
     "from_status",
     "host_of",
     "missing_key",
     "redact",
     "retry_after_seconds",
     "timed",
+    "token_count",
     "unreachable",
 ]
 
@@ -168,6 +170,27 @@ def from_status(
         provider=provider,
         status_code=status,
     )
+
+
+def token_count(value: Any) -> int:
+    """A usage figure as an int; anything that is not a finite number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if math.isfinite(value) and value >= 0 else 0
+
+
+def float_vector(values: Any) -> list[float] | None:
+    """``values`` as a list of finite floats, or None when it is not one."""
+    if not isinstance(values, list) or not values:
+        return None
+    vector: list[float] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not math.isfinite(value):
+            return None
+        vector.append(float(value))
+    return vector
 
 
 def clean_detail(text: Any, *secrets: str | None) -> str:
