@@ -10,6 +10,7 @@ import pytest
 
 from llm_orchestrator.steps.vectors import document_id
 from llm_orchestrator.store.vector_tables import table_name
+from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
@@ -123,7 +124,7 @@ async def test_a_vector_of_another_dimension_is_a_clear_permanent_error(
     assert final["status"] == "failed"
     assert final["error"]["type"] == "ProviderBadRequest"
     assert final["error"]["message"] == (
-        "pgvector index 'kb' holds 8-dimension vectors; got 12 dimensions "
+        f"pgvector index 'kb' holds {DEFAULT_DIM}-dimension vectors; got 12 dimensions "
         "(a model with another output size needs its own index)"
     )
 
