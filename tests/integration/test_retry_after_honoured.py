@@ -214,7 +214,7 @@ def test_the_lambda_wait_is_capped_by_the_invocation_time_left(
 ) -> None:
     slept = invoke_rate_limited(settings, fake, retry_after=120, remaining=30)
 
-    assert len(slept) == 1 and 28.0 <= slept[0] <= 29.0
+    assert slept == [29.0]  # the 30 s the invocation has left, less the margin
 
 
 def test_the_lambda_wait_is_capped_by_the_steps_timeout(
@@ -222,7 +222,9 @@ def test_the_lambda_wait_is_capped_by_the_steps_timeout(
 ) -> None:
     slept = invoke_rate_limited(settings, fake, retry_after=120, step=chat_step(timeout_seconds=10))
 
-    assert len(slept) == 1 and 8.0 <= slept[0] <= 9.0
+    # At most the step's 10 s less the margin, less what the attempt already took (the
+    # SDK's first import and the call itself, which a loaded machine makes slower).
+    assert len(slept) == 1 and 0.0 < slept[0] <= 9.0
 
 
 def test_the_lambda_does_not_wait_when_no_retry_follows(
