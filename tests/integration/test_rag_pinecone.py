@@ -9,6 +9,7 @@ import pytest
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.pinecone_server import FakePinecone
 from tests.integration.conftest import Session
@@ -46,7 +47,7 @@ PINECONE_KEY = "pcsk-test-key-71c2"
 @pytest.fixture
 def vector_db() -> Iterator[VectorDb]:
     with FakePinecone.start(api_key=PINECONE_KEY) as fake:
-        fake.create_index("knowledge-base", dimension=8)
+        fake.create_index("knowledge-base", dimension=DEFAULT_DIM)
         yield VectorDb(
             database="pinecone",
             index="knowledge-base",
