@@ -54,6 +54,12 @@ class EventsLambda:
         if change is not None:
             assert self._sync is not None
             outcome = await self._sync.apply(change)
+            if outcome == "already ended" and change.status == "FAILED":
+                # The step runner recorded the failure (with the step's error) before the
+                # state machine's Fail state; this report is the run's end, so announce it.
+                record = await ExecutionRepository(runtime.db).get(change.execution_id)
+                if record is not None and record.status == "failed":
+                    await runtime.completion.publish(record)
             log.info("execution %s: %s (%s)", change.execution_id, change.status, outcome)
             return {"execution_id": change.execution_id, "outcome": outcome}
         trigger_id = event.get("trigger_id")
@@ -101,9 +107,11 @@ class EventsLambda:
                     details={"workflow_id": str(record.workflow_id), "status": record.status},
                 )
 
-            self._sync = StatusSync(
-                ExecutionRepository(runtime.db), now=utcnow, on_ended=audit_finish
-            )
+            async def ended(record: ExecutionRecord) -> None:
+                await audit_finish(record)
+                await runtime.completion.publish(record)
+
+            self._sync = StatusSync(ExecutionRepository(runtime.db), now=utcnow, on_ended=ended)
         return self._runtime
 
     def close(self) -> None:

@@ -52,6 +52,11 @@ from llm_orchestrator.store.secrets import SecretRepository
 from llm_orchestrator.store.triggers import TriggerRepository
 from llm_orchestrator.store.users import UserRepository
 from llm_orchestrator.store.workflows import WorkflowRepository
+from llm_orchestrator.triggers.completion import (
+    CompletionPublisher,
+    EventBridgeCompletionEvents,
+    LocalCompletionEvents,
+)
 from llm_orchestrator.triggers.service import InProcessTriggers, TriggerBackend, TriggerService
 from llm_orchestrator.vectorstores import (
     EnvSettingResolver,
@@ -82,6 +87,8 @@ class Runtime:
     engine: Engine
     executions: ExecutionService
     triggers: TriggerService
+    completion: CompletionPublisher
+    """Completion events: logged and matched locally, put on the EventBridge bus on AWS."""
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -172,6 +179,12 @@ def build_trigger_backend(settings: Settings) -> TriggerBackend:
     return InProcessTriggers()
 
 
+def build_completion_events(settings: Settings, triggers: TriggerService) -> CompletionPublisher:
+    if settings.engine == "stepfunctions":
+        return EventBridgeCompletionEvents(settings.event_bus)
+    return LocalCompletionEvents(triggers, utcnow)
+
+
 def build_credentials(store: SecretsStore, environ: Mapping[str, str]) -> CredentialResolver:
     """A secret stored under a provider variable's name wins over that variable."""
     return FallbackCredentialResolver(
@@ -236,6 +249,17 @@ def build_runtime(
         step_runner_arn=settings.step_runner_arn,
         clock=utcnow,
     )
+    triggers = TriggerService(
+        TriggerRepository(db),
+        workflows,
+        users,
+        execution_service,
+        backend=build_trigger_backend(settings),
+        audit=audit,
+        clock=utcnow,
+    )
+    completion = build_completion_events(settings, triggers)
+    engine.on_ended = completion.publish
     return Runtime(
         settings=settings,
         db=db,
@@ -253,15 +277,8 @@ def build_runtime(
         vector_stores=vector_stores,
         engine=engine,
         executions=execution_service,
-        triggers=TriggerService(
-            TriggerRepository(db),
-            workflows,
-            users,
-            execution_service,
-            backend=build_trigger_backend(settings),
-            audit=audit,
-            clock=utcnow,
-        ),
+        triggers=triggers,
+        completion=completion,
     )
 
 

@@ -4,6 +4,7 @@ POST /events, ownership, and triggers that stop when their creator may no longer
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -528,3 +529,53 @@ async def test_a_fired_trigger_is_audited_as_its_creator(
     first = events["events"][-1]
     assert first["user_id"] == admin.user_id and first["action"] == "start"
     assert first["details"]["trigger_id"] == trigger_id
+
+
+# -- completion events -----------------------------------------------------------------------
+
+
+async def test_a_completion_event_starts_the_workflows_listening_for_it(
+    client: httpx.AsyncClient,
+    admin: Session,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="llm_orchestrator.triggers.completion")
+    first = await make_workflow(client, admin)
+    follower = await make_workflow(client, admin)
+    pattern = {
+        "source": ["llm-orchestrator"],
+        "detail-type": ["Execution Completed"],
+        "detail": {"workflow_id": [first]},
+    }
+    await add_trigger(
+        client,
+        admin,
+        follower,
+        {"type": "event", "event_pattern": pattern, "inputs": {"text": "$.detail.execution_id"}},
+    )
+    # Listening to its own completion would loop for ever: it never fires.
+    await add_trigger(
+        client, admin, first, {"type": "event", "event_pattern": pattern, "inputs": {"text": "x"}}
+    )
+
+    execution_id = (
+        await client.post(
+            f"/workflows/{first}/execute", headers=admin.headers, json={"inputs": {"text": "go"}}
+        )
+    ).json()["execution_id"]
+    await wait_for(client, admin, first, execution_id)
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while (follow := (await list_triggers(client, admin, follower))["triggers"][0])[
+        "last_execution_id"
+    ] is None:
+        assert asyncio.get_running_loop().time() < deadline, "the follower never started"
+        await asyncio.sleep(0.02)
+    finished = await wait_for(client, admin, follower, follow["last_execution_id"])
+    assert finished["context"]["inputs"] == {"text": execution_id}
+    own = (await list_triggers(client, admin, first))["triggers"][0]
+    assert own["last_fired_at"] is None
+    logged = [r.getMessage() for r in caplog.records if "completion event" in r.getMessage()]
+    assert any(execution_id in line and "Execution Completed" in line for line in logged)
+    assert all("echo:" not in line for line in logged), "outputs never ride on the event"

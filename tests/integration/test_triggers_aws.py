@@ -208,3 +208,38 @@ async def test_a_disabled_trigger_is_created_disabled(
 
     rule = eventbridge().describe_rule(Name=rule_name(trigger["id"]))
     assert rule["State"] == "DISABLED"
+
+
+async def test_an_ended_execution_puts_its_completion_event_on_the_bus(
+    client: httpx.AsyncClient, admin: Session, sfn: Any
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="completions")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    eventbridge().put_rule(Name="watch", EventPattern=json.dumps({"source": ["llm-orchestrator"]}))
+    eventbridge().put_targets(Rule="watch", Targets=[{"Id": "q", "Arn": queue_arn}])
+    workflow_id = await create_workflow(client, admin, STEPS)
+    execution_id = (
+        await client.post(
+            f"/workflows/{workflow_id}/execute",
+            headers=admin.headers,
+            json={"inputs": {"text": "x"}},
+        )
+    ).json()["execution_id"]
+
+    cancelled = await client.post(
+        f"/workflows/{workflow_id}/cancel",
+        headers=admin.headers,
+        params={"executionId": execution_id},
+    )
+
+    assert cancelled.json()["status"] == "cancelled"
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    [event] = [json.loads(m["Body"]) for m in messages]
+    assert event["detail-type"] == "Execution Cancelled"
+    assert event["detail"]["execution_id"] == execution_id
+    assert event["detail"]["workflow_id"] == workflow_id
+    assert event["detail"]["status"] == "cancelled"
+    assert event["detail"]["error"]["type"] == "WorkflowCancelled"

@@ -9,6 +9,7 @@ it (the caller answers 409).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from llm_orchestrator.store.checkpoints import CheckpointRecord
@@ -19,7 +20,13 @@ STEP_RUNNER_FUNCTION = "step-runner"
 runner whatever the name, as there is only one function."""
 
 
+OnEnded = Callable[[ExecutionRecord], Awaitable[None]]
+"""Told about every execution this engine ends (completion events)."""
+
+
 class Engine(Protocol):
+    on_ended: OnEnded | None
+
     async def start(self, execution: ExecutionRecord) -> None:
         """Begin a run of a newly created (pending) execution."""
 

@@ -34,6 +34,7 @@ from llm_orchestrator.engine.asl import (
     load_state_machine,
     run_execution,
 )
+from llm_orchestrator.engine.base import OnEnded
 from llm_orchestrator.providers import ProviderError, ProviderRegistry
 from llm_orchestrator.steps.errors import WorkflowCancelled
 from llm_orchestrator.steps.runner import StepRunner, VectorStores, error_record
@@ -86,6 +87,8 @@ class LocalEngine:
             repo, providers, self.tokens, clock=now, vector_stores=vector_stores
         )
         self._runs: dict[str, _Run] = {}
+        self.on_ended: OnEnded | None = None
+        """Told about every execution a run of this engine ended (completion events)."""
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -251,8 +254,15 @@ class LocalEngine:
             raise TaskFailed(type(exc).__name__, exc.message, retry_after=exc.retry_after) from exc
 
     async def _audit_finish(self, record: ExecutionRecord | None) -> None:
-        if self._audit is None or record is None:
+        if record is None:
             return
+        if self._audit is not None:
+            await self._audit_record(record)
+        if self.on_ended is not None:
+            await self.on_ended(record)
+
+    async def _audit_record(self, record: ExecutionRecord) -> None:
+        assert self._audit is not None
         await self._audit.record(
             event_type="workflow_execution",
             action="finish",

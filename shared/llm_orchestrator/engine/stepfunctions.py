@@ -30,6 +30,7 @@ from typing import Any
 
 from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.compiler import to_json
+from llm_orchestrator.engine.base import OnEnded
 from llm_orchestrator.engine.stepfunctions_sync import (
     StatusChange,
     StatusSync,
@@ -87,6 +88,8 @@ class StepFunctionsEngine:
         self._describe_every = describe_seconds
         self._machines: OrderedDict[str, str] = OrderedDict()
         self.sync = StatusSync(repo, now=now, on_ended=self._ended)
+        self.on_ended: OnEnded | None = None
+        """Told about every execution this engine ended (completion events)."""
 
     # -- the Engine interface ------------------------------------------------------------
 
@@ -297,8 +300,13 @@ class StepFunctionsEngine:
         await self._audit_finish(record)
 
     async def _audit_finish(self, record: ExecutionRecord) -> None:
-        if self._audit is None:
-            return
+        if self._audit is not None:
+            await self._audit_record(record)
+        if self.on_ended is not None:
+            await self.on_ended(record)
+
+    async def _audit_record(self, record: ExecutionRecord) -> None:
+        assert self._audit is not None
         await self._audit.record(
             event_type="workflow_execution",
             action="finish",
