@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ from tests.integration.execution_support import (
     wait_for,
 )
 from tests.integration.rag_support import DOCUMENTS, ingest, ingest_steps, run_rag
+from tests.support import free_port
 
 __all__ = ["fake_openai", "server"]
 
@@ -180,3 +183,31 @@ async def test_an_index_name_is_data_never_sql(
         assert conn.execute("SELECT count(*) FROM users").fetchone() is not None
         rows = conn.execute(f'SELECT text FROM vectors."{table_name(index)}"').fetchall()
     assert rows == [(DOCUMENTS[0],)]
+
+
+async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_password(
+    client: httpx.AsyncClient,
+    admin: Session,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password = "s3cret-pgvector-password-81f2"
+    url = f"postgresql://vec:{password}@127.0.0.1:{free_port()}/vectors"
+    response = await client.post(
+        "/admin/secrets", headers=admin.headers, json={"key": "PGVECTOR_URL", "value": url}
+    )
+    assert response.status_code in (200, 201), response.text
+    caplog.set_level(logging.DEBUG)
+    started = time.monotonic()
+
+    final = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
+
+    assert time.monotonic() - started < 60
+    assert final["status"] == "failed"
+    assert final["error"] == {
+        "type": "ProviderUnavailable",
+        "message": "pgvector could not reach the PostgreSQL named by PGVECTOR_URL",
+        "step_id": "store_docs",
+    }
+    assert password not in str(final)
+    assert password not in caplog.text

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 NAME = "pgvector"
 PGVECTOR_URL = "PGVECTOR_URL"
 EXTERNAL_POOL_SIZE = 4
+EXTERNAL_CONNECT_SECONDS = 10.0
+"""How long a call waits for a connection to a PGVECTOR_URL database: three attempts of a
+database that refuses connections then fail the execution well within a minute."""
 
 
 class PgVectorStore:
@@ -100,7 +103,12 @@ class PgVectorStore:
         key = credential_key(url)
         entry = self._external.get(key)
         if entry is None:
-            db = Database(url, min_size=0, max_size=EXTERNAL_POOL_SIZE, timeout=self._timeout)
+            db = Database(
+                url,
+                min_size=0,
+                max_size=EXTERNAL_POOL_SIZE,
+                timeout=min(self._timeout, EXTERNAL_CONNECT_SECONDS),
+            )
             entry = (db, VectorTables(db, prepare_database=True))
             self._external[key] = entry
         return entry[1], f"the PostgreSQL named by {PGVECTOR_URL}"
