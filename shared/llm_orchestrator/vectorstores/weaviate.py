@@ -183,7 +183,8 @@ class WeaviateStore:
             matches.append(
                 VectorMatch(
                     id=str(properties.get("doc_id") or obj.uuid),
-                    score=1.0 - float(distance),
+                    # Cosine similarity; rounding must not push it past 1.
+                    score=max(-1.0, min(1.0, 1.0 - float(distance))),
                     text=str(properties.get("text") or ""),
                     metadata=metadata if isinstance(metadata, dict) else {},
                 )
