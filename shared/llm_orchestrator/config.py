@@ -26,15 +26,24 @@ class Settings(BaseSettings):
     environment: str = "local"
     database_url: str | None = None
     """Unset → an embedded PostgreSQL in ``data_dir`` (local only)."""
+    database_secret_arn: str | None = None
+    """On AWS (set by the CDK stack): the Aurora secret the URL is built from at start-up."""
+    database_host: str | None = None
+    """Overrides the host in ``database_secret_arn``'s secret (the stack sets the RDS Proxy)."""
     data_dir: Path = Field(default_factory=default_data_dir)
 
     admin_username: str = "admin"
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
     """Unset on first start → a generated password, printed once."""
+    admin_password_arn: str | None = None
+    """On AWS: the generated secret the deploy-time bootstrap sets the first admin's password
+    from (instead of ``admin_password``)."""
 
     jwt_secret: SecretStr | None = None
     """Unset locally → generated once and kept in ``data_dir``; required on AWS."""
+    jwt_secret_arn: str | None = None
+    """On AWS: the Secrets Manager secret holding the JWT signing key (instead of the value)."""
     jwt_key_id: str = "k1"
     access_token_ttl_seconds: int = 3600
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
@@ -62,6 +71,8 @@ class Settings(BaseSettings):
     secrets_key: SecretStr | None = None
     """Key of the ``db`` secrets backend: urlsafe base64 of 32 bytes. Unset locally → generated
     once into ``data_dir``; required outside ``local`` as soon as a secret is stored or read."""
+    secrets_key_arn: str | None = None
+    """On AWS: the Secrets Manager secret holding ``secrets_key`` (instead of the value)."""
 
     rate_limits_enabled: bool = True
     rate_limit_enterprise_per_minute: int = 6_000

@@ -102,6 +102,10 @@ class Runtime:
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
+    if settings.database_secret_arn:
+        from llm_orchestrator.secrets.deployment import database_url_from_secret
+
+        return database_url_from_secret(settings.database_secret_arn, host=settings.database_host)
     if not settings.is_local:
         raise RuntimeError("LLMO_DATABASE_URL is required outside the local environment")
     from llm_orchestrator.store.embedded import start_embedded_postgres
@@ -117,6 +121,10 @@ def resolve_jwt_secret(settings: Settings) -> str:
     """
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
+    if settings.jwt_secret_arn:
+        from llm_orchestrator.secrets.deployment import read_secret_string
+
+        return read_secret_string(settings.jwt_secret_arn)
     if not settings.is_local:
         raise RuntimeError("LLMO_JWT_SECRET is required outside the local environment")
     return _read_or_create_secret_file(settings.data_dir / "jwt-secret")
@@ -128,6 +136,10 @@ def resolve_secrets_key(settings: Settings) -> bytes:
     must decrypt what the others stored."""
     if settings.secrets_key is not None:
         return parse_key(settings.secrets_key.get_secret_value())
+    if settings.secrets_key_arn:
+        from llm_orchestrator.secrets.deployment import read_secret_string
+
+        return parse_key(read_secret_string(settings.secrets_key_arn))
     if not settings.is_local:
         raise SecretsKeyError("LLMO_SECRETS_KEY is required outside the local environment")
     return parse_key(_read_or_create_secret_file(settings.data_dir / "secrets.key", generate_key))
