@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/llmo serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) -q
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
 
 # The distribution as users install it: wheel → fresh venv per install line → checks
 # (see tests/smoke.py). Needs the package index; takes several minutes. CI runs it after test.
@@ -53,6 +53,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.perf
+
+# The CDK app's CloudFormation into cdk.out/: offline, no AWS credentials, cdk-nag on.
+synth: $(STAMP)
+	$(PY) infra/app.py
 
 openapi: $(STAMP)
 	$(PY) -m llm_orchestrator.api.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json

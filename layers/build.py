@@ -92,6 +92,11 @@ def build_bundle(kind: str, out: Path, *, host: bool) -> dict[str, object]:
     return {"kind": kind, "bytes": size, "mb": round(size / 1e6, 1), "distributions": distributions}
 
 
+def oversized(results: list[dict[str, object]], max_bytes: int) -> list[str]:
+    """The kinds whose bundle is larger than ``max_bytes`` unzipped."""
+    return [str(r["kind"]) for r in results if int(str(r["bytes"])) > max_bytes]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m layers.build", description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "layers")
@@ -104,15 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.kind or sorted(BUNDLE_EXTRAS)
     args.out.mkdir(parents=True, exist_ok=True)
     platform = "host" if args.host else f"{LAMBDA_PLATFORM} / cp{LAMBDA_PYTHON}"
-    report = []
-    too_big = []
+    report: list[dict[str, object]] = []
     for kind in kinds:
         result = build_bundle(kind, args.out, host=args.host)
         report.append(result)
-        verdict = "ok" if int(str(result["bytes"])) <= args.max_bytes else "TOO BIG"
+        verdict = "TOO BIG" if oversized([result], args.max_bytes) else "ok"
         print(f"bundle {kind:<12} {result['mb']:>7} MB unzipped ({platform}) {verdict}")
-        if verdict != "ok":
-            too_big.append(kind)
+    too_big = oversized(report, args.max_bytes)
     (args.out / "sizes.json").write_text(
         json.dumps({"platform": platform, "bundles": report}, indent=2) + "\n", encoding="utf-8"
     )

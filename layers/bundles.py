@@ -34,7 +34,7 @@ MAX_BUNDLE_BYTES = 200_000_000
 together, and the function code and the runtime's own margin need the rest."""
 
 LAMBDA_PLATFORM = "manylinux2014_aarch64"
-LAMBDA_PYTHON = "3.12"
+LAMBDA_PYTHON = "3.13"
 
 
 def normalize(name: str) -> str:

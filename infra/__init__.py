@@ -1,0 +1,1 @@
+"""The CDK app that deploys LLM Orchestrator to AWS (see infra/README.md)."""

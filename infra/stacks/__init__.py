@@ -1,0 +1,1 @@
+"""The stacks: stateful data (network, database, secrets) and the application on top."""
