@@ -3,12 +3,14 @@ real HTTP (a loopback server stands in for the pre-signed S3 URL)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -135,6 +137,20 @@ def test_delete_leaves_the_database_alone(cloudformation: CloudFormationEndpoint
     )
 
     assert cloudformation.bodies[0]["Status"] == "SUCCESS"
+
+
+def test_the_deployed_handler_module_answers_a_delete(cloudformation: CloudFormationEndpoint):
+    """functions/migrate/handler.py itself, as Lambda loads it."""
+    path = Path(__file__).resolve().parents[2] / "functions" / "migrate" / "handler.py"
+    spec = importlib.util.spec_from_file_location("migrate_handler", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    module.handler(event("Delete", cloudformation.url), Context())
+
+    assert cloudformation.bodies[0]["Status"] == "SUCCESS"
+    assert cloudformation.bodies[0]["PhysicalResourceId"] == "llmo-database-migrations"
 
 
 def test_a_failure_answers_failed_without_the_password(
