@@ -81,6 +81,13 @@ class Settings(BaseSettings):
 
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
+    db_statement_timeout_seconds: float = Field(default=3.0, gt=0, le=300)
+    """The longest one use of a connection may take: the server cancels a slower statement,
+    and a server that does not answer at all is cut off after it (503)."""
+    db_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=300)
+    """The longest a request waits for a pooled connection before answering 503."""
+    db_connect_timeout_seconds: int = Field(default=2, ge=2, le=300)
+    """The longest a new connection may take (libpq counts whole seconds, at least 2)."""
 
     @property
     def is_local(self) -> bool:

@@ -73,4 +73,16 @@ class RateLimited(OrchestratorError):
 
 
 class ServiceUnavailable(OrchestratorError):
-    """A dependency (database, provider) is unavailable right now."""
+    """A dependency (database, provider) is unavailable right now; worth retrying after
+    ``retry_after`` seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        retry_after: int = 5,
+    ) -> None:
+        super().__init__(message, {"retry_after": retry_after, **(details or {})})
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}

@@ -227,6 +227,9 @@ def build_runtime(
         database_url or resolve_database_url(settings),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        statement_timeout=settings.db_statement_timeout_seconds,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_timeout=settings.db_connect_timeout_seconds,
     )
     users = UserRepository(db)
     api_keys = ApiKeyRepository(db)

@@ -33,7 +33,9 @@ ERROR_TABLE: dict[type[OrchestratorError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     RateLimited: (429, "rate_limited"),
-    ServiceUnavailable: (503, "internal_error"),
+    # An extension of the reference's code table: a dependency (the database) did not answer
+    # in time; the answer carries ``Retry-After``.
+    ServiceUnavailable: (503, "service_unavailable"),
 }
 
 _HTTP_STATUS_CODES = {
@@ -79,7 +81,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         from llm_orchestrator.api.audit_log import record_refusal
 
         await record_refusal(request, status, exc.message)
-    headers = exc.headers if isinstance(exc, RateLimited) else None
+    headers = exc.headers if isinstance(exc, RateLimited | ServiceUnavailable) else None
     return error_response(request, status, code, exc.message, exc.details, headers)
 
 

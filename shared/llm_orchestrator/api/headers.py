@@ -5,11 +5,14 @@ request state."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm_orchestrator.store.db import request_deadlines
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -44,6 +47,8 @@ class ResponseHeadersMiddleware:
             return
         state = scope.setdefault("state", {})
         request_id = state.setdefault("request_id", _choose(scope))
+        # When the request arrived, for budgets that cover the whole request (health probes).
+        state.setdefault("received_at", time.monotonic())
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -56,4 +61,5 @@ class ResponseHeadersMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        with request_deadlines():
+            await self.app(scope, receive, send_with_headers)

@@ -75,19 +75,23 @@ class RateLimiter:
         self._purge_every = purge_every
         self._checks = 0
 
-    async def check(self, subject: str, tier: str) -> RateLimitStatus:
-        """Count a request; raise ``RateLimited`` (carrying the status) when over a limit."""
+    async def check(
+        self, subject: str, tier: str, *, timeout: float | None = None
+    ) -> RateLimitStatus:
+        """Count a request; raise ``RateLimited`` (carrying the status) when over a limit.
+
+        ``timeout`` bounds the database work (``ServiceUnavailable`` past it)."""
         limits = self._tiers.get(tier) or self._tiers["free"]
         now = self._now()
         self._checks += 1
         if self._checks % self._purge_every == 0:
             # Every process sweeps now and then, so no scheduler is needed on Lambda and
             # the counters table holds about two days of windows, not all of history.
-            await self._repo.purge_before(now - PURGE_AFTER)
+            await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
         windows = [
             (name, _window_start(now, size), limits.for_window(name)) for name, size, _ in WINDOWS
         ]
-        allowed, counts = await self._repo.hit(subject, windows)
+        allowed, counts = await self._repo.hit(subject, windows, timeout=timeout)
         statuses = []
         for (name, size, label), count in zip(WINDOWS, counts, strict=True):
             limit = limits.for_window(name)

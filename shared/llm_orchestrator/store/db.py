@@ -2,14 +2,26 @@
 
 The pool is opened lazily, on first use inside the running event loop: a Lambda container
 pays for it on its first request and reuses it while warm; nothing connects at import time.
+
+Every use of a connection has a deadline, so a hung or dead database never hangs a request:
+the wait for a pooled connection is bounded (``pool_timeout``), the server cancels a slow
+statement (``statement_timeout``), and a server that does not answer at all (frozen, or a
+network path that drops packets) is cut off on the client side by a watchdog that shuts the
+connection's socket down when the deadline passes. All three surface as
+``ServiceUnavailable`` (503). Cancelling the waiting task instead would not do: psycopg
+answers a cancellation by sending the server a cancel request and waiting up to 10 s for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -26,16 +38,93 @@ Connection = psycopg.AsyncConnection[dict[str, Any]]
 log = logging.getLogger(__name__)
 
 
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 3.0
+DEFAULT_POOL_TIMEOUT_SECONDS = 3.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 2
+RETRY_AFTER_SECONDS = 5
+"""What a 503 for an unavailable database tells the client to wait before retrying."""
+_DRAIN_INTERVAL_SECONDS = 1.0
+BACKGROUND_POOL_TIMEOUT_SECONDS = 30.0
+BACKGROUND_GRACE_SECONDS = 10.0
+"""Work outside a request (the engine running executions) waits longer for a connection
+under load, and gives a silent server this much longer before cutting it off; the server
+still cancels a statement slower than ``statement_timeout``."""
+
+_request_task: ContextVar[asyncio.Task[Any] | None] = ContextVar("llmo_request_task", default=None)
+
+
+@contextmanager
+def request_deadlines() -> Iterator[None]:
+    """Marks the current task as serving a request: its database work gets the request
+    deadlines. Tasks it spawns inherit the context variable but are not this task, so
+    background work they do (an execution started by the request) keeps the longer ones."""
+    token = _request_task.set(asyncio.current_task())
+    try:
+        yield
+    finally:
+        _request_task.reset(token)
+
+
+def _serving_request() -> bool:
+    task = _request_task.get()
+    return task is not None and task is asyncio.current_task()
+
+
+class _Watchdog:
+    """Shuts a connection's socket down if its use outlives the deadline.
+
+    ``shutdown`` (not ``close``) on a duplicate of the descriptor: the socket reads EOF at
+    once, libpq reports the connection lost, psycopg raises ``OperationalError`` and the
+    pool discards the connection; the descriptor itself stays valid for psycopg to close.
+    """
+
+    def __init__(self, conn: Connection, seconds: float) -> None:
+        self._conn = conn
+        self.fired = False
+        self._handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self._sever)
+
+    def _sever(self) -> None:
+        self.fired = True
+        try:
+            fd = self._conn.pgconn.socket
+            dup = socket.socket(fileno=os.dup(fd))
+        except (OSError, psycopg.Error):
+            return  # already closed
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            dup.close()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class Database:
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        """``statement_timeout``: the longest one use of a connection (its statements) may
+        take; ``pool_timeout``: the longest wait for a connection from the pool;
+        ``connect_timeout``: the longest a new connection may take (libpq: whole seconds, at
+        least 2)."""
         self.url = url
-        self._timeout = timeout
+        self._statement_timeout = statement_timeout
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = max(2, int(connect_timeout))
         self._min_size = min_size
         self._max_size = max_size
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._lock = asyncio.Lock()
+        self._last_drain = 0.0
 
     async def _get_pool(self) -> AsyncConnectionPool[Connection]:
         if self._pool is None:
@@ -47,7 +136,20 @@ class Database:
                         self.url,
                         min_size=self._min_size,
                         max_size=self._max_size,
-                        kwargs={"row_factory": dict_row, "autocommit": True},
+                        kwargs={
+                            "row_factory": dict_row,
+                            "autocommit": True,
+                            "connect_timeout": self._connect_timeout,
+                            "options": (
+                                f"-c statement_timeout={int(self._statement_timeout * 1000)}"
+                            ),
+                        },
+                        # The pool retries a failed connection with exponential backoff
+                        # until this many seconds have passed, then gives up and lets the
+                        # next request start over: after an outage of any length the pool
+                        # reconnects within a few seconds of the database's return, not
+                        # after a backoff grown to minutes.
+                        reconnect_timeout=max(5.0, 2.0 * self._connect_timeout + 1.0),
                         open=False,
                     )
                     # No wait: a database that is down fails the request that needs it
@@ -57,31 +159,85 @@ class Database:
         return self._pool
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """A pooled autocommit connection; wrap statements in ``conn.transaction()``."""
+    async def connection(self, *, timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A pooled autocommit connection; wrap statements in ``conn.transaction()``.
+
+        Serving a request (``request_deadlines``), the pool wait is bounded by
+        ``pool_timeout`` and the use by ``statement_timeout``; ``timeout`` tightens both to
+        end together ``timeout`` seconds from now (a caller with a smaller budget, like a
+        health probe). Background work gets the longer ``BACKGROUND_*`` bounds.
+        """
         from psycopg_pool import PoolTimeout
 
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if _serving_request() or timeout is not None:
+            pool_wait, use_limit = self._pool_timeout, self._statement_timeout
+        else:
+            pool_wait = BACKGROUND_POOL_TIMEOUT_SECONDS
+            use_limit = self._statement_timeout + BACKGROUND_GRACE_SECONDS
+        if timeout is not None:
+            pool_wait = min(pool_wait, timeout)
+        watchdog: _Watchdog | None = None
         try:
             pool = await self._get_pool()
-            async with pool.connection(timeout=self._timeout) as conn, translate_errors():
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise ServiceUnavailable("Database unavailable") from exc
+            async with pool.connection(timeout=max(0.01, pool_wait)) as conn:
+                budget = (
+                    use_limit
+                    if timeout is None
+                    else min(use_limit, started + timeout - loop.time())
+                )
+                watchdog = _Watchdog(conn, budget)
+                try:
+                    async with translate_errors():
+                        yield conn
+                finally:
+                    watchdog.cancel()
+        except PoolTimeout as exc:
+            raise _unavailable("no database connection became available in time") from exc
+        except psycopg.OperationalError as exc:
+            self._drain_soon()
+            if watchdog is not None and watchdog.fired:
+                raise _unavailable("the database did not answer in time") from exc
+            if isinstance(exc, pg_errors.QueryCanceled):
+                raise _unavailable("a database statement took too long") from exc
+            raise _unavailable("the database connection failed") from exc
+
+    def _drain_soon(self) -> None:
+        """After a lost connection, replace the idle ones too: they most likely lead to the
+        same dead or frozen server, and each would cost the next request its deadline."""
+        now = time.monotonic()
+        if self._pool is None or now - self._last_drain < _DRAIN_INTERVAL_SECONDS:
+            return
+        self._last_drain = now
+        task = asyncio.get_running_loop().create_task(self._pool.drain())
+        task.add_done_callback(_log_drain_failure)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
-    async def ping(self) -> None:
-        """One round trip: raises if the database cannot answer."""
-        async with self.connection() as conn:
+    async def ping(self, *, timeout: float | None = None) -> None:
+        """One round trip: raises ``ServiceUnavailable`` if the database cannot answer."""
+        async with self.connection(timeout=timeout) as conn:
             await conn.execute("SELECT 1")
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _unavailable(reason: str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"Service temporarily unavailable: {reason}", retry_after=RETRY_AFTER_SECONDS
+    )
+
+
+def _log_drain_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not drain the connection pool: %s", task.exception())
 
 
 @asynccontextmanager

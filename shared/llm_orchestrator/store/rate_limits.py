@@ -26,14 +26,17 @@ class RateLimitRepository:
         self,
         subject: str,
         windows: Sequence[tuple[str, datetime, int]],
+        *,
+        timeout: float | None = None,
     ) -> tuple[bool, list[WindowCount]]:
         """Count one request in every window unless that would exceed a limit.
 
         ``windows`` is ``(name, window_start, limit)``. Returns whether the request is
         allowed and the counts it saw; a refused request is rolled back and consumes nothing.
+        ``timeout`` bounds the whole count (see ``Database.connection``).
         """
         counts: list[WindowCount] = []
-        async with self._db.connection() as conn, conn.transaction():
+        async with self._db.connection(timeout=timeout) as conn, conn.transaction():
             for name, start, _limit in windows:
                 cur = await conn.execute(
                     "INSERT INTO rate_limit_counters AS c"
@@ -51,6 +54,6 @@ class RateLimitRepository:
             counts = [WindowCount(c.window_name, c.window_start, c.hits - 1) for c in counts]
         return allowed, counts
 
-    async def purge_before(self, cutoff: datetime) -> None:
-        async with self._db.connection() as conn:
+    async def purge_before(self, cutoff: datetime, *, timeout: float | None = None) -> None:
+        async with self._db.connection(timeout=timeout) as conn:
             await conn.execute("DELETE FROM rate_limit_counters WHERE window_start < %s", (cutoff,))
