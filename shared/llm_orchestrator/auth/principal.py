@@ -20,6 +20,8 @@ class Principal:
     via: Literal["jwt", "api_key", "trigger"]
     """How the caller authenticated; "trigger" is a trigger running as its creator."""
     api_key_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    """The login session (refresh-token family) of an access token; None for API keys."""
 
     @property
     def is_admin(self) -> bool:

@@ -85,8 +85,14 @@ class AuthService:
         return await self._issue_pair(user, family_id=redeemed.family_id, now=now)
 
     async def _issue_pair(self, user: User, *, family_id: uuid.UUID, now: datetime) -> TokenPair:
+        # The access token names its session, so revoking the session (logout, or a reused
+        # refresh token) revokes the access tokens issued in it too.
         access, _ = self._codec.issue(
-            subject=user.id, token_type="access", now=now, ttl=self._access_ttl
+            subject=user.id,
+            token_type="access",
+            now=now,
+            ttl=self._access_ttl,
+            family_id=family_id,
         )
         refresh, claims = self._codec.issue(
             subject=user.id,
@@ -107,9 +113,13 @@ class AuthService:
 
     async def authenticate_bearer(self, token: str) -> Principal:
         claims = self._codec.decode(token, expected_type="access", now=self._now())
-        user = await self._users.get(claims.subject)
+        if claims.family_id is None:
+            raise Unauthorized("Invalid token")  # every access token names its session
+        user, revoked = await self._users.get_in_session(claims.subject, claims.family_id)
         if user is None:
             raise Unauthorized("Invalid token")
+        if revoked:
+            raise Unauthorized("Session revoked; log in again")
         return Principal(
             user_id=user.id,
             username=user.username,
@@ -117,7 +127,17 @@ class AuthService:
             tier=user.tier,
             permissions=permissions_for_roles(user.roles),
             via="jwt",
+            session_id=claims.family_id,
         )
+
+    async def logout(self, caller: Principal) -> None:
+        """End the caller's login session: its refresh and access tokens stop working."""
+        if caller.session_id is None:
+            raise ValidationFailed(
+                "Only a token session can log out; revoke an API key with DELETE /auth/keys/{id}",
+                [FieldError("Authorization", "Send the session's Bearer access token")],
+            )
+        await self._refresh.revoke_family(caller.session_id, caller.user_id, self._now())
 
     async def authenticate_api_key(self, raw_key: str) -> Principal:
         if not raw_key.startswith(KEY_PREFIX):

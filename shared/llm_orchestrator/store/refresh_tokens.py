@@ -50,15 +50,19 @@ class RefreshTokenRepository:
     async def redeem(self, token_hash: str, now: datetime) -> RedeemedToken:
         """Mark the token used, atomically; a second redemption revokes its family."""
         async with self._db.transaction() as conn:
+            # ``family_revoked``: a successor issued while its family was being revoked (a
+            # refresh racing a logout) must not keep the session alive.
             cur = await conn.execute(
-                "SELECT jti, family_id, user_id, expires_at, used_at, revoked_at"
-                " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+                "SELECT t.jti, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at,"
+                " EXISTS (SELECT 1 FROM refresh_tokens f WHERE f.family_id = t.family_id"
+                " AND f.revoked_at IS NOT NULL) AS family_revoked"
+                " FROM refresh_tokens t WHERE t.token_hash = %s FOR UPDATE",
                 (token_hash,),
             )
             row = await cur.fetchone()
             if row is None:
                 return RedeemedToken(Redemption.UNKNOWN)
-            if row["used_at"] is not None or row["revoked_at"] is not None:
+            if row["used_at"] is not None or row["revoked_at"] is not None or row["family_revoked"]:
                 await conn.execute(
                     "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, %s)"
                     " WHERE family_id = %s",
@@ -71,3 +75,13 @@ class RefreshTokenRepository:
                 "UPDATE refresh_tokens SET used_at = %s WHERE jti = %s", (now, row["jti"])
             )
             return RedeemedToken(Redemption.OK, row["user_id"], row["family_id"])
+
+    async def revoke_family(self, family_id: uuid.UUID, user_id: str, now: datetime) -> None:
+        """End a login session: its refresh tokens and (through the session check on every
+        request) its access tokens stop working."""
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, %s)"
+                " WHERE family_id = %s AND user_id = %s",
+                (now, family_id, user_id),
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,25 @@ class UserRepository:
             cur = await conn.execute("SELECT * FROM users WHERE id = %s", (user_id,))
             row = await cur.fetchone()
         return _user(row) if row else None
+
+    async def get_in_session(self, user_id: str, session_id: uuid.UUID) -> tuple[User | None, bool]:
+        """The user and whether their login session (refresh family) has been revoked.
+
+        One round trip: every request authenticated by an access token pays for this, so the
+        revocation check rides on the user lookup rather than adding a query. A family is
+        revoked as soon as any of its tokens is (logout and reuse mark them all).
+        """
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT u.*, EXISTS (SELECT 1 FROM refresh_tokens r"
+                " WHERE r.family_id = %s AND r.revoked_at IS NOT NULL) AS session_revoked"
+                " FROM users u WHERE u.id = %s",
+                (session_id, user_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None, False
+        return _user(row), bool(row["session_revoked"])
 
     async def get_by_username(self, username: str) -> User | None:
         async with self._db.connection() as conn:

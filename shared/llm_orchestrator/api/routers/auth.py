@@ -93,6 +93,22 @@ async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -
     )
 
 
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(request: Request, runtime: RuntimeDep, caller: CurrentPrincipal) -> Response:
+    """End the session of the Bearer access token sent: every refresh and access token of
+    that login stops working at once. API keys have no session (revoke them instead)."""
+    await runtime.auth.logout(caller)
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="authentication",
+        action="Logout",
+        resource_type="user",
+        resource_id=caller.user_id,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKeyResponse)
 async def create_key(
     body: CreateKeyRequest,
