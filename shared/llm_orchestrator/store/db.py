@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
@@ -70,26 +72,55 @@ def _serving_request() -> bool:
     return task is not None and task is asyncio.current_task()
 
 
-class _Watchdog:
-    """Shuts a connection's socket down if its use outlives the deadline.
+_CONFIRM_SECONDS = 0.3
+"""A connection that looks stuck is looked at again this much later before it is cut off."""
+_RECHECK_SECONDS = 0.25
 
-    ``shutdown`` (not ``close``) on a duplicate of the descriptor: the socket reads EOF at
-    once, libpq reports the connection lost, psycopg raises ``OperationalError`` and the
-    pool discards the connection; the descriptor itself stays valid for psycopg to close.
+
+class _Watchdog:
+    """Cuts a connection off when the server leaves a query unanswered past the deadline.
+
+    A server only counts as silent if a query is in flight (libpq's ACTIVE) and nothing is
+    waiting to be read on the socket, twice, ``_CONFIRM_SECONDS`` apart: an event loop that
+    was blocked (a slow import) fires the timer late while the answer already sits in the
+    socket, and a connection held idle between statements is not the server's fault.
+
+    It cuts with ``shutdown`` (not ``close``) on a duplicate of the descriptor: the socket
+    reads EOF at once, libpq reports the connection lost, psycopg raises
+    ``OperationalError`` and the pool discards the connection; the descriptor itself stays
+    valid for psycopg to close.
     """
 
     def __init__(self, conn: Connection, seconds: float) -> None:
         self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        self._suspect = False
         self.fired = False
-        self._handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self._sever)
+        first = max(0.0, seconds - _CONFIRM_SECONDS)
+        self._handle = self._loop.call_later(first, self._check)
 
-    def _sever(self) -> None:
-        self.fired = True
+    def _check(self) -> None:
         try:
             fd = self._conn.pgconn.socket
+            waiting = self._conn.pgconn.transaction_status == TransactionStatus.ACTIVE
+            answered = bool(select.select([fd], [], [], 0)[0])
+        except (OSError, ValueError, psycopg.Error):
+            return  # closed meanwhile
+        if not waiting or answered:
+            self._suspect = False
+            self._handle = self._loop.call_later(_RECHECK_SECONDS, self._check)
+        elif not self._suspect:
+            self._suspect = True
+            self._handle = self._loop.call_later(_CONFIRM_SECONDS, self._check)
+        else:
+            self._sever(fd)
+
+    def _sever(self, fd: int) -> None:
+        self.fired = True
+        try:
             dup = socket.socket(fileno=os.dup(fd))
-        except (OSError, psycopg.Error):
-            return  # already closed
+        except OSError:
+            return
         try:
             dup.shutdown(socket.SHUT_RDWR)
         except OSError:
