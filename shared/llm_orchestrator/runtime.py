@@ -31,6 +31,7 @@ from llm_orchestrator.providers.base import (
     FallbackCredentialResolver,
 )
 from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter, TierLimits
+from llm_orchestrator.redaction import install_log_redaction
 from llm_orchestrator.secrets import (
     DbSecretsStore,
     SecretsCredentialResolver,
@@ -39,6 +40,10 @@ from llm_orchestrator.secrets import (
     SecretsStore,
     generate_key,
     parse_key,
+)
+from llm_orchestrator.secrets.credentials import (
+    RedactingCredentialResolver,
+    RedactingSecretsStore,
 )
 from llm_orchestrator.store.api_keys import ApiKeyRepository
 from llm_orchestrator.store.audit import AuditRepository
@@ -172,7 +177,9 @@ def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
             cache_seconds=settings.secrets_cache_seconds,
         )
     # The key is resolved on first use, so building a runtime never reads or creates it.
-    return DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)
+    return RedactingSecretsStore(
+        DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)
+    )
 
 
 def build_trigger_backend(settings: Settings) -> TriggerBackend:
@@ -198,9 +205,10 @@ def build_completion_events(settings: Settings, triggers: TriggerService) -> Com
 
 
 def build_credentials(store: SecretsStore, environ: Mapping[str, str]) -> CredentialResolver:
-    """A secret stored under a provider variable's name wins over that variable."""
-    return FallbackCredentialResolver(
-        SecretsCredentialResolver(store), EnvCredentialResolver(environ)
+    """A secret stored under a provider variable's name wins over that variable. Whatever
+    is resolved is registered for redaction from logs, errors and stored state."""
+    return RedactingCredentialResolver(
+        FallbackCredentialResolver(SecretsCredentialResolver(store), EnvCredentialResolver(environ))
     )
 
 
@@ -223,6 +231,7 @@ def build_runtime(
     environ: Mapping[str, str] | None = None,
 ) -> Runtime:
     """``environ`` (default: the process environment) supplies provider credential fallbacks."""
+    install_log_redaction()
     db = Database(
         database_url or resolve_database_url(settings),
         min_size=settings.db_pool_min_size,

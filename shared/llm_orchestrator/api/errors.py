@@ -23,6 +23,7 @@ from llm_orchestrator.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from llm_orchestrator.redaction import redact, redact_data
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,12 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     request_id = request_id_of(request)
-    body = {"code": code, "message": message, "details": details or {}, "request_id": request_id}
+    body = {
+        "code": code,
+        "message": redact(message),
+        "details": redact_data(details or {}),
+        "request_id": request_id,
+    }
     all_headers = {REQUEST_ID_HEADER: request_id, **(headers or {})}
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", 'Bearer realm="llm-orchestrator"')

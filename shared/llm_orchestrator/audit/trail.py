@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from llm_orchestrator import ids
+from llm_orchestrator.redaction import redact_data
 from llm_orchestrator.store.audit import AuditFilter, AuditRecord, AuditRepository
 
 Result = Literal["success", "failure", "partial_success"]
@@ -75,19 +76,22 @@ class AuditTrail:
         ip_address: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> AuditRecord:
-        # Stored timestamps have microsecond precision; hash exactly what is stored.
-        fields: dict[str, Any] = {
-            "id": ids.event_id(),
-            "occurred_at": self._now().astimezone(UTC),
-            "event_type": event_type,
-            "user_id": user_id,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "result": result,
-            "ip_address": ip_address,
-            "details": json.loads(canonical_json(details or {})),
-        }
+        # Stored timestamps have microsecond precision; hash exactly what is stored. No
+        # secret value reaches the trail, even one quoted in a failure's reason.
+        fields: dict[str, Any] = redact_data(
+            {
+                "event_type": event_type,
+                "user_id": user_id,
+                "action": action,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "result": result,
+                "ip_address": ip_address,
+                "details": json.loads(canonical_json(details or {})),
+            }
+        )
+        fields["id"] = ids.event_id()
+        fields["occurred_at"] = self._now().astimezone(UTC)
         return await self._repo.append(fields, chain_hash)
 
     async def get(self, event_id: str) -> AuditRecord | None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
-from llm_orchestrator.providers.base import ProviderCredentials, credential_names
+from llm_orchestrator.providers.base import (
+    CredentialResolver,
+    ProviderCredentials,
+    credential_names,
+)
+from llm_orchestrator.redaction import register_secret
 from llm_orchestrator.secrets.base import SecretsStore
 
 
@@ -47,3 +53,49 @@ class SecretsSettingResolver:
         found = await self._store.get_many(list(names))
         usable = {name: _usable(found.get(name)) for name in names}
         return {name: value for name, value in usable.items() if value is not None}
+
+
+class RedactingCredentialResolver:
+    """Registers every credential it hands out (from the store or the environment) for
+    redaction, so no log line, error message or stored state can carry it."""
+
+    def __init__(self, inner: CredentialResolver) -> None:
+        self._inner = inner
+
+    async def resolve(self, provider: str, /) -> ProviderCredentials:
+        found = await self._inner.resolve(provider)
+        register_secret(found.api_key)
+        register_secret(found.base_url)
+        return found
+
+
+class RedactingSecretsStore:
+    """Any ``SecretsStore`` whose served values are registered for redaction on the way out."""
+
+    def __init__(self, inner: SecretsStore) -> None:
+        self._inner = inner
+
+    def __repr__(self) -> str:
+        return f"RedactingSecretsStore({self._inner!r})"
+
+    @property
+    def backend(self) -> str:
+        return self._inner.backend
+
+    async def put(self, name: str, value: str, *, ttl: timedelta | None = None) -> None:
+        await self._inner.put(name, value, ttl=ttl)
+        register_secret(value)
+
+    async def get(self, name: str) -> str | None:
+        value = await self._inner.get(name)
+        register_secret(value)
+        return value
+
+    async def get_many(self, names: Sequence[str]) -> dict[str, str]:
+        found = await self._inner.get_many(names)
+        for value in found.values():
+            register_secret(value)
+        return found
+
+    async def names(self) -> list[str]:
+        return await self._inner.names()

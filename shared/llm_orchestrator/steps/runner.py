@@ -33,6 +33,7 @@ from llm_orchestrator.providers import (
     ProviderError,
     ProviderRegistry,
 )
+from llm_orchestrator.redaction import redact
 from llm_orchestrator.steps.errors import (
     ExecutionEnded,
     ExecutionNotFound,
@@ -129,7 +130,7 @@ class NoVectorStores:
 
 def error_record(name: str, message: str, step_id: str | None) -> dict[str, Any]:
     """How an error is kept on a step run and on the execution (readable, no secrets)."""
-    return {"type": name, "message": message, "step_id": step_id}
+    return {"type": name, "message": redact(message), "step_id": step_id}
 
 
 class _Definitions:
