@@ -170,11 +170,13 @@ def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
     if settings.secrets_backend == "aws":
         from llm_orchestrator.secrets.aws_store import SecretsManagerStore
 
-        return SecretsManagerStore(
-            prefix=settings.secrets_prefix,
-            clock=utcnow,
-            cache_size=settings.secrets_cache_size,
-            cache_seconds=settings.secrets_cache_seconds,
+        return RedactingSecretsStore(
+            SecretsManagerStore(
+                prefix=settings.secrets_prefix,
+                clock=utcnow,
+                cache_size=settings.secrets_cache_size,
+                cache_seconds=settings.secrets_cache_seconds,
+            )
         )
     # The key is resolved on first use, so building a runtime never reads or creates it.
     return RedactingSecretsStore(
