@@ -54,7 +54,15 @@ def _serve(args: argparse.Namespace) -> int:
             release_embedded_postgres(settings.data_dir)
 
     server.app.router.lifespan_context = lifespan
-    uvicorn.run(server.app, host=args.host, port=args.port, log_level=args.log_level)
+    # proxy_headers off: uvicorn would otherwise take the client address from
+    # X-Forwarded-For sent by any loopback peer; LLMO_TRUSTED_PROXIES decides instead.
+    uvicorn.run(
+        server.app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=False,
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     secrets_key_arn: str | None = None
     """On AWS: the Secrets Manager secret holding ``secrets_key`` (instead of the value)."""
 
+    trusted_proxies: str = ""
+    """Peers whose ``X-Forwarded-For`` is believed (addresses or CIDR networks, comma
+    separated). Empty: nobody's; the client is the TCP peer (on Lambda, API Gateway's
+    ``sourceIp``)."""
+
     rate_limits_enabled: bool = True
     rate_limit_enterprise_per_minute: int = 6_000
     rate_limit_enterprise_per_hour: int = 200_000
@@ -88,6 +93,18 @@ class Settings(BaseSettings):
     """The longest a request waits for a pooled connection before answering 503."""
     db_connect_timeout_seconds: int = Field(default=2, ge=2, le=300)
     """The longest a new connection may take (libpq counts whole seconds, at least 2)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: str) -> str:
+        import ipaddress
+
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {entry!r}") from exc
+        return value
 
     @property
     def is_local(self) -> bool:

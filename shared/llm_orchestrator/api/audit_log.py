@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from llm_orchestrator.api import client_address
 from llm_orchestrator.audit.trail import Result
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.runtime import Runtime
@@ -14,8 +15,9 @@ from llm_orchestrator.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_ip(request: Request, runtime: Runtime) -> str:
+    """The client's address, forwarded headers believed only from trusted proxies."""
+    return client_address.client_ip(request, runtime.settings.trusted_proxies)
 
 
 async def record(
@@ -38,7 +40,7 @@ async def record(
         user_id=user_id or (principal.user_id if principal else None),
         resource_type=resource_type,
         resource_id=resource_id,
-        ip_address=client_ip(request),
+        ip_address=client_ip(request, runtime),
         details={"request_id": request.state.request_id, **(details or {})},
     )
     request.state.audited = True

