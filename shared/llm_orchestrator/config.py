@@ -25,7 +25,11 @@ class Settings(BaseSettings):
 
     environment: str = "local"
     database_url: str | None = None
-    """Unset → an embedded PostgreSQL in ``data_dir`` (local only)."""
+    """Unset → an embedded PostgreSQL in ``data_dir`` (local only). The app connects with it:
+    with an external database, as a login role that is a member of ``llmo_app``."""
+    migration_database_url: str | None = None
+    """The owner's URL, used to apply migrations and grant ``llmo_app`` its privileges;
+    unset → ``database_url`` (a single role, as before)."""
     database_secret_arn: str | None = None
     """On AWS (set by the CDK stack): the Aurora secret the URL is built from at start-up."""
     database_host: str | None = None
@@ -78,6 +82,14 @@ class Settings(BaseSettings):
     """Peers whose ``X-Forwarded-For`` is believed (addresses or CIDR networks, comma
     separated). Empty: nobody's; the client is the TCP peer (on Lambda, API Gateway's
     ``sourceIp``)."""
+
+    audit_hmac_key: SecretStr | None = None
+    """Key of the audit chain's HMAC (≥ 32 bytes), kept out of the database. Unset locally →
+    generated once into ``data_dir``; on AWS → the ``AUDIT_HMAC_KEY`` secret of the secrets
+    backend; otherwise required."""
+    audit_anchor_interval_seconds: float = Field(default=300.0, ge=0)
+    """How often a local server anchors the audit chain's head outside the database (0: only
+    on demand and at shutdown)."""
 
     rate_limits_enabled: bool = True
     rate_limit_enterprise_per_minute: int = 6_000

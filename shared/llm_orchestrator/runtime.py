@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from llm_orchestrator.audit.anchors import LogAnchorStore
 from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.auth.service import AuthService
 from llm_orchestrator.auth.tokens import TokenCodec
@@ -101,21 +102,75 @@ class Runtime:
         await self.engine.close()
         await self.providers.aclose()
         await self.vector_stores.aclose()
+        await self.audit.close()  # a last anchor of the chain's head
         await self.db.close()
 
 
-def resolve_database_url(settings: Settings) -> str:
+@dataclass(frozen=True)
+class DatabaseUrls:
+    app: str
+    """What the app connects with (locally: the least-privilege ``llmo_app`` role)."""
+    migrate: str
+    """The owner's: migrations and grants."""
+    embedded: bool = False
+
+
+def resolve_database_urls(settings: Settings) -> DatabaseUrls:
     if settings.database_url:
-        return settings.database_url
+        return DatabaseUrls(
+            settings.database_url, settings.migration_database_url or settings.database_url
+        )
     if settings.database_secret_arn:
         from llm_orchestrator.secrets.deployment import database_url_from_secret
 
-        return database_url_from_secret(settings.database_secret_arn, host=settings.database_host)
+        url = database_url_from_secret(settings.database_secret_arn, host=settings.database_host)
+        return DatabaseUrls(url, settings.migration_database_url or url)
     if not settings.is_local:
         raise RuntimeError("LLMO_DATABASE_URL is required outside the local environment")
     from llm_orchestrator.store.embedded import start_embedded_postgres
+    from llm_orchestrator.store.roles import app_url
 
-    return start_embedded_postgres(settings.data_dir)
+    owner = start_embedded_postgres(settings.data_dir)
+    return DatabaseUrls(app_url(owner), owner, embedded=True)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    return resolve_database_urls(settings).app
+
+
+def resolve_audit_key(settings: Settings, store: SecretsStore) -> Callable[[], Awaitable[bytes]]:
+    """The audit HMAC key, from configuration, locally a file generated once into the data dir,
+    on AWS the secrets backend: never the database, whose credentials it must not follow."""
+
+    async def source() -> bytes:
+        if settings.audit_hmac_key is not None:
+            key = settings.audit_hmac_key.get_secret_value().encode()
+        elif settings.is_local:
+            key = _read_or_create_secret_file(settings.data_dir / "audit-hmac.key").encode()
+        elif settings.secrets_backend == "aws":
+            key = (await store.get(AUDIT_KEY_SECRET) or "").encode()
+        else:
+            key = b""
+        if len(key) < 32:
+            raise RuntimeError(
+                "the audit HMAC key must be at least 32 bytes: set LLMO_AUDIT_HMAC_KEY (or, on"
+                f" AWS, the {AUDIT_KEY_SECRET} secret)"
+            )
+        return key
+
+    return source
+
+
+def build_audit_trail(settings: Settings, db: Database, store: SecretsStore) -> AuditTrail:
+    # Locally the anchors also go to a file in the data dir that verify reads back; on AWS
+    # the log line (CloudWatch Logs) is the anchor store.
+    anchor_file = settings.data_dir / "audit-anchors.jsonl" if settings.is_local else None
+    return AuditTrail(
+        AuditRepository(db),
+        utcnow,
+        key_source=resolve_audit_key(settings, store),
+        anchors=LogAnchorStore(anchor_file),
+    )
 
 
 def resolve_jwt_secret(settings: Settings) -> str:
@@ -148,6 +203,9 @@ def resolve_secrets_key(settings: Settings) -> bytes:
     if not settings.is_local:
         raise SecretsKeyError("LLMO_SECRETS_KEY is required outside the local environment")
     return parse_key(_read_or_create_secret_file(settings.data_dir / "secrets.key", generate_key))
+
+
+AUDIT_KEY_SECRET = "AUDIT_HMAC_KEY"
 
 
 def build_engine(
@@ -263,7 +321,7 @@ def build_runtime(
     workflows = WorkflowService(
         WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
     )
-    audit = AuditTrail(AuditRepository(db), utcnow)
+    audit = build_audit_trail(settings, db, secrets_store)
     providers = ProviderRegistry(credentials)
     executions = ExecutionRepository(db)
     engine = build_engine(settings, executions, providers, audit, vector_stores)

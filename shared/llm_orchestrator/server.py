@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from llm_orchestrator.api.app import create_app, fixed_runtime
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
-from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_url
+from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_urls
 from llm_orchestrator.store.migrate import apply_migrations
 from llm_orchestrator.triggers.scheduler import LocalScheduler
 
@@ -54,11 +54,16 @@ class LocalServer:
 
 
 def prepare_database(settings: Settings) -> str:
-    url = resolve_database_url(settings)
-    applied = apply_migrations(url)
+    """Migrate as the owner; return the URL the app connects with (least privilege)."""
+    urls = resolve_database_urls(settings)
+    applied = apply_migrations(urls.migrate)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    return url
+    if urls.embedded:
+        from llm_orchestrator.store.roles import allow_app_login
+
+        allow_app_login(urls.migrate)
+    return urls.app
 
 
 async def bootstrap(runtime: Runtime) -> str | None:
@@ -70,6 +75,7 @@ async def bootstrap(runtime: Runtime) -> str | None:
     # Crash recovery: executions a previous process left unfinished continue from their
     # last checkpoint, on this process's event loop.
     await runtime.engine.recover()
+    runtime.audit.start_anchoring(settings.audit_anchor_interval_seconds)
     return generated
 
 

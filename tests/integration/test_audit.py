@@ -25,7 +25,7 @@ async def test_logins_succeeding_and_failing_are_recorded(client, admin):
     assert ("Login", "failure") in results and ("Login", "success") in results
     event = body["events"][0]
     assert event["id"].startswith("evt-")
-    assert event["event_hash"].startswith("sha256:")
+    assert event["event_hash"].startswith("hmac-sha256:")
     assert event["ip_address"] == "203.0.113.7"
     assert "wrong-password" not in str(body)
 
@@ -132,17 +132,18 @@ async def test_update_and_delete_are_refused_by_the_database(server):
                 await conn.execute(statement)
 
 
-async def test_verify_names_the_first_altered_event(client, admin, server, create_user):
+async def test_verify_names_the_first_altered_event(
+    client, admin, server, create_user, owner_database_url
+):
     await create_user("someone")
     listing = (await events(client, admin, limit=100))["events"]
     chain = sorted(listing, key=lambda e: e["timestamp"])
     victim = chain[1]
-    async with server.runtime.db.transaction() as conn:
-        await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-        await conn.execute(
-            "UPDATE audit_events SET result = 'failure' WHERE id = %s", (victim["id"],)
-        )
-        await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+    # Only the owner can disable the trigger; the app's role owns nothing.
+    with psycopg.connect(owner_database_url) as conn:
+        conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        conn.execute("UPDATE audit_events SET result = 'failure' WHERE id = %s", (victim["id"],))
+        conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
 
     verification = (await client.get("/audit/verify", headers=admin.headers)).json()
 

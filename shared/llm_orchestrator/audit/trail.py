@@ -1,26 +1,44 @@
 """The tamper-evident audit trail.
 
-``event_hash = sha256(prev_hash + canonical_json(event))`` where the canonical JSON covers
-every stored field but the hashes, with sorted keys and no whitespace. Changing, removing or
-reordering any event breaks the link to its successor, and ``verify`` names the first event
-whose stored hash no longer matches.
+``event_hash = "hmac-sha256:" + HMAC-SHA-256(key, prev_hash + canonical_json(event))``, where
+the canonical JSON covers every stored field but the hashes, with sorted keys and no
+whitespace, and the key lives outside the database (configuration, a file in the data
+directory, or the secrets backend). Changing, removing or reordering any event breaks the
+link to its successor, and recomputing the links needs the key, which someone holding only
+the database's credentials lacks. ``verify`` names the first event whose stored hash no
+longer matches, and checks the chain against the newest anchor (``anchors.py``), which
+catches a chain cut back to an earlier head.
+
+Events written before the HMAC (``sha256:`` links, plain SHA-256, which anyone can
+recompute) are accepted only as the chain's prefix, and only up to an authentic anchor,
+which vouches for them: a local server anchors the head as soon as it starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from llm_orchestrator import ids
+from llm_orchestrator.audit.anchors import Anchor, AnchorStore, anchor_is_authentic, sign_anchor
 from llm_orchestrator.redaction import redact_data
 from llm_orchestrator.store.audit import AuditFilter, AuditRecord, AuditRepository
 
+log = logging.getLogger(__name__)
+
 Result = Literal["success", "failure", "partial_success"]
 GENESIS_HASH = "sha256:genesis"
+HMAC_PREFIX = "hmac-sha256:"
+LEGACY_PREFIX = "sha256:"
+KeySource = Callable[[], Awaitable[bytes]]
 
 
 def canonical_json(fields: Mapping[str, Any]) -> str:
@@ -32,9 +50,15 @@ def canonical_json(fields: Mapping[str, Any]) -> str:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=default)
 
 
-def chain_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+def chain_hash(key: bytes, prev_hash: str, fields: Mapping[str, Any]) -> str:
+    digest = hmac.new(key, (prev_hash + canonical_json(fields)).encode(), hashlib.sha256)
+    return f"{HMAC_PREFIX}{digest.hexdigest()}"
+
+
+def legacy_chain_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+    """The keyless link of events written before the HMAC; only ever verified, not written."""
     digest = hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
-    return f"sha256:{digest}"
+    return f"{LEGACY_PREFIX}{digest}"
 
 
 def _hashed_fields(record: AuditRecord) -> dict[str, Any]:
@@ -57,12 +81,33 @@ class Verification:
     valid: bool
     checked: int
     first_invalid_event_id: str | None
+    anchor: Anchor | None = None
+    """The anchor the chain was checked against (None: no anchor readable here)."""
+    problem: str | None = None
+    """Why the chain is invalid, in words."""
 
 
 class AuditTrail:
-    def __init__(self, repository: AuditRepository, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        repository: AuditRepository,
+        clock: Callable[[], datetime],
+        *,
+        key_source: KeySource,
+        anchors: AnchorStore,
+    ) -> None:
         self._repo = repository
         self._now = clock
+        self._key_source = key_source
+        self._key: bytes | None = None
+        self._anchors = anchors
+        self._anchored_seq: int | None = None
+        self._anchoring: asyncio.Task[None] | None = None
+
+    async def _get_key(self) -> bytes:
+        if self._key is None:
+            self._key = await self._key_source()
+        return self._key
 
     async def record(
         self,
@@ -92,7 +137,8 @@ class AuditTrail:
         )
         fields["id"] = ids.event_id()
         fields["occurred_at"] = self._now().astimezone(UTC)
-        return await self._repo.append(fields, chain_hash)
+        key = await self._get_key()
+        return await self._repo.append(fields, partial(chain_hash, key))
 
     async def get(self, event_id: str) -> AuditRecord | None:
         return await self._repo.get(event_id)
@@ -102,23 +148,87 @@ class AuditTrail:
     ) -> tuple[list[AuditRecord], int]:
         return await self._repo.query(audit_filter, limit=limit, offset=offset)
 
+    async def anchor(self) -> Anchor:
+        """Sign the chain's head now and write it to the anchor store."""
+        key = await self._get_key()
+        seq, head_hash = await self._repo.head()
+        anchor = sign_anchor(key, seq, head_hash, self._now().astimezone(UTC))
+        await self._anchors.write(anchor)
+        self._anchored_seq = seq
+        return anchor
+
+    def start_anchoring(self, interval_seconds: float) -> None:
+        """Anchor every ``interval_seconds`` while the head moves (a local server's task)."""
+        if self._anchoring is None and interval_seconds > 0:
+            self._anchoring = asyncio.get_running_loop().create_task(
+                self._anchor_periodically(interval_seconds)
+            )
+
+    async def _anchor_periodically(self, interval_seconds: float) -> None:
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(interval_seconds)
+            first = False
+            try:
+                seq, _ = await self._repo.head()
+                if seq != self._anchored_seq:
+                    await self.anchor()
+            except Exception:  # the next round tries again; the server must go on
+                log.exception("could not anchor the audit chain")
+
+    async def close(self) -> None:
+        if self._anchoring is not None:
+            self._anchoring.cancel()
+            self._anchoring = None
+            try:
+                seq, _ = await self._repo.head()
+                if seq != self._anchored_seq:
+                    await self.anchor()  # a last anchor on the way out
+            except Exception:
+                log.warning("could not anchor the audit chain on shutdown")
+
     async def verify(self) -> Verification:
+        key = await self._get_key()
+        anchor = await self._anchors.latest()
+        if anchor is not None and not anchor_is_authentic(key, anchor):
+            return Verification(False, 0, None, anchor, "the latest anchor's signature is invalid")
         head_seq, head_hash = await self._repo.head()
         expected_prev = GENESIS_HASH
         checked = 0
         expected_seq = 1
+        hmac_seen = False
         async for record in self._repo.iterate_chain(upto=head_seq):
             checked += 1
-            recomputed = chain_hash(expected_prev, _hashed_fields(record))
+            fields = _hashed_fields(record)
+            vouched = anchor is not None and record.seq <= anchor.seq
+            if record.event_hash.startswith(LEGACY_PREFIX) and vouched and not hmac_seen:
+                recomputed = legacy_chain_hash(expected_prev, fields)
+            else:
+                hmac_seen = True
+                recomputed = chain_hash(key, expected_prev, fields)
             if (
                 record.seq != expected_seq
                 or record.prev_hash != expected_prev
-                or record.event_hash != recomputed
+                or not hmac.compare_digest(record.event_hash, recomputed)
             ):
-                return Verification(False, checked, record.id)
+                return Verification(
+                    False, checked, record.id, anchor, f"event {record.seq} does not match its hash"
+                )
+            if (
+                anchor is not None
+                and record.seq == anchor.seq
+                and record.event_hash != anchor.event_hash
+            ):
+                return Verification(
+                    False, checked, record.id, anchor, "the chain differs from its anchor"
+                )
             expected_prev = record.event_hash
             expected_seq += 1
         if head_seq != checked or head_hash != expected_prev:
-            # Events were removed from the end of the chain.
-            return Verification(False, checked, None)
-        return Verification(True, checked, None)
+            return Verification(False, checked, None, anchor, "events were removed from the end")
+        if anchor is not None and checked < anchor.seq:
+            return Verification(
+                False, checked, None, anchor, "the chain ends before its latest anchor"
+            )
+        return Verification(True, checked, None, anchor)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.audit import (
+    AnchorPublic,
     AuditEventList,
     AuditEventPublic,
     VerificationPublic,
@@ -93,6 +94,13 @@ async def list_events(
 @router.get("/verify", response_model=VerificationPublic)
 async def verify(runtime: RuntimeDep, _: Admin) -> VerificationPublic:
     return VerificationPublic.of(await runtime.audit.verify())
+
+
+@router.post("/anchor", response_model=AnchorPublic)
+async def anchor(runtime: RuntimeDep, _: Admin) -> AnchorPublic:
+    """Anchor the chain's head now: a signed digest written outside the database (the log,
+    and locally a file in the data directory) that later verifications check against."""
+    return AnchorPublic.of(await runtime.audit.anchor())
 
 
 @router.get("/events/{event_id}", response_model=AuditEventPublic)

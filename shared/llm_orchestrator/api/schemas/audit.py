@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llm_orchestrator.api.schemas.common import PageMeta
+from llm_orchestrator.audit.anchors import Anchor
 from llm_orchestrator.audit.trail import Verification
 from llm_orchestrator.store.audit import AuditRecord
 
@@ -48,10 +49,32 @@ class AuditEventList(PageMeta):
     events: list[AuditEventPublic]
 
 
+class AnchorPublic(BaseModel):
+    """A signed digest of the chain's head, kept outside the database."""
+
+    seq: int
+    event_hash: str
+    anchored_at: datetime
+    signature: str
+
+    @classmethod
+    def of(cls, anchor: Anchor) -> AnchorPublic:
+        return cls(
+            seq=anchor.seq,
+            event_hash=anchor.event_hash,
+            anchored_at=anchor.anchored_at,
+            signature=anchor.signature,
+        )
+
+
 class VerificationPublic(BaseModel):
     valid: bool
     checked: int
     first_invalid_event_id: str | None
+    anchor: AnchorPublic | None = None
+    """The latest anchor the chain was checked against; null when none is readable here."""
+    reason: str | None = None
+    """Why the chain is not valid."""
 
     @classmethod
     def of(cls, verification: Verification) -> VerificationPublic:
@@ -59,4 +82,6 @@ class VerificationPublic(BaseModel):
             valid=verification.valid,
             checked=verification.checked,
             first_invalid_event_id=verification.first_invalid_event_id,
+            anchor=AnchorPublic.of(verification.anchor) if verification.anchor else None,
+            reason=verification.problem,
         )
