@@ -45,6 +45,7 @@ from llm_orchestrator.secrets import (
 from llm_orchestrator.secrets.credentials import (
     RedactingCredentialResolver,
     RedactingSecretsStore,
+    RedactingSettingResolver,
 )
 from llm_orchestrator.store.api_keys import ApiKeyRepository
 from llm_orchestrator.store.audit import AuditRepository
@@ -315,7 +316,11 @@ def build_runtime(
     environ = os.environ if environ is None else environ
     credentials = build_credentials(secrets_store, environ)
     vector_stores = VectorStoreRegistry(
-        FallbackSettingResolver(SecretsSettingResolver(secrets_store), EnvSettingResolver(environ)),
+        RedactingSettingResolver(
+            FallbackSettingResolver(
+                SecretsSettingResolver(secrets_store), EnvSettingResolver(environ)
+            )
+        ),
         own_database=db,
     )
     workflows = WorkflowService(

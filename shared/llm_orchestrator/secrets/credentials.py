@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from llm_orchestrator.providers.base import (
     CredentialResolver,
@@ -12,6 +13,9 @@ from llm_orchestrator.providers.base import (
 )
 from llm_orchestrator.redaction import register_secret
 from llm_orchestrator.secrets.base import SecretsStore
+
+if TYPE_CHECKING:
+    from llm_orchestrator.vectorstores.base import SettingResolver
 
 
 class SecretsCredentialResolver:
@@ -66,6 +70,19 @@ class RedactingCredentialResolver:
         found = await self._inner.resolve(provider)
         register_secret(found.api_key)
         register_secret(found.base_url)
+        return found
+
+
+class RedactingSettingResolver:
+    """The same for vector databases' settings (``QDRANT_API_KEY``, ``PGVECTOR_URL``, …)."""
+
+    def __init__(self, inner: SettingResolver) -> None:
+        self._inner = inner
+
+    async def resolve(self, names: Sequence[str], /) -> dict[str, str]:
+        found = await self._inner.resolve(names)
+        for value in found.values():
+            register_secret(value)
         return found
 
 

@@ -107,7 +107,8 @@ class PgVectorStore:
                 url,
                 min_size=0,
                 max_size=EXTERNAL_POOL_SIZE,
-                timeout=min(self._timeout, EXTERNAL_CONNECT_SECONDS),
+                statement_timeout=self._timeout,
+                pool_timeout=min(self._timeout, EXTERNAL_CONNECT_SECONDS),
             )
             entry = (db, VectorTables(db, prepare_database=True))
             self._external[key] = entry
