@@ -30,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
         extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
     )
     bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server
+    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
+
     server = build_local_server(settings)
 
     @asynccontextmanager
@@ -62,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         proxy_headers=False,
+        http=EnvelopeH11Protocol,
     )
     return 0
 

@@ -10,6 +10,7 @@ the field, and nothing (not even half an operation or its audit event) is writte
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -90,8 +91,37 @@ async def _json_body(request: Request) -> Any:
         return None
 
 
+def _json_encoding_problem(request: Request, body: bytes) -> str | None:
+    """JSON bodies are UTF-8 (RFC 8259 §8.1): Python's JSON parser would also guess UTF-16
+    and UTF-32 from the bytes, and a charset parameter naming another encoding is a lie."""
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return None
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return f"JSON bodies must be UTF-8, not {value.strip()[:40]!r}"
+    # NUL bytes are valid UTF-8, so UTF-16/32 text of ASCII decodes as UTF-8: ask the
+    # parser's own guess, which is what would otherwise decide.
+    if json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        return "JSON bodies must be UTF-8"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "JSON bodies must be UTF-8"
+    return None
+
+
 async def reject_unstorable_input(request: Request) -> None:
-    """App-wide dependency: path parameters, query parameters and the JSON body."""
+    """App-wide dependency: the JSON body's encoding, path parameters, query parameters and
+    the JSON body's values."""
+    if request.method in ("POST", "PUT", "PATCH") and (body := await request.body()):
+        if problem := _json_encoding_problem(request, body):
+            raise ValidationFailed("Request validation failed", [FieldError("body", problem)])
     errors = [
         FieldError(name, problem)
         for name, value in request.path_params.items()
