@@ -10,6 +10,7 @@ from llm_orchestrator.config import Settings
 from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
 from llm_orchestrator.runtime import build_runtime, resolve_jwt_secret
 from llm_orchestrator.secrets.aws_store import SecretsManagerStore
+from llm_orchestrator.secrets.credentials import RedactingSecretsStore
 
 URL = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -27,7 +28,9 @@ def test_aws_secrets_backend_is_secrets_manager_and_builds_without_io(tmp_path: 
 
     runtime = build_runtime(settings, database_url=URL, environ={})
 
-    assert isinstance(runtime.secrets, SecretsManagerStore)
+    # Wrapped so that every value it serves is registered for redaction.
+    assert isinstance(runtime.secrets, RedactingSecretsStore)
+    assert isinstance(runtime.secrets.inner, SecretsManagerStore)
     assert runtime.secrets.backend == "aws"
     assert not (tmp_path / "secrets.key").exists()
 

@@ -96,6 +96,11 @@ class RedactingSecretsStore:
         return f"RedactingSecretsStore({self._inner!r})"
 
     @property
+    def inner(self) -> SecretsStore:
+        """The backend whose values this store registers."""
+        return self._inner
+
+    @property
     def backend(self) -> str:
         return self._inner.backend
 
