@@ -70,6 +70,8 @@ def lambda_env(
         "LLMO_DATA_DIR": str(data_dir),
         "LLMO_JWT_SECRET": JWT_SECRET,
         "LLMO_ENVIRONMENT": "test",
+        # Outside "local" the audit HMAC key is never generated: it must be configured.
+        "LLMO_AUDIT_HMAC_KEY": "audit-hmac-key-for-tests-" + "k" * 32,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "LLMOrchestratorTest",
         "AWS_DEFAULT_REGION": "us-east-1",
