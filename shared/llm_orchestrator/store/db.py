@@ -142,6 +142,7 @@ class Database:
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        background_pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECONDS,
     ) -> None:
         """``statement_timeout``: the longest one use of a connection (its statements) may
         take; ``pool_timeout``: the longest wait for a connection from the pool;
@@ -150,6 +151,7 @@ class Database:
         self.url = url
         self._statement_timeout = statement_timeout
         self._pool_timeout = pool_timeout
+        self._background_pool_timeout = background_pool_timeout
         self._connect_timeout = max(2, int(connect_timeout))
         self._min_size = min_size
         self._max_size = max_size
@@ -205,7 +207,7 @@ class Database:
         if _serving_request() or timeout is not None:
             pool_wait, use_limit = self._pool_timeout, self._statement_timeout
         else:
-            pool_wait = BACKGROUND_POOL_TIMEOUT_SECONDS
+            pool_wait = self._background_pool_timeout
             use_limit = self._statement_timeout + BACKGROUND_GRACE_SECONDS
         if timeout is not None:
             pool_wait = min(pool_wait, timeout)

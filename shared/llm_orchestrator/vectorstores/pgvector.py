@@ -109,6 +109,7 @@ class PgVectorStore:
                 max_size=EXTERNAL_POOL_SIZE,
                 statement_timeout=self._timeout,
                 pool_timeout=min(self._timeout, EXTERNAL_CONNECT_SECONDS),
+                background_pool_timeout=min(self._timeout, EXTERNAL_CONNECT_SECONDS),
             )
             entry = (db, VectorTables(db, prepare_database=True))
             self._external[key] = entry
