@@ -7,9 +7,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from llm_orchestrator.api.app import create_app, fixed_runtime
+from llm_orchestrator.api.routers import all_routers
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_url
@@ -17,31 +18,6 @@ from llm_orchestrator.store.migrate import apply_migrations
 from llm_orchestrator.triggers.scheduler import LocalScheduler
 
 log = logging.getLogger(__name__)
-
-
-def all_routers() -> list[APIRouter]:
-    from llm_orchestrator.api.routers import (
-        admin,
-        audit,
-        auth,
-        executions,
-        monitoring,
-        state,
-        triggers,
-        workflows,
-    )
-
-    return [
-        auth.router,
-        workflows.router,
-        triggers.router,
-        executions.router,
-        triggers.events_router,
-        state.router,
-        admin.router,
-        audit.router,
-        monitoring.router,
-    ]
 
 
 @dataclass
