@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "errors": KERNEL,
     "ids": KERNEL,
     "clock": KERNEL,
+    "extras": KERNEL,
     "executions.status": KERNEL,
     # All SQL.
     "store": STORE,
@@ -54,6 +55,7 @@ LAYERS: dict[str, int] = {
     "server": ENTRY,
     "cli": ENTRY,
     "step_runner_lambda": ENTRY,
+    "migrate_lambda": ENTRY,
     "client": ENTRY,
 }
 """Top-level module or package (or a more specific module) → its layer."""
