@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     "cli": ENTRY,
     "step_runner_lambda": ENTRY,
     "migrate_lambda": ENTRY,
+    "events_lambda": ENTRY,
     "client": ENTRY,
 }
 """Top-level module or package (or a more specific module) → its layer."""
