@@ -405,7 +405,7 @@ def build_runtime(
         raise RuntimeError(
             f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
         )
-    if settings.jwt_secret is None and not settings.is_local:
+    if settings.jwt_secret is None and not settings.jwt_secret_arn and not settings.is_local:
         resolve_jwt_secret(settings)  # raises: every HTTP route needs it, so say so now
     if settings.secrets_backend not in SECRETS_BACKENDS:
         raise RuntimeError(
