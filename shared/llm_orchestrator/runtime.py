@@ -15,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets as _secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import random
+    from datetime import datetime
+
     from llm_orchestrator.audit.trail import AuditTrail
     from llm_orchestrator.auth.service import AuthService
     from llm_orchestrator.auth.users import UserService
     from llm_orchestrator.config import Settings
     from llm_orchestrator.engine.base import Engine
+    from llm_orchestrator.engine.clock import Clock
     from llm_orchestrator.engine.service import ExecutionService
     from llm_orchestrator.metrics.stats import SystemStatsService
     from llm_orchestrator.providers import ProviderRegistry
@@ -57,6 +60,10 @@ class Runtime:
 
     ``environ`` (default: the process environment) supplies provider credential fallbacks;
     ``provider_factories`` (default: every provider of this build) the provider adapters.
+    ``clock`` (default: the system's UTC time) is the wall clock of every service and of
+    the uptime; ``engine_clock`` and ``jitter`` are the local engine's timers and its retry
+    jitter (an ``engine.clock.FakeClock`` and a seeded or fixed ``random.Random`` make its
+    timeouts and backoffs deterministic in tests).
     """
 
     def __init__(
@@ -66,12 +73,23 @@ class Runtime:
         *,
         environ: Mapping[str, str] | None = None,
         provider_factories: Mapping[str, ProviderFactory] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        engine_clock: Clock | None = None,
+        jitter: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
         self._environ = os.environ if environ is None else environ
         self._provider_factories = provider_factories
-        self.started_at = time.time()
+        if clock is None:
+            from llm_orchestrator.clock import utcnow
+
+            clock = utcnow
+        self.clock = clock
+        """Wall-clock time for every service (tests pass one they can move)."""
+        self._engine_clock = engine_clock
+        self._jitter = jitter
+        self.started_at = clock().timestamp()
         """This process's start (epoch seconds): uptime is per instance."""
 
     # -- storage ---------------------------------------------------------------------------
@@ -124,7 +142,6 @@ class Runtime:
 
         from llm_orchestrator.auth.service import AuthService
         from llm_orchestrator.auth.tokens import TokenCodec
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
 
         settings = self.settings
@@ -135,24 +152,22 @@ class Runtime:
             codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-            clock=utcnow,
+            clock=self.clock,
         )
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.ratelimit.limiter import RateLimiter
         from llm_orchestrator.store.rate_limits import RateLimitRepository
 
-        return RateLimiter(RateLimitRepository(self.db), tier_limits(self.settings), utcnow)
+        return RateLimiter(RateLimitRepository(self.db), tier_limits(self.settings), self.clock)
 
     @cached_property
     def audit(self) -> AuditTrail:
         from llm_orchestrator.audit.trail import AuditTrail
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.store.audit import AuditRepository
 
-        return AuditTrail(AuditRepository(self.db), utcnow)
+        return AuditTrail(AuditRepository(self.db), self.clock)
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -166,15 +181,13 @@ class Runtime:
     def secrets(self) -> SecretsStore:
         from functools import partial
 
-        from llm_orchestrator.clock import utcnow
-
         settings = self.settings
         if settings.secrets_backend == "aws":
             from llm_orchestrator.secrets.aws_store import SecretsManagerStore
 
             return SecretsManagerStore(
                 prefix=settings.secrets_prefix,
-                clock=utcnow,
+                clock=self.clock,
                 cache_size=settings.secrets_cache_size,
                 cache_seconds=settings.secrets_cache_seconds,
             )
@@ -183,15 +196,14 @@ class Runtime:
 
         # The key is resolved on first use, so building the store never reads or creates it.
         key = partial(resolve_secrets_key, settings)
-        return DbSecretsStore(SecretRepository(self.db), key, utcnow)
+        return DbSecretsStore(SecretRepository(self.db), key, self.clock)
 
     @cached_property
     def system_stats(self) -> SystemStatsService:
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.metrics.stats import SystemStatsService
 
         return SystemStatsService(
-            self.metrics, self.api_keys, clock=utcnow, started_at=lambda: self.started_at
+            self.metrics, self.api_keys, clock=self.clock, started_at=lambda: self.started_at
         )
 
     # -- workflows and executions ----------------------------------------------------------
@@ -200,7 +212,6 @@ class Runtime:
     def workflows(self) -> WorkflowService:
         from functools import partial
 
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.compiler import compile_workflow
         from llm_orchestrator.store.workflows import WorkflowRepository
         from llm_orchestrator.workflows.service import WorkflowService
@@ -208,7 +219,7 @@ class Runtime:
         return WorkflowService(
             WorkflowRepository(self.db),
             compile=partial(compile_workflow, step_runner_arn=self.settings.step_runner_arn),
-            clock=utcnow,
+            clock=self.clock,
         )
 
     @cached_property
@@ -220,7 +231,6 @@ class Runtime:
         return engine
 
     def _build_engine(self) -> Engine:
-        from llm_orchestrator.clock import utcnow
 
         if self.settings.engine == "stepfunctions":
             from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
@@ -228,7 +238,7 @@ class Runtime:
             return StepFunctionsEngine(
                 self.execution_store,
                 role_arn=self.settings.states_role_arn,
-                now=utcnow,
+                now=self.clock,
                 audit=self.audit,
             )
         from llm_orchestrator.engine.asl import TaskTokenRegistry
@@ -239,13 +249,14 @@ class Runtime:
             self.execution_store,
             self.step_runner(tokens),
             tokens,
-            now=utcnow,
+            now=self.clock,
             audit=self.audit,
+            clock=self._engine_clock,
+            rng=self._jitter,
         )
 
     @cached_property
     def executions(self) -> ExecutionService:
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.engine.service import ExecutionService
         from llm_orchestrator.store.checkpoints import CheckpointRepository
 
@@ -255,7 +266,7 @@ class Runtime:
             self.workflows,
             self.engine,
             step_runner_arn=self.settings.step_runner_arn,
-            clock=utcnow,
+            clock=self.clock,
         )
 
     # -- triggers --------------------------------------------------------------------------
@@ -284,7 +295,6 @@ class Runtime:
 
     @cached_property
     def triggers(self) -> TriggerService:
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.store.triggers import TriggerRepository
         from llm_orchestrator.triggers.service import TriggerService
 
@@ -295,7 +305,7 @@ class Runtime:
             self.executions,
             backend=self.trigger_backend,
             audit=self.audit,
-            clock=utcnow,
+            clock=self.clock,
         )
 
     @cached_property
@@ -305,10 +315,9 @@ class Runtime:
             from llm_orchestrator.triggers.completion import EventBridgeCompletionEvents
 
             return EventBridgeCompletionEvents(self.settings.event_bus)
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.triggers.completion import LocalCompletionEvents
 
-        return LocalCompletionEvents(self.triggers, utcnow)
+        return LocalCompletionEvents(self.triggers, self.clock)
 
     # -- the step runner -------------------------------------------------------------------
 
@@ -356,14 +365,13 @@ class Runtime:
         """The step runner answering parked tasks through ``tokens``: the local engine's
         registry in-process, Step Functions in the step-runner Lambda (which also waits out
         a provider's Retry-After itself: ``wait_for_retry_after``, sleeping with ``sleep``)."""
-        from llm_orchestrator.clock import utcnow
         from llm_orchestrator.steps.runner import StepRunner
 
         return StepRunner(
             self.execution_store,
             self.providers,
             tokens,
-            clock=utcnow,
+            clock=self.clock,
             vector_stores=self.vector_stores,
             wait_for_retry_after=wait_for_retry_after,
             sleep=sleep or asyncio.sleep,
@@ -394,10 +402,14 @@ def build_runtime(
     database_url: str | None = None,
     environ: Mapping[str, str] | None = None,
     provider_factories: Mapping[str, ProviderFactory] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    engine_clock: Clock | None = None,
+    jitter: random.Random | None = None,
 ) -> Runtime:
     """A runtime for ``settings``; refuses at once a configuration it cannot honour.
 
-    ``environ`` and ``provider_factories``: see :class:`Runtime`.
+    ``environ``, ``provider_factories``, ``clock``, ``engine_clock``, ``jitter``: see
+    :class:`Runtime`.
     """
     if settings.engine not in ENGINES:
         # Refused rather than silently running locally: an operator who asked for Step
@@ -416,6 +428,9 @@ def build_runtime(
         database_url or resolve_database_url(settings),
         environ=environ,
         provider_factories=provider_factories,
+        clock=clock,
+        engine_clock=engine_clock,
+        jitter=jitter,
     )
 
 

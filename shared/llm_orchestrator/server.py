@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -54,10 +55,12 @@ def build_local_server(
     *,
     database_url: str | None = None,
     environ: Mapping[str, str] | None = None,
+    **runtime_options: Any,
 ) -> LocalServer:
-    """``environ``: provider credentials and endpoints; the process environment when None."""
+    """``environ``: provider credentials and endpoints; the process environment when None.
+    ``runtime_options``: the clocks and jitter source of :class:`Runtime` (tests)."""
     url = database_url or prepare_database(settings)
-    runtime = build_runtime(settings, database_url=url, environ=environ)
+    runtime = build_runtime(settings, database_url=url, environ=environ, **runtime_options)
     app = create_app(all_routers(), fixed_runtime(runtime))
     scheduler = LocalScheduler(runtime.triggers, clock=utcnow)
     return LocalServer(app=app, runtime=runtime, database_url=url, scheduler=scheduler)
