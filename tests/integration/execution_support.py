@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,14 +28,27 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield fake
 
 
+@asynccontextmanager
+async def serving(
+    settings: Settings, fake_openai: FakeOpenAI, **runtime_options: Any
+) -> AsyncIterator[LocalServer]:
+    """The API with its providers pointed at the fake (never at the process environment);
+    ``runtime_options`` are :class:`Runtime`'s clocks and jitter source."""
+    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
+    local = build_local_server(
+        settings, database_url=settings.database_url, environ=environ, **runtime_options
+    )
+    await bootstrap(local.runtime)
+    try:
+        yield local
+    finally:
+        await local.runtime.close()
+
+
 @pytest.fixture
 async def server(settings: Settings, fake_openai: FakeOpenAI) -> AsyncIterator[LocalServer]:
-    """The API with its providers pointed at the fake (never at the process environment)."""
-    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
-    local = build_local_server(settings, database_url=settings.database_url, environ=environ)
-    await bootstrap(local.runtime)
-    yield local
-    await local.runtime.close()
+    async with serving(settings, fake_openai) as local:
+        yield local
 
 
 def llm_step(step_id: str, prompt: str, output: str, **extra: Any) -> dict[str, Any]:
