@@ -128,8 +128,11 @@ async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
 
 
 async def wait_held(fake: FakeOpenAI, count: int = 1) -> None:
-    """Until ``count`` provider calls are held by ``fake.hold()``: those steps are running."""
-    await wait_until(lambda: fake.held_count >= count)
+    """Until ``count`` provider calls are held by ``fake.hold()``: those steps are running.
+
+    A generous deadline, not a wait: it ends as soon as the calls arrive. Ten seconds was
+    too short once with four test suites sharing two cores."""
+    await wait_until(lambda: fake.held_count >= count, timeout=60.0)
 
 
 async def wait_parked(server: LocalServer, execution_id: str, step_id: str) -> None:
