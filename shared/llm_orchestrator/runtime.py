@@ -2,109 +2,467 @@
 
 The HTTP app, the Lambda handlers, the CLI and the tests all get their collaborators from a
 ``Runtime``; nothing else wires objects together.
+
+Everything is built on first use, and each builder imports what it builds: a Lambda
+serving one endpoint group imports and builds only what that group's routes touch (the auth
+group never loads the engine, the compiler, the step runner or a provider), and importing
+this module loads nothing of ours. Configuration the runtime cannot honour is refused when
+the runtime is built, not on the first request that would need it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import secrets
-import time
+import secrets as _secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import partial
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llm_orchestrator.audit.anchors import LogAnchorStore
-from llm_orchestrator.audit.trail import AuditTrail
-from llm_orchestrator.auth.service import AuthService
-from llm_orchestrator.auth.tokens import TokenCodec
-from llm_orchestrator.auth.users import UserService
-from llm_orchestrator.clock import utcnow
-from llm_orchestrator.config import Settings
-from llm_orchestrator.engine.base import Engine
-from llm_orchestrator.engine.local import LocalEngine
-from llm_orchestrator.engine.service import ExecutionService
-from llm_orchestrator.providers import ProviderRegistry
-from llm_orchestrator.providers.base import (
-    CredentialResolver,
-    EnvCredentialResolver,
-    FallbackCredentialResolver,
-)
-from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter, TierLimits
-from llm_orchestrator.redaction import install_log_redaction
-from llm_orchestrator.secrets import (
-    DbSecretsStore,
-    SecretsCredentialResolver,
-    SecretsKeyError,
-    SecretsSettingResolver,
-    SecretsStore,
-    generate_key,
-    parse_key,
-)
-from llm_orchestrator.secrets.credentials import (
-    RedactingCredentialResolver,
-    RedactingSecretsStore,
-    RedactingSettingResolver,
-)
-from llm_orchestrator.store.api_keys import ApiKeyRepository
-from llm_orchestrator.store.audit import AuditRepository
-from llm_orchestrator.store.checkpoints import CheckpointRepository
-from llm_orchestrator.store.db import Database
-from llm_orchestrator.store.executions import ExecutionRepository
-from llm_orchestrator.store.metrics import MetricsRepository
-from llm_orchestrator.store.rate_limits import RateLimitRepository
-from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
-from llm_orchestrator.store.secrets import SecretRepository
-from llm_orchestrator.store.triggers import TriggerRepository
-from llm_orchestrator.store.users import UserRepository
-from llm_orchestrator.store.workflows import WorkflowRepository
-from llm_orchestrator.triggers.completion import (
-    CompletionPublisher,
-    EventBridgeCompletionEvents,
-    LocalCompletionEvents,
-)
-from llm_orchestrator.triggers.service import InProcessTriggers, TriggerBackend, TriggerService
-from llm_orchestrator.vectorstores import (
-    EnvSettingResolver,
-    FallbackSettingResolver,
-    VectorStoreRegistry,
-)
-from llm_orchestrator.workflows.service import WorkflowService
+if TYPE_CHECKING:
+    import random
+    from datetime import datetime
+
+    from llm_orchestrator.audit.trail import AuditTrail
+    from llm_orchestrator.auth.service import AuthService
+    from llm_orchestrator.auth.users import UserService
+    from llm_orchestrator.config import Settings
+    from llm_orchestrator.engine.base import Engine
+    from llm_orchestrator.engine.clock import Clock
+    from llm_orchestrator.engine.service import ExecutionService
+    from llm_orchestrator.metrics.stats import SystemStatsService
+    from llm_orchestrator.providers import ProviderRegistry
+    from llm_orchestrator.providers.base import CredentialResolver
+    from llm_orchestrator.providers.registry import ProviderFactory
+    from llm_orchestrator.ratelimit.limiter import RateLimiter, TierLimits
+    from llm_orchestrator.secrets import SecretsStore
+    from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
+    from llm_orchestrator.store.api_keys import ApiKeyRepository
+    from llm_orchestrator.store.db import Database
+    from llm_orchestrator.store.executions import ExecutionRepository
+    from llm_orchestrator.store.idempotency import IdempotencyRepository
+    from llm_orchestrator.store.metrics import MetricsRepository
+    from llm_orchestrator.store.users import UserRepository
+    from llm_orchestrator.triggers.completion import CompletionPublisher
+    from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
+    from llm_orchestrator.vectorstores import VectorStoreRegistry
+    from llm_orchestrator.workflows.service import WorkflowService
+
+ENGINES = ("local", "stepfunctions")
+"""``LLMO_ENGINE`` values this build can run."""
+SECRETS_BACKENDS = ("db", "aws")
+"""``LLMO_SECRETS_BACKEND`` values this build can serve."""
 
 
-@dataclass
 class Runtime:
-    settings: Settings
-    db: Database
-    users: UserRepository
-    api_keys: ApiKeyRepository
-    auth: AuthService
-    user_admin: UserService
-    limiter: RateLimiter
-    audit: AuditTrail
-    workflows: WorkflowService
-    secrets: SecretsStore
-    credentials: CredentialResolver
-    """Provider credentials: the secrets store first, then the environment, field by field."""
-    metrics: MetricsRepository
-    providers: ProviderRegistry
-    vector_stores: VectorStoreRegistry
-    """Vector databases; settings resolve like provider credentials (secret, then env)."""
-    engine: Engine
-    executions: ExecutionService
-    triggers: TriggerService
-    completion: CompletionPublisher
-    """Completion events: logged and matched locally, put on the EventBridge bus on AWS."""
-    started_at: float = field(default_factory=time.time)
+    """Every collaborator of the platform, each built once, on first use.
+
+    ``environ`` (default: the process environment) supplies provider credential fallbacks;
+    ``provider_factories`` (default: every provider of this build) the provider adapters.
+    ``clock`` (default: the system's UTC time) is the wall clock of every service and of
+    the uptime; ``engine_clock`` and ``jitter`` are the local engine's timers and its retry
+    jitter (an ``engine.clock.FakeClock`` and a seeded or fixed ``random.Random`` make its
+    timeouts and backoffs deterministic in tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        *,
+        environ: Mapping[str, str] | None = None,
+        provider_factories: Mapping[str, ProviderFactory] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        engine_clock: Clock | None = None,
+        jitter: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self._environ = os.environ if environ is None else environ
+        self._provider_factories = provider_factories
+        if clock is None:
+            from llm_orchestrator.clock import utcnow
+
+            clock = utcnow
+        self.clock = clock
+        """Wall-clock time for every service (tests pass one they can move)."""
+        self._engine_clock = engine_clock
+        self._jitter = jitter
+        self.started_at = clock().timestamp()
+        """This process's start (epoch seconds): uptime is per instance."""
+
+    # -- storage ---------------------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> Database:
+        from llm_orchestrator.store.db import Database
+
+        return Database(
+            self.database_url,
+            min_size=self.settings.db_pool_min_size,
+            max_size=self.settings.db_pool_max_size,
+            statement_timeout=self.settings.db_statement_timeout_seconds,
+            pool_timeout=self.settings.db_pool_timeout_seconds,
+            connect_timeout=self.settings.db_connect_timeout_seconds,
+        )
+
+    @cached_property
+    def users(self) -> UserRepository:
+        from llm_orchestrator.store.users import UserRepository
+
+        return UserRepository(self.db)
+
+    @cached_property
+    def api_keys(self) -> ApiKeyRepository:
+        from llm_orchestrator.store.api_keys import ApiKeyRepository
+
+        return ApiKeyRepository(self.db)
+
+    @cached_property
+    def metrics(self) -> MetricsRepository:
+        from llm_orchestrator.store.metrics import MetricsRepository
+
+        return MetricsRepository(self.db)
+
+    @cached_property
+    def execution_store(self) -> ExecutionRepository:
+        from llm_orchestrator.store.executions import ExecutionRepository
+
+        return ExecutionRepository(self.db)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyRepository:
+        from llm_orchestrator.store.idempotency import IdempotencyRepository
+
+        return IdempotencyRepository(self.db)
+
+    # -- every group -----------------------------------------------------------------------
+
+    @cached_property
+    def auth(self) -> AuthService:
+        from datetime import timedelta
+
+        from llm_orchestrator.auth.service import AuthService
+        from llm_orchestrator.auth.tokens import TokenCodec
+        from llm_orchestrator.store.refresh_tokens import RefreshTokenRepository
+
+        settings = self.settings
+        return AuthService(
+            users=self.users,
+            api_keys=self.api_keys,
+            refresh_tokens=RefreshTokenRepository(self.db),
+            codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
+            access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            clock=self.clock,
+        )
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        from llm_orchestrator.ratelimit.limiter import RateLimiter
+        from llm_orchestrator.store.rate_limits import RateLimitRepository
+
+        return RateLimiter(RateLimitRepository(self.db), tier_limits(self.settings), self.clock)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        from llm_orchestrator.audit.anchors import LogAnchorStore
+        from llm_orchestrator.audit.trail import AuditTrail
+        from llm_orchestrator.store.audit import AuditRepository
+
+        settings = self.settings
+        # Locally the anchors also go to a file in the data dir that verify reads back; on
+        # AWS the log line (CloudWatch Logs) is the anchor store.
+        anchor_file = settings.data_dir / "audit-anchors.jsonl" if settings.is_local else None
+        return AuditTrail(
+            AuditRepository(self.db),
+            self.clock,
+            key_source=resolve_audit_key(settings, self.secrets),
+            anchors=LogAnchorStore(anchor_file),
+        )
+
+    # -- admin -----------------------------------------------------------------------------
+
+    @cached_property
+    def user_admin(self) -> UserService:
+        from llm_orchestrator.auth.users import UserService
+
+        return UserService(self.users)
+
+    @cached_property
+    def secrets(self) -> SecretsStore:
+        """The secrets backend; every value it yields is registered for log redaction."""
+        from functools import partial
+
+        from llm_orchestrator.secrets.credentials import RedactingSecretsStore
+
+        settings = self.settings
+        if settings.secrets_backend == "aws":
+            from llm_orchestrator.secrets.aws_store import SecretsManagerStore
+
+            return RedactingSecretsStore(
+                SecretsManagerStore(
+                    prefix=settings.secrets_prefix,
+                    clock=self.clock,
+                    cache_size=settings.secrets_cache_size,
+                    cache_seconds=settings.secrets_cache_seconds,
+                )
+            )
+        from llm_orchestrator.secrets import DbSecretsStore
+        from llm_orchestrator.store.secrets import SecretRepository
+
+        # The key is resolved on first use, so building the store never reads or creates it.
+        key = partial(resolve_secrets_key, settings)
+        return RedactingSecretsStore(DbSecretsStore(SecretRepository(self.db), key, self.clock))
+
+    @cached_property
+    def system_stats(self) -> SystemStatsService:
+        from llm_orchestrator.metrics.stats import SystemStatsService
+
+        return SystemStatsService(
+            self.metrics, self.api_keys, clock=self.clock, started_at=lambda: self.started_at
+        )
+
+    # -- workflows and executions ----------------------------------------------------------
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        from functools import partial
+
+        from llm_orchestrator.compiler import compile_workflow
+        from llm_orchestrator.store.workflows import WorkflowRepository
+        from llm_orchestrator.workflows.service import WorkflowService
+
+        return WorkflowService(
+            WorkflowRepository(self.db),
+            compile=partial(compile_workflow, step_runner_arn=self.settings.step_runner_arn),
+            clock=self.clock,
+        )
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = self._build_engine()
+        # Late-bound: the publisher needs the triggers, which need the executions service,
+        # which needs this engine.
+        engine.on_ended = lambda record: self.completion.publish(record)
+        return engine
+
+    def _build_engine(self) -> Engine:
+
+        if self.settings.engine == "stepfunctions":
+            from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
+
+            return StepFunctionsEngine(
+                self.execution_store,
+                role_arn=self.settings.states_role_arn,
+                now=self.clock,
+                audit=self.audit,
+            )
+        from llm_orchestrator.engine.asl import TaskTokenRegistry
+        from llm_orchestrator.engine.local import LocalEngine
+
+        tokens = TaskTokenRegistry()
+        return LocalEngine(
+            self.execution_store,
+            self.step_runner(tokens),
+            tokens,
+            now=self.clock,
+            audit=self.audit,
+            clock=self._engine_clock,
+            rng=self._jitter,
+        )
+
+    @cached_property
+    def executions(self) -> ExecutionService:
+        from llm_orchestrator.engine.service import ExecutionService
+        from llm_orchestrator.store.checkpoints import CheckpointRepository
+
+        return ExecutionService(
+            self.execution_store,
+            CheckpointRepository(self.db),
+            self.workflows,
+            self.engine,
+            step_runner_arn=self.settings.step_runner_arn,
+            clock=self.clock,
+        )
+
+    # -- triggers --------------------------------------------------------------------------
+
+    @cached_property
+    def trigger_backend(self) -> TriggerBackend:
+        """With Step Functions, EventBridge fires triggers; locally this process does."""
+        settings = self.settings
+        if settings.engine == "stepfunctions":
+            from llm_orchestrator.triggers.eventbridge import (
+                EventBridgeSettings,
+                EventBridgeTriggers,
+            )
+
+            return EventBridgeTriggers(
+                EventBridgeSettings(
+                    events_function_arn=settings.events_function_arn,
+                    scheduler_role_arn=settings.scheduler_role_arn,
+                    schedule_group=settings.schedule_group,
+                    event_bus=settings.event_bus,
+                )
+            )
+        from llm_orchestrator.triggers.service import InProcessTriggers
+
+        return InProcessTriggers()
+
+    @cached_property
+    def triggers(self) -> TriggerService:
+        from llm_orchestrator.store.triggers import TriggerRepository
+        from llm_orchestrator.triggers.service import TriggerService
+
+        return TriggerService(
+            TriggerRepository(self.db),
+            self.workflows,
+            self.users,
+            self.executions,
+            backend=self.trigger_backend,
+            audit=self.audit,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def completion(self) -> CompletionPublisher:
+        """Completion events: logged and matched locally, put on the EventBridge bus on AWS."""
+        if self.settings.engine == "stepfunctions":
+            from llm_orchestrator.triggers.completion import EventBridgeCompletionEvents
+
+            return EventBridgeCompletionEvents(self.settings.event_bus)
+        from llm_orchestrator.triggers.completion import LocalCompletionEvents
+
+        return LocalCompletionEvents(self.triggers, self.clock)
+
+    # -- the step runner -------------------------------------------------------------------
+
+    @cached_property
+    def credentials(self) -> CredentialResolver:
+        """Provider credentials: the secrets store first, then the environment, field by field.
+        Whatever is resolved is registered for redaction from logs, errors and stored state."""
+        from llm_orchestrator.providers.base import (
+            EnvCredentialResolver,
+            FallbackCredentialResolver,
+        )
+        from llm_orchestrator.secrets import SecretsCredentialResolver
+        from llm_orchestrator.secrets.credentials import RedactingCredentialResolver
+
+        return RedactingCredentialResolver(
+            FallbackCredentialResolver(
+                SecretsCredentialResolver(self.secrets), EnvCredentialResolver(self._environ)
+            )
+        )
+
+    @cached_property
+    def providers(self) -> ProviderRegistry:
+        from llm_orchestrator.providers import ProviderRegistry
+
+        return ProviderRegistry(self.credentials, factories=self._provider_factories)
+
+    @cached_property
+    def vector_stores(self) -> VectorStoreRegistry:
+        """Vector databases; settings resolve like provider credentials (secret, then env)."""
+        from llm_orchestrator.secrets import SecretsSettingResolver
+        from llm_orchestrator.secrets.credentials import RedactingSettingResolver
+        from llm_orchestrator.vectorstores import (
+            EnvSettingResolver,
+            FallbackSettingResolver,
+            VectorStoreRegistry,
+        )
+
+        settings = RedactingSettingResolver(
+            FallbackSettingResolver(
+                SecretsSettingResolver(self.secrets), EnvSettingResolver(self._environ)
+            )
+        )
+        return VectorStoreRegistry(settings, own_database=self.db)
+
+    def step_runner(
+        self,
+        tokens: TaskTokenSender,
+        *,
+        wait_for_retry_after: bool = False,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> StepRunner:
+        """The step runner answering parked tasks through ``tokens``: the local engine's
+        registry in-process, Step Functions in the step-runner Lambda (which also waits out
+        a provider's Retry-After itself: ``wait_for_retry_after``, sleeping with ``sleep``)."""
+        from llm_orchestrator.steps.runner import StepRunner
+
+        return StepRunner(
+            self.execution_store,
+            self.providers,
+            tokens,
+            clock=self.clock,
+            vector_stores=self.vector_stores,
+            wait_for_retry_after=wait_for_retry_after,
+            sleep=sleep or asyncio.sleep,
+        )
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _built(self, name: str) -> bool:
+        return name in self.__dict__
 
     async def close(self) -> None:
-        # Runs first: they stop without recording anything and are recovered on next start.
-        await self.engine.close()
-        await self.providers.aclose()
-        await self.vector_stores.aclose()
-        await self.audit.close()  # a last anchor of the chain's head
-        await self.db.close()
+        """Release what was built; what never was is not built now."""
+        # The engine first: its runs stop without recording anything and are recovered on
+        # the next start.
+        if self._built("engine"):
+            await self.engine.close()
+        if self._built("providers"):
+            await self.providers.aclose()
+        if self._built("vector_stores"):
+            await self.vector_stores.aclose()
+        if self._built("audit"):
+            await self.audit.close()  # a last anchor of the chain's head
+        if self._built("db"):
+            await self.db.close()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    provider_factories: Mapping[str, ProviderFactory] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    engine_clock: Clock | None = None,
+    jitter: random.Random | None = None,
+) -> Runtime:
+    """A runtime for ``settings``; refuses at once a configuration it cannot honour.
+
+    ``environ``, ``provider_factories``, ``clock``, ``engine_clock``, ``jitter``: see
+    :class:`Runtime`.
+    """
+    if settings.engine not in ENGINES:
+        # Refused rather than silently running locally: an operator who asked for Step
+        # Functions must not get in-process runs that die with the Lambda container.
+        raise RuntimeError(
+            f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
+        )
+    if settings.jwt_secret is None and not settings.jwt_secret_arn and not settings.is_local:
+        resolve_jwt_secret(settings)  # raises: every HTTP route needs it, so say so now
+    if settings.secrets_backend not in SECRETS_BACKENDS:
+        raise RuntimeError(
+            f"LLMO_SECRETS_BACKEND={settings.secrets_backend!r} is not available in this build"
+        )
+    from llm_orchestrator.redaction import install_log_redaction
+
+    install_log_redaction()
+    return Runtime(
+        settings,
+        database_url or resolve_database_url(settings),
+        environ=environ,
+        provider_factories=provider_factories,
+        clock=clock,
+        engine_clock=engine_clock,
+        jitter=jitter,
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +497,9 @@ def resolve_database_url(settings: Settings) -> str:
     return resolve_database_urls(settings).app
 
 
+AUDIT_KEY_SECRET = "AUDIT_HMAC_KEY"
+
+
 def resolve_audit_key(settings: Settings, store: SecretsStore) -> Callable[[], Awaitable[bytes]]:
     """The audit HMAC key, from configuration, locally a file generated once into the data dir,
     on AWS the secrets backend: never the database, whose credentials it must not follow."""
@@ -162,18 +523,6 @@ def resolve_audit_key(settings: Settings, store: SecretsStore) -> Callable[[], A
     return source
 
 
-def build_audit_trail(settings: Settings, db: Database, store: SecretsStore) -> AuditTrail:
-    # Locally the anchors also go to a file in the data dir that verify reads back; on AWS
-    # the log line (CloudWatch Logs) is the anchor store.
-    anchor_file = settings.data_dir / "audit-anchors.jsonl" if settings.is_local else None
-    return AuditTrail(
-        AuditRepository(db),
-        utcnow,
-        key_source=resolve_audit_key(settings, store),
-        anchors=LogAnchorStore(anchor_file),
-    )
-
-
 def resolve_jwt_secret(settings: Settings) -> str:
     """The configured secret, or locally one generated once and kept in the data dir.
 
@@ -195,6 +544,8 @@ def resolve_secrets_key(settings: Settings) -> bytes:
     """Key of the ``db`` secrets backend: ``LLMO_SECRETS_KEY``, or locally one generated once
     into the data dir. Like the JWT secret, never per process: every process and container
     must decrypt what the others stored."""
+    from llm_orchestrator.secrets import SecretsKeyError, generate_key, parse_key
+
     if settings.secrets_key is not None:
         return parse_key(settings.secrets_key.get_secret_value())
     if settings.secrets_key_arn:
@@ -206,73 +557,6 @@ def resolve_secrets_key(settings: Settings) -> bytes:
     return parse_key(_read_or_create_secret_file(settings.data_dir / "secrets.key", generate_key))
 
 
-AUDIT_KEY_SECRET = "AUDIT_HMAC_KEY"
-
-
-def build_engine(
-    settings: Settings,
-    executions: ExecutionRepository,
-    providers: ProviderRegistry,
-    audit: AuditTrail,
-    vector_stores: VectorStoreRegistry | None = None,
-) -> Engine:
-    if settings.engine == "stepfunctions":
-        from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
-
-        return StepFunctionsEngine(
-            executions, role_arn=settings.states_role_arn, now=utcnow, audit=audit
-        )
-    return LocalEngine(executions, providers, now=utcnow, audit=audit, vector_stores=vector_stores)
-
-
-def build_secrets_store(settings: Settings, db: Database) -> SecretsStore:
-    if settings.secrets_backend == "aws":
-        from llm_orchestrator.secrets.aws_store import SecretsManagerStore
-
-        return RedactingSecretsStore(
-            SecretsManagerStore(
-                prefix=settings.secrets_prefix,
-                clock=utcnow,
-                cache_size=settings.secrets_cache_size,
-                cache_seconds=settings.secrets_cache_seconds,
-            )
-        )
-    # The key is resolved on first use, so building a runtime never reads or creates it.
-    return RedactingSecretsStore(
-        DbSecretsStore(SecretRepository(db), partial(resolve_secrets_key, settings), utcnow)
-    )
-
-
-def build_trigger_backend(settings: Settings) -> TriggerBackend:
-    """With Step Functions, EventBridge fires triggers; locally this process does."""
-    if settings.engine == "stepfunctions":
-        from llm_orchestrator.triggers.eventbridge import EventBridgeSettings, EventBridgeTriggers
-
-        return EventBridgeTriggers(
-            EventBridgeSettings(
-                events_function_arn=settings.events_function_arn,
-                scheduler_role_arn=settings.scheduler_role_arn,
-                schedule_group=settings.schedule_group,
-                event_bus=settings.event_bus,
-            )
-        )
-    return InProcessTriggers()
-
-
-def build_completion_events(settings: Settings, triggers: TriggerService) -> CompletionPublisher:
-    if settings.engine == "stepfunctions":
-        return EventBridgeCompletionEvents(settings.event_bus)
-    return LocalCompletionEvents(triggers, utcnow)
-
-
-def build_credentials(store: SecretsStore, environ: Mapping[str, str]) -> CredentialResolver:
-    """A secret stored under a provider variable's name wins over that variable. Whatever
-    is resolved is registered for redaction from logs, errors and stored state."""
-    return RedactingCredentialResolver(
-        FallbackCredentialResolver(SecretsCredentialResolver(store), EnvCredentialResolver(environ))
-    )
-
-
 def _read_or_create_secret_file(path: Path, generate: Callable[[], str] | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -280,98 +564,14 @@ def _read_or_create_secret_file(path: Path, generate: Callable[[], str] | None =
     except FileExistsError:
         return path.read_text(encoding="utf-8").strip()
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        value = generate() if generate is not None else secrets.token_urlsafe(48)
+        value = generate() if generate is not None else _secrets.token_urlsafe(48)
         handle.write(value)
     return value
 
 
-def build_runtime(
-    settings: Settings,
-    *,
-    database_url: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Runtime:
-    """``environ`` (default: the process environment) supplies provider credential fallbacks."""
-    install_log_redaction()
-    db = Database(
-        database_url or resolve_database_url(settings),
-        min_size=settings.db_pool_min_size,
-        max_size=settings.db_pool_max_size,
-        statement_timeout=settings.db_statement_timeout_seconds,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        connect_timeout=settings.db_connect_timeout_seconds,
-    )
-    users = UserRepository(db)
-    api_keys = ApiKeyRepository(db)
-    auth = AuthService(
-        users=users,
-        api_keys=api_keys,
-        refresh_tokens=RefreshTokenRepository(db),
-        codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
-        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
-        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-        clock=utcnow,
-    )
-    secrets_store = build_secrets_store(settings, db)
-    environ = os.environ if environ is None else environ
-    credentials = build_credentials(secrets_store, environ)
-    vector_stores = VectorStoreRegistry(
-        RedactingSettingResolver(
-            FallbackSettingResolver(
-                SecretsSettingResolver(secrets_store), EnvSettingResolver(environ)
-            )
-        ),
-        own_database=db,
-    )
-    workflows = WorkflowService(
-        WorkflowRepository(db), step_runner_arn=settings.step_runner_arn, clock=utcnow
-    )
-    audit = build_audit_trail(settings, db, secrets_store)
-    providers = ProviderRegistry(credentials)
-    executions = ExecutionRepository(db)
-    engine = build_engine(settings, executions, providers, audit, vector_stores)
-    execution_service = ExecutionService(
-        executions,
-        CheckpointRepository(db),
-        workflows,
-        engine,
-        step_runner_arn=settings.step_runner_arn,
-        clock=utcnow,
-    )
-    triggers = TriggerService(
-        TriggerRepository(db),
-        workflows,
-        users,
-        execution_service,
-        backend=build_trigger_backend(settings),
-        audit=audit,
-        clock=utcnow,
-    )
-    completion = build_completion_events(settings, triggers)
-    engine.on_ended = completion.publish
-    return Runtime(
-        settings=settings,
-        db=db,
-        users=users,
-        api_keys=api_keys,
-        auth=auth,
-        user_admin=UserService(users),
-        limiter=RateLimiter(RateLimitRepository(db), tier_limits(settings), utcnow),
-        audit=audit,
-        secrets=secrets_store,
-        credentials=credentials,
-        metrics=MetricsRepository(db),
-        workflows=workflows,
-        providers=providers,
-        vector_stores=vector_stores,
-        engine=engine,
-        executions=execution_service,
-        triggers=triggers,
-        completion=completion,
-    )
-
-
 def tier_limits(settings: Settings) -> dict[str, TierLimits]:
+    from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, TierLimits
+
     tiers = dict(DEFAULT_TIERS)
     tiers["enterprise"] = TierLimits(
         settings.rate_limit_enterprise_per_minute,

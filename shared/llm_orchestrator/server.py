@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from llm_orchestrator.api.app import create_app, fixed_runtime
+from llm_orchestrator.api.routers import all_routers
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_urls
@@ -17,31 +19,6 @@ from llm_orchestrator.store.migrate import apply_migrations
 from llm_orchestrator.triggers.scheduler import LocalScheduler
 
 log = logging.getLogger(__name__)
-
-
-def all_routers() -> list[APIRouter]:
-    from llm_orchestrator.api.routers import (
-        admin,
-        audit,
-        auth,
-        executions,
-        monitoring,
-        state,
-        triggers,
-        workflows,
-    )
-
-    return [
-        auth.router,
-        workflows.router,
-        triggers.router,
-        executions.router,
-        triggers.events_router,
-        state.router,
-        admin.router,
-        audit.router,
-        monitoring.router,
-    ]
 
 
 @dataclass
@@ -84,10 +61,12 @@ def build_local_server(
     *,
     database_url: str | None = None,
     environ: Mapping[str, str] | None = None,
+    **runtime_options: Any,
 ) -> LocalServer:
-    """``environ``: provider credentials and endpoints; the process environment when None."""
+    """``environ``: provider credentials and endpoints; the process environment when None.
+    ``runtime_options``: the clocks and jitter source of :class:`Runtime` (tests)."""
     url = database_url or prepare_database(settings)
-    runtime = build_runtime(settings, database_url=url, environ=environ)
+    runtime = build_runtime(settings, database_url=url, environ=environ, **runtime_options)
     app = create_app(all_routers(), fixed_runtime(runtime))
     scheduler = LocalScheduler(runtime.triggers, clock=utcnow)
     return LocalServer(app=app, runtime=runtime, database_url=url, scheduler=scheduler)

@@ -12,18 +12,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from llm_orchestrator.clock import utcnow
-from llm_orchestrator.config import get_settings
-from llm_orchestrator.engine.stepfunctions_tokens import StepFunctionsTaskTokens
 from llm_orchestrator.runtime import Runtime, build_runtime
-from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
-from llm_orchestrator.store.executions import ExecutionRepository
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
 
+    from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
+
 
 def _runtime_from_environment() -> Runtime:
+    from llm_orchestrator.config import get_settings
+
     return build_runtime(get_settings())
 
 
@@ -46,12 +45,8 @@ class StepRunnerLambda:
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if self._loop is None or self._runner is None:
             self._runtime = self._runtime_factory()
-            self._runner = StepRunner(
-                ExecutionRepository(self._runtime.db),
-                self._runtime.providers,
-                self._tokens or StepFunctionsTaskTokens(),
-                clock=utcnow,
-                vector_stores=self._runtime.vector_stores,
+            self._runner = self._runtime.step_runner(
+                self._tokens or _step_functions_tokens(),
                 # Step Functions' Retry cannot honour a provider's Retry-After: wait here.
                 wait_for_retry_after=True,
                 sleep=self._sleep,
@@ -75,6 +70,12 @@ def _time_left(context: Any) -> Callable[[], float] | None:
     if not callable(remaining):
         return None
     return lambda: float(remaining()) / 1000.0
+
+
+def _step_functions_tokens() -> TaskTokenSender:
+    from llm_orchestrator.engine.stepfunctions_tokens import StepFunctionsTaskTokens
+
+    return StepFunctionsTaskTokens()
 
 
 class InstrumentedHandler(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,14 +28,27 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield fake
 
 
+@asynccontextmanager
+async def serving(
+    settings: Settings, fake_openai: FakeOpenAI, **runtime_options: Any
+) -> AsyncIterator[LocalServer]:
+    """The API with its providers pointed at the fake (never at the process environment);
+    ``runtime_options`` are :class:`Runtime`'s clocks and jitter source."""
+    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
+    local = build_local_server(
+        settings, database_url=settings.database_url, environ=environ, **runtime_options
+    )
+    await bootstrap(local.runtime)
+    try:
+        yield local
+    finally:
+        await local.runtime.close()
+
+
 @pytest.fixture
 async def server(settings: Settings, fake_openai: FakeOpenAI) -> AsyncIterator[LocalServer]:
-    """The API with its providers pointed at the fake (never at the process environment)."""
-    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
-    local = build_local_server(settings, database_url=settings.database_url, environ=environ)
-    await bootstrap(local.runtime)
-    yield local
-    await local.runtime.close()
+    async with serving(settings, fake_openai) as local:
+        yield local
 
 
 def llm_step(step_id: str, prompt: str, output: str, **extra: Any) -> dict[str, Any]:
@@ -114,8 +128,11 @@ async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
 
 
 async def wait_held(fake: FakeOpenAI, count: int = 1) -> None:
-    """Until ``count`` provider calls are held by ``fake.hold()``: those steps are running."""
-    await wait_until(lambda: fake.held_count >= count)
+    """Until ``count`` provider calls are held by ``fake.hold()``: those steps are running.
+
+    A generous deadline, not a wait: it ends as soon as the calls arrive. Ten seconds was
+    too short once with four test suites sharing two cores."""
+    await wait_until(lambda: fake.held_count >= count, timeout=60.0)
 
 
 async def wait_parked(server: LocalServer, execution_id: str, step_id: str) -> None:

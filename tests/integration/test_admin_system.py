@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from llm_orchestrator import __version__
-from llm_orchestrator.server import LocalServer
-from tests.integration.conftest import ADMIN_PASSWORD, JWT_SECRET
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.config import Settings
+from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET, Session
 from tests.integration.test_metrics import insert_execution, insert_workflow
 
 STATS_FIELDS = {
@@ -116,12 +119,37 @@ async def test_api_keys_count_is_keys_neither_revoked_nor_expired(
     assert (await stats(client, admin))["api_keys_count"] == 1
 
 
-async def test_uptime_is_this_process_uptime(
-    client: httpx.AsyncClient, admin: Any, server: LocalServer
-) -> None:
-    server.runtime.started_at -= 120
+class MovableClock:
+    """A wall clock that stands still until the test moves it."""
 
-    assert 120 <= (await stats(client, admin))["uptime_seconds"] <= 180
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+async def test_uptime_is_this_process_uptime(settings: Settings) -> None:
+    clock = MovableClock()
+    local = build_local_server(settings, database_url=settings.database_url, clock=clock)
+    await bootstrap(local.runtime)
+    transport = httpx.ASGITransport(app=local.app, client=("203.0.113.7", 4242))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+            login = await http.post(
+                "/auth/login", json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+            )
+            admin = Session(login.json()["user_id"], login.json()["access_token"], "")
+            at_start = (await stats(http, admin))["uptime_seconds"]
+            clock.advance(120)
+            later = (await stats(http, admin))["uptime_seconds"]
+    finally:
+        await local.runtime.close()
+
+    assert (at_start, later) == (0, 120)
 
 
 async def test_config_reports_version_environment_and_features(

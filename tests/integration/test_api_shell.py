@@ -129,7 +129,7 @@ async def test_health_is_503_when_the_database_is_down(settings):
     runtime = build_runtime(
         settings, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
     )
-    from llm_orchestrator.server import all_routers
+    from llm_orchestrator.api.routers import all_routers
 
     app = create_app(all_routers(), fixed_runtime(runtime))
     async with httpx.AsyncClient(

@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import httpx
 import pytest
 
+from llm_orchestrator.config import Settings
+from llm_orchestrator.engine.clock import FakeClock
 from llm_orchestrator.engine.local import LocalEngine
 from llm_orchestrator.server import LocalServer
 from llm_orchestrator.steps.errors import ExecutionEnded, WorkflowCancelled
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import Session
+from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Session
 from tests.integration.execution_support import (
     TERMINAL,
     create_workflow,
@@ -29,8 +33,10 @@ from tests.integration.execution_support import (
     get_status,
     llm_step,
     server,
+    serving,
     start_execution,
     wait_for,
+    wait_held,
     wait_until,
 )
 
@@ -509,32 +515,49 @@ async def test_cancel_while_parked_inside_a_parallel(
     assert [body["steps"][s]["status"] for s in "bcd"] == ["pending"] * 3
 
 
-async def test_cancel_during_retry_backoff(
-    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
-) -> None:
-    engine_of(server)._rng = MaxJitter()
+@asynccontextmanager
+async def clocked_server(
+    settings: Settings, fake: FakeOpenAI, jitter: random.Random
+) -> AsyncIterator[tuple[LocalServer, httpx.AsyncClient, Session, FakeClock]]:
+    """A server whose engine runs on virtual time that only the test moves: timeouts and
+    backoffs happen when the test says, never because the machine was slow."""
+    clock = FakeClock(start=1000.0, autojump=False)
+    async with serving(settings, fake, engine_clock=clock, jitter=jitter) as local:
+        transport = httpx.ASGITransport(app=local.app, client=("203.0.113.7", 4242))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+            login = await http.post(
+                "/auth/login", json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+            )
+            body = login.json()
+            admin = Session(body["user_id"], body["access_token"], body["refresh_token"])
+            yield local, http, admin, clock
+
+
+async def test_cancel_during_retry_backoff(settings: Settings, fake_openai: FakeOpenAI) -> None:
     slow_retry = {"max_attempts": 3, "backoff_seconds": 20, "backoff_rate": 1.0}
     steps = [
         llm_step("a", "A:{{x}}", "out_a", retry=slow_retry),
         llm_step("b", "B:{{out_a}}", "out_b", depends_on=["a"]),
     ]
-    workflow_id = await create_workflow(client, admin, steps)
-    for status, retry_after in ((429, 1.0), (503, None)):
-        fake_openai.reset()
-        fake_openai.fail_next(status, retry_after=retry_after)
-        execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-        await wait_until(lambda: len(fake_openai.requests) == 1)
-        await asyncio.sleep(0.1)  # the step is now sleeping its 20 s backoff
+    async with clocked_server(settings, fake_openai, MaxJitter()) as (server, client, admin, clock):
+        workflow_id = await create_workflow(client, admin, steps)
+        for status, retry_after in ((429, 1.0), (503, None)):
+            fake_openai.reset()
+            clock.sleeps.clear()
+            fake_openai.fail_next(status, retry_after=retry_after)
+            execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+            # The step is now in its 20 s backoff, which virtual time never ends.
+            await wait_until(lambda: 20.0 in clock.sleeps)
 
-        cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
+            cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
 
-        assert cancelled.status_code == 200
-        body = await check_invariants(
-            server, fake_openai, client, admin, workflow_id, execution_id, finished_runs=1
-        )
-        assert body["status"] == "cancelled"
-        assert body["error"]["type"] == "WorkflowCancelled"
-        assert calls(fake_openai) == {"a": 1}
+            assert cancelled.status_code == 200
+            body = await check_invariants(
+                server, fake_openai, client, admin, workflow_id, execution_id, finished_runs=1
+            )
+            assert body["status"] == "cancelled"
+            assert body["error"]["type"] == "WorkflowCancelled"
+            assert calls(fake_openai) == {"a": 1}
 
 
 async def test_cancel_right_after_execute(
@@ -898,40 +921,47 @@ async def test_timeout_while_paused(
     assert (await control(client, admin, "resume", workflow_id, execution_id)).status_code == 409
 
 
-async def test_step_timeout_with_retry(
-    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
-) -> None:
-    engine_of(server)._rng = MinJitter()
+async def test_step_timeout_with_retry(settings: Settings, fake_openai: FakeOpenAI) -> None:
     retry = {"max_attempts": 3, "backoff_seconds": 1, "backoff_rate": 1.0}
     steps = [
-        llm_step("a", "A:{{x}}", "out_a", timeout_seconds=1, retry=retry),
+        llm_step("a", "A:{{x}}", "out_a", timeout_seconds=10, retry=retry),
         llm_step("b", "B:{{out_a}}", "out_b", depends_on=["a"]),
     ]
-    workflow_id = await create_workflow(client, admin, steps)
+    async with clocked_server(settings, fake_openai, MinJitter()) as (server, client, admin, clock):
+        workflow_id = await create_workflow(client, admin, steps)
 
-    # A 503 is retried, and each attempt gets the whole timeout again.
-    fake_openai.latency = 0.6
-    fake_openai.fail_next(503)
-    retried = await start_execution(client, admin, workflow_id, {"x": "1"})
-    assert (await wait_for(client, admin, workflow_id, retried))["status"] == "completed"
-    assert calls(fake_openai) == {"a": 2, "b": 1}
-    await check_invariants(
-        server, fake_openai, client, admin, workflow_id, retried, finished_runs=1
-    )
+        # A 503 is retried, and each attempt gets the whole timeout again: two attempts of
+        # 9 virtual seconds each outlast one 10 s timeout, yet the step completes.
+        fake_openai.hold(lambda body: step_of(body) == "a")
+        retried = await start_execution(client, admin, workflow_id, {"x": "1"})
+        await wait_held(fake_openai)
+        await clock.advance(9)
+        fake_openai.release(failure=503, hold_more=True)
+        await wait_until(lambda: fake_openai.held_count == 1 and calls(fake_openai) == {"a": 1})
+        await clock.advance(9)
+        fake_openai.release()
+        assert (await wait_for(client, admin, workflow_id, retried))["status"] == "completed"
+        assert calls(fake_openai) == {"a": 2, "b": 1}
+        await check_invariants(
+            server, fake_openai, client, admin, workflow_id, retried, finished_runs=1
+        )
 
-    # An attempt over the step's timeout fails it with States.Timeout; b never runs.
-    fake_openai.reset()
-    fake_openai.latency_of = lambda body: 1.5 if step_of(body) == "a" else 0.0
-    slow = await start_execution(client, admin, workflow_id, {"x": "1"})
-    final = await wait_for(client, admin, workflow_id, slow)
-    assert final["status"] == "failed"
-    assert final["error"]["type"] == "States.Timeout"
-    assert final["error"]["step_id"] == "a"
-    body = await check_invariants(
-        server, fake_openai, client, admin, workflow_id, slow, finished_runs=1
-    )
-    assert body["steps"]["a"]["status"] == "failed"
-    assert calls(fake_openai) == {"a": 1}
+        # An attempt over the step's timeout fails it with States.Timeout; b never runs.
+        fake_openai.reset()
+        fake_openai.hold(lambda body: step_of(body) == "a")
+        slow = await start_execution(client, admin, workflow_id, {"x": "1"})
+        await wait_held(fake_openai)
+        await clock.advance(10.5)
+        final = await wait_for(client, admin, workflow_id, slow)
+        fake_openai.release()  # the provider's late answer changes nothing
+        assert final["status"] == "failed"
+        assert final["error"]["type"] == "States.Timeout"
+        assert final["error"]["step_id"] == "a"
+        body = await check_invariants(
+            server, fake_openai, client, admin, workflow_id, slow, finished_runs=1
+        )
+        assert body["steps"]["a"]["status"] == "failed"
+        assert calls(fake_openai) == {"a": 1}
 
 
 # -- idempotency ---------------------------------------------------------------------------

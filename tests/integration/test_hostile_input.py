@@ -283,7 +283,7 @@ async def test_a_body_over_the_limit_is_413_in_the_envelope(server):
     import httpx as _httpx
 
     from llm_orchestrator.api.app import create_app, fixed_runtime
-    from llm_orchestrator.server import all_routers
+    from llm_orchestrator.api.routers import all_routers
 
     app = create_app(all_routers(), fixed_runtime(server.runtime), max_body_bytes=1024)
     transport = _httpx.ASGITransport(app=app)

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
-from llm_orchestrator.server import bootstrap, build_local_server
+from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[LocalServer]:
+    """The wall clock stands still, so every request of a test falls in the same minute,
+    hour and day window however slowly a loaded machine sends them."""
+    frozen = utcnow()
+    local = build_local_server(settings, database_url=settings.database_url, clock=lambda: frozen)
+    await bootstrap(local.runtime)
+    yield local
+    await local.runtime.close()
 
 
 async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_user_succeed(client, create_user):
@@ -25,7 +37,7 @@ async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_user_succeed(c
     assert statuses.count(429) == 140
 
 
-async def test_every_authenticated_response_reports_the_limit(client, create_user):
+async def test_every_authenticated_response_reports_the_limit(client, create_user, server):
     user = await create_user("counted", tier="free")
 
     first = await client.get("/auth/keys", headers=user.headers)
@@ -35,7 +47,8 @@ async def test_every_authenticated_response_reports_the_limit(client, create_use
     assert int(first.headers["X-RateLimit-Remaining"]) == 59
     assert int(second.headers["X-RateLimit-Remaining"]) == 58
     reset = int(first.headers["X-RateLimit-Reset"])
-    assert time.time() < reset <= time.time() + 60
+    now = server.runtime.clock().timestamp()
+    assert now < reset <= now + 60
     # Error responses carry them too.
     forbidden = await client.get("/admin/users", headers=user.headers)
     assert forbidden.status_code == 403
@@ -110,7 +123,6 @@ async def test_failed_authentication_counts_against_the_client_ip(server):
 async def test_old_windows_are_swept_so_the_counters_table_stays_small(server):
     from datetime import timedelta
 
-    from llm_orchestrator.clock import utcnow
     from llm_orchestrator.ratelimit.limiter import DEFAULT_TIERS, RateLimiter
     from llm_orchestrator.store.rate_limits import RateLimitRepository
 
@@ -139,17 +151,14 @@ async def test_old_windows_are_swept_so_the_counters_table_stays_small(server):
 
 
 async def _fill_window(server, subject: str, window: str, seconds: int, hits: int) -> None:
-    """Put ``hits`` in the current ``window`` of ``subject`` and in the next one, so the test
-    holds even when the window turns over between this and the request."""
-    now = time.time()
-    start = now - now % seconds
+    """Put ``hits`` in the current ``window`` of ``subject`` (by the server's clock)."""
+    now = server.runtime.clock().timestamp()
     async with server.runtime.db.connection() as conn:
-        for window_start in (start, start + seconds):
-            await conn.execute(
-                "INSERT INTO rate_limit_counters (subject, window_name, window_start, hits)"
-                " VALUES (%s, %s, to_timestamp(%s), %s)",
-                (subject, window, window_start, hits),
-            )
+        await conn.execute(
+            "INSERT INTO rate_limit_counters (subject, window_name, window_start, hits)"
+            " VALUES (%s, %s, to_timestamp(%s), %s)",
+            (subject, window, now - now % seconds, hits),
+        )
 
 
 async def test_the_hour_window_refuses_with_window_1_hour(client, create_user, server):
@@ -206,7 +215,10 @@ async def test_enterprise_limits_come_from_the_environment(
             }
         )
     )
-    local = build_local_server(overridden, database_url=overridden.database_url)
+    frozen = utcnow()
+    local = build_local_server(
+        overridden, database_url=overridden.database_url, clock=lambda: frozen
+    )
     await bootstrap(local.runtime)
     try:
         transport = httpx.ASGITransport(app=local.app, client=("203.0.113.8", 1000))

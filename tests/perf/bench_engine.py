@@ -33,23 +33,15 @@ from psycopg.conninfo import make_conninfo
 
 from llm_orchestrator.auth.permissions import ROLE_PERMISSIONS
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
-from llm_orchestrator.engine.local import LocalEngine
-from llm_orchestrator.engine.service import ExecutionService
 from llm_orchestrator.providers import (
     ChatRequest,
     ChatResult,
     CredentialResolver,
     EmbeddingProvider,
-    EnvCredentialResolver,
     LLMProvider,
-    ProviderRegistry,
 )
 from llm_orchestrator.runtime import Runtime, build_runtime
-from llm_orchestrator.steps.runner import VectorStores
-from llm_orchestrator.store.checkpoints import CheckpointRepository
-from llm_orchestrator.store.executions import ExecutionRepository
 from llm_orchestrator.store.migrate import apply_migrations
 
 CHAIN_STEPS = 20
@@ -152,27 +144,11 @@ async def _admin(runtime: Runtime) -> Principal:
     )
 
 
-def _service(
-    runtime: Runtime, providers: ProviderRegistry, vector_stores: VectorStores | None = None
-) -> ExecutionService:
-    repo = ExecutionRepository(runtime.db)
-    engine = LocalEngine(repo, providers, now=utcnow, vector_stores=vector_stores)
-    return ExecutionService(
-        repo,
-        CheckpointRepository(runtime.db),
-        runtime.workflows,
-        engine,
-        step_runner_arn="step-runner",
-        clock=utcnow,
-    )
-
-
 async def _step_overhead(runtime: Runtime) -> float:
     admin = await _admin(runtime)
     steps = [_step(f"s{i}", [f"s{i - 1}"] if i else []) for i in range(CHAIN_STEPS)]
     workflow = await runtime.workflows.create(admin, {"name": "chain", "steps": steps})
-    providers = ProviderRegistry(EnvCredentialResolver({}), factories={"openai": _instant_factory})
-    service = _service(runtime, providers)
+    service = runtime.executions
     per_step_ms = []
     for run in range(CHAIN_RUNS + 3):
         started = time.perf_counter()
@@ -188,9 +164,7 @@ async def _step_overhead(runtime: Runtime) -> float:
 async def _concurrent(runtime: Runtime, base_url: str) -> float:
     admin = await _admin(runtime)
     workflow = await runtime.workflows.create(admin, {"name": "one", "steps": [_step("s", [])]})
-    environ = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": base_url}
-    providers = ProviderRegistry(EnvCredentialResolver(environ))
-    service = _service(runtime, providers)
+    service = runtime.executions
     workflow_id = str(workflow.record.id)
     # Warm the SDK import and a connection, as a running server would have.
     warm = await service.execute(admin, workflow_id, {"x": "warm"})
@@ -202,7 +176,6 @@ async def _concurrent(runtime: Runtime, base_url: str) -> float:
     states = await asyncio.gather(*(service.wait(record) for record in records))
     elapsed = time.perf_counter() - started
     assert all(state.record.status == "completed" for state in states)
-    await providers.aclose()
     return elapsed
 
 
@@ -213,12 +186,21 @@ async def _run(url: str, base_url: str) -> tuple[float, float]:
         jwt_secret="bench-" + "x" * 40,
         db_pool_max_size=20,
     )
-    runtime = build_runtime(settings, database_url=url, environ={})
+    instant = build_runtime(
+        settings, database_url=url, environ={}, provider_factories={"openai": _instant_factory}
+    )
+    environ = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": base_url}
+    faked = build_runtime(settings, database_url=url, environ=environ)
     try:
-        overhead = await _step_overhead(runtime)
-        wall = await _concurrent(runtime, base_url)
+        try:
+            overhead = await _step_overhead(instant)
+        finally:
+            await instant.close()
+        try:
+            wall = await _concurrent(faked, base_url)
+        finally:
+            await faked.close()
     finally:
-        await runtime.close()
         shutil.rmtree(settings.data_dir, ignore_errors=True)
     return overhead, wall
 

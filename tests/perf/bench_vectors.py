@@ -31,11 +31,10 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from llm_orchestrator.config import Settings
-from llm_orchestrator.providers import EnvCredentialResolver, ProviderRegistry
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.store.vector_tables import SCHEMA, table_name
 from llm_orchestrator.vectorstores import VectorRecord
-from tests.perf.bench_engine import _admin, _database, _fake_provider, _service
+from tests.perf.bench_engine import _admin, _database, _fake_provider
 
 DIMENSIONS = 1536
 SIZES = (10_000, 100_000)
@@ -110,19 +109,22 @@ async def _chain_overhead(runtime: Runtime, base_url: str, kind: str) -> float:
         steps.append({"id": f"s{n}", "depends_on": depends, "output": [f"o{n}"], **step})
     workflow = await runtime.workflows.create(admin, {"name": kind, "steps": steps})
     environ = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": base_url}
-    providers = ProviderRegistry(EnvCredentialResolver(environ))
-    service = _service(runtime, providers, vector_stores=runtime.vector_stores)
+    faked = build_runtime(runtime.settings, database_url=runtime.database_url, environ=environ)
+    service = faked.executions
     query = [1.0] + [0.0] * (DIMENSIONS - 1)
     per_step = []
-    for run in range(CHAIN_RUNS + 2):
-        started = time.perf_counter()
-        record = await service.execute(admin, str(workflow.record.id), {"x": "hi", "q": query})
-        state = await service.wait(record)
-        elapsed = time.perf_counter() - started
-        assert state.record.status == "completed", state.record
-        if run >= 2:
-            per_step.append(elapsed * 1000 / CHAIN_STEPS)
-    await providers.aclose()
+    try:
+        for run in range(CHAIN_RUNS + 2):
+            started = time.perf_counter()
+            inputs = {"x": "hi", "q": query}
+            record = await service.execute(admin, str(workflow.record.id), inputs)
+            state = await service.wait(record)
+            elapsed = time.perf_counter() - started
+            assert state.record.status == "completed", state.record
+            if run >= 2:
+                per_step.append(elapsed * 1000 / CHAIN_STEPS)
+    finally:
+        await faked.close()
     return statistics.median(per_step)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -21,11 +21,13 @@ from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
 from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
-from llm_orchestrator.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llm_orchestrator.runtime import Runtime
 
 API_PREFIX = "/api/v1"
 
-RuntimeProvider = Callable[[], Awaitable[Runtime]]
+RuntimeProvider = Callable[[], Awaitable["Runtime"]]
 
 
 class LazyRuntime:

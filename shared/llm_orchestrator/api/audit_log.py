@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from llm_orchestrator.api import client_address
-from llm_orchestrator.audit.trail import Result
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llm_orchestrator.audit.trail import Result
+    from llm_orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

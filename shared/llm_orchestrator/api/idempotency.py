@@ -12,13 +12,15 @@ import hashlib
 import json
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 
 from llm_orchestrator.errors import Conflict, FieldError, ValidationFailed
-from llm_orchestrator.runtime import Runtime
-from llm_orchestrator.store.idempotency import IdempotencyRepository, StoredRequest
+
+if TYPE_CHECKING:
+    from llm_orchestrator.runtime import Runtime
+    from llm_orchestrator.store.idempotency import IdempotencyRepository, StoredRequest
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -62,7 +64,7 @@ def fingerprint(workflow_id: str, body: dict[str, Any]) -> str:
 
 
 def repository(runtime: Runtime) -> IdempotencyRepository:
-    return IdempotencyRepository(runtime.db)
+    return runtime.idempotency
 
 
 def check_same_request(earlier: StoredRequest, request_hash: str, key: str) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 from llm_orchestrator.api.app import create_app, lazy_runtime
-from llm_orchestrator.config import get_settings
 from llm_orchestrator.runtime import Runtime, build_runtime
 
 if TYPE_CHECKING:
@@ -24,6 +23,8 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def _runtime_from_environment() -> Runtime:
+    from llm_orchestrator.config import get_settings
+
     return build_runtime(get_settings())
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 def openapi_document() -> dict[str, Any]:
     from llm_orchestrator.api.app import create_app
-    from llm_orchestrator.server import all_routers
+    from llm_orchestrator.api.routers import all_routers
 
     async def no_runtime() -> Any:  # the schema never touches the runtime
         raise RuntimeError("not needed to render the schema")

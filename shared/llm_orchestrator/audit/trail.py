@@ -144,8 +144,28 @@ class AuditTrail:
         return await self._repo.get(event_id)
 
     async def query(
-        self, audit_filter: AuditFilter, *, limit: int, offset: int
+        self,
+        *,
+        limit: int,
+        offset: int,
+        user_id: str | None = None,
+        event_type: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        result: Result | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
     ) -> tuple[list[AuditRecord], int]:
+        """Events matching every filter given (None: any), newest first."""
+        audit_filter = AuditFilter(
+            user_id=user_id,
+            event_type=event_type,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            result=result,
+            start_time=start_time,
+            end_time=end_time,
+        )
         return await self._repo.query(audit_filter, limit=limit, offset=offset)
 
     async def anchor(self) -> Anchor:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 KEY_PREFIX = "llo_sk_"
+MAX_KEY_LIFETIME_DAYS = 3650
 
 
 def generate_api_key() -> str:

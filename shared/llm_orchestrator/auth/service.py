@@ -8,7 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from llm_orchestrator.auth.keys import KEY_PREFIX, generate_api_key, hash_secret
+from llm_orchestrator.auth.keys import (
+    KEY_PREFIX,
+    generate_api_key,
+    hash_secret,
+)
 from llm_orchestrator.auth.passwords import verify_password
 from llm_orchestrator.auth.permissions import (
     SCOPES,
@@ -24,7 +28,6 @@ from llm_orchestrator.store.refresh_tokens import Redemption, RefreshTokenReposi
 from llm_orchestrator.store.users import User, UserRepository
 
 INVALID_LOGIN = "Invalid username or password"
-MAX_KEY_LIFETIME_DAYS = 3650
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from llm_orchestrator.engine.asl import (
     run_execution,
 )
 from llm_orchestrator.engine.base import OnEnded
-from llm_orchestrator.providers import ProviderError, ProviderRegistry
+from llm_orchestrator.providers.errors import ProviderError
 from llm_orchestrator.steps.errors import WorkflowCancelled
-from llm_orchestrator.steps.runner import StepRunner, VectorStores, error_record
+from llm_orchestrator.steps.runner import StepRunner, error_record
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
@@ -69,23 +69,23 @@ class LocalEngine:
     def __init__(
         self,
         repo: ExecutionRepository,
-        providers: ProviderRegistry,
+        step_runner: StepRunner,
+        tokens: TaskTokenRegistry,
         *,
         now: Callable[[], datetime],
         audit: AuditTrail | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        vector_stores: VectorStores | None = None,
     ) -> None:
+        """``step_runner`` answers parked tasks through ``tokens``, the registry this engine's
+        runs wait on (the composition root builds both)."""
         self._repo = repo
         self._now = now
         self._audit = audit
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self.tokens = TaskTokenRegistry()
-        self.step_runner = StepRunner(
-            repo, providers, self.tokens, clock=now, vector_stores=vector_stores
-        )
+        self.tokens = tokens
+        self.step_runner = step_runner
         self._runs: dict[str, _Run] = {}
         self.on_ended: OnEnded | None = None
         """Told about every execution a run of this engine ended (completion events)."""

@@ -8,14 +8,18 @@ apps in one process (tests, the local server) never collide.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.metrics.http import HttpRequestMetrics
-from llm_orchestrator.store.metrics import EXECUTION_STATUSES, MetricsSnapshot
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.metrics import MetricsSnapshot
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 STEP_DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
@@ -51,8 +55,8 @@ class SnapshotCollector(Collector):
         )
         # Every known status, zeros included, so each series exists from the first scrape;
         # a status outside the list (a newer schema) is still reported.
-        statuses = list(EXECUTION_STATUSES)
-        statuses += sorted(s for s in snap.executions_by_status if s not in EXECUTION_STATUSES)
+        statuses: list[str] = list(ExecutionStatus)
+        statuses += sorted(s for s in snap.executions_by_status if s not in statuses)
         for status in statuses:
             executions.add_metric([status], snap.executions_by_status.get(status, 0))
         yield executions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -50,3 +51,26 @@ async def system_stats(
         avg_execution_time_ms=round(counts.avg_execution_time_ms or 0.0, 2),
         uptime_seconds=max(0, int(now.timestamp() - started_at)),
     )
+
+
+class SystemStatsService:
+    """``system_stats`` with its collaborators bound, as ``/admin/stats`` asks for it."""
+
+    def __init__(
+        self,
+        metrics: MetricsRepository,
+        api_keys: ActiveKeyCounter,
+        *,
+        clock: Callable[[], datetime],
+        started_at: Callable[[], float],
+    ) -> None:
+        """``started_at``: when this process started (epoch seconds), read on every call."""
+        self._metrics = metrics
+        self._api_keys = api_keys
+        self._now = clock
+        self._started_at = started_at
+
+    async def current(self) -> SystemStats:
+        return await system_stats(
+            self._metrics, self._api_keys, now=self._now(), started_at=self._started_at()
+        )

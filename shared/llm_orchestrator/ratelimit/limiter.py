@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from llm_orchestrator.errors import RateLimited
-from llm_orchestrator.store.rate_limits import RateLimitRepository
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.rate_limits import RateLimitRepository
 
 WINDOWS: tuple[tuple[str, timedelta, str], ...] = (
     ("minute", timedelta(minutes=1), "1 minute"),

@@ -12,16 +12,6 @@ from datetime import datetime
 
 from llm_orchestrator.store.db import Connection, Database
 
-EXECUTION_STATUSES = (
-    "pending",
-    "running",
-    "paused",
-    "completed",
-    "failed",
-    "cancelled",
-    "timed_out",
-)
-"""Every status the ``executions`` table accepts (its CHECK constraint)."""
 NO_PROVIDER = "none"
 """The ``provider`` label of steps that call none (a Prometheus label cannot be NULL)."""
 

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.compiler import compile_workflow
 from llm_orchestrator.errors import Conflict, NotFound
 from llm_orchestrator.store.workflows import WorkflowRecord, WorkflowRepository
 from llm_orchestrator.workflows.models import WorkflowDefinition
@@ -39,11 +38,14 @@ class WorkflowService:
         self,
         repository: WorkflowRepository,
         *,
-        step_runner_arn: str,
+        compile: Callable[[WorkflowDefinition], dict[str, Any]],
         clock: Callable[[], datetime],
     ) -> None:
+        """``compile``: definition → the state machine it runs as (the compiler, with this
+        deployment's step runner); passed in so that workflows and the compiler, which reads
+        workflow definitions, do not import each other."""
         self._repo = repository
-        self._step_runner_arn = step_runner_arn
+        self._compile = compile
         self._now = clock
 
     async def create(self, caller: Principal, body: Any) -> Workflow:
@@ -112,4 +114,4 @@ class WorkflowService:
 
     async def state_machine(self, caller: Principal, workflow_id: str) -> dict[str, Any]:
         workflow = await self.get(caller, workflow_id)
-        return compile_workflow(workflow.definition, step_runner_arn=self._step_runner_arn)
+        return self._compile(workflow.definition)

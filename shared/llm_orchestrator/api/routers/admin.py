@@ -21,8 +21,6 @@ from llm_orchestrator.api.schemas.system import (
 )
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.clock import utcnow
-from llm_orchestrator.metrics.stats import system_stats
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
@@ -61,10 +59,7 @@ async def create_user(
 
 @router.get("/stats", response_model=SystemStatsPublic)
 async def stats(runtime: RuntimeDep, _: Admin) -> SystemStatsPublic:
-    computed = await system_stats(
-        runtime.metrics, runtime.api_keys, now=utcnow(), started_at=runtime.started_at
-    )
-    return SystemStatsPublic.of(computed)
+    return SystemStatsPublic.of(await runtime.system_stats.current())
 
 
 @router.post("/secrets", response_model=SetSecretResponse)

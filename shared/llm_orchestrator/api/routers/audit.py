@@ -20,7 +20,6 @@ from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import FieldError, NotFound, ValidationFailed
-from llm_orchestrator.store.audit import AuditFilter
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
@@ -71,15 +70,13 @@ async def list_events(
             "Invalid query", [FieldError("start_time", "Must not be after end_time")]
         )
     events, total = await runtime.audit.query(
-        AuditFilter(
-            user_id=user_id,
-            event_type=event_type,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            result=result,
-            start_time=start,
-            end_time=end,
-        ),
+        user_id=user_id,
+        event_type=event_type,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        result=result,
+        start_time=start,
+        end_time=end,
         limit=page.limit,
         offset=page.offset,
     )

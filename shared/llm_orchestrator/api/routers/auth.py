@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
@@ -22,9 +22,11 @@ from llm_orchestrator.api.schemas.auth import (
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.auth.service import TokenPair
 from llm_orchestrator.errors import Unauthorized
-from llm_orchestrator.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llm_orchestrator.auth.service import TokenPair
+    from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
 

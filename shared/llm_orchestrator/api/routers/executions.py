@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -19,9 +19,11 @@ from llm_orchestrator.api.schemas.executions import (
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
-from llm_orchestrator.engine.service import ExecutionState
-from llm_orchestrator.runtime import Runtime
-from llm_orchestrator.store.executions import ExecutionRecord
+
+if TYPE_CHECKING:
+    from llm_orchestrator.engine.service import ExecutionState
+    from llm_orchestrator.runtime import Runtime
+    from llm_orchestrator.store.executions import ExecutionRecord
 
 router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
 

@@ -11,7 +11,6 @@ from llm_orchestrator.api.deps import RuntimeDep, limit_by_client_ip
 from llm_orchestrator.api.schemas.monitoring import CheckResult, HealthReport, Liveness
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.metrics.http import HttpRequestMetrics
-from llm_orchestrator.metrics.prometheus import CONTENT_TYPE, STEP_DURATION_BUCKETS_SECONDS, render
 from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(tags=["monitoring"])
@@ -21,6 +20,9 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 _HEALTH_MARGIN_SECONDS = 0.2
 """Kept back from the budget for rendering and sending the answer."""
 _MIN_PING_SECONDS = 0.1
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""``prometheus_client``'s text format 0.0.4, spelled out so that importing this router (the
+monitoring Lambda's cold start) does not load the library before a scrape needs it."""
 
 
 def _remaining_budget(request: Request) -> float:
@@ -82,9 +84,17 @@ async def live() -> Liveness:
     "/metrics",
     dependencies=_limited,
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}, "description": "Prometheus text format"}
+    },
 )
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    from llm_orchestrator.metrics.prometheus import (
+        CONTENT_TYPE,
+        STEP_DURATION_BUCKETS_SECONDS,
+        render,
+    )
+
     snapshot = await runtime.metrics.snapshot(STEP_DURATION_BUCKETS_SECONDS)
     http: HttpRequestMetrics | None = getattr(request.app.state, "http_metrics", None)
     return Response(render(snapshot, http), media_type=CONTENT_TYPE)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, EmailStr, Field
 
 from llm_orchestrator.api.schemas.common import PageMeta, StrictModel
-from llm_orchestrator.store.users import User
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.users import User
 
 RoleName = Literal["admin", "developer", "viewer"]
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from llm_orchestrator.api.schemas.common import PageMeta
-from llm_orchestrator.audit.anchors import Anchor
-from llm_orchestrator.audit.trail import Verification
-from llm_orchestrator.store.audit import AuditRecord
+
+if TYPE_CHECKING:
+    from llm_orchestrator.audit.anchors import Anchor
+    from llm_orchestrator.audit.trail import Verification
+    from llm_orchestrator.store.audit import AuditRecord
 
 
 class AuditEventPublic(BaseModel):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from llm_orchestrator.api.schemas.common import PageMeta, StrictModel
-from llm_orchestrator.auth.service import MAX_KEY_LIFETIME_DAYS
-from llm_orchestrator.store.api_keys import ApiKey
+from llm_orchestrator.auth.keys import MAX_KEY_LIFETIME_DAYS
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.api_keys import ApiKey
 
 
 class LoginRequest(StrictModel):

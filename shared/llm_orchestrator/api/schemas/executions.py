@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from llm_orchestrator.api.schemas.common import StrictModel
-from llm_orchestrator.engine.service import ExecutionState
-from llm_orchestrator.store.checkpoints import CheckpointRecord
-from llm_orchestrator.store.executions import ExecutionRecord
+
+if TYPE_CHECKING:
+    from llm_orchestrator.engine.service import ExecutionState
+    from llm_orchestrator.store.checkpoints import CheckpointRecord
+    from llm_orchestrator.store.executions import ExecutionRecord
 
 
 class ExecuteRequest(StrictModel):

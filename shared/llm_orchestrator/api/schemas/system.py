@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from llm_orchestrator.api.schemas.common import StrictModel
-from llm_orchestrator.metrics.stats import SystemStats
-from llm_orchestrator.secrets import MAX_SECRET_TTL, SECRET_NAME_PATTERN
-from llm_orchestrator.secrets.base import MAX_SECRET_VALUE_CHARS
+from llm_orchestrator.secrets.base import (
+    MAX_SECRET_TTL,
+    MAX_SECRET_VALUE_CHARS,
+    SECRET_NAME_PATTERN,
+)
+
+if TYPE_CHECKING:
+    from llm_orchestrator.metrics.stats import SystemStats
 
 
 class SystemStatsPublic(BaseModel):

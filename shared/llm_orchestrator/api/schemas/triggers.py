@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_orchestrator.api.schemas.common import PageMeta, StrictModel
-from llm_orchestrator.store.triggers import TriggerRecord
 from llm_orchestrator.triggers.schedule import MAX_SCHEDULE_CHARS
-from llm_orchestrator.triggers.service import Firing, TriggerSpec
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.triggers import TriggerRecord
+    from llm_orchestrator.triggers.service import Firing, TriggerSpec
 
 
 class CreateTriggerRequest(StrictModel):
@@ -35,6 +37,10 @@ class CreateTriggerRequest(StrictModel):
     enabled: bool = True
 
     def spec(self) -> TriggerSpec:
+        from llm_orchestrator.triggers.service import (
+            TriggerSpec,  # the workflows Lambda's cold start
+        )
+
         return TriggerSpec(
             type=self.type,
             schedule=self.schedule,

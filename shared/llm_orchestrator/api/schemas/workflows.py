@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from llm_orchestrator.api.schemas.common import PageMeta
-from llm_orchestrator.store.workflows import WorkflowRecord
-from llm_orchestrator.workflows.service import Workflow
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.workflows import WorkflowRecord
+    from llm_orchestrator.workflows.service import Workflow
 
 
 class WorkflowPublic(BaseModel):
