@@ -89,9 +89,9 @@ def hold_first_step(server: LocalServer) -> asyncio.Event:
     real_run = runner.run
     gate = asyncio.Event()
 
-    async def gated_run(execution_id: str, step_id: str) -> dict[str, Any]:
+    async def gated_run(execution_id: str, step_id: str, **options: Any) -> dict[str, Any]:
         await gate.wait()
-        return await real_run(execution_id, step_id)
+        return await real_run(execution_id, step_id, **options)
 
     runner.run = gated_run  # type: ignore[method-assign]
     return gate

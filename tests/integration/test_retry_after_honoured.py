@@ -23,11 +23,8 @@ from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.engine.asl import FakeClock
-from llm_orchestrator.engine.local import LocalEngine
-from llm_orchestrator.engine.service import ExecutionService
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.step_runner_lambda import make_step_runner_handler
-from llm_orchestrator.store.checkpoints import CheckpointRepository
 from llm_orchestrator.store.executions import ExecutionRepository
 from tests.fakes.cohere_server import FakeCohere
 from tests.integration.conftest import JWT_SECRET
@@ -89,19 +86,16 @@ async def wait_until(predicate: Any, *, timeout: float = 20.0) -> None:
 
 
 async def test_the_local_engine_does_not_retry_before_the_retry_after(
-    runtime: Runtime, fake: FakeCohere
+    settings: Settings, fake: FakeCohere
 ) -> None:
     clock = FakeClock(autojump=False)
-    repo = ExecutionRepository(runtime.db)
-    engine = LocalEngine(repo, runtime.providers, now=utcnow, clock=clock)
-    service = ExecutionService(
-        repo,
-        CheckpointRepository(runtime.db),
-        runtime.workflows,
-        engine,
-        step_runner_arn="step-runner",
-        clock=utcnow,
+    runtime = build_runtime(
+        settings,
+        environ={"CO_API_KEY": KEY, "CO_API_URL": fake.base_url},
+        engine_clock=clock,
     )
+    engine = runtime.engine
+    service = runtime.executions
     admin = await admin_of(runtime)
     workflow = await runtime.workflows.create(admin, {"name": "w", "steps": [chat_step()]})
     fake.fail_next(429, retry_after=5)
@@ -118,6 +112,7 @@ async def test_the_local_engine_does_not_retry_before_the_retry_after(
         state = await service.wait(record)
     finally:
         await engine.close()
+        await runtime.close()
 
     assert state.record.status == "completed", state.record
     assert [r.status for r in fake.requests_to("/v2/chat")] == [429, 200]

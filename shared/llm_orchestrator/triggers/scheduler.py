@@ -36,6 +36,7 @@ class LocalScheduler:
         self._sleep = sleep
         self._max_sleep = max_sleep
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def tick(self) -> list[Firing]:
         """One pass: fire every schedule due at the clock's now."""
@@ -49,17 +50,22 @@ class LocalScheduler:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
+            # The flag as well as the cancel: a cancellation that lands inside a database
+            # call can be turned into an ordinary error (or lost) by the layers below, and the
+            # loop would then carry on firing with nobody left to stop it.
+            self._stopping = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
                 due = await self._triggers.next_due_at()
