@@ -75,6 +75,8 @@ def test_serving_a_login_builds_nothing_the_auth_group_does_not_use(
         "LLMO_DATABASE_URL": database_url,
         "LLMO_DATA_DIR": str(data_dir),
         "LLMO_JWT_SECRET": JWT_SECRET,
+        # Outside local the audit chain's key is configured, never generated.
+        "LLMO_AUDIT_HMAC_KEY": "audit-hmac-key-for-tests-" + "k" * 32,
         "LLMO_ENVIRONMENT": "test",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "clock": KERNEL,
     "extras": KERNEL,
     "executions.status": KERNEL,
+    "redaction": KERNEL,
     # All SQL.
     "store": STORE,
     # Rules and the adapters they call (providers, vector stores, secrets backends).

@@ -6,15 +6,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from llm_orchestrator.providers.base import (
-    CredentialResolver,
-    ProviderCredentials,
-    credential_names,
-)
 from llm_orchestrator.redaction import register_secret
 from llm_orchestrator.secrets.base import SecretsStore
 
 if TYPE_CHECKING:
+    # Types only: the API groups build the secrets store (RedactingSecretsStore) and must
+    # not load the providers with it.
+    from llm_orchestrator.providers.base import CredentialResolver, ProviderCredentials
     from llm_orchestrator.vectorstores.base import SettingResolver
 
 
@@ -31,6 +29,8 @@ class SecretsCredentialResolver:
         self._store = store
 
     async def resolve(self, provider: str, /) -> ProviderCredentials:
+        from llm_orchestrator.providers.base import ProviderCredentials, credential_names
+
         names = credential_names(provider)
         found = await self._store.get_many([names.api_key, names.base_url])
         return ProviderCredentials(
