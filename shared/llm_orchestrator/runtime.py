@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.engine.base import Engine
     from llm_orchestrator.engine.clock import Clock
     from llm_orchestrator.engine.service import ExecutionService
+    from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
     from llm_orchestrator.metrics.stats import SystemStatsService
     from llm_orchestrator.providers import ProviderRegistry
     from llm_orchestrator.providers.base import CredentialResolver
@@ -223,23 +224,24 @@ class Runtime:
         )
 
     @cached_property
-    def engine(self) -> Engine:
-        engine = self._build_engine()
+    def lifecycle(self) -> ExecutionLifecycle:
+        """Every status change of an execution, with its audit event; the engines, the
+        routers (through the executions service) and the ``events`` Lambda use this one."""
+        from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
+
+        lifecycle = ExecutionLifecycle(self.execution_store, clock=self.clock, audit=self.audit)
         # Late-bound: the publisher needs the triggers, which need the executions service,
-        # which needs this engine.
-        engine.on_ended = lambda record: self.completion.publish(record)
-        return engine
+        # which needs the engine, which needs this lifecycle.
+        lifecycle.on_ended = lambda record: self.completion.publish(record)
+        return lifecycle
 
-    def _build_engine(self) -> Engine:
-
+    @cached_property
+    def engine(self) -> Engine:
         if self.settings.engine == "stepfunctions":
             from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
 
             return StepFunctionsEngine(
-                self.execution_store,
-                role_arn=self.settings.states_role_arn,
-                now=self.clock,
-                audit=self.audit,
+                self.execution_store, self.lifecycle, role_arn=self.settings.states_role_arn
             )
         from llm_orchestrator.engine.asl import TaskTokenRegistry
         from llm_orchestrator.engine.local import LocalEngine
@@ -247,10 +249,9 @@ class Runtime:
         tokens = TaskTokenRegistry()
         return LocalEngine(
             self.execution_store,
+            self.lifecycle,
             self.step_runner(tokens),
             tokens,
-            now=self.clock,
-            audit=self.audit,
             clock=self._engine_clock,
             rng=self._jitter,
         )
@@ -265,6 +266,7 @@ class Runtime:
             CheckpointRepository(self.db),
             self.workflows,
             self.engine,
+            self.lifecycle,
             step_runner_arn=self.settings.step_runner_arn,
             clock=self.clock,
         )

@@ -122,10 +122,15 @@ def all_imports() -> list[Import]:
 
 def unit_of(module: str) -> str:
     """The top-level module or package of one of ours (``api``, ``runtime``), or
-    ``functions`` for a Lambda entry point."""
+    ``functions`` for a Lambda entry point; a module that ``LAYERS`` names on its own
+    (``executions.status``, plain values) is a unit of its own."""
     parts = module.split(".")
     if parts[0] != TOP:
         return "functions"
+    inner = module.removeprefix(TOP + ".")
+    for name in LAYERS:
+        if "." in name and (inner == name or inner.startswith(name + ".")):
+            return name
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -1,17 +1,17 @@
 """The engine interface: what runs executions, locally or on AWS Step Functions.
 
-Both implementations share the same rules for what may happen to an execution; those
-rules are conditional updates in :class:`~llm_orchestrator.store.executions.ExecutionRepository`,
-so an engine only adds how a run is started, signalled and stopped. Each transition
-returns the updated execution, or None when the execution is not in a status that allows
-it (the caller answers 409).
+Both implementations change an execution's status only through the execution lifecycle
+(:mod:`llm_orchestrator.executions.lifecycle`, which also records the audit events), so an
+engine only adds how a run is started, signalled and stopped, and reports how it ended.
+Each transition returns the updated execution, or None when the execution is not in a
+status that allows it (the caller answers 409). ``actor`` is who asked, for the audit trail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord
 
@@ -20,27 +20,21 @@ STEP_RUNNER_FUNCTION = "step-runner"
 runner whatever the name, as there is only one function."""
 
 
-OnEnded = Callable[[ExecutionRecord], Awaitable[None]]
-"""Told about every execution this engine ends (completion events)."""
-
-
 class Engine(Protocol):
-    on_ended: OnEnded | None
-
     async def start(self, execution: ExecutionRecord) -> None:
         """Begin a run of a newly created (pending) execution."""
 
-    async def pause(self, execution_id: str) -> ExecutionRecord | None:
+    async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         """Set the pause flag: steps already running finish; the next one parks."""
 
-    async def resume(self, execution_id: str) -> ExecutionRecord | None:
+    async def resume(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         """Clear the pause flag and release every parked step."""
 
-    async def cancel(self, execution_id: str) -> ExecutionRecord | None:
+    async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         """Set the cancel flag, fail parked steps and stop the run."""
 
     async def restore(
-        self, execution_id: str, checkpoint: CheckpointRecord
+        self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
     ) -> ExecutionRecord | None:
         """Reset the execution to ``checkpoint`` and run it again under the same id."""
 

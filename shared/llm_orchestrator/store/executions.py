@@ -14,11 +14,17 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from llm_orchestrator.executions.status import (
+    ACTIVE,
+    UNFINISHED,
+    ExecutionStatus,
+    StepStatus,
+)
 from llm_orchestrator.store.checkpoints import CheckpointRecord, insert_checkpoint
 from llm_orchestrator.store.db import Connection, Database, owner_clause
 
-ACTIVE_STATUSES = ("pending", "running", "paused")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled", "timed_out")
+_ACTIVE = [status.value for status in ACTIVE]
+_UNFINISHED = [status.value for status in UNFINISHED]
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class ExecutionRecord:
     id: str
     workflow_id: uuid.UUID
     owner_id: str
-    status: str
+    status: ExecutionStatus
     inputs: dict[str, Any]
     definition: dict[str, Any]
     state_machine: dict[str, Any]
@@ -34,6 +40,8 @@ class ExecutionRecord:
     pause_requested: bool
     cancel_requested: bool
     error: dict[str, Any] | None
+    """Why it failed, was cancelled or timed out; on an active execution, the failure a
+    step's failure handler recorded for the run's end to keep."""
     run_number: int
     created_at: datetime
     started_at: datetime
@@ -47,7 +55,7 @@ class StepRunRecord:
     step_id: str
     step_type: str
     provider: str | None
-    status: str
+    status: StepStatus
     outputs: dict[str, Any] | None
     error: dict[str, Any] | None
     attempts: int
@@ -62,11 +70,11 @@ class StepRunRecord:
 class StepContext:
     """What the step runner needs to run one step, read in one round trip."""
 
-    status: str
+    status: ExecutionStatus
     pause_requested: bool
     cancel_requested: bool
     inputs: dict[str, Any]
-    step_status: str | None
+    step_status: StepStatus | None
     outputs: dict[str, dict[str, Any]]
     """Outputs of every completed step of the execution, by step id."""
 
@@ -83,7 +91,14 @@ def _build(cls: Any, row: dict[str, Any]) -> Any:
 
 
 def _execution(row: dict[str, Any]) -> ExecutionRecord:
-    record: ExecutionRecord = _build(ExecutionRecord, row)
+    record: ExecutionRecord = _build(
+        ExecutionRecord, {**row, "status": ExecutionStatus(row["status"])}
+    )
+    return record
+
+
+def _step_run(row: dict[str, Any]) -> StepRunRecord:
+    record: StepRunRecord = _build(StepRunRecord, {**row, "status": StepStatus(row["status"])})
     return record
 
 
@@ -109,11 +124,12 @@ class ExecutionRepository:
             cur = await conn.execute(
                 "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
                 " state_machine, timeout_seconds, created_at, started_at, updated_at)"
-                " VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                 (
                     execution_id,
                     workflow_id,
                     owner_id,
+                    ExecutionStatus.PENDING.value,
                     Jsonb(inputs),
                     Jsonb(definition),
                     Jsonb(state_machine),
@@ -147,11 +163,11 @@ class ExecutionRepository:
             row = await cur.fetchone()
         return _execution(row) if row else None
 
-    async def ids_with_status(self, statuses: tuple[str, ...]) -> list[str]:
+    async def ids_with_status(self, statuses: tuple[ExecutionStatus, ...]) -> list[str]:
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 "SELECT id FROM executions WHERE status = ANY(%s) ORDER BY created_at, id",
-                (list(statuses),),
+                ([status.value for status in statuses],),
             )
             return [row["id"] for row in await cur.fetchall()]
 
@@ -159,42 +175,62 @@ class ExecutionRepository:
         """A run has begun: pending becomes running (a paused one stays paused)."""
         async with self._db.connection() as conn:
             await conn.execute(
-                "UPDATE executions SET status = 'running', updated_at = now()"
-                " WHERE id = %s AND status = 'pending'",
-                (execution_id,),
+                "UPDATE executions SET status = %s, updated_at = now()"
+                " WHERE id = %s AND status = %s",
+                (ExecutionStatus.RUNNING.value, execution_id, ExecutionStatus.PENDING.value),
             )
 
     async def finish(
         self,
         execution_id: str,
-        status: str,
+        status: ExecutionStatus,
         *,
         error: dict[str, Any] | None,
         now: datetime,
     ) -> ExecutionRecord | None:
-        """Record the end of the run; an execution already ended keeps its first ending.
+        """Record the end of the run; None (nothing written) if the execution has ended.
 
-        Steps left running are closed as failed, with the execution's error.
+        A failure recorded by :meth:`record_failure` decides the ending: ``failed``, with
+        that error. Steps left running are closed as failed, with the execution's error.
         """
-        if status == "completed":
+        if status == ExecutionStatus.COMPLETED:
             # The common ending needs no step clean-up, so no transaction round trips either.
             async with self._db.connection() as conn:
-                return await _finish(conn, execution_id, status, None, now)
+                record = await _finish(conn, execution_id, status, None, now)
+            if record is None or record.status == ExecutionStatus.COMPLETED:
+                return record
+            # A failure was recorded after all: clean up as for any other failure.
+            async with self._db.transaction() as conn:
+                await _after_failure(conn, execution_id, record.error, now)
+            return record
         async with self._db.transaction() as conn:
             record = await _finish(conn, execution_id, status, error, now)
             if record is not None:
-                await _close_running_steps(conn, execution_id, error, now)
-                # A run that times out or fails while parked leaves its token behind; no
-                # resume can answer it any more (the execution has ended).
-                await _take_parked(conn, execution_id)
+                await _after_failure(conn, execution_id, record.error, now)
         return record
+
+    async def record_failure(
+        self, execution_id: str, step_id: str | None, error: dict[str, Any]
+    ) -> None:
+        """A step's failure handler ran: the step (if named) has failed for good, and the
+        execution keeps ``error`` (its first recorded failure) for :meth:`finish` to end
+        it with. Nothing is written for an execution that has ended."""
+        async with self._db.transaction() as conn:
+            if step_id is not None:
+                await _step_error(conn, execution_id, step_id, error, final=True)
+            await conn.execute(
+                "UPDATE executions SET error = COALESCE(error, %s), updated_at = now()"
+                " WHERE id = %s AND status = ANY(%s)",
+                (Jsonb(error), execution_id, _ACTIVE),
+            )
 
     async def request_pause(self, execution_id: str) -> ExecutionRecord | None:
         """pending/running → paused with the pause flag set; None if not in those statuses."""
         return await self._transition(
             execution_id,
-            "status = 'paused', pause_requested = true",
-            ("pending", "running"),
+            "status = %s, pause_requested = true",
+            (ExecutionStatus.PAUSED.value,),
+            UNFINISHED,
         )
 
     async def request_cancel(
@@ -206,10 +242,10 @@ class ExecutionRepository:
         """
         async with self._db.transaction() as conn:
             cur = await conn.execute(
-                "UPDATE executions SET status = 'cancelled', cancel_requested = true,"
+                "UPDATE executions SET status = %s, cancel_requested = true,"
                 " pause_requested = false, error = %s, completed_at = %s, updated_at = %s"
                 " WHERE id = %s AND status = ANY(%s) RETURNING *",
-                (Jsonb(error), now, now, execution_id, list(ACTIVE_STATUSES)),
+                (ExecutionStatus.CANCELLED.value, Jsonb(error), now, now, execution_id, _ACTIVE),
             )
             row = await cur.fetchone()
             if row is None:
@@ -222,9 +258,9 @@ class ExecutionRepository:
         """paused → running with the pause flag cleared, and the parked tokens taken."""
         async with self._db.transaction() as conn:
             cur = await conn.execute(
-                "UPDATE executions SET status = 'running', pause_requested = false,"
-                " updated_at = now() WHERE id = %s AND status = 'paused' RETURNING *",
-                (execution_id,),
+                "UPDATE executions SET status = %s, pause_requested = false,"
+                " updated_at = now() WHERE id = %s AND status = %s RETURNING *",
+                (ExecutionStatus.RUNNING.value, execution_id, ExecutionStatus.PAUSED.value),
             )
             row = await cur.fetchone()
             if row is None:
@@ -233,13 +269,17 @@ class ExecutionRepository:
         return _execution(row), tokens
 
     async def _transition(
-        self, execution_id: str, assignments: str, from_statuses: tuple[str, ...]
+        self,
+        execution_id: str,
+        assignments: str,
+        values: tuple[Any, ...],
+        from_statuses: tuple[ExecutionStatus, ...],
     ) -> ExecutionRecord | None:
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 f"UPDATE executions SET {assignments}, updated_at = now()"
                 " WHERE id = %s AND status = ANY(%s) RETURNING *",
-                (execution_id, list(from_statuses)),
+                (*values, execution_id, [status.value for status in from_statuses]),
             )
             row = await cur.fetchone()
         return _execution(row) if row else None
@@ -253,20 +293,20 @@ class ExecutionRepository:
                 " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %s)"
                 "   AS step_status,"
                 " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
-                "   WHERE execution_id = e.id AND status = 'completed'), '{}'::jsonb)"
+                "   WHERE execution_id = e.id AND status = %s), '{}'::jsonb)"
                 "   AS outputs"
                 " FROM executions e WHERE e.id = %s",
-                (step_id, execution_id),
+                (step_id, StepStatus.COMPLETED.value, execution_id),
             )
             row = await cur.fetchone()
         if row is None:
             return None
         return StepContext(
-            status=row["status"],
+            status=ExecutionStatus(row["status"]),
             pause_requested=row["pause_requested"],
             cancel_requested=row["cancel_requested"],
             inputs=row["inputs"],
-            step_status=row["step_status"],
+            step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
             outputs=row["outputs"],
         )
 
@@ -288,14 +328,24 @@ class ExecutionRepository:
             # they see the running step and close it, or this sees them and starts nothing
             # (else a step starting just as the execution is cancelled stays running).
             cur = await conn.execute(
-                "WITH live AS (SELECT id FROM executions WHERE id = %s AND status = ANY(%s)"
+                "WITH live AS (SELECT id FROM executions WHERE id = %(execution)s"
+                " AND status = ANY(%(active)s)"
                 " AND NOT cancel_requested FOR SHARE)"
                 " INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
-                " attempts) SELECT id, %s, %s, %s, 'running', 1 FROM live"
-                " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = 'running',"
+                " attempts)"
+                " SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM live"
+                " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
                 " attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
-                " WHERE step_runs.status <> 'completed' RETURNING attempts",
-                (execution_id, list(ACTIVE_STATUSES), step_id, step_type, provider),
+                " WHERE step_runs.status <> %(completed_step)s RETURNING attempts",
+                {
+                    "execution": execution_id,
+                    "active": _ACTIVE,
+                    "step": step_id,
+                    "type": step_type,
+                    "provider": provider,
+                    "running_step": StepStatus.RUNNING.value,
+                    "completed_step": StepStatus.COMPLETED.value,
+                },
             )
             return await cur.fetchone() is not None
 
@@ -315,21 +365,23 @@ class ExecutionRepository:
         """
         async with self._db.transaction() as conn:
             cur = await conn.execute(
-                "UPDATE step_runs SET status = 'completed', outputs = %s, error = NULL,"
+                "UPDATE step_runs SET status = %s, outputs = %s, error = NULL,"
                 " input_tokens = %s, output_tokens = %s, latency_ms = %s,"
                 " completed_at = clock_timestamp()"
                 # Only the attempt still running completes: a step that cancel, a timeout or
                 # the fail handler has closed as failed meanwhile stays failed, and one that
                 # a restore has dropped stays dropped (no row).
-                " WHERE execution_id = %s AND step_id = %s AND status = 'running'"
+                " WHERE execution_id = %s AND step_id = %s AND status = %s"
                 " RETURNING 1",
                 (
+                    StepStatus.COMPLETED.value,
                     Jsonb(outputs),
                     usage.input_tokens,
                     usage.output_tokens,
                     usage.latency_ms,
                     execution_id,
                     step_id,
+                    StepStatus.RUNNING.value,
                 ),
             )
             if await cur.fetchone() is None:
@@ -342,13 +394,7 @@ class ExecutionRepository:
     ) -> None:
         """Keep the step's latest error; ``final`` marks it failed (no retry will follow)."""
         async with self._db.connection() as conn:
-            await conn.execute(
-                "UPDATE step_runs SET error = %s,"
-                " status = CASE WHEN %s THEN 'failed' ELSE status END,"
-                " completed_at = CASE WHEN %s THEN clock_timestamp() ELSE completed_at END"
-                " WHERE execution_id = %s AND step_id = %s AND status <> 'completed'",
-                (Jsonb(error), final, final, execution_id, step_id),
-            )
+            await _step_error(conn, execution_id, step_id, error, final=final)
 
     async def step_runs(self, execution_id: str) -> list[StepRunRecord]:
         async with self._db.connection() as conn:
@@ -357,7 +403,7 @@ class ExecutionRepository:
                 (execution_id,),
             )
             rows = await cur.fetchall()
-        return [_build(StepRunRecord, row) for row in rows]
+        return [_step_run(row) for row in rows]
 
     # -- parking -------------------------------------------------------------------------
 
@@ -365,7 +411,8 @@ class ExecutionRepository:
         """Store the token of a step parked by a pause.
 
         Returns "parked", or "released" when the pause was lifted before the step got here
-        (the caller answers the token itself), or "cancelled".
+        (the caller answers the token itself), or "cancel_requested". The status is the pause's
+        business: the flag is set only together with ``paused``.
         """
         async with self._db.transaction() as conn:
             cur = await conn.execute(
@@ -374,7 +421,7 @@ class ExecutionRepository:
             )
             row = await cur.fetchone()
             if row is None or row["cancel_requested"]:
-                return "cancelled"
+                return "cancel_requested"
             if not row["pause_requested"]:
                 return "released"
             await conn.execute(
@@ -382,11 +429,6 @@ class ExecutionRepository:
                 " ON CONFLICT (execution_id, step_id) DO UPDATE SET task_token ="
                 " EXCLUDED.task_token, parked_at = now()",
                 (execution_id, step_id or "", task_token),
-            )
-            await conn.execute(
-                "UPDATE executions SET status = 'paused', updated_at = now()"
-                " WHERE id = %s AND status IN ('pending', 'running')",
-                (execution_id,),
             )
         return "parked"
 
@@ -402,11 +444,11 @@ class ExecutionRepository:
         steps: dict[str, Any] = checkpoint.snapshot.get("steps", {})
         async with self._db.transaction() as conn:
             cur = await conn.execute(
-                "UPDATE executions SET status = 'pending', pause_requested = false,"
+                "UPDATE executions SET status = %s, pause_requested = false,"
                 " cancel_requested = false, error = NULL, completed_at = NULL,"
                 " run_number = run_number + 1, updated_at = now()"
                 " WHERE id = %s AND status <> ALL(%s) RETURNING *",
-                (execution_id, ["pending", "running"]),
+                (ExecutionStatus.PENDING.value, execution_id, _UNFINISHED),
             )
             row = await cur.fetchone()
             if row is None:
@@ -427,10 +469,18 @@ class ExecutionRepository:
                 await conn.execute(
                     "INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
                     " outputs, attempts, completed_at)"
-                    " VALUES (%s, %s, %s, %s, 'completed', %s, 0, clock_timestamp())"
-                    " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = 'completed',"
+                    " VALUES (%s, %s, %s, %s, %s, %s, 0, clock_timestamp())"
+                    " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %s,"
                     " outputs = EXCLUDED.outputs, error = NULL",
-                    (execution_id, step_id, step_type, provider, Jsonb(outputs)),
+                    (
+                        execution_id,
+                        step_id,
+                        step_type,
+                        provider,
+                        StepStatus.COMPLETED.value,
+                        Jsonb(outputs),
+                        StepStatus.COMPLETED.value,
+                    ),
                 )
         return _execution(row)
 
@@ -438,25 +488,58 @@ class ExecutionRepository:
 async def _finish(
     conn: Connection,
     execution_id: str,
-    status: str,
+    status: ExecutionStatus,
     error: dict[str, Any] | None,
     now: datetime,
 ) -> ExecutionRecord | None:
+    # A recorded failure (a non-null error while active) decides the ending and its error.
     cur = await conn.execute(
-        "UPDATE executions SET status = %s, error = COALESCE(%s, error),"
+        "UPDATE executions SET"
+        " status = CASE WHEN error IS NULL THEN %s ELSE %s END,"
+        " error = COALESCE(error, %s),"
         " completed_at = %s, updated_at = %s, pause_requested = false"
         " WHERE id = %s AND status = ANY(%s) RETURNING *",
         (
-            status,
+            status.value,
+            ExecutionStatus.FAILED.value,
             Jsonb(error) if error is not None else None,
             now,
             now,
             execution_id,
-            list(ACTIVE_STATUSES),
+            _ACTIVE,
         ),
     )
     row = await cur.fetchone()
     return _execution(row) if row else None
+
+
+async def _after_failure(
+    conn: Connection, execution_id: str, error: dict[str, Any] | None, now: datetime
+) -> None:
+    await _close_running_steps(conn, execution_id, error, now)
+    # A run that times out or fails while parked leaves its token behind; no resume can
+    # answer it any more (the execution has ended).
+    await _take_parked(conn, execution_id)
+
+
+async def _step_error(
+    conn: Connection, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+) -> None:
+    await conn.execute(
+        "UPDATE step_runs SET error = %s,"
+        " status = CASE WHEN %s THEN %s ELSE status END,"
+        " completed_at = CASE WHEN %s THEN clock_timestamp() ELSE completed_at END"
+        " WHERE execution_id = %s AND step_id = %s AND status <> %s",
+        (
+            Jsonb(error),
+            final,
+            StepStatus.FAILED.value,
+            final,
+            execution_id,
+            step_id,
+            StepStatus.COMPLETED.value,
+        ),
+    )
 
 
 async def _take_parked(conn: Connection, execution_id: str) -> list[str]:
@@ -470,7 +553,13 @@ async def _close_running_steps(
     conn: Connection, execution_id: str, error: dict[str, Any] | None, now: datetime
 ) -> None:
     await conn.execute(
-        "UPDATE step_runs SET status = 'failed', error = COALESCE(error, %s), completed_at = %s"
-        " WHERE execution_id = %s AND status = 'running'",
-        (Jsonb(error) if error is not None else None, now, execution_id),
+        "UPDATE step_runs SET status = %s, error = COALESCE(error, %s), completed_at = %s"
+        " WHERE execution_id = %s AND status = %s",
+        (
+            StepStatus.FAILED.value,
+            Jsonb(error) if error is not None else None,
+            now,
+            execution_id,
+            StepStatus.RUNNING.value,
+        ),
     )

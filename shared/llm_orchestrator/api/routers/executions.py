@@ -1,8 +1,10 @@
-"""POST /workflows/{workflowId}/execute, GET .../status, POST .../pause|resume|cancel."""
+"""POST /workflows/{workflowId}/execute, GET .../status, POST .../pause|resume|cancel.
+
+The execution lifecycle records the audit events of every transition these ask for."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -21,7 +23,6 @@ from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
 
 if TYPE_CHECKING:
-    from llm_orchestrator.engine.service import ExecutionState
     from llm_orchestrator.runtime import Runtime
     from llm_orchestrator.store.executions import ExecutionRecord
 
@@ -31,24 +32,6 @@ Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
 ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
-
-
-async def audit_execution(
-    request: Request, runtime: Runtime, action: str, state: ExecutionState, **details: Any
-) -> None:
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_execution",
-        action=action,
-        resource_type="execution",
-        resource_id=state.record.id,
-        details={
-            "workflow_id": str(state.record.workflow_id),
-            "status": state.record.status,
-            **details,
-        },
-    )
 
 
 IdempotencyKey = Annotated[
@@ -102,23 +85,14 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
-    record = await runtime.executions.execute(
-        caller, workflow_id, body.inputs, timeout_override=body.timeout_override
+    return await runtime.executions.execute(
+        caller,
+        workflow_id,
+        body.inputs,
+        timeout_override=body.timeout_override,
+        actor=audit_log.actor(request),
+        audit_details={"async": body.run_async},
     )
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_execution",
-        action="start",
-        resource_type="execution",
-        resource_id=record.id,
-        details={
-            "workflow_id": str(record.workflow_id),
-            "async": body.run_async,
-            "timeout_seconds": record.timeout_seconds,
-        },
-    )
-    return record
 
 
 async def _answer(
@@ -144,8 +118,9 @@ async def pause(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.pause(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "pause", state)
+    state = await runtime.executions.pause(
+        caller, workflow_id, execution_id, audit_log.actor(request)
+    )
     return ExecutionPublic.of(state)
 
 
@@ -157,8 +132,9 @@ async def resume(
     runtime: RuntimeDep,
     caller: Executor,
 ) -> ExecutionPublic:
-    state = await runtime.executions.resume(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "resume", state)
+    state = await runtime.executions.resume(
+        caller, workflow_id, execution_id, audit_log.actor(request)
+    )
     return ExecutionPublic.of(state)
 
 
@@ -170,6 +146,7 @@ async def cancel(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.cancel(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "cancel", state)
+    state = await runtime.executions.cancel(
+        caller, workflow_id, execution_id, audit_log.actor(request)
+    )
     return ExecutionPublic.of(state)
