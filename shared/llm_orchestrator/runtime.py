@@ -28,10 +28,10 @@ if TYPE_CHECKING:
     from llm_orchestrator.auth.service import AuthService
     from llm_orchestrator.auth.users import UserService
     from llm_orchestrator.config import Settings
-    from llm_orchestrator.engine.base import Engine
-    from llm_orchestrator.engine.clock import Clock
-    from llm_orchestrator.engine.service import ExecutionService
+    from llm_orchestrator.engine.asl.timers import Timers
     from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
+    from llm_orchestrator.executions.ports import Engine
+    from llm_orchestrator.executions.service import ExecutionService
     from llm_orchestrator.metrics.stats import SystemStatsService
     from llm_orchestrator.providers import ProviderRegistry
     from llm_orchestrator.providers.base import CredentialResolver
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.executions import ExecutionRepository
     from llm_orchestrator.store.idempotency import IdempotencyRepository
     from llm_orchestrator.store.metrics import MetricsRepository
+    from llm_orchestrator.store.step_runs import StepRunRepository
     from llm_orchestrator.store.users import UserRepository
     from llm_orchestrator.triggers.completion import CompletionPublisher
     from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
@@ -62,8 +63,8 @@ class Runtime:
     ``environ`` (default: the process environment) supplies provider credential fallbacks;
     ``provider_factories`` (default: every provider of this build) the provider adapters.
     ``clock`` (default: the system's UTC time) is the wall clock of every service and of
-    the uptime; ``engine_clock`` and ``jitter`` are the local engine's timers and its retry
-    jitter (an ``engine.clock.FakeClock`` and a seeded or fixed ``random.Random`` make its
+    the uptime; ``engine_timers`` and ``jitter`` are the local engine's timers and its retry
+    jitter (an ``engine.asl.FakeTimers`` and a seeded or fixed ``random.Random`` make its
     timeouts and backoffs deterministic in tests).
     """
 
@@ -75,7 +76,7 @@ class Runtime:
         environ: Mapping[str, str] | None = None,
         provider_factories: Mapping[str, ProviderFactory] | None = None,
         clock: Callable[[], datetime] | None = None,
-        engine_clock: Clock | None = None,
+        engine_timers: Timers | None = None,
         jitter: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -88,7 +89,7 @@ class Runtime:
             clock = utcnow
         self.clock = clock
         """Wall-clock time for every service (tests pass one they can move)."""
-        self._engine_clock = engine_clock
+        self._engine_timers = engine_timers
         self._jitter = jitter
         self.started_at = clock().timestamp()
         """This process's start (epoch seconds): uptime is per instance."""
@@ -128,6 +129,12 @@ class Runtime:
         from llm_orchestrator.store.executions import ExecutionRepository
 
         return ExecutionRepository(self.db)
+
+    @cached_property
+    def step_run_store(self) -> StepRunRepository:
+        from llm_orchestrator.store.step_runs import StepRunRepository
+
+        return StepRunRepository(self.db)
 
     @cached_property
     def idempotency(self) -> IdempotencyRepository:
@@ -252,17 +259,18 @@ class Runtime:
             self.lifecycle,
             self.step_runner(tokens),
             tokens,
-            clock=self._engine_clock,
+            timers=self._engine_timers,
             rng=self._jitter,
         )
 
     @cached_property
     def executions(self) -> ExecutionService:
-        from llm_orchestrator.engine.service import ExecutionService
+        from llm_orchestrator.executions.service import ExecutionService
         from llm_orchestrator.store.checkpoints import CheckpointRepository
 
         return ExecutionService(
             self.execution_store,
+            self.step_run_store,
             CheckpointRepository(self.db),
             self.workflows,
             self.engine,
@@ -370,7 +378,7 @@ class Runtime:
         from llm_orchestrator.steps.runner import StepRunner
 
         return StepRunner(
-            self.execution_store,
+            self.step_run_store,
             self.providers,
             tokens,
             clock=self.clock,
@@ -405,12 +413,12 @@ def build_runtime(
     environ: Mapping[str, str] | None = None,
     provider_factories: Mapping[str, ProviderFactory] | None = None,
     clock: Callable[[], datetime] | None = None,
-    engine_clock: Clock | None = None,
+    engine_timers: Timers | None = None,
     jitter: random.Random | None = None,
 ) -> Runtime:
     """A runtime for ``settings``; refuses at once a configuration it cannot honour.
 
-    ``environ``, ``provider_factories``, ``clock``, ``engine_clock``, ``jitter``: see
+    ``environ``, ``provider_factories``, ``clock``, ``engine_timers``, ``jitter``: see
     :class:`Runtime`.
     """
     if settings.engine not in ENGINES:
@@ -431,7 +439,7 @@ def build_runtime(
         environ=environ,
         provider_factories=provider_factories,
         clock=clock,
-        engine_clock=engine_clock,
+        engine_timers=engine_timers,
         jitter=jitter,
     )
 

@@ -205,7 +205,7 @@ def test_the_checks_catch_an_upward_import_and_a_cycle() -> None:
     edges = [
         Import("llm_orchestrator.store.db", "llm_orchestrator.api.deps", 1),
         Import("llm_orchestrator.api.deps", "llm_orchestrator.store.db", 2),
-        Import("llm_orchestrator.compiler.asl", "llm_orchestrator.workflows.models", 3),
+        Import("llm_orchestrator.compiler.state_machine", "llm_orchestrator.workflows.models", 3),
         Import("llm_orchestrator.workflows.service", "llm_orchestrator.compiler", 4),
     ]
 
@@ -224,3 +224,48 @@ def test_the_edges_include_lazy_and_relative_imports() -> None:
     assert ("llm_orchestrator.providers", "llm_orchestrator.providers.base") in edges
     # A Lambda entry point:
     assert ("functions.auth.handler", "llm_orchestrator.api.lambda_entry") in edges
+
+
+def test_the_asl_interpreter_knows_nothing_of_the_product() -> None:
+    # engine.asl runs any state machine of the subset: no workflows, steps, store, engine.
+    outside = [
+        f"{e.source}:{e.line} imports {e.target}"
+        for e in all_imports()
+        if e.source.startswith(f"{TOP}.engine.asl") and not e.target.startswith(f"{TOP}.engine.asl")
+    ]
+
+    assert outside == []
+
+
+def test_executions_depend_on_the_engine_port_not_on_an_engine() -> None:
+    # The engines import the lifecycle and the port; the reverse would tie the application
+    # service to one engine (and make a package cycle).
+    upward = [
+        f"{e.source}:{e.line} imports {e.target}"
+        for e in all_imports()
+        if unit_of(e.source) == "executions" and unit_of(e.target) in ("engine", "steps")
+    ]
+
+    assert upward == []
+
+
+def test_only_the_lifecycle_writes_an_executions_status() -> None:
+    # Every transition and its audit event go through executions.lifecycle: nothing else
+    # calls the repository's transitions.
+    transitions = ("request_pause", "request_resume", "request_cancel", "mark_running", "finish")
+    callers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module in (f"{TOP}.executions.lifecycle", f"{TOP}.store.executions"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in transitions
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in ("_repo", "execution_store")
+            ):
+                callers.append(f"{module}:{node.lineno} calls {node.attr}")
+
+    assert callers == []

@@ -28,7 +28,7 @@ from llm_orchestrator.steps.errors import (
 )
 from llm_orchestrator.steps.outputs import text_outputs
 from llm_orchestrator.steps.runner import StepRunner
-from llm_orchestrator.store.executions import StepContext, StepUsage
+from llm_orchestrator.store.step_runs import StepContext, StepUsage
 
 EXECUTION = "exec-1"
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_orchestrator.engine.asl import (
-    Clock,
     ExecutionResult,
     StopSignal,
-    SystemClock,
+    SystemTimers,
     TaskFailed,
     TaskTokenNotFound,
     TaskTokenRegistry,
+    Timers,
     load_state_machine,
     run_execution,
 )
@@ -75,7 +75,7 @@ class LocalEngine:
         step_runner: StepRunner,
         tokens: TaskTokenRegistry,
         *,
-        clock: Clock | None = None,
+        timers: Timers | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``step_runner`` answers parked tasks through ``tokens``, the registry this engine's
@@ -83,7 +83,7 @@ class LocalEngine:
         status goes through ``lifecycle``."""
         self._repo = repo
         self._lifecycle = lifecycle
-        self._clock: Clock = clock or SystemClock()
+        self._timers: Timers = timers or SystemTimers()
         self._rng = rng or random.Random()
         self.tokens = tokens
         self.step_runner = step_runner
@@ -223,7 +223,7 @@ class LocalEngine:
                 execution_arn=execution_id,
                 invoker=self._invoke,
                 token_registry=self.tokens,
-                clock=self._clock,
+                timers=self._timers,
                 rng=self._rng,
                 stop=run.stop,
             )
@@ -251,7 +251,7 @@ class LocalEngine:
             return await self.step_runner.handle(payload)
         except ProviderError as exc:
             # The provider's Retry-After rides along, so the Retry waits at least that long
-            # (on the engine's clock) instead of its own, possibly shorter, backoff.
+            # (on the engine's timers) instead of its own, possibly shorter, backoff.
             raise TaskFailed(type(exc).__name__, exc.message, retry_after=exc.retry_after) from exc
 
     def _answer(self, token: str, *, success: bool) -> None:

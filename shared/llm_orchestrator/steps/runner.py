@@ -51,7 +51,7 @@ from llm_orchestrator.steps.vectors import (
     search_namespace,
     upsert_records,
 )
-from llm_orchestrator.store.executions import StepContext, StepUsage
+from llm_orchestrator.store.step_runs import StepContext, StepUsage
 from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
     AnyStep,

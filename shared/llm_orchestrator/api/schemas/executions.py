@@ -12,7 +12,7 @@ from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.executions.status import StepStatus
 
 if TYPE_CHECKING:
-    from llm_orchestrator.engine.service import ExecutionState
+    from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.store.checkpoints import CheckpointRecord
     from llm_orchestrator.store.executions import ExecutionRecord
 

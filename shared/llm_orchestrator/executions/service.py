@@ -14,16 +14,13 @@ from typing import Any
 from llm_orchestrator import ids
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.compiler import compile_workflow
-from llm_orchestrator.engine.base import Engine
 from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
 from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
+from llm_orchestrator.executions.ports import Engine
 from llm_orchestrator.executions.status import StepStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
-from llm_orchestrator.store.executions import (
-    ExecutionRecord,
-    ExecutionRepository,
-    StepRunRecord,
-)
+from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
 from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, WorkflowDefinition
 from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
 
@@ -52,6 +49,7 @@ class ExecutionService:
     def __init__(
         self,
         repo: ExecutionRepository,
+        step_runs: StepRunRepository,
         checkpoints: CheckpointRepository,
         workflows: WorkflowService,
         engine: Engine,
@@ -61,6 +59,7 @@ class ExecutionService:
         clock: Callable[[], datetime],
     ) -> None:
         self._repo = repo
+        self._step_runs = step_runs
         self._checkpoints = checkpoints
         self._workflows = workflows
         self.engine = engine
@@ -198,7 +197,7 @@ class ExecutionService:
         return await self._state(changed)
 
     async def _state(self, record: ExecutionRecord) -> ExecutionState:
-        runs = {run.step_id: run for run in await self._repo.step_runs(record.id)}
+        runs = {run.step_id: run for run in await self._step_runs.step_runs(record.id)}
         step_ids = [step["id"] for step in record.definition.get("steps", [])]
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
 

@@ -1,4 +1,5 @@
-"""The engine interface: what runs executions, locally or on AWS Step Functions.
+"""The engine port: what runs executions, locally (``engine.local``) or on AWS Step Functions
+(``engine.stepfunctions``); the executions service depends on this, never on an engine.
 
 Both implementations change an execution's status only through the execution lifecycle
 (:mod:`llm_orchestrator.executions.lifecycle`, which also records the audit events), so an
@@ -14,10 +15,6 @@ from typing import Protocol
 from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord
-
-STEP_RUNNER_FUNCTION = "step-runner"
-"""The ``FunctionName`` locally compiled machines use; the local engine invokes the step
-runner whatever the name, as there is only one function."""
 
 
 class Engine(Protocol):
