@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from llm_orchestrator.api import audit_log, idempotency
+from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
@@ -21,6 +21,7 @@ from llm_orchestrator.api.schemas.executions import (
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
+from llm_orchestrator.store.execution_watch import ExecutionWatchRepository
 
 if TYPE_CHECKING:
     from llm_orchestrator.runtime import Runtime
@@ -32,6 +33,18 @@ Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
 ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
+WaitSeconds = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=long_poll.MAX_WAIT_SECONDS,
+        description=(
+            "Long-poll: hold the answer until the execution's status or any step's status"
+            " changes, or this many seconds pass (0..25; 0 answers at once). An execution"
+            " that has ended is answered at once."
+        ),
+    ),
+]
 
 
 IdempotencyKey = Annotated[
@@ -105,9 +118,19 @@ async def _answer(
 
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)
 async def execution_status(
-    workflow_id: str, execution_id: ExecutionId, runtime: RuntimeDep, caller: Reader
+    workflow_id: str,
+    execution_id: ExecutionId,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Reader,
+    wait: WaitSeconds = 0,
 ) -> ExecutionPublic:
-    return ExecutionPublic.of(await runtime.executions.state(caller, workflow_id, execution_id))
+    state = await runtime.executions.state(caller, workflow_id, execution_id)
+    if wait and state.record.status not in long_poll.TERMINAL_STATUSES:
+        await long_poll.changed_within(ExecutionWatchRepository(runtime.db), state, wait, request)
+        # Changed or not, the answer is the state as it is now.
+        state = await runtime.executions.state_of(state.record)
+    return ExecutionPublic.of(state)
 
 
 @router.post("/{workflow_id}/pause", response_model=ExecutionPublic)
