@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from llm_orchestrator.executions.status import TERMINAL
 from llm_orchestrator.store.execution_watch import ExecutionSignature, ExecutionWatchRepository
-from llm_orchestrator.store.executions import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from llm_orchestrator.engine.service import ExecutionState
@@ -29,10 +29,15 @@ POLL_INTERVAL_SECONDS = 0.1
 
 
 def signature_of(state: ExecutionState) -> ExecutionSignature:
+    # Plain strings on both sides: an enum member hashes by its name, not its value.
     return ExecutionSignature(
-        state.record.status,
-        frozenset((step_id, run.status) for step_id, run in state.runs.items()),
+        str(state.record.status),
+        frozenset((step_id, str(run.status)) for step_id, run in state.runs.items()),
     )
+
+
+def has_ended(state: ExecutionState) -> bool:
+    return state.record.status in TERMINAL
 
 
 async def changed_within(
@@ -43,7 +48,7 @@ async def changed_within(
     Answers False at once for an execution that has ended (nothing will change) and
     stops early when the client has gone away.
     """
-    if seconds <= 0 or state.record.status in TERMINAL_STATUSES:
+    if seconds <= 0 or has_ended(state):
         return False
     seen = signature_of(state)
     loop = asyncio.get_running_loop()

@@ -126,7 +126,7 @@ async def execution_status(
     wait: WaitSeconds = 0,
 ) -> ExecutionPublic:
     state = await runtime.executions.state(caller, workflow_id, execution_id)
-    if wait and state.record.status not in long_poll.TERMINAL_STATUSES:
+    if wait and not long_poll.has_ended(state):
         await long_poll.changed_within(ExecutionWatchRepository(runtime.db), state, wait, request)
         # Changed or not, the answer is the state as it is now.
         state = await runtime.executions.state_of(state.record)
