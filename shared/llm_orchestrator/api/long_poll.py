@@ -21,7 +21,7 @@ from llm_orchestrator.executions.status import TERMINAL
 from llm_orchestrator.store.execution_watch import ExecutionSignature, ExecutionWatchRepository
 
 if TYPE_CHECKING:
-    from llm_orchestrator.engine.service import ExecutionState
+    from llm_orchestrator.executions.service import ExecutionState
 
 MAX_WAIT_SECONDS = 25
 """Under API Gateway's 29 s integration timeout."""
