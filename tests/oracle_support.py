@@ -40,7 +40,7 @@ from typing import Any
 
 from llm_orchestrator.engine.asl import (
     HistoryEventType,
-    SystemClock,
+    SystemTimers,
     TaskTokenRegistry,
     load_state_machine,
     run_execution,
@@ -278,7 +278,7 @@ class EngineRun:
 # -- local -------------------------------------------------------------------------------
 
 
-class InstantBackoffClock(SystemClock):
+class InstantBackoffTimers(SystemTimers):
     """Real time for deadlines, but retry backoff is recorded instead of slept."""
 
     def __init__(self) -> None:
@@ -293,7 +293,7 @@ async def run_locally(definition_text: str, script: Script) -> EngineRun:
     """Run the machine on the local interpreter with the scripted step function."""
     function = ScriptedStepFunction(script)
     registry = TaskTokenRegistry()
-    clock = InstantBackoffClock()
+    timers = InstantBackoffTimers()
 
     async def invoke(function_name: str, payload: dict[str, Any]) -> Any:
         return await function.call_async(function_name, payload)
@@ -305,7 +305,7 @@ async def run_locally(definition_text: str, script: Script) -> EngineRun:
             execution_arn=f"local:{EXECUTION_ID}",
             invoker=invoke,
             token_registry=registry,
-            clock=clock,
+            timers=timers,
             rng=random.Random(0),
         )
     )
@@ -328,7 +328,7 @@ async def run_locally(definition_text: str, script: Script) -> EngineRun:
         cause=result.cause,
         calls=function.calls,
         task_errors=Counter(str(event.error) for event in failed),
-        retry_delays=clock.sleeps,
+        retry_delays=timers.sleeps,
     )
 
 

@@ -26,7 +26,6 @@ from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import get_settings
 from llm_orchestrator.engine.stepfunctions_sync import StatusChange, StatusSync
 from llm_orchestrator.runtime import Runtime, build_runtime
-from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 from llm_orchestrator.triggers.events import scheduled_event
 
 log = logging.getLogger(__name__)
@@ -54,12 +53,6 @@ class EventsLambda:
         if change is not None:
             assert self._sync is not None
             outcome = await self._sync.apply(change)
-            if outcome == "already ended" and change.status == "FAILED":
-                # The step runner recorded the failure (with the step's error) before the
-                # state machine's Fail state; this report is the run's end, so announce it.
-                record = await ExecutionRepository(runtime.db).get(change.execution_id)
-                if record is not None and record.status == "failed":
-                    await runtime.completion.publish(record)
             log.info("execution %s: %s (%s)", change.execution_id, change.status, outcome)
             return {"execution_id": change.execution_id, "outcome": outcome}
         trigger_id = event.get("trigger_id")
@@ -94,24 +87,8 @@ class EventsLambda:
     def _runtime_or_build(self) -> Runtime:
         if self._runtime is None:
             self._runtime = runtime = self._runtime_factory()
-            audit = runtime.audit
-
-            async def audit_finish(record: ExecutionRecord) -> None:
-                await audit.record(
-                    event_type="workflow_execution",
-                    action="finish",
-                    result="success" if record.status == "completed" else "failure",
-                    user_id=record.owner_id,
-                    resource_type="execution",
-                    resource_id=record.id,
-                    details={"workflow_id": str(record.workflow_id), "status": record.status},
-                )
-
-            async def ended(record: ExecutionRecord) -> None:
-                await audit_finish(record)
-                await runtime.completion.publish(record)
-
-            self._sync = StatusSync(ExecutionRepository(runtime.db), now=utcnow, on_ended=ended)
+            # The lifecycle announces each end it writes: audit event and completion event.
+            self._sync = StatusSync(runtime.execution_store, runtime.lifecycle)
         return self._runtime
 
     def close(self) -> None:

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from llm_orchestrator.auth.service import AuthService
     from llm_orchestrator.auth.users import UserService
     from llm_orchestrator.config import Settings
-    from llm_orchestrator.engine.base import Engine
-    from llm_orchestrator.engine.clock import Clock
-    from llm_orchestrator.engine.service import ExecutionService
+    from llm_orchestrator.engine.asl.timers import Timers
+    from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
+    from llm_orchestrator.executions.ports import Engine
+    from llm_orchestrator.executions.service import ExecutionService
     from llm_orchestrator.metrics.stats import SystemStatsService
     from llm_orchestrator.providers import ProviderRegistry
     from llm_orchestrator.providers.base import CredentialResolver
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.executions import ExecutionRepository
     from llm_orchestrator.store.idempotency import IdempotencyRepository
     from llm_orchestrator.store.metrics import MetricsRepository
+    from llm_orchestrator.store.step_runs import StepRunRepository
     from llm_orchestrator.store.users import UserRepository
     from llm_orchestrator.triggers.completion import CompletionPublisher
     from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
@@ -62,8 +64,8 @@ class Runtime:
     ``environ`` (default: the process environment) supplies provider credential fallbacks;
     ``provider_factories`` (default: every provider of this build) the provider adapters.
     ``clock`` (default: the system's UTC time) is the wall clock of every service and of
-    the uptime; ``engine_clock`` and ``jitter`` are the local engine's timers and its retry
-    jitter (an ``engine.clock.FakeClock`` and a seeded or fixed ``random.Random`` make its
+    the uptime; ``engine_timers`` and ``jitter`` are the local engine's timers and its retry
+    jitter (an ``engine.asl.FakeTimers`` and a seeded or fixed ``random.Random`` make its
     timeouts and backoffs deterministic in tests).
     """
 
@@ -75,7 +77,7 @@ class Runtime:
         environ: Mapping[str, str] | None = None,
         provider_factories: Mapping[str, ProviderFactory] | None = None,
         clock: Callable[[], datetime] | None = None,
-        engine_clock: Clock | None = None,
+        engine_timers: Timers | None = None,
         jitter: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -88,7 +90,7 @@ class Runtime:
             clock = utcnow
         self.clock = clock
         """Wall-clock time for every service (tests pass one they can move)."""
-        self._engine_clock = engine_clock
+        self._engine_timers = engine_timers
         self._jitter = jitter
         self.started_at = clock().timestamp()
         """This process's start (epoch seconds): uptime is per instance."""
@@ -131,6 +133,12 @@ class Runtime:
         from llm_orchestrator.store.executions import ExecutionRepository
 
         return ExecutionRepository(self.db)
+
+    @cached_property
+    def step_run_store(self) -> StepRunRepository:
+        from llm_orchestrator.store.step_runs import StepRunRepository
+
+        return StepRunRepository(self.db)
 
     @cached_property
     def idempotency(self) -> IdempotencyRepository:
@@ -242,23 +250,24 @@ class Runtime:
         )
 
     @cached_property
-    def engine(self) -> Engine:
-        engine = self._build_engine()
+    def lifecycle(self) -> ExecutionLifecycle:
+        """Every status change of an execution, with its audit event; the engines, the
+        routers (through the executions service) and the ``events`` Lambda use this one."""
+        from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
+
+        lifecycle = ExecutionLifecycle(self.execution_store, clock=self.clock, audit=self.audit)
         # Late-bound: the publisher needs the triggers, which need the executions service,
-        # which needs this engine.
-        engine.on_ended = lambda record: self.completion.publish(record)
-        return engine
+        # which needs the engine, which needs this lifecycle.
+        lifecycle.on_ended = lambda record: self.completion.publish(record)
+        return lifecycle
 
-    def _build_engine(self) -> Engine:
-
+    @cached_property
+    def engine(self) -> Engine:
         if self.settings.engine == "stepfunctions":
             from llm_orchestrator.engine.stepfunctions import StepFunctionsEngine
 
             return StepFunctionsEngine(
-                self.execution_store,
-                role_arn=self.settings.states_role_arn,
-                now=self.clock,
-                audit=self.audit,
+                self.execution_store, self.lifecycle, role_arn=self.settings.states_role_arn
             )
         from llm_orchestrator.engine.asl import TaskTokenRegistry
         from llm_orchestrator.engine.local import LocalEngine
@@ -266,24 +275,25 @@ class Runtime:
         tokens = TaskTokenRegistry()
         return LocalEngine(
             self.execution_store,
+            self.lifecycle,
             self.step_runner(tokens),
             tokens,
-            now=self.clock,
-            audit=self.audit,
-            clock=self._engine_clock,
+            timers=self._engine_timers,
             rng=self._jitter,
         )
 
     @cached_property
     def executions(self) -> ExecutionService:
-        from llm_orchestrator.engine.service import ExecutionService
+        from llm_orchestrator.executions.service import ExecutionService
         from llm_orchestrator.store.checkpoints import CheckpointRepository
 
         return ExecutionService(
             self.execution_store,
+            self.step_run_store,
             CheckpointRepository(self.db),
             self.workflows,
             self.engine,
+            self.lifecycle,
             step_runner_arn=self.settings.step_runner_arn,
             clock=self.clock,
         )
@@ -394,7 +404,7 @@ class Runtime:
         from llm_orchestrator.steps.runner import StepRunner
 
         return StepRunner(
-            self.execution_store,
+            self.step_run_store,
             self.providers,
             tokens,
             clock=self.clock,
@@ -431,12 +441,12 @@ def build_runtime(
     environ: Mapping[str, str] | None = None,
     provider_factories: Mapping[str, ProviderFactory] | None = None,
     clock: Callable[[], datetime] | None = None,
-    engine_clock: Clock | None = None,
+    engine_timers: Timers | None = None,
     jitter: random.Random | None = None,
 ) -> Runtime:
     """A runtime for ``settings``; refuses at once a configuration it cannot honour.
 
-    ``environ``, ``provider_factories``, ``clock``, ``engine_clock``, ``jitter``: see
+    ``environ``, ``provider_factories``, ``clock``, ``engine_timers``, ``jitter``: see
     :class:`Runtime`.
     """
     if settings.engine not in ENGINES:
@@ -460,7 +470,7 @@ def build_runtime(
         environ=environ,
         provider_factories=provider_factories,
         clock=clock,
-        engine_clock=engine_clock,
+        engine_timers=engine_timers,
         jitter=jitter,
     )
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from llm_orchestrator.config import Settings
-from llm_orchestrator.engine.clock import FakeClock
+from llm_orchestrator.engine.asl.timers import FakeTimers
 from llm_orchestrator.engine.local import LocalEngine
 from llm_orchestrator.server import LocalServer
 from llm_orchestrator.steps.errors import ExecutionEnded, WorkflowCancelled
@@ -518,11 +518,11 @@ async def test_cancel_while_parked_inside_a_parallel(
 @asynccontextmanager
 async def clocked_server(
     settings: Settings, fake: FakeOpenAI, jitter: random.Random
-) -> AsyncIterator[tuple[LocalServer, httpx.AsyncClient, Session, FakeClock]]:
+) -> AsyncIterator[tuple[LocalServer, httpx.AsyncClient, Session, FakeTimers]]:
     """A server whose engine runs on virtual time that only the test moves: timeouts and
     backoffs happen when the test says, never because the machine was slow."""
-    clock = FakeClock(start=1000.0, autojump=False)
-    async with serving(settings, fake, engine_clock=clock, jitter=jitter) as local:
+    clock = FakeTimers(start=1000.0, autojump=False)
+    async with serving(settings, fake, engine_timers=clock, jitter=jitter) as local:
         transport = httpx.ASGITransport(app=local.app, client=("203.0.113.7", 4242))
         async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
             login = await http.post(

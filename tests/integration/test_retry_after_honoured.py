@@ -1,6 +1,6 @@
 """A provider's ``Retry-After`` is honoured end to end (issue 10, item 6).
 
-Locally, the engine's Retry waits at least that long on its clock: a FakeClock that only
+Locally, the engine's Retry waits at least that long on its clock: a FakeTimers that only
 moves when the test says so, so nothing sleeps and the moment of the retry is exact. On
 Step Functions, whose Retry cannot read the header, the step-runner Lambda waits it out
 before raising, capped by the time the invocation has left.
@@ -22,7 +22,7 @@ from llm_orchestrator.auth.permissions import ROLE_PERMISSIONS
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
-from llm_orchestrator.engine.asl import FakeClock
+from llm_orchestrator.engine.asl import FakeTimers
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.step_runner_lambda import make_step_runner_handler
 from llm_orchestrator.store.executions import ExecutionRepository
@@ -88,11 +88,11 @@ async def wait_until(predicate: Any, *, timeout: float = 20.0) -> None:
 async def test_the_local_engine_does_not_retry_before_the_retry_after(
     settings: Settings, fake: FakeCohere
 ) -> None:
-    clock = FakeClock(autojump=False)
+    clock = FakeTimers(autojump=False)
     runtime = build_runtime(
         settings,
         environ={"CO_API_KEY": KEY, "CO_API_URL": fake.base_url},
-        engine_clock=clock,
+        engine_timers=clock,
     )
     engine = runtime.engine
     service = runtime.executions

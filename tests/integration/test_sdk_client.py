@@ -349,21 +349,30 @@ def test_idempotency_key_returns_the_same_execution(admin: Client, fake_openai: 
     assert admin.admin.stats().total_executions == 1
 
 
-def test_wait_polls_when_the_server_has_no_long_poll(
-    admin: Client, fake_openai: FakeOpenAI
-) -> None:
-    # This server ignores `wait` (issue 9 adds it): the client must notice and poll.
+def test_wait_long_polls_the_server(admin: Client, fake_openai: FakeOpenAI) -> None:
+    # The server holds `wait` calls until something changes: after its first read the
+    # client only ever asks with `wait`, and never sleeps between answers that changed.
     fake_openai.latency = 1.5
     workflow = admin.workflows.create(name="poll", version="1.0", steps=TWO_STEPS[:1])
     accepted = admin.workflows.execute(workflow.id, {"topic": "x"})
     slept: list[float] = []
     admin._sleep = lambda seconds: (slept.append(seconds), time.sleep(seconds))[-1]
+    waits: list[str | None] = []
+    admin._http.event_hooks["request"].append(
+        lambda request: (
+            waits.append(request.url.params.get("wait"))
+            if request.url.path.endswith("/status")
+            else None
+        )
+    )
 
     final = admin.executions.wait(workflow.id, accepted.execution_id, timeout=30)
 
     assert final.status == "completed"
-    assert admin._long_poll is False
-    assert len(slept) >= 2 and slept[0] == 0.2 and max(slept) <= 1.0
+    assert admin._long_poll is not False
+    assert waits[0] is None and len(waits) >= 2
+    assert all(wait is not None and int(wait) > 0 for wait in waits[1:])
+    assert slept in ([], [0.2])  # at most the pause after the first, plain read
 
 
 async def test_async_client_covers_the_same_calls(live: LiveServer) -> None:

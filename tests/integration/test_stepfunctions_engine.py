@@ -259,6 +259,38 @@ async def test_cancel_answers_at_once_then_stops_the_step_functions_execution(
     assert final["error"]["type"] == "WorkflowCancelled"
 
 
+async def test_a_failing_step_ends_the_execution_once_with_the_steps_error(
+    client: httpx.AsyncClient, admin: Session, sfn: Any, events: Any, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(
+        client, admin, [llm_step("only", "hi {{x}}", "reply", model="no-such-model")]
+    )
+    fake_openai.models = frozenset({"gpt-4"})
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"x": "1"}, "async": False},
+    )
+
+    assert response.status_code == 200, response.text
+    final = response.json()
+    assert final["status"] == "failed"
+    # The step's own error, recorded by its failure handler, not the Fail state's name.
+    assert final["error"]["type"] == "ProviderBadRequest"
+    assert final["error"]["step_id"] == "only"
+    assert final["steps"]["only"]["status"] == "failed"
+    execution_id = final["execution_id"]
+    described = await moto_status(sfn, execution_id, ("FAILED",))
+    assert (await deliver(events, status_event(described)))["outcome"] == "already ended"
+    audit = (
+        await client.get(
+            "/audit/events", headers=admin.headers, params={"resource_id": execution_id}
+        )
+    ).json()["events"]
+    assert sorted(e["action"] for e in audit) == ["finish", "start"]
+
+
 async def test_pause_parks_the_next_step_and_resume_sends_task_success(
     client: httpx.AsyncClient,
     admin: Session,

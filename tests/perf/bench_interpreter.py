@@ -19,7 +19,7 @@ from llm_orchestrator.engine.asl import (
     LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN,
     ExecutionStatus,
     StateMachine,
-    SystemClock,
+    SystemTimers,
     TaskTokenRegistry,
     load_state_machine,
     run_execution,
@@ -101,7 +101,7 @@ async def _no_latency(function_name: str, payload: dict[str, Any]) -> None:
 async def measure(runs: int, steps: int = STEPS) -> list[float]:
     """Microseconds per step of each of ``runs`` sequential executions."""
     machine = chain_machine(steps)
-    clock = SystemClock()
+    timers = SystemTimers()
     tokens = TaskTokenRegistry()
     rng = random.Random(0)
     samples = []
@@ -113,7 +113,7 @@ async def measure(runs: int, steps: int = STEPS) -> list[float]:
             execution_arn=f"arn:aws:states:local:0:execution:bench:exec-{n}",
             invoker=_no_latency,
             token_registry=tokens,
-            clock=clock,
+            timers=timers,
             rng=rng,
         )
         elapsed = time.perf_counter() - started

@@ -123,10 +123,15 @@ def all_imports() -> list[Import]:
 
 def unit_of(module: str) -> str:
     """The top-level module or package of one of ours (``api``, ``runtime``), or
-    ``functions`` for a Lambda entry point."""
+    ``functions`` for a Lambda entry point; a module that ``LAYERS`` names on its own
+    (``executions.status``, plain values) is a unit of its own."""
     parts = module.split(".")
     if parts[0] != TOP:
         return "functions"
+    inner = module.removeprefix(TOP + ".")
+    for name in LAYERS:
+        if "." in name and (inner == name or inner.startswith(name + ".")):
+            return name
     return parts[1] if len(parts) > 1 else "__init__"
 
 
@@ -201,7 +206,7 @@ def test_the_checks_catch_an_upward_import_and_a_cycle() -> None:
     edges = [
         Import("llm_orchestrator.store.db", "llm_orchestrator.api.deps", 1),
         Import("llm_orchestrator.api.deps", "llm_orchestrator.store.db", 2),
-        Import("llm_orchestrator.compiler.asl", "llm_orchestrator.workflows.models", 3),
+        Import("llm_orchestrator.compiler.state_machine", "llm_orchestrator.workflows.models", 3),
         Import("llm_orchestrator.workflows.service", "llm_orchestrator.compiler", 4),
     ]
 
@@ -220,3 +225,48 @@ def test_the_edges_include_lazy_and_relative_imports() -> None:
     assert ("llm_orchestrator.providers", "llm_orchestrator.providers.base") in edges
     # A Lambda entry point:
     assert ("functions.auth.handler", "llm_orchestrator.api.lambda_entry") in edges
+
+
+def test_the_asl_interpreter_knows_nothing_of_the_product() -> None:
+    # engine.asl runs any state machine of the subset: no workflows, steps, store, engine.
+    outside = [
+        f"{e.source}:{e.line} imports {e.target}"
+        for e in all_imports()
+        if e.source.startswith(f"{TOP}.engine.asl") and not e.target.startswith(f"{TOP}.engine.asl")
+    ]
+
+    assert outside == []
+
+
+def test_executions_depend_on_the_engine_port_not_on_an_engine() -> None:
+    # The engines import the lifecycle and the port; the reverse would tie the application
+    # service to one engine (and make a package cycle).
+    upward = [
+        f"{e.source}:{e.line} imports {e.target}"
+        for e in all_imports()
+        if unit_of(e.source) == "executions" and unit_of(e.target) in ("engine", "steps")
+    ]
+
+    assert upward == []
+
+
+def test_only_the_lifecycle_writes_an_executions_status() -> None:
+    # Every transition and its audit event go through executions.lifecycle: nothing else
+    # calls the repository's transitions.
+    transitions = ("request_pause", "request_resume", "request_cancel", "mark_running", "finish")
+    callers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module in (f"{TOP}.executions.lifecycle", f"{TOP}.store.executions"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in transitions
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in ("_repo", "execution_store")
+            ):
+                callers.append(f"{module}:{node.lineno} calls {node.attr}")
+
+    assert callers == []

@@ -2,7 +2,7 @@
 
 Definitions are written by hand in that shape (one Task per step plus its ``__paused``,
 ``__failed``, ``__fail`` and ``__cancelled`` states), and the step runner is played by
-:class:`FakeStepRunner`. Backoffs and timeouts run on a FakeClock, so nothing here sleeps
+:class:`FakeStepRunner`. Backoffs and timeouts run on a FakeTimers, so nothing here sleeps
 except the concurrency check, which is about real time.
 """
 
@@ -19,16 +19,16 @@ import pytest
 from llm_orchestrator.engine.asl import (
     LAMBDA_INVOKE,
     LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN,
-    Clock,
     ExecutionResult,
     ExecutionStatus,
-    FakeClock,
+    FakeTimers,
     HistoryEventType,
     StopSignal,
-    SystemClock,
+    SystemTimers,
     TaskFailed,
     TaskTokenNotFound,
     TaskTokenRegistry,
+    Timers,
     load_state_machine,
     run_execution,
 )
@@ -210,7 +210,7 @@ async def execute(
     definition: dict[str, Any],
     runner: Callable[[str, dict[str, Any]], Awaitable[Any]],
     *,
-    clock: Clock | None = None,
+    timers: Timers | None = None,
     tokens: TaskTokenRegistry | None = None,
     rng: random.Random | None = None,
     stop: StopSignal | None = None,
@@ -221,7 +221,7 @@ async def execute(
         execution_arn=EXECUTION_ARN,
         invoker=runner,
         token_registry=TaskTokenRegistry() if tokens is None else tokens,
-        clock=FakeClock() if clock is None else clock,
+        timers=FakeTimers() if timers is None else timers,
         rng=random.Random(7) if rng is None else rng,
         stop=stop,
     )
@@ -279,37 +279,37 @@ async def test_execution_id_context_path_is_the_execution_arn() -> None:
 
 
 async def test_parallel_branches_run_at_the_same_time() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     spans: dict[str, list[float]] = {}
 
     def slow(step_id: str) -> Behaviour:
         async def work(payload: dict[str, Any]) -> None:
-            spans[step_id] = [clock.now()]
-            await clock.sleep(10)
-            spans[step_id].append(clock.now())
+            spans[step_id] = [timers.now()]
+            await timers.sleep(10)
+            spans[step_id].append(timers.now())
 
         return work
 
     runner = FakeStepRunner({s: [slow(s)] for s in ("b", "c", "d")})
 
-    result = await execute(workflow("a", ("b", "c", "d"), "e"), runner, clock=clock)
+    result = await execute(workflow("a", ("b", "c", "d"), "e"), runner, timers=timers)
 
     assert result.status is ExecutionStatus.SUCCEEDED
     # Three 10 s steps in 10 s of virtual time: each started before any finished.
     assert spans == {"b": [0.0, 10.0], "c": [0.0, 10.0], "d": [0.0, 10.0]}
     assert runner.trace()[0] == ("run", "a") and runner.trace()[-1] == ("run", "e")
-    assert clock.now() == 10.0
+    assert timers.now() == 10.0
 
 
 async def test_retry_waits_with_exponential_backoff_capped_by_max_delay() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     retry = [provider_retry(IntervalSeconds=2, BackoffRate=2, MaxDelaySeconds=5, MaxAttempts=3)]
     runner = FakeStepRunner({"a": [ProviderRateLimited("429")] * 3})
 
-    result = await execute(workflow("a", retry=retry), runner, clock=clock)
+    result = await execute(workflow("a", retry=retry), runner, timers=timers)
 
     assert result.status is ExecutionStatus.SUCCEEDED
-    assert clock.sleeps == [2.0, 4.0, 5.0]
+    assert timers.sleeps == [2.0, 4.0, 5.0]
     scheduled = result.events(HistoryEventType.RETRY_SCHEDULED)
     assert [(e.delay_seconds, e.retry_count, e.error) for e in scheduled] == [
         (2.0, 1, "ProviderRateLimited"),
@@ -327,16 +327,16 @@ async def test_retry_count_context_path_counts_retries_of_the_state() -> None:
 
 
 async def test_full_jitter_draws_each_delay_from_the_injected_rng_within_the_backoff() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     retry = [provider_retry(IntervalSeconds=3, BackoffRate=2, JitterStrategy="FULL")]
     runner = FakeStepRunner({"a": [ProviderUnavailable()] * 3})
 
-    await execute(workflow("a", retry=retry), runner, clock=clock, rng=random.Random(42))
+    await execute(workflow("a", retry=retry), runner, timers=timers, rng=random.Random(42))
 
     same_draws = random.Random(42)
-    assert clock.sleeps == [same_draws.uniform(0.0, backoff) for backoff in (3.0, 6.0, 12.0)]
+    assert timers.sleeps == [same_draws.uniform(0.0, backoff) for backoff in (3.0, 6.0, 12.0)]
     assert all(
-        0.0 <= slept <= backoff for slept, backoff in zip(clock.sleeps, (3, 6, 12), strict=True)
+        0.0 <= slept <= backoff for slept, backoff in zip(timers.sleeps, (3, 6, 12), strict=True)
     )
 
 
@@ -372,13 +372,13 @@ async def test_first_matching_retrier_decides_even_when_its_attempts_are_used_up
 
 
 async def test_max_attempts_zero_never_retries() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     runner = FakeStepRunner({"a": [ProviderRateLimited()]})
 
-    await execute(workflow("a", retry=[provider_retry(MaxAttempts=0)]), runner, clock=clock)
+    await execute(workflow("a", retry=[provider_retry(MaxAttempts=0)]), runner, timers=timers)
 
     assert runner.trace() == [("run", "a"), ("fail", "a")]
-    assert clock.sleeps == []
+    assert timers.sleeps == []
 
 
 async def test_exhausted_retries_are_caught_recorded_by_the_failure_task_then_fail() -> None:
@@ -479,16 +479,16 @@ async def test_unknown_or_already_answered_tokens_are_refused() -> None:
 
 
 async def test_step_timeout_seconds_fails_the_attempt_with_states_timeout() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     log: list[str] = []
     runner = FakeStepRunner({"a": [hang_until_cancelled(log, "a")]})
     definition = workflow("a")
     definition["States"]["a"]["TimeoutSeconds"] = 30
 
-    result = await execute(definition, runner, clock=clock)
+    result = await execute(definition, runner, timers=timers)
 
     assert log == ["a started", "a cancelled"]
-    assert clock.now() == 30.0
+    assert timers.now() == 30.0
     timed_out = result.events(HistoryEventType.TASK_TIMED_OUT)
     assert [(e.state, e.error) for e in timed_out] == [("a", "States.Timeout")]
     # Provider retriers do not match States.Timeout, so the catch-all records the failure.
@@ -497,15 +497,15 @@ async def test_step_timeout_seconds_fails_the_attempt_with_states_timeout() -> N
 
 
 async def test_timeout_seconds_also_bounds_the_wait_for_a_task_token() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     tokens = TaskTokenRegistry()
     runner = FakeStepRunner({"a": [WorkflowPaused()]})
     definition = workflow("a")
     definition["States"]["a__paused"]["TimeoutSeconds"] = 600
 
-    result = await execute(definition, runner, clock=clock, tokens=tokens)
+    result = await execute(definition, runner, timers=timers, tokens=tokens)
 
-    assert clock.now() == 600.0
+    assert timers.now() == 600.0
     assert runner.trace() == [("run", "a"), ("park", "a"), ("fail", "a")]
     assert runner.calls_for("fail", "a")[0]["error"]["Error"] == "States.Timeout"
     assert result.error == "StepFailed"
@@ -544,16 +544,16 @@ async def test_states_task_failed_matches_task_errors_but_not_timeouts() -> None
 
 
 async def test_execution_timeout_ends_the_run_timed_out_and_cancels_the_step() -> None:
-    clock = FakeClock()
+    timers = FakeTimers()
     log: list[str] = []
     runner = FakeStepRunner({"b": [hang_until_cancelled(log, "b")]})
 
-    result = await execute(workflow("a", "b", timeout_seconds=60), runner, clock=clock)
+    result = await execute(workflow("a", "b", timeout_seconds=60), runner, timers=timers)
 
     assert result.status is ExecutionStatus.TIMED_OUT
     assert result.error == "States.Timeout"
     assert log == ["b started", "b cancelled"]
-    assert clock.now() == 60.0
+    assert timers.now() == 60.0
     assert result.history[-1].type is HistoryEventType.EXECUTION_TIMED_OUT
 
 
@@ -658,7 +658,7 @@ async def test_a_payload_path_missing_from_the_input_fails_the_execution_uncaugh
         execution_arn=EXECUTION_ARN,
         invoker=runner,
         token_registry=TaskTokenRegistry(),
-        clock=FakeClock(),
+        timers=FakeTimers(),
         rng=random.Random(0),
     )
 
@@ -723,7 +723,7 @@ async def test_cancelling_the_task_running_an_execution_cancels_its_work() -> No
 
 async def test_hundreds_of_executions_wait_concurrently_in_one_event_loop() -> None:
     machine = load_state_machine(workflow("a", timeout_seconds=60))
-    clock = SystemClock()
+    timers = SystemTimers()
     tokens = TaskTokenRegistry()
 
     in_flight = peak = 0
@@ -744,7 +744,7 @@ async def test_hundreds_of_executions_wait_concurrently_in_one_event_loop() -> N
                 execution_arn=f"arn:exec-{n}",
                 invoker=slow_provider,
                 token_registry=tokens,
-                clock=clock,
+                timers=timers,
                 rng=random.Random(n),
             )
             for n in range(500)

@@ -18,7 +18,7 @@ from llm_orchestrator.engine.asl import (
     UnsupportedDefinition,
     load_state_machine,
 )
-from llm_orchestrator.engine.asl_model import ParallelState, TaskState
+from llm_orchestrator.engine.asl.model import ParallelState, TaskState
 
 RUNNER = "arn:aws:lambda:us-east-1:123456789012:function:llmo-step-runner"
 

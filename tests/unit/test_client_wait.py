@@ -1,7 +1,7 @@
 """How ``executions.wait`` learns whether a server honours the long-poll ``wait`` parameter.
 
-No server in this build holds a status call yet (the integration tests cover the polling
-path against the real one); these play both kinds of server over ``httpx.MockTransport``.
+The real server holds the call (tests/integration/test_long_poll.py); older or other
+servers may ignore or refuse ``wait``. These play each kind over ``httpx.MockTransport``.
 """
 
 from __future__ import annotations

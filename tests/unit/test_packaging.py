@@ -141,7 +141,7 @@ def missing_requirements(targets: tuple[str, ...], allowed: frozenset[str]) -> d
 FIRST_USE = {
     "step_runner": (
         "llm_orchestrator.steps.runner",
-        "llm_orchestrator.store.executions",
+        "llm_orchestrator.store.step_runs",
         "llm_orchestrator.engine.stepfunctions_tokens",
     ),
 }

@@ -28,7 +28,7 @@ from llm_orchestrator.steps.errors import (
 )
 from llm_orchestrator.steps.outputs import text_outputs
 from llm_orchestrator.steps.runner import StepRunner
-from llm_orchestrator.store.executions import ExecutionRecord, StepContext, StepUsage
+from llm_orchestrator.store.step_runs import StepContext, StepUsage
 
 EXECUTION = "exec-1"
 
@@ -66,7 +66,8 @@ class MemoryStore:
     cancel_requested: bool = False
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked: dict[str | None, str] = field(default_factory=dict)
-    finished: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    failure: dict[str, Any] | None = None
+    """The execution's recorded failure (``error`` on its row while it is still active)."""
     checkpoints: list[str] = field(default_factory=list)
     between_read_and_start: Callable[[MemoryStore], None] | None = None
 
@@ -127,24 +128,19 @@ class MemoryStore:
 
     async def park(self, execution_id: str, step_id: str | None, task_token: str) -> str:
         if self.cancel_requested:
-            return "cancelled"
+            return "cancel_requested"
         if not self.pause_requested:
             return "released"
         self.parked[step_id] = task_token
         return "parked"
 
-    async def finish(
-        self, execution_id: str, status: str, *, error: dict[str, Any] | None, now: datetime
-    ) -> ExecutionRecord | None:
-        if self.status not in ACTIVE:
-            return None  # an execution already ended keeps its first ending
-        self.status = status
-        self.finished.append((status, error))
-        if status != "completed":
-            for row in self.steps.values():
-                if row["status"] == "running":
-                    row.update(status="failed", error=error)
-        return None
+    async def record_failure(
+        self, execution_id: str, step_id: str | None, error: dict[str, Any]
+    ) -> None:
+        if step_id is not None and self.steps.get(step_id, {}).get("status") != "completed":
+            self.steps.setdefault(step_id, {}).update(status="failed", error=error)
+        if self.status in ACTIVE and self.failure is None:
+            self.failure = error  # the first recorded failure is the one the end keeps
 
     def cancel(self) -> None:
         """What ``request_cancel`` does to the rows: flag set, running steps closed."""
@@ -446,8 +442,9 @@ async def test_fail_records_a_readable_execution_error() -> None:
         "message": "the step did not finish within its timeout",
         "step_id": "a",
     }
-    assert store.finished == [("failed", expected)]
+    assert store.failure == expected
     assert store.steps["a"]["status"] == "failed"
+    assert store.status == "running"  # the run's end, reported by the engine, ends it
 
 
 async def test_fail_keeps_only_the_message_of_a_lambda_error_document() -> None:
@@ -467,16 +464,11 @@ async def test_fail_keeps_only_the_message_of_a_lambda_error_document() -> None:
         }
     )
 
-    assert store.finished == [
-        (
-            "failed",
-            {
-                "type": "ProviderBadRequest",
-                "message": "model gpt-9 does not exist",
-                "step_id": None,
-            },
-        )
-    ]
+    assert store.failure == {
+        "type": "ProviderBadRequest",
+        "message": "model gpt-9 does not exist",
+        "step_id": None,
+    }
 
 
 def test_several_output_names_read_a_json_reply() -> None:

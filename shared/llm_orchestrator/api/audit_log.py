@@ -12,6 +12,7 @@ from llm_orchestrator.auth.principal import Principal
 
 if TYPE_CHECKING:
     from llm_orchestrator.audit.trail import Result
+    from llm_orchestrator.executions.lifecycle import Actor
     from llm_orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 def client_ip(request: Request, runtime: Runtime) -> str:
     """The client's address, forwarded headers believed only from trusted proxies."""
     return client_address.client_ip(request, runtime.settings.trusted_proxies)
+
+
+def actor(request: Request, runtime: Runtime) -> Actor:
+    """Who asks, as the execution lifecycle records it in the audit events it writes."""
+    from llm_orchestrator.executions.lifecycle import Actor
+
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return Actor(
+        user_id=principal.user_id if principal else None,
+        ip_address=client_ip(request, runtime),
+        request_id=request.state.request_id,
+    )
 
 
 async def record(

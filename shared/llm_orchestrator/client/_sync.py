@@ -424,9 +424,11 @@ class Executions(_Resource):
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             execution: Execution | None = None
+            long_polled = False
             if last is not None and self._c._long_poll is not False:
                 if remaining is None or remaining >= 2:
                     execution = self._long_poll_once(workflow_id, execution_id, last, remaining)
+                    long_polled = execution is not None
             if execution is None:
                 execution = self._status(workflow_id, execution_id)
             if on_update is not None and changed(last, execution):
@@ -441,7 +443,9 @@ class Executions(_Resource):
                     code="timeout",
                     details={"status": execution.status},
                 )
-            if self._c._long_poll is not True:
+            # A long-poll answer came on a change (or the server holds calls): ask again at
+            # once, the server waits for the next change. Plain polling backs off.
+            if not long_polled or self._c._long_poll is False:
                 self._c._sleep(interval if remaining is None else min(interval, remaining))
                 interval = next_poll_interval(interval)
 

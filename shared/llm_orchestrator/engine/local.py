@@ -6,7 +6,8 @@ invoker is the step runner itself, the function the step-runner Lambda wraps on 
 
 Nothing lives only here: statuses, step outputs, checkpoints and parked task tokens are
 in PostgreSQL, so a restarted server resumes every pending or running execution from its
-last checkpoint (the step runner skips steps that already have outputs).
+last checkpoint (the step runner skips steps that already have outputs). Every status
+change goes through the execution lifecycle; this engine adds how runs start and stop.
 """
 
 from __future__ import annotations
@@ -16,34 +17,35 @@ import contextlib
 import logging
 import random
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.engine.asl import (
-    Clock,
     ExecutionResult,
-    ExecutionStatus,
     StopSignal,
-    SystemClock,
+    SystemTimers,
     TaskFailed,
     TaskTokenNotFound,
     TaskTokenRegistry,
+    Timers,
     load_state_machine,
     run_execution,
 )
-from llm_orchestrator.engine.base import OnEnded
+from llm_orchestrator.engine.asl import ExecutionStatus as RunStatus
+from llm_orchestrator.executions.errors import (
+    CANCELLED_BY_USER,
+    WorkflowCancelled,
+    cancelled_error,
+    error_record,
+)
+from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
+from llm_orchestrator.executions.status import UNFINISHED, ExecutionStatus
 from llm_orchestrator.providers.errors import ProviderError
-from llm_orchestrator.steps.errors import WorkflowCancelled
-from llm_orchestrator.steps.runner import StepRunner, error_record
+from llm_orchestrator.steps.runner import StepRunner
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
 log = logging.getLogger(__name__)
-
-CANCELLED_BY_USER = "the execution was cancelled"
 
 
 @dataclass
@@ -54,41 +56,38 @@ class _Run:
     """Set when the run is stopped on purpose (restore, shutdown): its ending is not recorded."""
 
 
-def _ending(result: ExecutionResult) -> tuple[str, dict[str, Any] | None]:
-    if result.status is ExecutionStatus.SUCCEEDED:
-        return "completed", None
-    if result.status is ExecutionStatus.ABORTED or result.error == WorkflowCancelled.__name__:
-        return "cancelled", error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
+def _ending(result: ExecutionResult) -> tuple[ExecutionStatus, dict[str, Any] | None]:
+    if result.status is RunStatus.SUCCEEDED:
+        return ExecutionStatus.COMPLETED, None
+    if result.status is RunStatus.ABORTED or result.error == WorkflowCancelled.__name__:
+        return ExecutionStatus.CANCELLED, cancelled_error()
     error = error_record(result.error or "States.Failed", result.cause or "", None)
-    if result.status is ExecutionStatus.TIMED_OUT:
-        return "timed_out", error
-    return "failed", error
+    if result.status is RunStatus.TIMED_OUT:
+        return ExecutionStatus.TIMED_OUT, error
+    return ExecutionStatus.FAILED, error
 
 
 class LocalEngine:
     def __init__(
         self,
         repo: ExecutionRepository,
+        lifecycle: ExecutionLifecycle,
         step_runner: StepRunner,
         tokens: TaskTokenRegistry,
         *,
-        now: Callable[[], datetime],
-        audit: AuditTrail | None = None,
-        clock: Clock | None = None,
+        timers: Timers | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``step_runner`` answers parked tasks through ``tokens``, the registry this engine's
-        runs wait on (the composition root builds both)."""
+        runs wait on (the composition root builds both). ``repo`` is read; every change of
+        status goes through ``lifecycle``."""
         self._repo = repo
-        self._now = now
-        self._audit = audit
-        self._clock: Clock = clock or SystemClock()
+        self._lifecycle = lifecycle
+        self._timers: Timers = timers or SystemTimers()
         self._rng = rng or random.Random()
         self.tokens = tokens
         self.step_runner = step_runner
         self._runs: dict[str, _Run] = {}
-        self.on_ended: OnEnded | None = None
-        """Told about every execution a run of this engine ended (completion events)."""
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -99,12 +98,12 @@ class LocalEngine:
         self.step_runner.remember_definition(execution.id, execution.definition)
         self._launch(execution.id, execution.state_machine)
 
-    async def pause(self, execution_id: str) -> ExecutionRecord | None:
-        return await self._repo.request_pause(execution_id)
+    async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        return await self._lifecycle.pause(execution_id, actor)
 
-    async def resume(self, execution_id: str) -> ExecutionRecord | None:
+    async def resume(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         async with self._control(execution_id):
-            record, tokens = await self._repo.request_resume(execution_id)
+            record, tokens = await self._lifecycle.resume(execution_id, actor)
             if record is None:
                 return None
             for token in tokens:
@@ -115,12 +114,9 @@ class LocalEngine:
                 self._launch(execution_id, record.state_machine)
             return record
 
-    async def cancel(self, execution_id: str) -> ExecutionRecord | None:
-        error = error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
+    async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         async with self._control(execution_id):
-            record, tokens = await self._repo.request_cancel(
-                execution_id, error=error, now=self._now()
-            )
+            record, tokens = await self._lifecycle.cancel(execution_id, actor)
             if record is None:
                 return None
             for token in tokens:
@@ -131,14 +127,14 @@ class LocalEngine:
             return record
 
     async def restore(
-        self, execution_id: str, checkpoint: CheckpointRecord
+        self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
     ) -> ExecutionRecord | None:
         async with self._control(execution_id):
             current = await self._repo.get(execution_id)
-            if current is None or current.status in ("pending", "running"):
+            if current is None or current.status in UNFINISHED:
                 return None
             await self._detach(execution_id)
-            record = await self._repo.restore(execution_id, checkpoint)
+            record = await self._lifecycle.restore(execution_id, checkpoint, actor)
             if record is not None:
                 self._launch(execution_id, record.state_machine)
             return record
@@ -167,13 +163,19 @@ class LocalEngine:
 
     async def recover(self) -> list[str]:
         recovered: list[str] = []
-        for execution_id in await self._repo.ids_with_status(("pending", "running")):
+        for execution_id in await self._repo.ids_with_status(UNFINISHED):
             if execution_id in self._runs:
                 continue
             record = await self._repo.get(execution_id)
-            if record is not None and record.status in ("pending", "running"):
-                self._launch(execution_id, record.state_machine)
-                recovered.append(execution_id)
+            if record is None or record.status not in UNFINISHED:
+                continue
+            if record.error is not None:
+                # Its failure was recorded but the process died before the run's end: the
+                # run would only have reached its Fail state, so end it as that would have.
+                await self._lifecycle.finish(execution_id, ExecutionStatus.FAILED)
+                continue
+            self._launch(execution_id, record.state_machine)
+            recovered.append(execution_id)
         if recovered:
             log.info("resumed %d unfinished execution(s)", len(recovered))
         return recovered
@@ -214,14 +216,14 @@ class LocalEngine:
     async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
         try:
             machine = load_state_machine(state_machine)
-            await self._repo.mark_running(execution_id)
+            await self._lifecycle.running(execution_id)
             result = await run_execution(
                 machine,
                 {"execution_id": execution_id},
                 execution_arn=execution_id,
                 invoker=self._invoke,
                 token_registry=self.tokens,
-                clock=self._clock,
+                timers=self._timers,
                 rng=self._rng,
                 stop=run.stop,
             )
@@ -237,9 +239,8 @@ class LocalEngine:
             return
         status, error = _ending(result)
         try:
-            ended = await self._repo.finish(execution_id, status, error=error, now=self._now())
-            # None: cancel recorded the ending first; the run still ended, so audit it.
-            await self._audit_finish(ended or await self._repo.get(execution_id))
+            # Nothing is written when a cancel has ended the execution already.
+            await self._lifecycle.finish(execution_id, status, error=error)
         except Exception:
             # Unrecorded, the execution stays active and the next start runs it to its end
             # again (every step returns its stored result).
@@ -250,28 +251,8 @@ class LocalEngine:
             return await self.step_runner.handle(payload)
         except ProviderError as exc:
             # The provider's Retry-After rides along, so the Retry waits at least that long
-            # (on the engine's clock) instead of its own, possibly shorter, backoff.
+            # (on the engine's timers) instead of its own, possibly shorter, backoff.
             raise TaskFailed(type(exc).__name__, exc.message, retry_after=exc.retry_after) from exc
-
-    async def _audit_finish(self, record: ExecutionRecord | None) -> None:
-        if record is None:
-            return
-        if self._audit is not None:
-            await self._audit_record(record)
-        if self.on_ended is not None:
-            await self.on_ended(record)
-
-    async def _audit_record(self, record: ExecutionRecord) -> None:
-        assert self._audit is not None
-        await self._audit.record(
-            event_type="workflow_execution",
-            action="finish",
-            result="success" if record.status == "completed" else "failure",
-            user_id=record.owner_id,
-            resource_type="execution",
-            resource_id=record.id,
-            details={"workflow_id": str(record.workflow_id), "status": record.status},
-        )
 
     def _answer(self, token: str, *, success: bool) -> None:
         try:

@@ -11,7 +11,8 @@ row exists before StartExecution (named by the execution id; a restore's run by
 ``<id>-run-<n>``); pause, resume and cancel are the same conditional updates, with parked
 task tokens answered through SendTaskSuccess / SendTaskFailure and StopExecution after a
 cancel. How a run ended comes back through :mod:`~.stepfunctions_sync` (the ``events``
-Lambda, and DescribeExecution while someone waits).
+Lambda, and DescribeExecution while someone waits); every status change goes through the
+execution lifecycle.
 
 boto3 is imported on first use; its calls block, so they run in worker threads.
 """
@@ -24,31 +25,22 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.compiler import to_json
-from llm_orchestrator.engine.base import OnEnded
 from llm_orchestrator.engine.stepfunctions_sync import (
     StatusChange,
     StatusSync,
     run_name,
 )
-from llm_orchestrator.steps.errors import WorkflowCancelled
-from llm_orchestrator.steps.runner import error_record
+from llm_orchestrator.executions.errors import CANCELLED_BY_USER, WorkflowCancelled, error_record
+from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
+from llm_orchestrator.executions.status import ACTIVE, TERMINAL, UNFINISHED, ExecutionStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord
-from llm_orchestrator.store.executions import (
-    ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
-    ExecutionRecord,
-    ExecutionRepository,
-)
+from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
 log = logging.getLogger(__name__)
 
-CANCELLED_BY_USER = "the execution was cancelled"
 START_FAILED = "StartExecutionFailed"
 MACHINE_CACHE_SIZE = 512
 WAIT_GRACE_SECONDS = 300
@@ -71,62 +63,57 @@ class StepFunctionsEngine:
     def __init__(
         self,
         repo: ExecutionRepository,
+        lifecycle: ExecutionLifecycle,
         *,
         role_arn: str,
-        now: Callable[[], datetime],
-        audit: AuditTrail | None = None,
         client: Any = None,
         poll_seconds: float = 0.25,
         describe_seconds: float = 2.0,
     ) -> None:
+        """``repo`` is read; every change of status goes through ``lifecycle``."""
         self._repo = repo
+        self._lifecycle = lifecycle
         self._role_arn = role_arn
-        self._now = now
-        self._audit = audit
         self._client = client
         self._poll = poll_seconds
         self._describe_every = describe_seconds
         self._machines: OrderedDict[str, str] = OrderedDict()
-        self.sync = StatusSync(repo, now=now, on_ended=self._ended)
-        self.on_ended: OnEnded | None = None
-        """Told about every execution this engine ended (completion events)."""
+        self.sync = StatusSync(repo, lifecycle)
 
     # -- the Engine interface ------------------------------------------------------------
 
     async def start(self, execution: ExecutionRecord) -> None:
         await self._start_run(execution)
 
-    async def pause(self, execution_id: str) -> ExecutionRecord | None:
+    async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         # The flag is all: the step runner Lambda parks the next step (docs/asl.md).
-        return await self._repo.request_pause(execution_id)
+        return await self._lifecycle.pause(execution_id, actor)
 
-    async def resume(self, execution_id: str) -> ExecutionRecord | None:
-        record, tokens = await self._repo.request_resume(execution_id)
+    async def resume(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        record, tokens = await self._lifecycle.resume(execution_id, actor)
         if record is None:
             return None
         for token in tokens:
             await asyncio.to_thread(self._answer, token, True)
         return record
 
-    async def cancel(self, execution_id: str) -> ExecutionRecord | None:
-        error = error_record(WorkflowCancelled.__name__, CANCELLED_BY_USER, None)
-        record, tokens = await self._repo.request_cancel(execution_id, error=error, now=self._now())
+    async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        record, tokens = await self._lifecycle.cancel(execution_id, actor)
         if record is None:
             return None
         # Cancelled in PostgreSQL already (the answer is final); Step Functions follows.
         for token in tokens:
             await asyncio.to_thread(self._answer, token, False)
         await self._stop_run(record, CANCELLED_BY_USER)
-        await self._audit_finish(record)
         return record
 
     async def restore(
-        self, execution_id: str, checkpoint: CheckpointRecord
+        self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
     ) -> ExecutionRecord | None:
         current = await self._repo.get(execution_id)
-        if current is None or current.status in ("pending", "running"):
+        if current is None or current.status in UNFINISHED:
             return None
-        record = await self._repo.restore(execution_id, checkpoint)
+        record = await self._lifecycle.restore(execution_id, checkpoint, actor)
         if record is None:
             return None
         # The old run may still wait in a park state; it is stale now (its reports are
@@ -143,10 +130,11 @@ class StepFunctionsEngine:
             return
         deadline = time.monotonic() + record.timeout_seconds + WAIT_GRACE_SECONDS
         next_describe = time.monotonic() + self._describe_every
-        while record is not None and record.status not in TERMINAL_STATUSES:
+        while record is not None and record.status not in TERMINAL:
             if time.monotonic() >= deadline:
                 return
-            if time.monotonic() >= next_describe:
+            # A recorded failure: the run is at its Fail state, so its end is due now.
+            if record.error is not None or time.monotonic() >= next_describe:
                 await self.reconcile_one(record)
                 next_describe = time.monotonic() + self._describe_every
             await asyncio.sleep(self._poll)
@@ -166,14 +154,9 @@ class StepFunctionsEngine:
         """Apply what Step Functions says about every active execution; returns the ids
         that changed status."""
         changed: list[str] = []
-        for execution_id in await self._repo.ids_with_status(ACTIVE_STATUSES):
+        for execution_id in await self._repo.ids_with_status(ACTIVE):
             record = await self._repo.get(execution_id)
-            if record is not None and await self.reconcile_one(record) in (
-                "completed",
-                "failed",
-                "timed_out",
-                "cancelled",
-            ):
+            if record is not None and await self.reconcile_one(record) in TERMINAL:
                 changed.append(execution_id)
         return changed
 
@@ -197,16 +180,13 @@ class StepFunctionsEngine:
             # Never left pending for ever: the run could not start, so it has failed.
             message = f"Step Functions did not start the execution: {_reason(exc)}"
             log.warning("execution %s: %s", record.id, message)
-            ended = await self._repo.finish(
+            await self._lifecycle.finish(
                 record.id,
-                "failed",
+                ExecutionStatus.FAILED,
                 error=error_record(START_FAILED, message, None),
-                now=self._now(),
             )
-            if ended is not None:
-                await self._ended(ended)
             return
-        await self._repo.mark_running(record.id)
+        await self._lifecycle.running(record.id)
 
     def _start_sync(self, record: ExecutionRecord) -> None:
         from botocore.exceptions import ClientError
@@ -295,27 +275,6 @@ class StepFunctionsEngine:
 
             self._client = boto3.client("stepfunctions")
         return self._client
-
-    async def _ended(self, record: ExecutionRecord) -> None:
-        await self._audit_finish(record)
-
-    async def _audit_finish(self, record: ExecutionRecord) -> None:
-        if self._audit is not None:
-            await self._audit_record(record)
-        if self.on_ended is not None:
-            await self.on_ended(record)
-
-    async def _audit_record(self, record: ExecutionRecord) -> None:
-        assert self._audit is not None
-        await self._audit.record(
-            event_type="workflow_execution",
-            action="finish",
-            result="success" if record.status == "completed" else "failure",
-            user_id=record.owner_id,
-            resource_type="execution",
-            resource_id=record.id,
-            details={"workflow_id": str(record.workflow_id), "status": record.status},
-        )
 
 
 def _code(exc: Any) -> str:

@@ -9,37 +9,34 @@ conditional update, so duplicated, late and out-of-order reports are harmless:
 - a report about a run that is not the execution's current one (a run a restore
   replaced) changes nothing;
 - RUNNING moves only ``pending`` to ``running``;
-- an ending (SUCCEEDED, FAILED, TIMED_OUT, ABORTED) ends only an execution still active,
-  so the first ending written wins (a cancel through the API, a failure the step runner
-  recorded with the step's own error) and a later ABORTED changes nothing.
+- an ending (SUCCEEDED, FAILED, TIMED_OUT, ABORTED) is the run's end, written through the
+  execution lifecycle: it ends only an execution still active (a cancel through the API
+  has ended it already, so a later ABORTED changes nothing), and a failure the step
+  runner recorded beforehand is kept as the execution's error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from llm_orchestrator.steps.errors import WorkflowCancelled
-from llm_orchestrator.steps.runner import error_record
-from llm_orchestrator.store.executions import (
-    TERMINAL_STATUSES,
-    ExecutionRecord,
-    ExecutionRepository,
-)
+from llm_orchestrator.executions.errors import WorkflowCancelled, error_record
+from llm_orchestrator.executions.lifecycle import ExecutionLifecycle
+from llm_orchestrator.executions.status import TERMINAL, ExecutionStatus
+from llm_orchestrator.store.executions import ExecutionRepository
 
 log = logging.getLogger(__name__)
 
 STATUS_CHANGE_SOURCE = "aws.states"
 STATUS_CHANGE_DETAIL_TYPE = "Step Functions Execution Status Change"
 ENDINGS = {
-    "SUCCEEDED": "completed",
-    "FAILED": "failed",
-    "TIMED_OUT": "timed_out",
-    "ABORTED": "cancelled",
+    "SUCCEEDED": ExecutionStatus.COMPLETED,
+    "FAILED": ExecutionStatus.FAILED,
+    "TIMED_OUT": ExecutionStatus.TIMED_OUT,
+    "ABORTED": ExecutionStatus.CANCELLED,
 }
 RUN_SEPARATOR = "-run-"
 
@@ -93,20 +90,10 @@ class StatusChange:
         )
 
 
-OnEnded = Callable[[ExecutionRecord], Awaitable[None]]
-
-
 class StatusSync:
-    def __init__(
-        self,
-        repo: ExecutionRepository,
-        *,
-        now: Callable[[], datetime],
-        on_ended: OnEnded | None = None,
-    ) -> None:
+    def __init__(self, repo: ExecutionRepository, lifecycle: ExecutionLifecycle) -> None:
         self._repo = repo
-        self._now = now
-        self._on_ended = on_ended
+        self._lifecycle = lifecycle
 
     async def apply(self, change: StatusChange) -> str:
         """Apply one report; returns what it did (for logs and tests)."""
@@ -116,32 +103,28 @@ class StatusSync:
         if change.run_name != run_name(record.id, record.run_number):
             return "stale run"
         if change.status == "RUNNING":
-            await self._repo.mark_running(record.id)
-            return "running"
+            await self._lifecycle.running(record.id)
+            return ExecutionStatus.RUNNING.value
         status = ENDINGS.get(change.status)
         if status is None:
             return "ignored status"
-        if record.status in TERMINAL_STATUSES:
+        if record.status in TERMINAL:
             return "already ended"
-        ended = await self._repo.finish(
-            record.id, status, error=_error(status, change), now=self._now()
-        )
+        ended = await self._lifecycle.finish(record.id, status, error=_error(status, change))
         if ended is None:
             return "already ended"
-        log.info("execution %s ended %s in Step Functions", record.id, status)
-        if self._on_ended is not None:
-            await self._on_ended(ended)
-        return status
+        log.info("execution %s ended %s in Step Functions", record.id, ended.status)
+        return ended.status.value
 
 
-def _error(status: str, change: StatusChange) -> dict[str, Any] | None:
-    if status == "completed":
+def _error(status: ExecutionStatus, change: StatusChange) -> dict[str, Any] | None:
+    if status == ExecutionStatus.COMPLETED:
         return None
-    if status == "cancelled":
+    if status == ExecutionStatus.CANCELLED:
         return error_record(
             WorkflowCancelled.__name__, "the execution was stopped in Step Functions", None
         )
-    if status == "timed_out":
+    if status == ExecutionStatus.TIMED_OUT:
         return error_record(
             change.error or "States.Timeout",
             change.cause or "the execution did not finish within its timeout",

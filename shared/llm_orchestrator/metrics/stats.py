@@ -7,11 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.metrics import MetricsRepository
 
 ACTIVE_USER_WINDOW = timedelta(days=30)
 """A user is active who logged in, or whose API key was used, within this window."""
-ALWAYS_REPORTED_STATUSES = ("pending", "running", "completed", "failed")
+ALWAYS_REPORTED_STATUSES = (
+    ExecutionStatus.PENDING,
+    ExecutionStatus.RUNNING,
+    ExecutionStatus.COMPLETED,
+    ExecutionStatus.FAILED,
+)
 """Listed even at zero (the spec's shape); other statuses appear once an execution has one."""
 
 
@@ -40,7 +46,7 @@ async def system_stats(
 ) -> SystemStats:
     """``started_at`` is this process's start (epoch seconds): uptime is per instance."""
     counts = await metrics.system_counts(active_since=now - ACTIVE_USER_WINDOW)
-    by_status = dict.fromkeys(ALWAYS_REPORTED_STATUSES, 0)
+    by_status = dict.fromkeys((status.value for status in ALWAYS_REPORTED_STATUSES), 0)
     by_status.update(counts.executions_by_status)
     return SystemStats(
         total_workflows=counts.total_workflows,

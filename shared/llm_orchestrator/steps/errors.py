@@ -1,24 +1,21 @@
 """Errors the step runner raises on purpose.
 
-Their class names are ASL error names: the compiled state machine catches
-``WorkflowPaused`` and ``WorkflowCancelled`` by name (``docs/asl.md``), and any other name
-goes to the step's failure handling. Renaming a class changes the state machine's routing.
+Their class names are ASL error names (see :mod:`llm_orchestrator.executions.errors`, where
+the three that steer an execution live): any name but ``WorkflowPaused`` and
+``WorkflowCancelled`` goes to the step's failure handling.
 """
 
 from __future__ import annotations
 
+from llm_orchestrator.executions.errors import ExecutionEnded, WorkflowCancelled, WorkflowPaused
 
-class WorkflowPaused(Exception):
-    """The execution is paused: the step did not run and parks until resumed."""
-
-
-class WorkflowCancelled(Exception):
-    """The execution is cancelled: the step did not run and the execution ends."""
-
-
-class ExecutionEnded(Exception):
-    """The execution has already ended: a late or duplicate delivery of one of its steps
-    runs nothing (only a restore makes an ended execution run again)."""
+__all__ = [
+    "ExecutionEnded",
+    "ExecutionNotFound",
+    "StepConfigurationError",
+    "WorkflowCancelled",
+    "WorkflowPaused",
+]
 
 
 class StepConfigurationError(Exception):

@@ -10,7 +10,9 @@ Three actions, one per payload shape in ``docs/asl.md``:
   that has ended runs nothing (``ExecutionEnded``).
 - ``park``: a paused step stores its task token and waits for resume; when the pause was
   lifted before it got here, it answers its own token at once.
-- ``fail``: record the execution's failure before the state machine's Fail state.
+- ``fail``: record why the execution is failing, before the state machine's Fail state (the
+  engine's report of the run's end then ends it, keeping this reason: see
+  :mod:`llm_orchestrator.executions.lifecycle`).
 
 The same code runs in the step-runner Lambda and, in-process, under the local engine.
 """
@@ -27,13 +29,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from llm_orchestrator import ids
+from llm_orchestrator.executions.errors import error_record
+from llm_orchestrator.executions.status import TERMINAL, StepStatus
 from llm_orchestrator.providers import (
     ChatRequest,
     EmbedRequest,
     ProviderError,
     ProviderRegistry,
 )
-from llm_orchestrator.redaction import redact
 from llm_orchestrator.steps.errors import (
     ExecutionEnded,
     ExecutionNotFound,
@@ -48,12 +51,7 @@ from llm_orchestrator.steps.vectors import (
     search_namespace,
     upsert_records,
 )
-from llm_orchestrator.store.executions import (
-    TERMINAL_STATUSES,
-    ExecutionRecord,
-    StepContext,
-    StepUsage,
-)
+from llm_orchestrator.store.step_runs import StepContext, StepUsage
 from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
     AnyStep,
@@ -110,9 +108,9 @@ class StepStore(Protocol):
 
     async def park(self, execution_id: str, step_id: str | None, task_token: str) -> str: ...
 
-    async def finish(
-        self, execution_id: str, status: str, *, error: dict[str, Any] | None, now: datetime
-    ) -> ExecutionRecord | None: ...
+    async def record_failure(
+        self, execution_id: str, step_id: str | None, error: dict[str, Any]
+    ) -> None: ...
 
 
 class VectorStores(Protocol):
@@ -126,11 +124,6 @@ class NoVectorStores:
 
     def store(self, name: str, /) -> VectorStore:
         raise StepConfigurationError(f"vector database '{name}' is not configured in this build")
-
-
-def error_record(name: str, message: str, step_id: str | None) -> dict[str, Any]:
-    """How an error is kept on a step run and on the execution (readable, no secrets)."""
-    return {"type": name, "message": redact(message), "step_id": step_id}
 
 
 class _Definitions:
@@ -236,9 +229,9 @@ class StepRunner:
             raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
         if context.cancel_requested:
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
-        if context.step_status == "completed":
-            return {"step_id": step_id, "status": "completed", "reused": True}
-        if context.status in TERMINAL_STATUSES:
+        if context.step_status == StepStatus.COMPLETED:
+            return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
+        if context.status in TERMINAL:
             # Terminal statuses are final: a delivery arriving after the end (a Lambda
             # retry, a duplicate) must not call a provider nor write outputs or checkpoints.
             raise ExecutionEnded(f"execution '{execution_id}' has already ended")
@@ -259,7 +252,7 @@ class StepRunner:
         ):
             # Completed by another delivery meanwhile, or cancelled / ended since the read.
             await self._refuse_if_stopped(execution_id, step_id)
-            return {"step_id": step_id, "status": "completed", "reused": True}
+            return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         try:
             outputs, usage = await self._execute(step, definition, ancestor_map, context)
         except ProviderError as exc:
@@ -277,10 +270,10 @@ class StepRunner:
             execution_id, step_id, outputs=outputs, usage=usage, checkpoint_id=ids.checkpoint_id()
         )
         if not committed:
-            return {"step_id": step_id, "status": "completed", "reused": True}
+            return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         return {
             "step_id": step_id,
-            "status": "completed",
+            "status": StepStatus.COMPLETED,
             "reused": False,
             "step_type": step.type,
             "provider": provider,
@@ -324,7 +317,7 @@ class StepRunner:
         context = await self._repo.step_context(execution_id, step_id)
         if context is None:
             raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
-        if context.step_status == "completed":
+        if context.step_status == StepStatus.COMPLETED:
             return
         if context.cancel_requested:
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
@@ -393,7 +386,7 @@ class StepRunner:
 
     async def park(self, execution_id: str, step_id: str | None, task_token: str) -> dict[str, Any]:
         outcome = await self._repo.park(execution_id, step_id, task_token)
-        if outcome == "cancelled":
+        if outcome == "cancel_requested":
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
         if outcome == "released":
             # Resume got in before this park stored its token: release it ourselves.
@@ -408,9 +401,7 @@ class StepRunner:
         name = str(error.get("Error") or "StepFailed")
         cause = str(error.get("Cause") or "")
         record = error_record(name, _readable_cause(name, cause), step_id)
-        if step_id is not None:
-            await self._repo.record_step_error(execution_id, step_id, record, final=True)
-        await self._repo.finish(execution_id, "failed", error=record, now=self._now())
+        await self._repo.record_failure(execution_id, step_id, record)
         return {"failed": True}
 
 

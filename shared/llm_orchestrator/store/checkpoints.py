@@ -10,19 +10,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from llm_orchestrator.executions.status import StepStatus
 from llm_orchestrator.store.db import Connection, Database, fetch_page
 
 # The snapshot a checkpoint stores: the inputs and every completed step's outputs, built by
 # the database in the same statement that inserts the checkpoint.
-_SNAPSHOT_SQL = """
+_SNAPSHOT_SQL = (
+    """
 jsonb_build_object(
     'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),
     'steps', COALESCE((
         SELECT jsonb_object_agg(step_id, outputs ORDER BY completed_at, step_id)
-        FROM step_runs WHERE execution_id = %(execution_id)s AND status = 'completed'
+        FROM step_runs
+        WHERE execution_id = %(execution_id)s AND status = '"""
+    + StepStatus.COMPLETED.value
+    + """'
     ), '{}'::jsonb)
 )
 """
+)
 
 
 @dataclass(frozen=True)

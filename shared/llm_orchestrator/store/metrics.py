@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.db import Connection, Database
 
 NO_PROVIDER = "none"
@@ -74,7 +75,8 @@ class MetricsRepository:
             active = await cur.fetchone()
             cur = await conn.execute(
                 "SELECT avg(extract(epoch FROM completed_at - started_at)) * 1000 AS ms"
-                " FROM executions WHERE status = 'completed' AND completed_at IS NOT NULL"
+                " FROM executions WHERE status = %s AND completed_at IS NOT NULL",
+                (ExecutionStatus.COMPLETED.value,),
             )
             average = await cur.fetchone()
         avg_ms = average["ms"] if average else None

@@ -9,9 +9,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from llm_orchestrator.executions.status import ACTIVE
 from llm_orchestrator.store.db import Database, fetch_page, owner_clause
-
-ACTIVE_STATUSES = ("pending", "running", "paused")
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ class WorkflowRepository:
                 return "missing"
             cur = await conn.execute(
                 "SELECT 1 FROM executions WHERE workflow_id = %s AND status = ANY(%s) LIMIT 1",
-                (workflow_id, list(ACTIVE_STATUSES)),
+                (workflow_id, [status.value for status in ACTIVE]),
             )
             if await cur.fetchone() is not None:
                 return "busy"

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.executions import ExecutionRecord
 from llm_orchestrator.triggers.events import envelope
 from llm_orchestrator.triggers.service import COMPLETION_SOURCE, TriggerService
@@ -27,10 +28,10 @@ from llm_orchestrator.triggers.service import COMPLETION_SOURCE, TriggerService
 log = logging.getLogger(__name__)
 
 DETAIL_TYPES = {
-    "completed": "Execution Completed",
-    "failed": "Execution Failed",
-    "cancelled": "Execution Cancelled",
-    "timed_out": "Execution Timed Out",
+    ExecutionStatus.COMPLETED: "Execution Completed",
+    ExecutionStatus.FAILED: "Execution Failed",
+    ExecutionStatus.CANCELLED: "Execution Cancelled",
+    ExecutionStatus.TIMED_OUT: "Execution Timed Out",
 }
 
 

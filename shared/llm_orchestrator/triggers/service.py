@@ -25,6 +25,7 @@ from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.auth.permissions import Permission, permissions_for_roles
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
+from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.store.triggers import TriggerRecord, TriggerRepository
 from llm_orchestrator.store.users import UserRepository
 from llm_orchestrator.triggers.events import scheduled_event
@@ -44,8 +45,17 @@ class ExecutionStarter(Protocol):
     """What firing needs from executions: the API's own ``execute``."""
 
     async def execute(
-        self, caller: Principal, workflow_id: str, inputs: Mapping[str, Any]
-    ) -> Any: ...
+        self,
+        caller: Principal,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        actor: Actor | None = None,
+        audit_details: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Create and start the execution; its ``start`` audit event names ``actor`` and
+        carries ``audit_details``."""
+        ...
 
 
 class TriggerBackend(Protocol):
@@ -228,7 +238,11 @@ class TriggerService:
             return await self._stop(trigger, reason)
         try:
             record = await self._executions.execute(
-                creator, workflow_id, resolve_inputs(trigger.inputs, event)
+                creator,
+                workflow_id,
+                resolve_inputs(trigger.inputs, event),
+                actor=Actor(user_id=trigger.created_by),
+                audit_details={"trigger_id": trigger.id},
             )
         except NotFound:
             return await self._stop(
@@ -238,12 +252,11 @@ class TriggerService:
             await self._repo.record_fire(
                 trigger.id, now=self._now(), execution_id=None, error=exc.message
             )
-            await self._audit_fire(trigger, None, exc.message)
+            await self._audit_fire(trigger, exc.message)
             return Firing(trigger.id, workflow_id, trigger.created_by, error=exc.message)
         await self._repo.record_fire(
             trigger.id, now=self._now(), execution_id=record.id, error=None
         )
-        await self._audit_fire(trigger, record.id, None)
         return Firing(trigger.id, workflow_id, trigger.created_by, execution_id=record.id)
 
     async def _creator(self, trigger: TriggerRecord) -> tuple[Principal | None, str]:
@@ -276,28 +289,25 @@ class TriggerService:
         except Exception:
             # Stopped in PostgreSQL either way: a later delivery is refused as stopped.
             log.exception("could not remove the schedule or rule of trigger %s", trigger.id)
-        await self._audit_fire(trigger, None, reason)
+        await self._audit_fire(trigger, reason)
         return Firing(trigger.id, str(trigger.workflow_id), trigger.created_by, skipped="stopped")
 
-    async def _audit_fire(
-        self, trigger: TriggerRecord, execution_id: str | None, error: str | None
-    ) -> None:
+    async def _audit_fire(self, trigger: TriggerRecord, error: str) -> None:
+        """A firing that started no execution (a started one is audited by the lifecycle)."""
         if self._audit is None:
             return
-        details: dict[str, Any] = {
-            "workflow_id": str(trigger.workflow_id),
-            "trigger_id": trigger.id,
-        }
-        if error is not None:
-            details["error"] = error
         await self._audit.record(
             event_type="workflow_execution",
             action="start",
-            result="success" if execution_id else "failure",
+            result="failure",
             user_id=trigger.created_by,
-            resource_type="execution" if execution_id else "trigger",
-            resource_id=execution_id or trigger.id,
-            details=details,
+            resource_type="trigger",
+            resource_id=trigger.id,
+            details={
+                "workflow_id": str(trigger.workflow_id),
+                "trigger_id": trigger.id,
+                "error": error,
+            },
         )
 
 

@@ -1,13 +1,15 @@
-"""POST /workflows/{workflowId}/execute, GET .../status, POST .../pause|resume|cancel."""
+"""POST /workflows/{workflowId}/execute, GET .../status, POST .../pause|resume|cancel.
+
+The execution lifecycle records the audit events of every transition these ask for."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from llm_orchestrator.api import audit_log, idempotency
+from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
@@ -19,9 +21,9 @@ from llm_orchestrator.api.schemas.executions import (
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
+from llm_orchestrator.store.execution_watch import ExecutionWatchRepository
 
 if TYPE_CHECKING:
-    from llm_orchestrator.engine.service import ExecutionState
     from llm_orchestrator.runtime import Runtime
     from llm_orchestrator.store.executions import ExecutionRecord
 
@@ -31,24 +33,18 @@ Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
 ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
-
-
-async def audit_execution(
-    request: Request, runtime: Runtime, action: str, state: ExecutionState, **details: Any
-) -> None:
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_execution",
-        action=action,
-        resource_type="execution",
-        resource_id=state.record.id,
-        details={
-            "workflow_id": str(state.record.workflow_id),
-            "status": state.record.status,
-            **details,
-        },
-    )
+WaitSeconds = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=long_poll.MAX_WAIT_SECONDS,
+        description=(
+            "Long-poll: hold the answer until the execution's status or any step's status"
+            " changes, or this many seconds pass (0..25; 0 answers at once). An execution"
+            " that has ended is answered at once."
+        ),
+    ),
+]
 
 
 IdempotencyKey = Annotated[
@@ -102,23 +98,14 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
-    record = await runtime.executions.execute(
-        caller, workflow_id, body.inputs, timeout_override=body.timeout_override
+    return await runtime.executions.execute(
+        caller,
+        workflow_id,
+        body.inputs,
+        timeout_override=body.timeout_override,
+        actor=audit_log.actor(request, runtime),
+        audit_details={"async": body.run_async},
     )
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_execution",
-        action="start",
-        resource_type="execution",
-        resource_id=record.id,
-        details={
-            "workflow_id": str(record.workflow_id),
-            "async": body.run_async,
-            "timeout_seconds": record.timeout_seconds,
-        },
-    )
-    return record
 
 
 async def _answer(
@@ -131,9 +118,19 @@ async def _answer(
 
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)
 async def execution_status(
-    workflow_id: str, execution_id: ExecutionId, runtime: RuntimeDep, caller: Reader
+    workflow_id: str,
+    execution_id: ExecutionId,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: Reader,
+    wait: WaitSeconds = 0,
 ) -> ExecutionPublic:
-    return ExecutionPublic.of(await runtime.executions.state(caller, workflow_id, execution_id))
+    state = await runtime.executions.state(caller, workflow_id, execution_id)
+    if wait and not long_poll.has_ended(state):
+        await long_poll.changed_within(ExecutionWatchRepository(runtime.db), state, wait, request)
+        # Changed or not, the answer is the state as it is now.
+        state = await runtime.executions.state_of(state.record)
+    return ExecutionPublic.of(state)
 
 
 @router.post("/{workflow_id}/pause", response_model=ExecutionPublic)
@@ -144,8 +141,9 @@ async def pause(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.pause(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "pause", state)
+    state = await runtime.executions.pause(
+        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    )
     return ExecutionPublic.of(state)
 
 
@@ -157,8 +155,9 @@ async def resume(
     runtime: RuntimeDep,
     caller: Executor,
 ) -> ExecutionPublic:
-    state = await runtime.executions.resume(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "resume", state)
+    state = await runtime.executions.resume(
+        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    )
     return ExecutionPublic.of(state)
 
 
@@ -170,6 +169,7 @@ async def cancel(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.cancel(caller, workflow_id, execution_id)
-    await audit_execution(request, runtime, "cancel", state)
+    state = await runtime.executions.cancel(
+        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    )
     return ExecutionPublic.of(state)

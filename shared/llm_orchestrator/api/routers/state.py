@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from llm_orchestrator.api import audit_log
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
-from llm_orchestrator.api.routers.executions import audit_execution
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     CheckpointList,
@@ -85,6 +84,7 @@ async def restore(
     runtime: RuntimeDep,
     caller: Executor,
 ) -> ExecutionPublic:
-    state = await runtime.executions.restore(caller, workflow_id, body.checkpoint_id)
-    await audit_execution(request, runtime, "restore", state, checkpoint_id=body.checkpoint_id)
+    state = await runtime.executions.restore(
+        caller, workflow_id, body.checkpoint_id, audit_log.actor(request, runtime)
+    )
     return ExecutionPublic.of(state)

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from llm_orchestrator.api.schemas.common import StrictModel
+from llm_orchestrator.executions.status import StepStatus
 
 if TYPE_CHECKING:
-    from llm_orchestrator.engine.service import ExecutionState
+    from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.store.checkpoints import CheckpointRecord
     from llm_orchestrator.store.executions import ExecutionRecord
 
@@ -98,12 +99,12 @@ class ExecutionPublic(BaseModel):
         for step_id in state.step_ids:
             run = state.runs.get(step_id)
             if run is None:
-                steps[step_id] = StepStatePublic(status="pending", outputs={})
+                steps[step_id] = StepStatePublic(status=StepStatus.PENDING, outputs={})
             else:
                 steps[step_id] = StepStatePublic(
                     status=run.status,
-                    outputs=(run.outputs or {}) if run.status == "completed" else {},
-                    error=run.error if run.status == "failed" else None,
+                    outputs=(run.outputs or {}) if run.status == StepStatus.COMPLETED else {},
+                    error=run.error if run.status == StepStatus.FAILED else None,
                     attempts=run.attempts,
                     latency_ms=run.latency_ms,
                     input_tokens=run.input_tokens,
@@ -117,7 +118,9 @@ class ExecutionPublic(BaseModel):
             completed_at=record.completed_at,
             context=ExecutionContext(inputs=record.inputs, outputs=state.outputs()),
             steps=steps,
-            error=record.error if record.status != "completed" else None,
+            # Only an ended execution reports an error: a running one may carry the failure
+            # its run is about to end with.
+            error=record.error if record.status.is_terminal else None,
         )
 
 

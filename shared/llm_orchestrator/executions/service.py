@@ -14,14 +14,13 @@ from typing import Any
 from llm_orchestrator import ids
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.compiler import compile_workflow
-from llm_orchestrator.engine.base import Engine
 from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
+from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
+from llm_orchestrator.executions.ports import Engine
+from llm_orchestrator.executions.status import StepStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
-from llm_orchestrator.store.executions import (
-    ExecutionRecord,
-    ExecutionRepository,
-    StepRunRecord,
-)
+from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
 from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, WorkflowDefinition
 from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
 
@@ -41,7 +40,7 @@ class ExecutionState:
         merged: dict[str, Any] = {}
         for step_id in self.step_ids:
             run = self.runs.get(step_id)
-            if run is not None and run.status == "completed" and run.outputs:
+            if run is not None and run.status == StepStatus.COMPLETED and run.outputs:
                 merged.update(run.outputs)
         return merged
 
@@ -50,17 +49,21 @@ class ExecutionService:
     def __init__(
         self,
         repo: ExecutionRepository,
+        step_runs: StepRunRepository,
         checkpoints: CheckpointRepository,
         workflows: WorkflowService,
         engine: Engine,
+        lifecycle: ExecutionLifecycle,
         *,
         step_runner_arn: str,
         clock: Callable[[], datetime],
     ) -> None:
         self._repo = repo
+        self._step_runs = step_runs
         self._checkpoints = checkpoints
         self._workflows = workflows
         self.engine = engine
+        self._lifecycle = lifecycle
         self._step_runner_arn = step_runner_arn
         self._now = clock
 
@@ -71,7 +74,11 @@ class ExecutionService:
         inputs: Mapping[str, Any],
         *,
         timeout_override: int | None = None,
+        actor: Actor | None = None,
+        audit_details: Mapping[str, Any] | None = None,
     ) -> ExecutionRecord:
+        """Create the execution and start its run; ``actor`` (default: the caller) and
+        ``audit_details`` go into its ``start`` audit event."""
         workflow = await self._workflows.get(caller, workflow_id)
         _check_inputs(workflow.definition, inputs)
         if timeout_override is not None and not 1 <= timeout_override <= (
@@ -96,6 +103,9 @@ class ExecutionService:
             timeout_seconds=timeout,
             now=self._now(),
         )
+        await self._lifecycle.created(
+            record, actor or Actor(user_id=caller.user_id), **(audit_details or {})
+        )
         await self.engine.start(record)
         return record
 
@@ -106,21 +116,23 @@ class ExecutionService:
         fresh = await self._repo.get(record.id)
         return await self._state(fresh or record)
 
-    async def pause(self, caller: Principal, workflow_id: str, execution_id: str) -> ExecutionState:
+    async def pause(
+        self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
+    ) -> ExecutionState:
         record = await self._execution(caller, workflow_id, execution_id)
-        return await self._after(await self.engine.pause(record.id), record, "paused")
+        return await self._after(await self.engine.pause(record.id, actor), record, "paused")
 
     async def resume(
-        self, caller: Principal, workflow_id: str, execution_id: str
+        self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
     ) -> ExecutionState:
         record = await self._execution(caller, workflow_id, execution_id)
-        return await self._after(await self.engine.resume(record.id), record, "resumed")
+        return await self._after(await self.engine.resume(record.id, actor), record, "resumed")
 
     async def cancel(
-        self, caller: Principal, workflow_id: str, execution_id: str
+        self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
     ) -> ExecutionState:
         record = await self._execution(caller, workflow_id, execution_id)
-        return await self._after(await self.engine.cancel(record.id), record, "cancelled")
+        return await self._after(await self.engine.cancel(record.id, actor), record, "cancelled")
 
     async def checkpoints(
         self, caller: Principal, workflow_id: str, execution_id: str, *, limit: int, offset: int
@@ -142,7 +154,7 @@ class ExecutionService:
         return await self._checkpoints.create_checkpoint(ids.checkpoint_id(), record.id, step_id)
 
     async def restore(
-        self, caller: Principal, workflow_id: str, checkpoint_id: str
+        self, caller: Principal, workflow_id: str, checkpoint_id: str, actor: Actor
     ) -> ExecutionState:
         checkpoint = await self._checkpoints.get_checkpoint(checkpoint_id)
         if checkpoint is None:
@@ -151,7 +163,7 @@ class ExecutionService:
             record = await self._execution(caller, workflow_id, checkpoint.execution_id)
         except NotFound:
             raise NotFound("Checkpoint not found") from None
-        restored = await self.engine.restore(record.id, checkpoint)
+        restored = await self.engine.restore(record.id, checkpoint, actor)
         return await self._after(restored, record, "restored; pause or cancel it first")
 
     async def wait(self, record: ExecutionRecord) -> ExecutionState:
@@ -185,7 +197,7 @@ class ExecutionService:
         return await self._state(changed)
 
     async def _state(self, record: ExecutionRecord) -> ExecutionState:
-        runs = {run.step_id: run for run in await self._repo.step_runs(record.id)}
+        runs = {run.step_id: run for run in await self._step_runs.step_runs(record.id)}
         step_ids = [step["id"] for step in record.definition.get("steps", [])]
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
 

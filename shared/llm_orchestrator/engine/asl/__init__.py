@@ -28,40 +28,40 @@ other exception fails the task with the exception's class name as the error (whi
 ``WorkflowPaused`` raised by the step runner reaches the ``WorkflowPaused`` catcher) and
 ``str(exc)`` as the cause.
 
-Every wait is an awaitable and all time comes from the injected :class:`Clock`, so one
+Every wait is an awaitable and all time comes from the injected :class:`Timers`, so one
 event loop carries hundreds of executions, and tests run backoffs and timeouts on a
-``FakeClock`` without sleeping.
+``FakeTimers`` without sleeping.
 """
 
-from llm_orchestrator.engine.asl_history import (
+from llm_orchestrator.engine.asl.history import (
     ExecutionResult,
     ExecutionStatus,
     HistoryEvent,
     HistoryEventType,
 )
-from llm_orchestrator.engine.asl_interpreter import Invoker, StopSignal, TaskFailed, run_execution
-from llm_orchestrator.engine.asl_loader import (
+from llm_orchestrator.engine.asl.interpreter import Invoker, StopSignal, TaskFailed, run_execution
+from llm_orchestrator.engine.asl.loader import (
     LAMBDA_INVOKE,
     LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN,
     load_state_machine,
 )
-from llm_orchestrator.engine.asl_model import StateMachine, UnsupportedDefinition
-from llm_orchestrator.engine.asl_tokens import TaskTokenNotFound, TaskTokenRegistry
-from llm_orchestrator.engine.clock import Clock, FakeClock, SystemClock
+from llm_orchestrator.engine.asl.model import StateMachine, UnsupportedDefinition
+from llm_orchestrator.engine.asl.timers import FakeTimers, SystemTimers, Timers
+from llm_orchestrator.engine.asl.tokens import TaskTokenNotFound, TaskTokenRegistry
 
 __all__ = [
     "LAMBDA_INVOKE",
     "LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN",
-    "Clock",
+    "Timers",
     "ExecutionResult",
     "ExecutionStatus",
-    "FakeClock",
+    "FakeTimers",
     "HistoryEvent",
     "HistoryEventType",
     "Invoker",
     "StateMachine",
     "StopSignal",
-    "SystemClock",
+    "SystemTimers",
     "TaskFailed",
     "TaskTokenNotFound",
     "TaskTokenRegistry",

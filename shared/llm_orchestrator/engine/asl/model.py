@@ -1,6 +1,6 @@
 """The parsed form of a state machine in the ASL subset of ``docs/asl.md``.
 
-Everything here is immutable and already validated by :mod:`.asl_loader`; the interpreter
+Everything here is immutable and already validated by :mod:`.loader`; the interpreter
 never re-checks a definition while it runs.
 """
 

@@ -54,7 +54,8 @@ class HistoryEvent:
     """One event; only the fields that mean something for its ``type`` are set.
 
     ``retry_count`` is ``$$.State.RetryCount`` of the attempt (``TaskScheduled``) or the
-    number of the retry being scheduled (``RetryScheduled``). ``timestamp`` is the clock's.
+    number of the retry being scheduled (``RetryScheduled``). ``timestamp`` is the engine
+    timers' ``now()``.
     """
 
     type: HistoryEventType

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from llm_orchestrator.engine.asl_model import (
+from llm_orchestrator.engine.asl.model import (
     STATES_ALL,
     Catcher,
     ContextField,

@@ -9,13 +9,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, NoReturn
 
-from llm_orchestrator.engine.asl_history import (
+from llm_orchestrator.engine.asl.history import (
     ExecutionResult,
     ExecutionStatus,
     HistoryEvent,
     HistoryEventType,
 )
-from llm_orchestrator.engine.asl_model import (
+from llm_orchestrator.engine.asl.model import (
     STATES_RUNTIME,
     STATES_TIMEOUT,
     Catcher,
@@ -32,8 +32,8 @@ from llm_orchestrator.engine.asl_model import (
     copy_json,
     error_matches,
 )
-from llm_orchestrator.engine.asl_tokens import TaskTokenRegistry, TokenOutcome
-from llm_orchestrator.engine.clock import Clock, TimerHandle
+from llm_orchestrator.engine.asl.timers import TimerHandle, Timers
+from llm_orchestrator.engine.asl.tokens import TaskTokenRegistry, TokenOutcome
 
 Invoker = Callable[[str, dict[str, Any]], Awaitable[Any]]
 """``(function_name, payload) -> result``: what a ``lambda:invoke`` Task calls."""
@@ -89,7 +89,7 @@ async def run_execution(
     execution_arn: str,
     invoker: Invoker,
     token_registry: TaskTokenRegistry,
-    clock: Clock,
+    timers: Timers,
     rng: random.Random,
     stop: StopSignal | None = None,
 ) -> ExecutionResult:
@@ -100,7 +100,7 @@ async def run_execution(
     this coroutine cancels the execution's work, waits for it to unwind and propagates;
     use ``stop`` to end a run with status ABORTED instead.
     """
-    run = _Execution(machine, execution_arn, invoker, token_registry, clock, rng)
+    run = _Execution(machine, execution_arn, invoker, token_registry, timers, rng)
     return await run.run(execution_input, stop)
 
 
@@ -122,10 +122,10 @@ def _being_cancelled() -> bool:
 
 
 class _Deadline:
-    """``asyncio.timeout_at`` on a :class:`Clock`, so a FakeClock can expire it."""
+    """``asyncio.timeout_at`` on a :class:`Timers`, so a FakeTimers can expire it."""
 
-    def __init__(self, clock: Clock, when: float) -> None:
-        self._clock = clock
+    def __init__(self, timers: Timers, when: float) -> None:
+        self._timers = timers
         self._when = when
         self.expired = False
 
@@ -135,7 +135,7 @@ class _Deadline:
             raise RuntimeError("a deadline needs a running task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._handle: TimerHandle = self._clock.call_at(self._when, self._expire)
+        self._handle: TimerHandle = self._timers.call_at(self._when, self._expire)
         return self
 
     def _expire(self) -> None:
@@ -162,26 +162,26 @@ class _Execution:
         execution_arn: str,
         invoker: Invoker,
         tokens: TaskTokenRegistry,
-        clock: Clock,
+        timers: Timers,
         rng: random.Random,
     ) -> None:
         self._machine = machine
         self._arn = execution_arn
         self._invoker = invoker
         self._tokens = tokens
-        self._clock = clock
+        self._timers = timers
         self._rng = rng
         self._history: list[HistoryEvent] = []
         self._interrupt: ExecutionStatus | None = None
         self._deadline: float | None = None
-        """When the execution times out (clock time), if it has a ``TimeoutSeconds``."""
+        """When the execution times out (on the timers' time), if it has a ``TimeoutSeconds``."""
         self._draining: set[asyncio.Task[Any]] = set()
         """Branch tasks stopped because a sibling branch failed (see :meth:`_call`)."""
         self._orphans: dict[str, asyncio.Future[Any]] = {}
         """Calls of stopped branches still running, by function name and payload."""
 
     def _record(self, event: HistoryEventType, state: str | None = None, **details: Any) -> None:
-        self._history.append(HistoryEvent(event, self._clock.now(), state, **details))
+        self._history.append(HistoryEvent(event, self._timers.now(), state, **details))
 
     def _result(self, status: ExecutionStatus, **details: Any) -> ExecutionResult:
         return ExecutionResult(status, history=tuple(self._history), **details)
@@ -205,8 +205,8 @@ class _Execution:
         timeout = self._machine.timeout_seconds
         timer = None
         if timeout is not None:
-            deadline = self._deadline = self._clock.now() + timeout
-            timer = self._clock.call_at(deadline, lambda: interrupt(ExecutionStatus.TIMED_OUT))
+            deadline = self._deadline = self._timers.now() + timeout
+            timer = self._timers.call_at(deadline, lambda: interrupt(ExecutionStatus.TIMED_OUT))
         unsubscribe = stop.subscribe(lambda: interrupt(ExecutionStatus.ABORTED)) if stop else None
         output: dict[str, Any] | None = None
         failure: _StateError | None = None
@@ -313,7 +313,7 @@ class _Execution:
                         retry_count=retry_count,
                         delay_seconds=delay,
                     )
-                await self._clock.sleep(delay)
+                await self._timers.sleep(delay)
         except asyncio.CancelledError:
             self._record(_Event.TASK_STATE_ABORTED, state.name)
             raise
@@ -326,7 +326,7 @@ class _Execution:
         if retry_after is None or retry_after <= delay:
             return delay
         if self._deadline is not None:
-            retry_after = min(retry_after, max(0.0, self._deadline - self._clock.now()))
+            retry_after = min(retry_after, max(0.0, self._deadline - self._timers.now()))
         return max(delay, retry_after)
 
     async def _attempt(self, state: TaskState, data: dict[str, Any], retry_count: int) -> None:
@@ -349,7 +349,7 @@ class _Execution:
             if state.timeout_seconds is None:
                 await self._invoke(state, payload, answer)
                 return
-            deadline = _Deadline(self._clock, self._clock.now() + state.timeout_seconds)
+            deadline = _Deadline(self._timers, self._timers.now() + state.timeout_seconds)
             try:
                 async with deadline:
                     await self._invoke(state, payload, answer)

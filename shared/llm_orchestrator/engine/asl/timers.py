@@ -1,8 +1,11 @@
-"""Time for the engine: the real clock, and a virtual one so tests never sleep.
+"""Time for the engine: the real timers, and virtual ones so tests never sleep.
 
-The interpreter only ever reads time through a :class:`Clock`: ``sleep`` for retry backoff,
+Named *timers*, not *clock*: ``llm_orchestrator.clock`` is the wall clock (UTC ``now``);
+these are monotonic time, sleeps and scheduled callbacks, which only the interpreter uses.
+
+The interpreter only ever reads time through a :class:`Timers`: ``sleep`` for retry backoff,
 ``call_at`` for deadlines (task and execution ``TimeoutSeconds``). Keeping the two apart lets
-:class:`FakeClock` record backoff delays without the timeouts' timers mixed in.
+:class:`FakeTimers` record backoff delays without the timeouts' timers mixed in.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class TimerHandle(Protocol):
     def cancel(self) -> None: ...
 
 
-class Clock(Protocol):
+class Timers(Protocol):
     """Monotonic seconds, sleeping, and callbacks at a point in time."""
 
     def now(self) -> float: ...
@@ -33,8 +36,8 @@ class Clock(Protocol):
         ...
 
 
-class SystemClock:
-    """The real monotonic clock, driven by the running event loop."""
+class SystemTimers:
+    """Real monotonic time, driven by the running event loop."""
 
     def now(self) -> float:
         return time.monotonic()
@@ -51,7 +54,7 @@ class _FakeTimer:
     __slots__ = ("when", "seq", "callback", "cancelled", "_owner")
 
     def __init__(
-        self, owner: FakeClock, when: float, seq: int, callback: Callable[[], None]
+        self, owner: FakeTimers, when: float, seq: int, callback: Callable[[], None]
     ) -> None:
         self._owner = owner
         self.when = when
@@ -68,10 +71,10 @@ class _FakeTimer:
             self._owner._forget(self)
 
 
-class FakeClock:
+class FakeTimers:
     """Virtual time: sleeps and timeouts complete at once in real time, in deadline order.
 
-    With ``autojump`` (the default) the clock behaves like trio's autojump clock: while
+    With ``autojump`` (the default) the timers behave like trio's autojump clock: while
     timers are pending it lets the event loop turn ``settle_rounds`` times, so that every
     runnable task gets to run, then jumps virtual time to the earliest timer and fires it,
     one timer at a time. So a retry backoff of 30 s returns at once, a hung invoker hits its

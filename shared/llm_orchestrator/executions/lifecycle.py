@@ -1,0 +1,167 @@
+"""The one lifecycle of an execution: every transition, with its audit event, in one place.
+
+Routers, the trigger service and both engines change an execution's status only through
+:class:`ExecutionLifecycle`; each transition is one conditional statement (or transaction)
+in :class:`~llm_orchestrator.store.executions.ExecutionRepository`, and the audit event
+follows only the write that won, so a transition that lost a race records nothing.
+
+An execution's end is written once, by :meth:`ExecutionLifecycle.finish` when the engine
+reports how its run ended (or by :meth:`ExecutionLifecycle.cancel`, whose answer is final at
+once). A step's failure handler (the ASL ``fail`` Task) does not end the execution: it
+records why it is failing (:meth:`~ExecutionRepository.record_failure`), and the run's end
+that follows keeps that reason and makes the ending ``failed``. The end is announced once:
+the ``finish`` audit event and ``on_ended`` (completion events) follow the one write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llm_orchestrator.audit.trail import AuditTrail, Result
+from llm_orchestrator.executions.errors import cancelled_error
+from llm_orchestrator.executions.status import ExecutionStatus
+from llm_orchestrator.store.checkpoints import CheckpointRecord
+from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+
+EVENT_TYPE = "workflow_execution"
+
+OnEnded = Callable[[ExecutionRecord], Awaitable[None]]
+"""Told about every execution that has ended (completion events)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for a transition, as its audit event records it."""
+
+    user_id: str | None = None
+    ip_address: str | None = None
+    request_id: str | None = None
+    """The HTTP request's id, when a request asked."""
+
+
+SYSTEM = Actor()
+"""The platform itself (a run ending, a recovery): the event names the execution's owner."""
+
+
+class ExecutionLifecycle:
+    def __init__(
+        self,
+        repo: ExecutionRepository,
+        *,
+        clock: Callable[[], datetime],
+        audit: AuditTrail | None = None,
+        on_ended: OnEnded | None = None,
+    ) -> None:
+        self._repo = repo
+        self._now = clock
+        self._audit = audit
+        self.on_ended = on_ended
+        """Told about every execution whose end this lifecycle wrote."""
+
+    async def created(self, record: ExecutionRecord, actor: Actor, **details: Any) -> None:
+        """A new execution row exists (pending); its run has not been started yet."""
+        await self._record(
+            actor, "start", record, timeout_seconds=record.timeout_seconds, **details
+        )
+
+    async def running(self, execution_id: str) -> None:
+        """A run has begun: pending becomes running (a paused one stays paused)."""
+        await self._repo.mark_running(execution_id)
+
+    async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        """Active and not paused → paused; None when the execution is in no such status."""
+        record = await self._repo.request_pause(execution_id)
+        if record is not None:
+            await self._record(actor, "pause", record, status=record.status)
+        return record
+
+    async def resume(
+        self, execution_id: str, actor: Actor
+    ) -> tuple[ExecutionRecord | None, list[str]]:
+        """paused → running; returns the execution (None if it was not paused) and the
+        task tokens of its parked steps, which the engine must release."""
+        record, tokens = await self._repo.request_resume(execution_id)
+        if record is not None:
+            await self._record(actor, "resume", record, status=record.status)
+        return record, tokens
+
+    async def cancel(
+        self, execution_id: str, actor: Actor
+    ) -> tuple[ExecutionRecord | None, list[str]]:
+        """Active → cancelled, which ends the execution at once; returns it (None if it was
+        not active) and the task tokens of its parked steps, which the engine must fail.
+        The run that is stopped afterwards finds the execution ended and writes nothing."""
+        record, tokens = await self._repo.request_cancel(
+            execution_id, error=cancelled_error(), now=self._now()
+        )
+        if record is not None:
+            await self._record(actor, "cancel", record, status=record.status)
+            await self._ended(record)
+        return record, tokens
+
+    async def restore(
+        self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
+    ) -> ExecutionRecord | None:
+        """Back to the checkpoint's state as a new pending run (the engine starts it); None
+        while the execution is still pending or running."""
+        record = await self._repo.restore(execution_id, checkpoint)
+        if record is not None:
+            await self._record(
+                actor, "restore", record, status=record.status, checkpoint_id=checkpoint.id
+            )
+        return record
+
+    async def finish(
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        error: dict[str, Any] | None = None,
+    ) -> ExecutionRecord | None:
+        """The engine's report of how the run ended: the one write of the execution's end.
+
+        A failure recorded by a step's failure handler wins over the run's own account
+        (the state machine's Fail says only ``StepFailed``). None, and nothing announced,
+        when the execution has ended already (a cancel wrote its end first).
+        """
+        ended = await self._repo.finish(execution_id, status, error=error, now=self._now())
+        if ended is not None:
+            await self._ended(ended)
+        return ended
+
+    async def _ended(self, record: ExecutionRecord) -> None:
+        await self._record(
+            Actor(user_id=record.owner_id),
+            "finish",
+            record,
+            result="success" if record.status == ExecutionStatus.COMPLETED else "failure",
+            status=record.status,
+        )
+        if self.on_ended is not None:
+            await self.on_ended(record)
+
+    async def _record(
+        self,
+        actor: Actor,
+        action: str,
+        record: ExecutionRecord,
+        *,
+        result: Result = "success",
+        **details: Any,
+    ) -> None:
+        if self._audit is None:
+            return
+        request = {"request_id": actor.request_id} if actor.request_id is not None else {}
+        await self._audit.record(
+            event_type=EVENT_TYPE,
+            action=action,
+            result=result,
+            user_id=actor.user_id or record.owner_id,
+            resource_type="execution",
+            resource_id=record.id,
+            ip_address=actor.ip_address,
+            details={**request, "workflow_id": str(record.workflow_id), **details},
+        )

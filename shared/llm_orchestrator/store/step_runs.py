@@ -1,0 +1,277 @@
+"""Step runs: what the step runner reads and writes, and parked task tokens.
+
+A step's outputs, status, usage and automatic checkpoint are written in one transaction;
+each write is conditional, so a retried or duplicated delivery of a step, or one racing a
+cancel, a restore or the run's end, cannot both win (see each method).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
+from llm_orchestrator.store.checkpoints import insert_checkpoint
+from llm_orchestrator.store.db import Connection, Database
+
+_ACTIVE = [status.value for status in ACTIVE]
+
+
+@dataclass(frozen=True)
+class StepRunRecord:
+    execution_id: str
+    step_id: str
+    step_type: str
+    provider: str | None
+    status: StepStatus
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+    attempts: int
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float | None
+    started_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the step runner needs to run one step, read in one round trip."""
+
+    status: ExecutionStatus
+    pause_requested: bool
+    cancel_requested: bool
+    inputs: dict[str, Any]
+    step_status: StepStatus | None
+    outputs: dict[str, dict[str, Any]]
+    """Outputs of every completed step of the execution, by step id."""
+
+
+@dataclass(frozen=True)
+class StepUsage:
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float
+
+
+def _step_run(row: dict[str, Any]) -> StepRunRecord:
+    return StepRunRecord(
+        **{
+            **{k: row[k] for k in StepRunRecord.__dataclass_fields__},
+            "status": StepStatus(row["status"]),
+        }
+    )
+
+
+class StepRunRepository:
+    """The step runner's store (its ``StepStore``), and the step runs an execution shows."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def step_context(self, execution_id: str, step_id: str) -> StepContext | None:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT e.status, e.pause_requested, e.cancel_requested, e.inputs,"
+                " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %s)"
+                "   AS step_status,"
+                " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
+                "   WHERE execution_id = e.id AND status = %s), '{}'::jsonb)"
+                "   AS outputs"
+                " FROM executions e WHERE e.id = %s",
+                (step_id, StepStatus.COMPLETED.value, execution_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return StepContext(
+            status=ExecutionStatus(row["status"]),
+            pause_requested=row["pause_requested"],
+            cancel_requested=row["cancel_requested"],
+            inputs=row["inputs"],
+            step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
+            outputs=row["outputs"],
+        )
+
+    async def definition(self, execution_id: str) -> dict[str, Any] | None:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT definition FROM executions WHERE id = %s", (execution_id,)
+            )
+            row = await cur.fetchone()
+        return row["definition"] if row else None
+
+    async def start_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> bool:
+        """Count an attempt of the step; False if it has completed meanwhile, or if the
+        execution was cancelled or has ended since the caller read its flags."""
+        async with self._db.connection() as conn:
+            # FOR SHARE on the execution orders this against request_cancel / finish: either
+            # they see the running step and close it, or this sees them and starts nothing
+            # (else a step starting just as the execution is cancelled stays running).
+            cur = await conn.execute(
+                "WITH live AS (SELECT id FROM executions WHERE id = %(execution)s"
+                " AND status = ANY(%(active)s)"
+                " AND NOT cancel_requested FOR SHARE)"
+                " INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
+                " attempts)"
+                " SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM live"
+                " ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
+                " attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
+                " WHERE step_runs.status <> %(completed_step)s RETURNING attempts",
+                {
+                    "execution": execution_id,
+                    "active": _ACTIVE,
+                    "step": step_id,
+                    "type": step_type,
+                    "provider": provider,
+                    "running_step": StepStatus.RUNNING.value,
+                    "completed_step": StepStatus.COMPLETED.value,
+                },
+            )
+            return await cur.fetchone() is not None
+
+    async def complete_step(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+    ) -> bool:
+        """Outputs, status, usage and the automatic checkpoint, in one transaction.
+
+        False (and nothing written) if the attempt is no longer running: another delivery
+        completed it first, or the execution ended or was restored meanwhile.
+        """
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE step_runs SET status = %s, outputs = %s, error = NULL,"
+                " input_tokens = %s, output_tokens = %s, latency_ms = %s,"
+                " completed_at = clock_timestamp()"
+                # Only the attempt still running completes: a step that cancel, a timeout or
+                # the fail handler has closed as failed meanwhile stays failed, and one that
+                # a restore has dropped stays dropped (no row).
+                " WHERE execution_id = %s AND step_id = %s AND status = %s"
+                " RETURNING 1",
+                (
+                    StepStatus.COMPLETED.value,
+                    Jsonb(outputs),
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.latency_ms,
+                    execution_id,
+                    step_id,
+                    StepStatus.RUNNING.value,
+                ),
+            )
+            if await cur.fetchone() is None:
+                return False
+            await insert_checkpoint(conn, checkpoint_id, execution_id, step_id, "auto")
+        return True
+
+    async def record_step_error(
+        self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+    ) -> None:
+        """Keep the step's latest error; ``final`` marks it failed (no retry will follow)."""
+        async with self._db.connection() as conn:
+            await step_error(conn, execution_id, step_id, error, final=final)
+
+    async def step_runs(self, execution_id: str) -> list[StepRunRecord]:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM step_runs WHERE execution_id = %s ORDER BY started_at, step_id",
+                (execution_id,),
+            )
+            rows = await cur.fetchall()
+        return [_step_run(row) for row in rows]
+
+    async def record_failure(
+        self, execution_id: str, step_id: str | None, error: dict[str, Any]
+    ) -> None:
+        """A step's failure handler ran: the step (if named) has failed for good, and the
+        execution keeps ``error`` (its first recorded failure) for :meth:`finish` to end
+        it with. Nothing is written for an execution that has ended."""
+        async with self._db.transaction() as conn:
+            if step_id is not None:
+                await step_error(conn, execution_id, step_id, error, final=True)
+            await conn.execute(
+                "UPDATE executions SET error = COALESCE(error, %s), updated_at = now()"
+                " WHERE id = %s AND status = ANY(%s)",
+                (Jsonb(error), execution_id, _ACTIVE),
+            )
+
+    # -- parking -------------------------------------------------------------------------
+
+    async def park(self, execution_id: str, step_id: str | None, task_token: str) -> str:
+        """Store the token of a step parked by a pause.
+
+        Returns "parked", or "released" when the pause was lifted before the step got here
+        (the caller answers the token itself), or "cancel_requested". The status is the pause's
+        business: the flag is set only together with ``paused``.
+        """
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT pause_requested, cancel_requested FROM executions WHERE id = %s FOR UPDATE",
+                (execution_id,),
+            )
+            row = await cur.fetchone()
+            if row is None or row["cancel_requested"]:
+                return "cancel_requested"
+            if not row["pause_requested"]:
+                return "released"
+            await conn.execute(
+                "INSERT INTO parked_tasks (execution_id, step_id, task_token) VALUES (%s, %s, %s)"
+                " ON CONFLICT (execution_id, step_id) DO UPDATE SET task_token ="
+                " EXCLUDED.task_token, parked_at = now()",
+                (execution_id, step_id or "", task_token),
+            )
+        return "parked"
+
+
+async def step_error(
+    conn: Connection, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+) -> None:
+    await conn.execute(
+        "UPDATE step_runs SET error = %s,"
+        " status = CASE WHEN %s THEN %s ELSE status END,"
+        " completed_at = CASE WHEN %s THEN clock_timestamp() ELSE completed_at END"
+        " WHERE execution_id = %s AND step_id = %s AND status <> %s",
+        (
+            Jsonb(error),
+            final,
+            StepStatus.FAILED.value,
+            final,
+            execution_id,
+            step_id,
+            StepStatus.COMPLETED.value,
+        ),
+    )
+
+
+async def take_parked(conn: Connection, execution_id: str) -> list[str]:
+    cur = await conn.execute(
+        "DELETE FROM parked_tasks WHERE execution_id = %s RETURNING task_token", (execution_id,)
+    )
+    return [row["task_token"] for row in await cur.fetchall()]
+
+
+async def close_running_steps(
+    conn: Connection, execution_id: str, error: dict[str, Any] | None, now: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE step_runs SET status = %s, error = COALESCE(error, %s), completed_at = %s"
+        " WHERE execution_id = %s AND status = %s",
+        (
+            StepStatus.FAILED.value,
+            Jsonb(error) if error is not None else None,
+            now,
+            execution_id,
+            StepStatus.RUNNING.value,
+        ),
+    )

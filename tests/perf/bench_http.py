@@ -1,0 +1,462 @@
+"""The hot path through the real HTTP server, each figure against an anchor in the same run.
+
+Run: ``python -m tests.perf.bench_http`` (``make bench`` runs it with the others). Starts
+an embedded PostgreSQL, two fake OpenAI servers (no latency, 1 s latency), ``llmo serve``
+and a bare FastAPI app under the same ``uvicorn.run`` settings, then prints:
+
+- ``get_workflows_rps`` / ``bare_fastapi_rps`` and their ratio (goal ≥ 0.5): authenticated
+  ``GET /workflows`` (Bearer token, rate limit counted) against a FastAPI endpoint answering
+  a constant JSON list, both driven by the same keep-alive load generator with
+  ``CONNECTIONS`` connections for ``LOAD_SECONDS``.
+- ``step_overhead_ms``: a ``CHAIN``-step chain executed with ``async: false`` against the
+  zero-latency fake, wall ÷ steps − one raw OpenAI SDK call to that fake (goal ≤ 1.2 ms);
+  median of ``CHAIN_RUNS``.
+- ``transactions_per_step``: ``xact_commit + xact_rollback`` of the database
+  (``pg_stat_database``) across those chain runs ÷ steps run.
+- ``concurrent_500_*``: 500 one-step executions against the 1 s fake, submitted through
+  ``POST .../execute`` by ``CONNECTIONS`` connections; seconds from the first submit to the
+  last submit answered and to the last execution completed (goal ≤ 2.5 s).
+- ``status_read_server_cpu_ms``: the server process's CPU time (user + system) per
+  ``GET .../status`` of a finished 3-step execution (goal ≤ 1 ms).
+
+Ports 18250–18259. Every figure line ends with the load average at that moment: the
+machine is shared, and a figure means little without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+
+from tests.perf.bench_engine import _database
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_PORT = 18250
+BARE_PORT = 18251
+FAKE_FAST_PORT = 18252
+FAKE_SLOW_PORT = 18253
+CONNECTIONS = 32
+LOAD_SECONDS = float(os.environ.get("LLMO_BENCH_LOAD_SECONDS", "4"))
+CHAIN = 50
+CHAIN_RUNS = int(os.environ.get("LLMO_BENCH_CHAIN_RUNS", "5"))
+CONCURRENT = int(os.environ.get("LLMO_BENCH_CONCURRENT", "500"))
+ONLY = set(filter(None, os.environ.get("LLMO_BENCH_ONLY", "").split(",")))
+"""Sections to run (get, chain, status, concurrent); all when empty."""
+STATUS_READS = 400
+ADMIN = "bench-admin"
+ADMIN_PASSWORD = "bench-admin-password"
+FAKE_KEY = "sk-bench"
+
+BARE_APP = textwrap.dedent(
+    """
+    import sys
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    ITEMS = [{"id": str(n), "name": f"workflow-{n}", "version": 1} for n in range(5)]
+
+    @app.get("/items")
+    async def items() -> dict:
+        return {"items": ITEMS, "total": len(ITEMS), "limit": 20, "offset": 0}
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+def load() -> str:
+    return f"(load {os.getloadavg()[0]:.2f})"
+
+
+def report(name: str, value: str) -> None:
+    print(f"{name}={value} {load()}", flush=True)
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def _wait_http(url: str, process: subprocess.Popen[Any], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited during start-up")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start")
+
+
+@contextlib.contextmanager
+def _process(
+    args: list[str], url: str, what: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        _wait_http(url, process, what)
+        yield process
+    except BaseException:
+        log.seek(0)
+        tail = log.read().decode(errors="replace").splitlines()[-20:]
+        print(f"-- {what} log tail:", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def _fake(port: int, latency: float) -> contextlib.AbstractContextManager[Any]:
+    args = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)]
+    args += ["--latency", str(latency), "--api-key", FAKE_KEY]
+    return _process(args, f"http://127.0.0.1:{port}/", f"fake openai :{port}")
+
+
+def _server(database_url: str, data_dir: Path, provider_url: str) -> Any:
+    env = {
+        **os.environ,
+        "LLMO_DATABASE_URL": database_url,
+        "LLMO_DATA_DIR": str(data_dir),
+        "LLMO_ADMIN_USERNAME": ADMIN,
+        "LLMO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LLMO_JWT_SECRET": "bench-" + "x" * 40,
+        # Counted on every request as usual; only the ceiling is raised so the load test
+        # measures the count, not 429s.
+        "LLMO_RATE_LIMIT_ENTERPRISE_PER_MINUTE": "100000000",
+        "LLMO_RATE_LIMIT_ENTERPRISE_PER_HOUR": "100000000",
+        "LLMO_RATE_LIMIT_ENTERPRISE_PER_DAY": "100000000",
+        "OPENAI_BASE_URL": provider_url,
+        "OPENAI_API_KEY": FAKE_KEY,
+    }
+    args = [sys.executable, "-m", "llm_orchestrator.cli", "serve", "--port", str(SERVER_PORT)]
+    args += ["--log-level", "warning"]
+    return _process(args, f"http://127.0.0.1:{SERVER_PORT}/api/v1/health/live", "llmo", env)
+
+
+# -- a small keep-alive HTTP/1.1 load generator -------------------------------------------
+# Hand-rolled so the client costs little CPU next to the server it measures (both share
+# the machine's two cores); the same generator drives both sides of a ratio.
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _drive(port: int, request: bytes, seconds: float) -> tuple[int, list[float]]:
+    """``CONNECTIONS`` connections sending ``request`` back to back for ``seconds``."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                writer.write(request)
+                status, _ = await _read_response(reader)
+                if status != 200:
+                    raise RuntimeError(f"status {status} under load")
+                latencies.append(time.perf_counter() - sent)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return len(latencies), latencies
+
+
+async def _throughput(port: int, request: bytes) -> tuple[float, float]:
+    await _drive(port, request, 0.5)  # warm-up: connections, caches, pool
+    started = time.perf_counter()
+    count, latencies = await _drive(port, request, LOAD_SECONDS)
+    elapsed = time.perf_counter() - started
+    return count / elapsed, statistics.median(latencies) * 1000
+
+
+async def _many(port: int, requests: list[bytes]) -> list[tuple[int, bytes]]:
+    """Send every request over ``CONNECTIONS`` keep-alive connections; answers in order."""
+    answers: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
+    queue = list(enumerate(requests))
+    queue.reverse()
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while queue:
+                index, request = queue.pop()
+                writer.write(request)
+                answers[index] = await _read_response(reader)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(min(CONNECTIONS, len(requests)))))
+    return answers
+
+
+# -- the figures ------------------------------------------------------------------------
+
+
+def _llm_step(step_id: str, depends_on: list[str]) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "type": "llm",
+        "provider": "openai",
+        "model": "gpt-4",
+        "prompt": "say {{x}}",
+        "output": [f"out_{step_id}"],
+        "depends_on": depends_on,
+    }
+
+
+class Api:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{SERVER_PORT}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+
+    def create_workflow(self, name: str, steps: list[dict[str, Any]]) -> str:
+        answer = self.http.post("/workflows", json={"name": name, "steps": steps})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def run(self, workflow_id: str) -> dict[str, Any]:
+        answer = self.http.post(
+            f"/workflows/{workflow_id}/execute", json={"inputs": {"x": "1"}, "async": False}
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        assert body["status"] == "completed", body
+        return body
+
+
+def _login() -> str:
+    answer = httpx.post(
+        f"http://127.0.0.1:{SERVER_PORT}/api/v1/auth/login",
+        json={"username": ADMIN, "password": ADMIN_PASSWORD},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def _raw_sdk_call_ms(provider_url: str) -> float:
+    from openai import AsyncOpenAI
+
+    async def calls() -> float:
+        client = AsyncOpenAI(api_key=FAKE_KEY, base_url=provider_url)
+        try:
+            for _ in range(20):  # warm
+                await client.chat.completions.create(
+                    model="gpt-4", messages=[{"role": "user", "content": "say 1"}]
+                )
+            times = []
+            for _ in range(200):
+                started = time.perf_counter()
+                await client.chat.completions.create(
+                    model="gpt-4", messages=[{"role": "user", "content": "say 1"}]
+                )
+                times.append(time.perf_counter() - started)
+            return statistics.median(times) * 1000
+        finally:
+            await client.close()
+
+    return asyncio.run(calls())
+
+
+def _transactions(database_url: str) -> int:
+    # Backends report their counters at most once a second when idle: wait for that.
+    time.sleep(1.2)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _bench_get(api: Api) -> None:
+    workflows = asyncio.run(
+        _throughput(
+            SERVER_PORT,
+            _request("GET", "/api/v1/workflows", {"Authorization": f"Bearer {api.token}"}),
+        )
+    )
+    report("get_workflows_rps", f"{workflows[0]:.0f} p50_ms={workflows[1]:.1f}")
+    with _process(
+        [sys.executable, "-c", BARE_APP, str(BARE_PORT)],
+        f"http://127.0.0.1:{BARE_PORT}/items",
+        "bare fastapi",
+    ):
+        bare = asyncio.run(_throughput(BARE_PORT, _request("GET", "/items", {})))
+    report("bare_fastapi_rps", f"{bare[0]:.0f} p50_ms={bare[1]:.1f}")
+    report("get_workflows_vs_bare_ratio", f"{workflows[0] / bare[0]:.2f} (goal >= 0.5)")
+
+
+def _bench_chain(api: Api, database_url: str, provider_url: str) -> None:
+    steps = [_llm_step(f"s{i}", [f"s{i - 1}"] if i else []) for i in range(CHAIN)]
+    workflow_id = api.create_workflow("bench-chain", steps)
+    api.run(workflow_id)  # warm: SDK import, connections
+    raw_ms = _raw_sdk_call_ms(provider_url)
+    before = _transactions(database_url)
+    per_step = []
+    for _ in range(CHAIN_RUNS):
+        started = time.perf_counter()
+        api.run(workflow_id)
+        per_step.append((time.perf_counter() - started) * 1000 / CHAIN)
+    after = _transactions(database_url)
+    wall = statistics.median(per_step)
+    report("raw_sdk_call_ms", f"{raw_ms:.2f}")
+    report(
+        "step_overhead_ms",
+        f"{wall - raw_ms:.2f} (wall/step {wall:.2f}, min {min(per_step) - raw_ms:.2f};"
+        " goal <= 1.2)",
+    )
+    # The snapshot query itself is one transaction.
+    report("transactions_per_step", f"{(after - before - 1) / (CHAIN * CHAIN_RUNS):.2f}")
+
+
+def _bench_concurrent(api: Api, database_url: str) -> None:
+    workflow_id = api.create_workflow("bench-one", [_llm_step("s", [])])
+    api.http.post(f"/workflows/{workflow_id}/execute", json={"inputs": {"x": "w"}})
+    body = json.dumps({"inputs": {"x": "1"}}).encode()
+    request = _request(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/execute",
+        {"Authorization": f"Bearer {api.token}"},
+        body,
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (db_start,) = conn.execute("SELECT clock_timestamp()").fetchone()  # type: ignore[misc]
+        started = time.perf_counter()
+        answers = asyncio.run(_many(SERVER_PORT, [request] * CONCURRENT))
+        submitted = time.perf_counter() - started
+        report(f"concurrent_{CONCURRENT}_submit_s", f"{submitted:.2f}")
+        assert all(status == 202 for status, _ in answers), answers[0]
+        ids = [json.loads(body)["execution_id"] for _, body in answers]
+        deadline = time.monotonic() + 120
+        while True:
+            (pending,) = conn.execute(  # type: ignore[misc]
+                "SELECT count(*) FROM executions WHERE id = ANY(%s)"
+                " AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
+                (ids,),
+            ).fetchone()
+            if pending == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        (failed, last) = conn.execute(  # type: ignore[misc]
+            "SELECT count(*) FILTER (WHERE status <> 'completed'), max(completed_at)"
+            " FROM executions WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchone()
+        if pending or failed:
+            rows = conn.execute(
+                "SELECT e.status, r.status, r.attempts, r.error::text FROM executions e"
+                " LEFT JOIN step_runs r ON r.execution_id = e.id"
+                " WHERE e.id = ANY(%s) AND e.status <> 'completed' LIMIT 5",
+                (ids,),
+            ).fetchall()
+            raise AssertionError(f"{pending} unfinished, {failed} not completed: {rows}")
+    report(
+        f"concurrent_{CONCURRENT}_all_completed_s",
+        f"{(last - db_start).total_seconds():.2f} (goal <= 2.5)",
+    )
+
+
+def _bench_status_cpu(api: Api, server: subprocess.Popen[bytes]) -> None:
+    workflow_id = api.create_workflow(
+        "bench-status", [_llm_step(f"s{i}", [f"s{i - 1}"] if i else []) for i in range(3)]
+    )
+    execution_id = api.run(workflow_id)["execution_id"]
+    request = _request(
+        "GET",
+        f"/api/v1/workflows/{workflow_id}/status?executionId={execution_id}",
+        {"Authorization": f"Bearer {api.token}"},
+    )
+    asyncio.run(_many(SERVER_PORT, [request] * 50))  # warm
+    process = psutil.Process(server.pid)
+    before = process.cpu_times()
+    answers = asyncio.run(_many(SERVER_PORT, [request] * STATUS_READS))
+    after = process.cpu_times()
+    assert all(status == 200 for status, _ in answers)
+    cpu = (after.user - before.user) + (after.system - before.system)
+    report("status_read_server_cpu_ms", f"{cpu * 1000 / STATUS_READS:.2f} (goal <= 1)")
+
+
+def _wanted(section: str) -> bool:
+    return not ONLY or section in ONLY
+
+
+def main() -> None:
+    # A terminated bench still stops its servers and database (the finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    data_dir = Path(tempfile.mkdtemp(prefix="llmo-bench-http-"))
+    try:
+        with (
+            _database() as database_url,
+            _fake(FAKE_FAST_PORT, 0.0),
+            _fake(FAKE_SLOW_PORT, 1.0),
+        ):
+            fast_url = f"http://127.0.0.1:{FAKE_FAST_PORT}/v1"
+            slow_url = f"http://127.0.0.1:{FAKE_SLOW_PORT}/v1"
+            if _wanted("get") or _wanted("chain") or _wanted("status"):
+                with _server(database_url, data_dir, fast_url) as server:
+                    api = Api(_login())
+                    if _wanted("get"):
+                        _bench_get(api)
+                    if _wanted("chain"):
+                        _bench_chain(api, database_url, fast_url)
+                    if _wanted("status"):
+                        _bench_status_cpu(api, server)
+            if _wanted("concurrent"):
+                with _server(database_url, data_dir, slow_url):
+                    api = Api(_login())
+                    _bench_concurrent(api, database_url)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
