@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import bootstrap, build_local_server
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
@@ -42,7 +43,19 @@ async def _login_ips(admin_http: httpx.AsyncClient) -> list[str]:
     return [e["ip_address"] for e in events.json()["events"]]
 
 
-async def test_a_rotating_forwarded_header_from_an_untrusted_peer_changes_nothing(server):
+@pytest.fixture
+async def frozen_server(settings: Settings):
+    """The wall clock stands still, so 60 failed logins (an argon2 verification each, slow
+    on a loaded machine) all fall in the same minute window."""
+    frozen = utcnow()
+    local = build_local_server(settings, database_url=settings.database_url, clock=lambda: frozen)
+    await bootstrap(local.runtime)
+    yield local
+    await local.runtime.close()
+
+
+async def test_a_rotating_forwarded_header_from_an_untrusted_peer_changes_nothing(frozen_server):
+    server = frozen_server
     forged = (f"198.51.100.{n}" for n in itertools.count(1))
     statuses: list[int] = []
     async with _client(server.app, "127.0.0.1") as http:
