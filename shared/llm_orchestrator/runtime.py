@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.idempotency import IdempotencyRepository
     from llm_orchestrator.store.metrics import MetricsRepository
     from llm_orchestrator.store.step_runs import StepRunRepository
+    from llm_orchestrator.store.usage import UsageRepository
     from llm_orchestrator.store.users import UserRepository
     from llm_orchestrator.triggers.completion import CompletionPublisher
     from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
@@ -123,6 +124,13 @@ class Runtime:
         from llm_orchestrator.store.metrics import MetricsRepository
 
         return MetricsRepository(self.db)
+
+    @cached_property
+    def usage(self) -> UsageRepository:
+        """Provider calls, their cost, price overrides and spend (``store/usage.py``)."""
+        from llm_orchestrator.store.usage import UsageRepository
+
+        return UsageRepository(self.db)
 
     @cached_property
     def execution_store(self) -> ExecutionRepository:
@@ -211,7 +219,11 @@ class Runtime:
         from llm_orchestrator.metrics.stats import SystemStatsService
 
         return SystemStatsService(
-            self.metrics, self.api_keys, clock=self.clock, started_at=lambda: self.started_at
+            self.metrics,
+            self.api_keys,
+            clock=self.clock,
+            started_at=lambda: self.started_at,
+            spend=self.usage,
         )
 
     # -- workflows and executions ----------------------------------------------------------
@@ -376,6 +388,7 @@ class Runtime:
         registry in-process, Step Functions in the step-runner Lambda (which also waits out
         a provider's Retry-After itself: ``wait_for_retry_after``, sleeping with ``sleep``)."""
         from llm_orchestrator.steps.runner import StepRunner
+        from llm_orchestrator.steps.usage import UsageRecorder
 
         return StepRunner(
             self.step_run_store,
@@ -385,6 +398,7 @@ class Runtime:
             vector_stores=self.vector_stores,
             wait_for_retry_after=wait_for_retry_after,
             sleep=sleep or asyncio.sleep,
+            usage=UsageRecorder(self.usage, clock=self.clock),
         )
 
     # -- shutdown --------------------------------------------------------------------------

@@ -35,6 +35,8 @@ class StepRunRecord:
     latency_ms: float | None
     started_at: datetime
     completed_at: datetime | None
+    calls: list[dict[str, Any]] | None = None
+    """Every provider call of the run, priced (``store/usage.py``); None before the first."""
 
 
 @dataclass(frozen=True)
