@@ -238,7 +238,11 @@ class Runtime:
 
         return WorkflowService(
             WorkflowRepository(self.db),
-            compile=partial(compile_workflow, step_runner_arn=self.settings.step_runner_arn),
+            compile=partial(
+                compile_workflow,
+                step_runner_arn=self.settings.step_runner_arn,
+                vector_runner_arn=self.settings.vector_runner_arn,
+            ),
             clock=self.clock,
         )
 
@@ -288,6 +292,7 @@ class Runtime:
             self.engine,
             self.lifecycle,
             step_runner_arn=self.settings.step_runner_arn,
+            vector_runner_arn=self.settings.vector_runner_arn,
             clock=self.clock,
         )
 
