@@ -71,11 +71,17 @@ APP_SECRETS_PREFIX = f"{PREFIX}/app/"
 """Where the `aws` secrets backend keeps the secrets stored through POST /admin/secrets."""
 
 # --- orchestration ------------------------------------------------------------------------
+# Names the runtime creates at run time, which the IAM grants are scoped to. The runtime
+# owns them (engine/stepfunctions.py, triggers/eventbridge.py, ids.py); this module cannot
+# import it (the `infra` extra carries no server stack), so
+# tests/infra/test_runtime_names.py derives each name from the runtime and checks it here.
 STATE_MACHINE_PREFIX = f"{PREFIX}-"
-"""The engine names every state machine it creates with this prefix."""
+"""The engine names every state machine ``llmo-<workflow id>-<digest>``."""
 EVENT_BUS_NAME = f"{PREFIX}-events"
 SCHEDULE_GROUP_NAME = f"{PREFIX}-triggers"
-EVENT_RULE_PREFIX = f"{PREFIX}-trigger-"
+"""Trigger schedules are named by their trigger id (``trg-<uuid>``) in this group."""
+EVENT_RULE_PREFIX = f"{PREFIX}-trg-"
+"""Event-pattern triggers are the rules ``llmo-<trigger id>`` = ``llmo-trg-<uuid>``."""
 
 # --- alarms -------------------------------------------------------------------------------
 ALARM_PERIOD_MINUTES = 5

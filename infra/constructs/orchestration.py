@@ -206,6 +206,36 @@ class Orchestration(Construct):
                 "prefix only.",
             )
 
+    def grant_remove_triggers(self, functions: Iterable[lambda_.Function]) -> None:
+        """Delete schedules and remove rules, nothing else: the events function removes what
+        a trigger left behind when it fires after its trigger was deleted or stopped."""
+        for function in functions:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["scheduler:DeleteSchedule"], resources=[self.schedules_arn]
+                )
+            )
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["events:RemoveTargets", "events:DeleteRule"],
+                    resources=[self.trigger_rules_arn],
+                )
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:"
+                f"<AWS::AccountId>:schedule/{constants.SCHEDULE_GROUP_NAME}/*]",
+                "Trigger schedules are created at run time, in our schedule group only.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:events:<AWS::Region>:"
+                f"<AWS::AccountId>:rule/{constants.EVENT_BUS_NAME}/"
+                f"{constants.EVENT_RULE_PREFIX}*]",
+                "Event-pattern triggers are rules created at run time on our bus, under our "
+                "prefix only.",
+            )
+
 
 def _logical_id(function: lambda_.IFunction) -> str:
     """The logical id cdk-nag uses to name a function in a finding (``<Id.Arn>``)."""
