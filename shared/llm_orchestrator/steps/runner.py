@@ -88,6 +88,10 @@ class StepStore(Protocol):
 
     async def step_context(self, execution_id: str, step_id: str) -> StepContext | None: ...
 
+    async def begin_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> tuple[StepContext | None, bool]: ...
+
     async def definition(self, execution_id: str) -> dict[str, Any] | None: ...
 
     async def start_step(
@@ -229,19 +233,6 @@ class StepRunner:
     ) -> dict[str, Any]:
         """``attempt`` is ``$$.State.RetryCount`` (0 on the first call of the step)."""
         started = time.monotonic()
-        context = await self._repo.step_context(execution_id, step_id)
-        if context is None:
-            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
-        if context.cancel_requested:
-            raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
-        if context.step_status == StepStatus.COMPLETED:
-            return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
-        if context.status in TERMINAL:
-            # Terminal statuses are final: a delivery arriving after the end (a Lambda
-            # retry, a duplicate) must not call a provider nor write outputs or checkpoints.
-            raise ExecutionEnded(f"execution '{execution_id}' has already ended")
-        if context.pause_requested:
-            raise WorkflowPaused(f"execution '{execution_id}' is paused")
         definition, ancestor_map = await self._definitions.get(execution_id)
         try:
             step = definition.step(step_id)
@@ -252,10 +243,25 @@ class StepRunner:
             if isinstance(step, VectorSearchStep | VectorUpsertStep)
             else step.provider
         )
-        if not await self._repo.start_step(
+        # One round trip: the context to run with, and the attempt counted if it may run.
+        context, began = await self._repo.begin_step(
             execution_id, step_id, step_type=step.type, provider=provider
-        ):
-            # Completed by another delivery meanwhile, or cancelled / ended since the read.
+        )
+        if context is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        if not began:
+            if context.cancel_requested:
+                raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
+            if context.step_status == StepStatus.COMPLETED:
+                return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
+            if context.status in TERMINAL:
+                # Terminal statuses are final: a delivery arriving after the end (a Lambda
+                # retry, a duplicate) must not call a provider nor write outputs or
+                # checkpoints.
+                raise ExecutionEnded(f"execution '{execution_id}' has already ended")
+            if context.pause_requested:
+                raise WorkflowPaused(f"execution '{execution_id}' is paused")
+            # Completed by another delivery, or cancelled / ended, since the read.
             await self._refuse_if_stopped(execution_id, step_id)
             return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         try:
