@@ -22,7 +22,10 @@ APP_STACK = "LlmoApp"
 
 # --- functions ----------------------------------------------------------------------------
 API_GROUPS = ("auth", "workflows", "executions", "state", "monitoring", "audit", "admin")
-FUNCTIONS = (*API_GROUPS, "step_runner", "events", "migrate")
+RUNNERS = ("step_runner", "vector_runner")
+"""The functions the state machines invoke: one handler code, two dependency bundles (the
+provider SDKs and the vector SDKs do not fit in one; layers/bundles.py)."""
+FUNCTIONS = (*API_GROUPS, *RUNNERS, "events", "migrate")
 ROUTE_GROUPS: dict[str, str] = {group: group for group in API_GROUPS} | {"triggers": "workflows"}
 """OpenAPI tag → the function that serves the operations carrying it (as the routers each
 ``functions/<group>/handler.py`` mounts; tests/infra checks the two agree)."""
@@ -31,9 +34,14 @@ ROUTE_OVERRIDES: dict[tuple[str, str], str] = {("POST", "/api/v1/events"): "exec
 
 PYTHON_VERSION = LAMBDA_PYTHON
 """The Lambda runtime: the version `layers/bundles.py` builds the bundles for."""
-MEMORY_MB: dict[str, int] = {"step_runner": 1024, "migrate": 512}
+MEMORY_MB: dict[str, int] = {"step_runner": 1024, "vector_runner": 1024, "migrate": 512}
 DEFAULT_MEMORY_MB = 1024
-TIMEOUT_SECONDS: dict[str, int] = {"step_runner": 300, "events": 60, "migrate": 300}
+TIMEOUT_SECONDS: dict[str, int] = {
+    "step_runner": 300,
+    "vector_runner": 300,
+    "events": 60,
+    "migrate": 300,
+}
 API_TIMEOUT_SECONDS = 29
 """API Gateway's integration timeout: an API function running longer answers nobody."""
 LOG_RETENTION = "ONE_MONTH"
@@ -63,11 +71,17 @@ APP_SECRETS_PREFIX = f"{PREFIX}/app/"
 """Where the `aws` secrets backend keeps the secrets stored through POST /admin/secrets."""
 
 # --- orchestration ------------------------------------------------------------------------
+# Names the runtime creates at run time, which the IAM grants are scoped to. The runtime
+# owns them (engine/stepfunctions.py, triggers/eventbridge.py, ids.py); this module cannot
+# import it (the `infra` extra carries no server stack), so
+# tests/infra/test_runtime_names.py derives each name from the runtime and checks it here.
 STATE_MACHINE_PREFIX = f"{PREFIX}-"
-"""The engine names every state machine it creates with this prefix."""
+"""The engine names every state machine ``llmo-<workflow id>-<digest>``."""
 EVENT_BUS_NAME = f"{PREFIX}-events"
 SCHEDULE_GROUP_NAME = f"{PREFIX}-triggers"
-EVENT_RULE_PREFIX = f"{PREFIX}-trigger-"
+"""Trigger schedules are named by their trigger id (``trg-<uuid>``) in this group."""
+EVENT_RULE_PREFIX = f"{PREFIX}-trg-"
+"""Event-pattern triggers are the rules ``llmo-<trigger id>`` = ``llmo-trg-<uuid>``."""
 
 # --- alarms -------------------------------------------------------------------------------
 ALARM_PERIOD_MINUTES = 5

@@ -1,11 +1,14 @@
 """What goes into each Lambda dependency bundle, derived from ``pyproject.toml``.
 
 One bundle per function kind, so no Lambda carries SDKs it never imports: the API-group,
-events and migrate functions get ``api``; the step runner, which calls the provider and
-vector SDKs, gets ``step_runner``. Each bundle is the package's base dependencies plus the
-extras named here, resolved for the Lambda platform, minus what the Lambda Python runtime
-already provides. The dependency lists themselves live only in ``pyproject.toml``; nothing
-here or in the build repeats them, so the two cannot drift.
+events and migrate functions get ``api``; the step runner, which calls the provider SDKs
+(``llm`` and ``embed`` steps), gets ``step_runner``; the vector runner, the same handler
+code for ``vector_upsert`` and ``vector_search`` steps, gets ``vector_runner`` with the
+vector database SDKs. All SDKs in one bundle would not fit: see the README's sizes.
+Each bundle is the package's base dependencies plus the extras named here, resolved for
+the Lambda platform, minus what the Lambda Python runtime already provides. The dependency
+lists themselves live only in ``pyproject.toml``; nothing here or in the build repeats
+them, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ PROJECT = "llm-orchestrator"
 
 BUNDLE_EXTRAS: dict[str, tuple[str, ...]] = {
     "api": ("lambda",),
-    "step_runner": ("lambda", "providers", "vectors"),
+    "step_runner": ("lambda", "providers"),
+    "vector_runner": ("lambda", "vectors"),
 }
 """Function kind → the extras its bundle installs (on top of the base dependencies)."""
 
-STEP_RUNNER_FUNCTIONS = frozenset({"step_runner"})
+RUNNER_FUNCTIONS = frozenset({"step_runner", "vector_runner"})
+"""The functions whose bundle is their own kind; every other function gets ``api``."""
 
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 """Distributions the Lambda Python runtime ships; left out of every bundle."""
@@ -48,7 +53,7 @@ def function_names() -> list[str]:
 
 
 def kind_of(function: str) -> str:
-    return "step_runner" if function in STEP_RUNNER_FUNCTIONS else "api"
+    return function if function in RUNNER_FUNCTIONS else "api"
 
 
 def parse_requirement(requirement: str) -> tuple[str, tuple[str, ...]]:

@@ -293,8 +293,16 @@ def smoke_infra(wheel: Path) -> None:
         check(any(Path(outdir).glob("*.template.json")), "infra/app.py wrote no template")
 
 
+RUNNER_SDKS = {
+    "step_runner": ("openai", "anthropic", "cohere"),
+    "vector_runner": ("pgvector.psycopg", "qdrant_client", "pinecone", "weaviate"),
+}
+"""What each runner imports lazily for the steps it runs (and the other one must not carry)."""
+
+
 def smoke_bundles(_: Path) -> None:
-    """Every handler imports from its bundle alone (plus the boto3 the runtime provides)."""
+    """Every handler imports from its bundle alone (plus the boto3 the runtime provides), and
+    each runner's bundle imports the SDKs of its steps and lacks the other runner's."""
     bundles = WORK / "bundles"
     must([sys.executable, "-m", "layers.build", "--host", "--out", str(bundles)], cwd=ROOT)
     runtime = WORK / "lambda-runtime"
@@ -308,6 +316,22 @@ def smoke_bundles(_: Path) -> None:
         check(
             completed.returncode == 0,
             f"functions/{function}/handler.py does not import from its bundle:\n{completed.stderr}",
+        )
+        own = RUNNER_SDKS.get(function, ())
+        others = [m for kind, sdks in RUNNER_SDKS.items() if kind != function for m in sdks]
+        if not own:
+            continue
+        code = (
+            f"import sys, importlib, importlib.util; sys.path[:0] = {[str(p) for p in paths]!r}\n"
+            f"for m in {list(own)!r}: importlib.import_module(m)\n"
+            f"carried = [m for m in {others!r} if importlib.util.find_spec(m.split('.')[0])]\n"
+            "sys.exit(f'carries {carried}' if carried else 0)"
+        )
+        completed = run([sys.executable, "-I", "-S", "-c", code], env=clean_env(), cwd="/")
+        check(
+            completed.returncode == 0,
+            f"the {function} bundle does not import {', '.join(own)} alone, or carries the "
+            f"other runner's SDKs:\n{completed.stderr}",
         )
 
 

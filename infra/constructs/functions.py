@@ -100,7 +100,8 @@ def make_function(
 
 
 class Functions(Construct):
-    """The ten functions: one per API group, the step runner, events and migrate."""
+    """The eleven functions: one per API group, the step and vector runners, events and
+    migrate."""
 
     def __init__(
         self,
@@ -180,6 +181,7 @@ class Functions(Construct):
 
 _DESCRIPTIONS = {
     "step_runner": "Runs one workflow step; invoked by the state machines",
+    "vector_runner": "Runs one vector_upsert or vector_search step; invoked by the state machines",
     "events": "Step Functions status changes, schedules and event rules",
     "migrate": "Custom resource: applies database migrations on every deploy",
 }

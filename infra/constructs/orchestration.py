@@ -2,7 +2,7 @@
 
 The state machines themselves are created at run time by the engine (one per workflow
 definition version, named under ``llmo-``); the stack provides the role they run with,
-which may invoke the step runner and nothing else, and lets only the functions that start,
+which may invoke the two runner functions and nothing else, and lets only the functions that start,
 stop or create executions do so, on names under that prefix. Triggers get an EventBridge
 Scheduler group and the role schedules run with (it may invoke the events function only),
 and the completion events go to the app's own event bus.
@@ -29,7 +29,7 @@ class Orchestration(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        step_runner: lambda_.IFunction,
+        runners: Iterable[lambda_.IFunction],
         events_function: lambda_.IFunction,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -38,15 +38,16 @@ class Orchestration(Construct):
             self,
             "StatesRole",
             assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="Role of every workflow state machine: may invoke the step runner only",
+            description="Role of every workflow state machine: may invoke the runners only",
         )
-        step_runner.grant_invoke(self.states_role)
-        acknowledge(
-            self.states_role,
-            f"AwsSolutions-IAM5[Resource::<{_logical_id(step_runner)}.Arn>:*]",
-            "grant_invoke covers the step runner's versions and aliases (ARN:*); still "
-            "the one function only.",
-        )
+        for runner in runners:
+            runner.grant_invoke(self.states_role)
+            acknowledge(
+                self.states_role,
+                f"AwsSolutions-IAM5[Resource::<{_logical_id(runner)}.Arn>:*]",
+                "grant_invoke covers a runner's versions and aliases (ARN:*); still that one "
+                "function only.",
+            )
 
         self.event_bus = events.EventBus(
             self, "CompletionEvents", event_bus_name=constants.EVENT_BUS_NAME
@@ -190,6 +191,36 @@ class Orchestration(Construct):
                 )
             )
             self.scheduler_role.grant_pass_role(function)
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:"
+                f"<AWS::AccountId>:schedule/{constants.SCHEDULE_GROUP_NAME}/*]",
+                "Trigger schedules are created at run time, in our schedule group only.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:events:<AWS::Region>:"
+                f"<AWS::AccountId>:rule/{constants.EVENT_BUS_NAME}/"
+                f"{constants.EVENT_RULE_PREFIX}*]",
+                "Event-pattern triggers are rules created at run time on our bus, under our "
+                "prefix only.",
+            )
+
+    def grant_remove_triggers(self, functions: Iterable[lambda_.Function]) -> None:
+        """Delete schedules and remove rules, nothing else: the events function removes what
+        a trigger left behind when it fires after its trigger was deleted or stopped."""
+        for function in functions:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["scheduler:DeleteSchedule"], resources=[self.schedules_arn]
+                )
+            )
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["events:RemoveTargets", "events:DeleteRule"],
+                    resources=[self.trigger_rules_arn],
+                )
+            )
             acknowledge(
                 function,
                 "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:"

@@ -24,9 +24,14 @@ MANAGE_EXECUTIONS = ("workflows", "executions", "state", "events")
 """Create/update state machines and start/stop executions (execute, restore, triggers)."""
 MANAGE_TRIGGERS = ("workflows",)
 """Create schedules and event rules (the triggers API); they target the events function."""
-PUBLISH_COMPLETIONS = ("executions", "events", "step_runner")
+REMOVE_TRIGGERS = ("events",)
+"""Remove the schedule or rule of a trigger that is gone or stopped when it fires."""
+PUBLISH_COMPLETIONS = (*MANAGE_EXECUTIONS, *constants.RUNNERS)
+"""Whoever may end an execution (a run that could not start, a cancel, a failed step, a
+status change) publishes its completion event."""
 WRITE_APP_SECRETS = ("admin",)
-READ_APP_SECRETS = ("admin", "step_runner")
+READ_APP_SECRETS = ("admin", *constants.RUNNERS)
+"""The runners resolve provider and vector-database settings from stored secrets."""
 
 
 class ApplicationStack(Stack):
@@ -52,7 +57,6 @@ class ApplicationStack(Stack):
             "LLMO_SECRETS_KEY_ARN": keys.secrets_encryption_key.secret_arn,
             "LLMO_EVENT_BUS": constants.EVENT_BUS_NAME,
             "LLMO_SCHEDULE_GROUP": constants.SCHEDULE_GROUP_NAME,
-            "LLMO_STATE_MACHINE_PREFIX": constants.STATE_MACHINE_PREFIX,
             "LLMO_SECRETS_PREFIX": constants.APP_SECRETS_PREFIX,
         }
         self.functions = Functions(
@@ -68,13 +72,14 @@ class ApplicationStack(Stack):
         self.orchestration = Orchestration(
             self,
             "Orchestration",
-            step_runner=by_name["step_runner"],
+            runners=[by_name[name] for name in constants.RUNNERS],
             events_function=by_name["events"],
         )
         # Known only once the functions and roles exist; each goes only to the functions that
         # use it (which also keeps the references between functions acyclic).
         executions_environment = {
             "LLMO_STEP_RUNNER_ARN": by_name["step_runner"].function_arn,
+            "LLMO_VECTOR_RUNNER_ARN": by_name["vector_runner"].function_arn,
             "LLMO_STATES_ROLE_ARN": self.orchestration.states_role.role_arn,
         }
         triggers_environment = {
@@ -97,8 +102,9 @@ class ApplicationStack(Stack):
         keys.initial_admin_password.grant_read(migrate)
 
         self.orchestration.grant_manage_executions(by_name[n] for n in MANAGE_EXECUTIONS)
-        self.orchestration.grant_task_tokens([by_name["step_runner"]])
+        self.orchestration.grant_task_tokens([by_name[name] for name in constants.RUNNERS])
         self.orchestration.grant_manage_triggers(by_name[n] for n in MANAGE_TRIGGERS)
+        self.orchestration.grant_remove_triggers(by_name[n] for n in REMOVE_TRIGGERS)
         for name in PUBLISH_COMPLETIONS:
             self.orchestration.event_bus.grant_put_events_to(by_name[name])
         self._grant_app_secrets(by_name)

@@ -102,8 +102,11 @@ def _compile(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"{error.field}: {error.message}", file=sys.stderr)
         return 2
+    settings = Settings()
     asl = compile_workflow(
-        definition, step_runner_arn=args.step_runner_arn or Settings().step_runner_arn
+        definition,
+        step_runner_arn=args.step_runner_arn or settings.step_runner_arn,
+        vector_runner_arn=args.vector_runner_arn or settings.vector_runner_arn,
     )
     print(json.dumps(json.loads(to_json(asl)), indent=2) if args.pretty else to_json(asl))
     return 0
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser("compile", help="print the state machine (ASL) of a workflow file")
     compile_.add_argument("path", help="workflow definition JSON, as POSTed to /workflows")
     compile_.add_argument("--step-runner-arn", help="the step-runner Lambda ARN to invoke")
+    compile_.add_argument(
+        "--vector-runner-arn",
+        help="the Lambda ARN vector_upsert/vector_search steps invoke (default: the step runner)",
+    )
     compile_.add_argument("--pretty", action="store_true", help="indent the JSON")
     compile_.set_defaults(func=_compile)
 

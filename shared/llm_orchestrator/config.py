@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     engine: Literal["local", "stepfunctions"] = "local"
     step_runner_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:llmo-step-runner"
     """The step-runner Lambda the compiled state machines invoke (set by the CDK stack)."""
+    vector_runner_arn: str | None = None
+    """The Lambda that runs ``vector_upsert``/``vector_search`` steps (the step runner's code
+    with the vector SDKs' bundle; set by the CDK stack). Unset → the step runner."""
     states_role_arn: str = "arn:aws:iam::000000000000:role/llmo-states"
     """``stepfunctions`` engine: the role state machines run as (set by the CDK stack)."""
     event_bus: str = "default"

@@ -23,3 +23,9 @@ def checkpoint_id() -> str:
 
 def event_id() -> str:
     return new_id("evt-")
+
+
+def trigger_id() -> str:
+    """On AWS also the schedule's name and, after ``llmo-``, the event rule's: the stack's
+    IAM scopes rely on this prefix (tests/infra checks them against it)."""
+    return new_id("trg-")

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.idempotency import IdempotencyRepository
     from llm_orchestrator.store.metrics import MetricsRepository
     from llm_orchestrator.store.step_runs import StepRunRepository
+    from llm_orchestrator.store.usage import UsageRepository
     from llm_orchestrator.store.users import UserRepository
     from llm_orchestrator.triggers.completion import CompletionPublisher
     from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
@@ -127,6 +128,13 @@ class Runtime:
         from llm_orchestrator.store.metrics import MetricsRepository
 
         return MetricsRepository(self.db)
+
+    @cached_property
+    def usage(self) -> UsageRepository:
+        """Provider calls, their cost, price overrides and spend (``store/usage.py``)."""
+        from llm_orchestrator.store.usage import UsageRepository
+
+        return UsageRepository(self.db)
 
     @cached_property
     def execution_store(self) -> ExecutionRepository:
@@ -230,7 +238,11 @@ class Runtime:
         from llm_orchestrator.metrics.stats import SystemStatsService
 
         return SystemStatsService(
-            self.metrics, self.api_keys, clock=self.clock, started_at=lambda: self.started_at
+            self.metrics,
+            self.api_keys,
+            clock=self.clock,
+            started_at=lambda: self.started_at,
+            spend=self.usage,
         )
 
     # -- workflows and executions ----------------------------------------------------------
@@ -245,7 +257,11 @@ class Runtime:
 
         return WorkflowService(
             WorkflowRepository(self.db),
-            compile=partial(compile_workflow, step_runner_arn=self.settings.step_runner_arn),
+            compile=partial(
+                compile_workflow,
+                step_runner_arn=self.settings.step_runner_arn,
+                vector_runner_arn=self.settings.vector_runner_arn,
+            ),
             clock=self.clock,
         )
 
@@ -295,6 +311,7 @@ class Runtime:
             self.engine,
             self.lifecycle,
             step_runner_arn=self.settings.step_runner_arn,
+            vector_runner_arn=self.settings.vector_runner_arn,
             clock=self.clock,
         )
 
@@ -402,6 +419,7 @@ class Runtime:
         registry in-process, Step Functions in the step-runner Lambda (which also waits out
         a provider's Retry-After itself: ``wait_for_retry_after``, sleeping with ``sleep``)."""
         from llm_orchestrator.steps.runner import StepRunner
+        from llm_orchestrator.steps.usage import UsageRecorder
 
         return StepRunner(
             self.step_run_store,
@@ -411,6 +429,7 @@ class Runtime:
             vector_stores=self.vector_stores,
             wait_for_retry_after=wait_for_retry_after,
             sleep=sleep or asyncio.sleep,
+            usage=UsageRecorder(self.usage, clock=self.clock),
         )
 
     # -- shutdown --------------------------------------------------------------------------

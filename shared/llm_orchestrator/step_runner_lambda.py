@@ -88,17 +88,21 @@ def make_step_runner_handler(
     runtime_factory: Callable[[], Runtime] = _runtime_from_environment,
     tokens: TaskTokenSender | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    *,
+    service: str = "step_runner",
 ) -> InstrumentedHandler:
     """The Lambda handler with Powertools: logs correlated by execution id, a trace that
     never captures the response (step outputs), and EMF metrics for each step it runs.
 
-    ``sleep`` waits out a provider's Retry-After before a retryable error is raised."""
+    ``sleep`` waits out a provider's Retry-After before a retryable error is raised.
+    ``service`` names the function in logs, traces and metrics: the same code runs as the
+    step runner and as the vector runner, which differ only in their dependency bundle."""
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
     core = StepRunnerLambda(runtime_factory, tokens, sleep)
-    logger = Logger(service="step_runner")
-    metrics = Metrics(namespace="LLMOrchestrator", service="step_runner")
-    tracer = Tracer(service="step_runner")
+    logger = Logger(service=service)
+    metrics = Metrics(namespace="LLMOrchestrator", service=service)
+    tracer = Tracer(service=service)
 
     @logger.inject_lambda_context(correlation_id_path="execution_id")
     @tracer.capture_lambda_handler(capture_response=False)

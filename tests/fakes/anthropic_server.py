@@ -29,47 +29,40 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tests.fakes.base import (
+    ErrorDefault,
     FakeProviderServer,
     Handler,
     masked,
     serve_from_command_line,
+    text_of,
 )
 from tests.fakes.embeddings import count_tokens
 
 __all__ = ["READY_PREFIX", "FakeAnthropic"]
 
 READY_PREFIX = "FAKE_ANTHROPIC_READY"
-_ECHO_LIMIT = 200
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 class FakeAnthropic(FakeProviderServer):
     name: ClassVar[str] = "anthropic"
     ready_prefix: ClassVar[str] = READY_PREFIX
     api_prefix: ClassVar[str] = "/v1/"
-    error_defaults: ClassVar[dict[int, tuple[str, str]]] = {
-        400: ("invalid_request_error", "Invalid request."),
-        401: ("authentication_error", "invalid x-api-key"),
-        403: ("permission_error", "Your API key does not have permission to use this resource."),
-        404: ("not_found_error", "The requested resource could not be found."),
-        422: ("invalid_request_error", "Unprocessable request."),
-        413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-        429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
-        500: ("api_error", "Internal server error."),
-        502: ("api_error", "Bad gateway."),
-        503: ("api_error", "Service unavailable."),
-        529: ("overloaded_error", "Overloaded"),
+    error_defaults: ClassVar[dict[int, ErrorDefault]] = {
+        400: ErrorDefault("invalid_request_error", "Invalid request."),
+        401: ErrorDefault("authentication_error", "invalid x-api-key"),
+        403: ErrorDefault(
+            "permission_error", "Your API key does not have permission to use this resource."
+        ),
+        404: ErrorDefault("not_found_error", "The requested resource could not be found."),
+        422: ErrorDefault("invalid_request_error", "Unprocessable request."),
+        413: ErrorDefault(
+            "request_too_large", "Request exceeds the maximum allowed number of bytes."
+        ),
+        429: ErrorDefault("rate_limit_error", "Number of requests has exceeded your rate limit."),
+        500: ErrorDefault("api_error", "Internal server error."),
+        502: ErrorDefault("api_error", "Bad gateway."),
+        503: ErrorDefault("api_error", "Service unavailable."),
+        529: ErrorDefault("overloaded_error", "Overloaded"),
     }
 
     def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
@@ -84,17 +77,17 @@ class FakeAnthropic(FakeProviderServer):
         message: str,
         *,
         type_: str | None = None,
+        code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
+        request_id = f"req_fake{self.next_id()}"
         body = {
             "type": "error",
             "error": {"type": type_ or "api_error", "message": message},
-            "request_id": f"req_fake{self.next_id()}",
+            "request_id": request_id,
         }
         return JSONResponse(
-            body,
-            status_code=status,
-            headers={**(headers or {}), "request-id": body["request_id"]},
+            body, status_code=status, headers={**(headers or {}), "request-id": request_id}
         )
 
     def authorised(self, request: Request) -> Response | None:
@@ -145,13 +138,13 @@ class FakeAnthropic(FakeProviderServer):
             return self._invalid('messages: first message must use the "user" role')
         if body.get("stream"):
             return self._invalid("stream: streaming is not supported by the fake")
-        text = (self.responder or _default_reply)(body)
+        text = self.reply_text(body, messages)
         stop_reason = "end_turn"
         if count_tokens(text) > max_tokens:
             text, stop_reason = " ".join(text.split()[:max_tokens]), "max_tokens"
         system = body.get("system")
-        input_tokens = count_tokens(_text_of(system) if isinstance(system, list) else system or "")
-        input_tokens += sum(count_tokens(_text_of(m.get("content"))) for m in messages)
+        input_tokens = count_tokens(text_of(system) if isinstance(system, list) else system or "")
+        input_tokens += sum(count_tokens(text_of(m.get("content"))) for m in messages)
         return JSONResponse(
             {
                 "id": f"msg_fake{self.next_id()}",
@@ -183,11 +176,6 @@ class FakeAnthropic(FakeProviderServer):
                 "last_id": names[-1],
             }
         )
-
-
-def _default_reply(body: dict[str, Any]) -> str:
-    users = [_text_of(m.get("content")) for m in body["messages"] if m.get("role") == "user"]
-    return f"echo: {users[-1] if users else ''}"[:_ECHO_LIMIT]
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""What the fake provider servers share: a real HTTP server on a thread, failure
-injection, latency, a request log, HTTP controls and the ``--port`` command line.
+"""What every fake server shares: a real HTTP server on a thread, failure injection,
+latency, holding calls, a request log, HTTP controls and the ``--port`` command line.
 
-A vendor fake subclasses :class:`FakeProviderServer` and supplies its API routes, its
-error body shape and its authentication check. Controls mirror ``FakeOpenAI``:
-``fail_next(status, times=, retry_after=, message=)``, ``latency``, ``latency_of``,
-``responder``, ``requests_to(path)``, ``reset()``; over HTTP ``POST /_fake/failures``,
-``POST /_fake/latency``, ``GET /_fake/requests``, ``POST /_fake/reset``.
+A vendor fake subclasses :class:`FakeServer` (vector databases) or
+:class:`FakeProviderServer` (LLM and embedding providers) and supplies its API routes, its
+error body shape and its authentication check, so the official SDK sees the vendor's
+real wire protocol. Controls, in-process: ``fail_next(status, times=, retry_after=,
+message=)``, ``reply_next(body)``, ``latency``, ``latency_of``, ``hold()`` /
+``release()``, ``requests`` / ``requests_to(path)``, ``reset()``; over HTTP
+``POST /_fake/failures`` (the keyword arguments of ``fail_next``), ``POST /_fake/latency``
+(``{"seconds": 0.5}``), ``GET /_fake/requests``, ``POST /_fake/reset``.
+
+Latency is an ``asyncio.sleep`` on the server's one event loop, so hundreds of concurrent
+requests wait together. Controls are plain attributes, settable while the server runs.
 """
 
 from __future__ import annotations
@@ -18,25 +24,44 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tests.fakes.embeddings import DEFAULT_DIM
 
-__all__ = ["FakeProviderServer", "InjectedFailure", "RecordedRequest", "serve_from_command_line"]
+__all__ = [
+    "ErrorDefault",
+    "FakeProviderServer",
+    "FakeServer",
+    "Handler",
+    "InjectedFailure",
+    "RecordedRequest",
+    "masked",
+    "serve_from_command_line",
+]
 
+Handler = Callable[[Request, Any], Awaitable[Response]]
+"""An API route: the request and its body (parsed JSON, else text, else None)."""
 Responder = Callable[[dict[str, Any]], str]
 # Recorded with their values masked: the request log is served over HTTP.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
-Handler = Callable[[Request, Any], Awaitable[Response]]
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+_ECHO_LIMIT = 200
+
+
+class ErrorDefault(NamedTuple):
+    """A vendor's own wording for an HTTP status, so SDK parsing sees familiar bodies."""
+
+    type: str | None
+    message: str
+    code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +69,8 @@ class InjectedFailure:
     status: int
     message: str
     type: str | None
-    retry_after: float | None
+    code: str | None
+    retry_after: float | str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +88,7 @@ class RecordedRequest:
     path: str
     body: Any
     headers: dict[str, str]
+    """Lower-cased names; credential values masked."""
     client: str
     """``host:port`` of the caller: the same for requests over one kept-alive connection."""
     status: int
@@ -70,46 +97,62 @@ class RecordedRequest:
 
     @property
     def has_auth(self) -> bool:
-        return "authorization" in self.headers or "x-api-key" in self.headers
+        return any(name in self.headers for name in _CREDENTIAL_HEADERS)
 
 
-class FakeProviderServer:
+class _Held:
+    """One request waiting in ``hold``; opened from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._failure: int | None = None
+
+    def open(self, failure: int | None) -> None:
+        self._failure = failure
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> int | None:
+        await self._event.wait()
+        return self._failure
+
+
+class FakeServer:
     """The server plus its run-time controls and request log (subclass per vendor)."""
 
     name: ClassVar[str] = "fake"
     ready_prefix: ClassVar[str] = "FAKE_READY"
-    api_prefix: ClassVar[str] = "/v1"
-    """Requests under this prefix are the API: gated by failures, auth and latency."""
-    error_defaults: ClassVar[dict[int, tuple[str, str]]] = {}
-    """status → (error type, message), the vendor's own wording."""
+    api_prefix: ClassVar[str] = "/"
+    """Requests under this prefix are the API: gated by failures, auth, latency and hold."""
+    answers_unknown_paths: ClassVar[bool] = False
+    """Whether an unrouted path gets the vendor's 404 (recorded) rather than Starlette's."""
+    error_defaults: ClassVar[Mapping[int, ErrorDefault]] = {}
+    """status → the vendor's own error type, message and code."""
+    failure_message: ClassVar[str] = "injected failure {status}"
+    """The message of an injected failure whose status has no vendor wording."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        latency: float = 0.0,
-        embedding_dim: int = DEFAULT_DIM,
-    ) -> None:
-        self._initial = (api_key, latency, embedding_dim)
+    def __init__(self, *, api_key: str | None = None, latency: float = 0.0) -> None:
+        self._initial_api_key, self._initial_latency = api_key, latency
         self.api_key = api_key
-        """When set, requests without this key get the vendor's 401."""
+        """When set, requests must carry it the vendor's way, or get the vendor's 401."""
         self.latency = latency
         """Seconds every API request waits before answering."""
-        self.embedding_dim = embedding_dim
-        self.responder: Responder | None = None
-        """Chooses the reply text from the JSON request body; default: ``echo: <prompt>``."""
         self.latency_of: Callable[[Any], float | None] | None = None
-        """Chooses one request's latency from its JSON body (None: use ``latency``)."""
+        """Chooses one request's latency from its body (None: use ``latency``)."""
         self._lock = threading.Lock()
         self._failures: deque[InjectedFailure] = deque()
         self._raw_replies: deque[RawReply] = deque()
+        self._hold: Callable[[Any], bool] | None = None
+        self._held: list[_Held] = []
         self._log: list[RecordedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._host = "127.0.0.1"
-        self.app = self._build_app()
+        self.app = Starlette(routes=self._routes())
 
     # -- to supply per vendor ----------------------------------------------------------
 
@@ -122,33 +165,55 @@ class FakeProviderServer:
         message: str,
         *,
         type_: str | None = None,
+        code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        raise NotImplementedError
+        """The vendor's error body for ``status``."""
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def authorised(self, request: Request) -> Response | None:
-        """None when the request carries ``api_key`` (or no key is required)."""
-        raise NotImplementedError
+        """None when the request may go on; else the vendor's refusal."""
+        if self.api_key is None or self.key_accepted(request):
+            return None
+        return self.error_response(401, "Invalid API key")
+
+    def key_accepted(self, request: Request) -> bool:
+        """Whether the request carries ``api_key`` the vendor's way (when one is set)."""
+        return True
+
+    def gated(self, request: Request) -> bool:
+        """Whether failures, auth, latency and holds apply to this request."""
+        return request.url.path.startswith(self.api_prefix)
+
+    async def not_found(self, request: Request, body: Any) -> Response:
+        return self.error_response(
+            404, f"Not found: {request.method} {request.url.path}", type_="not_found_error"
+        )
 
     @property
     def base_url(self) -> str:
-        """What the vendor's SDK takes as ``base_url``."""
+        """What the vendor's SDK takes as its URL."""
         return self.url
+
+    def ready_line(self) -> str:
+        """What the command line prints once the server accepts connections."""
+        return f"{self.ready_prefix} {self.base_url}"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Command-line options beyond host, port, latency and API key."""
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Constructor keyword arguments from the parsed command line."""
+        return {"api_key": args.api_key, "latency": args.latency}
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    def start(
-        cls,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        api_key: str | None = None,
-        latency: float = 0.0,
-        embedding_dim: int = DEFAULT_DIM,
-    ) -> Self:
+    def start(cls, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Self:
         """Serve on ``host:port`` (0: any free port) from a background thread."""
-        fake = cls(api_key=api_key, latency=latency, embedding_dim=embedding_dim)
+        fake = cls(**options)
         fake._serve(host, port)
         return fake
 
@@ -180,6 +245,7 @@ class FakeProviderServer:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        self.release()  # held requests would stall the graceful shutdown
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -217,16 +283,21 @@ class FakeProviderServer:
         status: int = 500,
         *,
         times: int = 1,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         message: str | None = None,
+        code: str | None = None,
         error_type: str | None = None,
     ) -> None:
-        """Answer the next ``times`` API requests with this vendor-shaped error."""
-        default_type, default_message = self.error_defaults.get(status, (None, f"HTTP {status}"))
+        """Answer the next ``times`` API requests with this vendor-shaped error.
+
+        ``retry_after`` is sent as the ``retry-after`` header: a number as seconds, a string
+        (e.g. an HTTP date) verbatim."""
+        failure = self._failure(status)
         failure = InjectedFailure(
             status=status,
-            message=message or default_message,
-            type=error_type or default_type,
+            message=message or failure.message,
+            type=error_type or failure.type,
+            code=code if code is not None else failure.code,
             retry_after=retry_after,
         )
         with self._lock:
@@ -246,31 +317,74 @@ class FakeProviderServer:
         with self._lock:
             self._raw_replies.extend([RawReply(status, raw, content_type)] * times)
 
+    def hold(self, predicate: Callable[[Any], bool] = lambda body: True) -> None:
+        """Hold every API request whose body matches (after authentication) until
+        :meth:`release`: the test knows a call is in progress, and decides when and how it
+        ends, instead of guessing with latencies."""
+        with self._lock:
+            self._hold = predicate
+
+    @property
+    def held_count(self) -> int:
+        """Requests waiting in :meth:`hold` right now."""
+        with self._lock:
+            return len(self._held)
+
+    def release(self, *, failure: int | None = None, hold_more: bool = False) -> int:
+        """Let every held request go on (as the vendor's error ``failure`` when given);
+        unless ``hold_more``, later requests are no longer held. Returns how many."""
+        with self._lock:
+            held, self._held = self._held, []
+            if not hold_more:
+                self._hold = None
+        for entry in held:
+            entry.open(failure)
+        return len(held)
+
     def reset(self) -> None:
-        """Forget requests and pending failures; restore the controls given at start."""
-        self.api_key, self.latency, self.embedding_dim = self._initial
-        self.responder = None
+        """Forget requests, pending failures and holds; restore the controls given at start."""
+        self.api_key, self.latency = self._initial_api_key, self._initial_latency
         self.latency_of = None
         with self._lock:
             self._failures.clear()
             self._raw_replies.clear()
+        self.release()
+        with self._lock:
             self._log.clear()
+            self._max_in_flight = self._in_flight
 
     @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._log)
 
-    def requests_to(self, path: str) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path == path]
+    def requests_to(self, path: str, *, method: str | None = None) -> list[RecordedRequest]:
+        return [
+            r for r in self.requests if r.path == path and (method is None or r.method == method)
+        ]
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests in progress at once since the last reset."""
+        return self._max_in_flight
 
     def next_id(self) -> int:
         return next(self._ids)
 
+    def record(
+        self, method: str, path: str, status: int, headers: Mapping[str, str], body: Any = None
+    ) -> None:
+        """Log a call that did not come through HTTP routing (a gRPC method, say)."""
+        now = time.monotonic()
+        with self._lock:
+            self._log.append(
+                RecordedRequest(method, path, body, _masked_headers(headers), "", status, now, now)
+            )
+
     # -- the app -----------------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
-        routes = [
+    def _routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [
             Route(path, self._recorded(handler), methods=methods)
             for path, handler, methods in self.api_routes()
         ]
@@ -279,33 +393,40 @@ class FakeProviderServer:
             Route("/_fake/latency", self._control_latency, methods=["POST"]),
             Route("/_fake/requests", self._control_requests, methods=["GET"]),
             Route("/_fake/reset", self._control_reset, methods=["POST"]),
-            Route(
-                "/{path:path}",
-                self._recorded(self._not_found),
-                methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            ),
         ]
-        return Starlette(routes=routes)
+        if self.answers_unknown_paths:
+            routes.append(
+                Route(
+                    "/{path:path}",
+                    self._recorded(self.not_found),
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                )
+            )
+        return routes
 
     def _recorded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             started = time.monotonic()
+            with self._lock:
+                self._in_flight += 1
+                self._max_in_flight = max(self._max_in_flight, self._in_flight)
             body: Any = None
-            raw = await request.body()
-            if raw:
-                try:
-                    body = await request.json()
-                except ValueError:
-                    body = raw.decode(errors="replace")
-            response = await self._gate(request) or await handler(request, body)
+            try:
+                raw = await request.body()
+                if raw:
+                    try:
+                        body = await request.json()
+                    except ValueError:
+                        body = raw.decode(errors="replace")
+                response = await self._gate(request, body) or await handler(request, body)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
             record = RecordedRequest(
                 method=request.method,
                 path=request.url.path,
                 body=body,
-                headers={
-                    name: (masked(value) if name in _CREDENTIAL_HEADERS else value)
-                    for name, value in ((k.lower(), v) for k, v in request.headers.items())
-                },
+                headers=_masked_headers(request.headers),
                 client=f"{request.client.host}:{request.client.port}" if request.client else "",
                 status=response.status_code,
                 started_at=started,
@@ -317,21 +438,31 @@ class FakeProviderServer:
 
         return endpoint
 
-    async def _gate(self, request: Request) -> Response | None:
-        """Injected failures first (so tests control the outcome), then auth, then latency."""
-        if not request.url.path.startswith(self.api_prefix):
+    def _failure(self, status: int) -> InjectedFailure:
+        vendor = self.error_defaults.get(status)
+        if vendor is None:
+            vendor = ErrorDefault(None, self.failure_message.format(status=status))
+        return InjectedFailure(status, vendor.message, vendor.type, vendor.code, None)
+
+    def _failure_response(self, failure: InjectedFailure) -> Response:
+        headers = None
+        if isinstance(failure.retry_after, str):
+            headers = {"retry-after": failure.retry_after}
+        elif failure.retry_after is not None:
+            headers = {"retry-after": f"{failure.retry_after:g}"}
+        return self.error_response(
+            failure.status, failure.message, type_=failure.type, code=failure.code, headers=headers
+        )
+
+    async def _gate(self, request: Request, body: Any) -> Response | None:
+        """Injected failures first (so tests control the outcome), then auth, then latency
+        and holds."""
+        if not self.gated(request):
             return None
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
-            headers = (
-                {"retry-after": f"{failure.retry_after:g}"}
-                if failure.retry_after is not None
-                else None
-            )
-            return self.error_response(
-                failure.status, failure.message, type_=failure.type, headers=headers
-            )
+            return self._failure_response(failure)
         refused = self.authorised(request)
         if refused is not None:
             return refused
@@ -339,18 +470,21 @@ class FakeProviderServer:
         # latency cannot answer with the reply queued for this one.
         with self._lock:
             raw = self._raw_replies.popleft() if self._raw_replies else None
-        chosen = self.latency_of(await _json_or_none(request)) if self.latency_of else None
+        chosen = self.latency_of(body) if self.latency_of is not None else None
         latency = self.latency if chosen is None else chosen
         if latency > 0:
             await asyncio.sleep(latency)
+        with self._lock:
+            entry = _Held(asyncio.get_running_loop()) if self._hold and self._hold(body) else None
+            if entry is not None:
+                self._held.append(entry)
+        if entry is not None:
+            failure_status = await entry.wait()
+            if failure_status is not None:
+                return self._failure_response(self._failure(failure_status))
         if raw is not None:
             return Response(raw.body, status_code=raw.status, media_type=raw.content_type)
         return None
-
-    async def _not_found(self, request: Request, body: Any) -> Response:
-        return self.error_response(
-            404, f"Not found: {request.method} {request.url.path}", type_="not_found_error"
-        )
 
     async def _control_failures(self, request: Request) -> Response:
         try:
@@ -364,49 +498,103 @@ class FakeProviderServer:
         return JSONResponse({"ok": True})
 
     async def _control_requests(self, request: Request) -> Response:
-        return JSONResponse([asdict(r) for r in self.requests])
+        return JSONResponse([asdict(r) | {"has_auth": r.has_auth} for r in self.requests])
 
     async def _control_reset(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"ok": True})
 
 
-async def _json_or_none(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
+class FakeProviderServer(FakeServer):
+    """An LLM / embedding provider: chat replies from ``responder``, fake embeddings."""
+
+    answers_unknown_paths: ClassVar[bool] = True
+    failure_message: ClassVar[str] = "HTTP {status}"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        embedding_dim: int = DEFAULT_DIM,
+    ) -> None:
+        self._initial_embedding_dim = embedding_dim
+        self.embedding_dim = embedding_dim
+        self.responder: Responder | None = None
+        """Chooses the reply text from the JSON request body; default: ``echo: <prompt>``."""
+        super().__init__(api_key=api_key, latency=latency)
+
+    def reset(self) -> None:
+        super().reset()
+        self.embedding_dim = self._initial_embedding_dim
+        self.responder = None
+
+    def reply_text(self, body: dict[str, Any], messages: list[Any]) -> str:
+        """What the model says: the responder's choice, else ``echo: <last user text>``."""
+        if self.responder is not None:
+            return self.responder(body)
+        users = [
+            text_of(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        return f"echo: {users[-1] if users else ''}"[:_ECHO_LIMIT]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--embedding-dim", type=int, default=DEFAULT_DIM)
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return super().options_from(args) | {"embedding_dim": args.embedding_dim}
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type", "text") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
 
 
 def masked(key: str) -> str:
     return f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
 
 
-def serve_from_command_line(cls: type[FakeProviderServer], argv: list[str] | None = None) -> None:
+def _masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    lowered = ((str(k).lower(), str(v)) for k, v in headers.items())
+    return {
+        name: masked(value) if name in _CREDENTIAL_HEADERS else value for name, value in lowered
+    }
+
+
+def serve_from_command_line(cls: type[FakeServer], argv: list[str] | None = None) -> None:
     """``python -m tests.fakes.<name> --port N``: serve until SIGTERM/SIGINT.
 
-    Prints ``<READY_PREFIX> <base_url>`` once the server accepts connections.
+    Prints the fake's ready line (``<READY_PREFIX> <base_url>``) once the server accepts
+    connections.
     """
     parser = argparse.ArgumentParser(description=f"A fake {cls.name} API for tests and demos.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--api-key", default=None, help="require this key")
-    parser.add_argument("--embedding-dim", type=int, default=DEFAULT_DIM)
+    cls.add_arguments(parser)
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    fake = cls.start(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        latency=args.latency,
-        embedding_dim=args.embedding_dim,
-    )
+    fake = cls.start(host=args.host, port=args.port, **cls.options_from(args))
     try:
-        print(f"{cls.ready_prefix} {fake.base_url}", flush=True)
+        print(fake.ready_line(), flush=True)
         stop.wait()
     finally:
         fake.stop()

@@ -27,7 +27,13 @@ from typing import Any, ClassVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.base import FakeProviderServer, Handler, serve_from_command_line
+from tests.fakes.base import (
+    ErrorDefault,
+    FakeProviderServer,
+    Handler,
+    serve_from_command_line,
+    text_of,
+)
 from tests.fakes.embeddings import count_tokens, fake_embedding
 
 __all__ = ["MAX_EMBED_TEXTS", "READY_PREFIX", "FakeCohere"]
@@ -35,35 +41,22 @@ __all__ = ["MAX_EMBED_TEXTS", "READY_PREFIX", "FakeCohere"]
 READY_PREFIX = "FAKE_COHERE_READY"
 MAX_EMBED_TEXTS = 96
 INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering"})
-_ECHO_LIMIT = 200
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 class FakeCohere(FakeProviderServer):
     name: ClassVar[str] = "cohere"
     ready_prefix: ClassVar[str] = READY_PREFIX
     api_prefix: ClassVar[str] = "/v2/"
-    error_defaults: ClassVar[dict[int, tuple[str, str]]] = {
-        400: ("bad_request", "invalid request"),
-        401: ("unauthorized", "invalid api token"),
-        403: ("forbidden", "forbidden"),
-        404: ("not_found", "model not found"),
-        422: ("unprocessable_entity", "unprocessable entity"),
-        429: ("too_many_requests", "You are past the per-minute request limit."),
-        498: ("invalid_token", "invalid api token"),
-        500: ("internal_server_error", "internal server error"),
-        503: ("service_unavailable", "service unavailable"),
+    error_defaults: ClassVar[dict[int, ErrorDefault]] = {
+        400: ErrorDefault("bad_request", "invalid request"),
+        401: ErrorDefault("unauthorized", "invalid api token"),
+        403: ErrorDefault("forbidden", "forbidden"),
+        404: ErrorDefault("not_found", "model not found"),
+        422: ErrorDefault("unprocessable_entity", "unprocessable entity"),
+        429: ErrorDefault("too_many_requests", "You are past the per-minute request limit."),
+        498: ErrorDefault("invalid_token", "invalid api token"),
+        500: ErrorDefault("internal_server_error", "internal server error"),
+        503: ErrorDefault("service_unavailable", "service unavailable"),
     }
 
     def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
@@ -78,6 +71,7 @@ class FakeCohere(FakeProviderServer):
         message: str,
         *,
         type_: str | None = None,
+        code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
         return JSONResponse(
@@ -111,13 +105,13 @@ class FakeCohere(FakeProviderServer):
         temperature = body.get("temperature")
         if temperature is not None and not (0 <= temperature <= 2):
             return self._invalid("invalid request: temperature must be between 0 and 2")
-        text = (self.responder or _default_reply)(body)
+        text = self.reply_text(body, messages)
         finish_reason = "COMPLETE"
         limit = body.get("max_tokens")
         if isinstance(limit, int) and count_tokens(text) > limit:
             text, finish_reason = " ".join(text.split()[:limit]), "MAX_TOKENS"
         input_tokens = sum(
-            count_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
+            count_tokens(text_of(m.get("content"))) for m in messages if isinstance(m, dict)
         )
         output_tokens = count_tokens(text)
         usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
@@ -163,15 +157,6 @@ class FakeCohere(FakeProviderServer):
                 "response_type": "embeddings_by_type",
             }
         )
-
-
-def _default_reply(body: dict[str, Any]) -> str:
-    users = [
-        _text_of(m.get("content"))
-        for m in body["messages"]
-        if isinstance(m, dict) and m.get("role") == "user"
-    ]
-    return f"echo: {users[-1] if users else ''}"[:_ECHO_LIMIT]
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import hashlib
 import math
 import re
 import struct
+from collections.abc import Sequence
 
-__all__ = ["DEFAULT_DIM", "count_tokens", "fake_embedding", "words"]
+__all__ = ["DEFAULT_DIM", "cosine", "count_tokens", "fake_embedding", "words"]
 
 DEFAULT_DIM = 64
 """Dimension of the fakes' vectors unless a request or a fake says otherwise."""
@@ -55,3 +56,10 @@ def fake_embedding(text: str, dim: int = DEFAULT_DIM) -> list[float]:
         vector = [(n / 0xFFFFFFFF) * 2.0 - 1.0 for n in struct.unpack(f"<{dim}I", raw[: dim * 4])]
     norm = math.sqrt(sum(v * v for v in vector))
     return [v / norm for v in vector]
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine similarity, 0.0 when either vector is all zeros (the vector fakes' search)."""
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0

@@ -18,15 +18,15 @@ prints ``FAKE_PINECONE_READY http://127.0.0.1:PORT`` once serving (use it as
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.http_fake import FakeHttpServer, cosine, run_main
+from tests.fakes.base import FakeServer, Handler, serve_from_command_line
+from tests.fakes.embeddings import cosine
 
 __all__ = ["FakePinecone"]
 
@@ -76,8 +76,9 @@ def _matches(metadata: dict[str, Any], expression: dict[str, Any]) -> bool:
     return True
 
 
-class FakePinecone(FakeHttpServer):
-    name = "pinecone"
+class FakePinecone(FakeServer):
+    name: ClassVar[str] = "pinecone"
+    ready_prefix: ClassVar[str] = READY_PREFIX
 
     def __init__(self, *, api_key: str | None = None, latency: float = 0.0) -> None:
         self.indexes: dict[str, _Index] = {}
@@ -88,7 +89,7 @@ class FakePinecone(FakeHttpServer):
         with self._data_lock:
             self.indexes[name] = _Index(dimension, metric)
 
-    def routes(self) -> list[tuple[str, Any, list[str]]]:
+    def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
         return [
             ("/indexes", self._create, ["POST"]),
             ("/indexes/{name}", self._describe, ["GET"]),
@@ -96,7 +97,15 @@ class FakePinecone(FakeHttpServer):
             ("/query", self._query, ["POST"]),
         ]
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         code = _CODES.get(status, "RESOURCE_EXHAUSTED" if status == 429 else "UNAVAILABLE")
         return JSONResponse(
             {"error": {"code": code, "message": message}, "status": status},
@@ -104,7 +113,7 @@ class FakePinecone(FakeHttpServer):
             headers=headers,
         )
 
-    def authorized(self, request: Request) -> bool:
+    def key_accepted(self, request: Request) -> bool:
         return request.headers.get("api-key") == self.api_key
 
     # -- control plane -------------------------------------------------------------------
@@ -127,23 +136,22 @@ class FakePinecone(FakeHttpServer):
             "host": self.url,
         }
 
-    async def _create(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def _create(self, request: Request, body: Any) -> Response:
         name, dimension = body.get("name"), body.get("dimension")
         if not isinstance(name, str) or not isinstance(dimension, int):
-            return self.error(400, "name and dimension are required")
+            return self.error_response(400, "name and dimension are required")
         with self._data_lock:
             if name in self.indexes:
-                return self.error(409, f"Resource {name} already exists")
+                return self.error_response(409, f"Resource {name} already exists")
             self.indexes[name] = _Index(dimension, body.get("metric", "cosine"))
             return JSONResponse(self._model(name, self.indexes[name]), status_code=201)
 
-    async def _describe(self, request: Request) -> Response:
+    async def _describe(self, request: Request, body: Any) -> Response:
         name = request.path_params["name"]
         with self._data_lock:
             index = self.indexes.get(name)
             if index is None:
-                return self.error(404, f"Resource {name} not found")
+                return self.error_response(404, f"Resource {name} not found")
             return JSONResponse(self._model(name, index))
 
     # -- data plane ------------------------------------------------------------------------
@@ -153,22 +161,21 @@ class FakePinecone(FakeHttpServer):
     def _only_index(self) -> _Index | None:
         return next(iter(self.indexes.values()), None) if len(self.indexes) == 1 else None
 
-    async def _upsert(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def _upsert(self, request: Request, body: Any) -> Response:
         namespace = body.get("namespace", "")
         with self._data_lock:
             index = self._only_index()
             if index is None:
-                return self.error(404, "index not found")
+                return self.error_response(404, "index not found")
             for vector in body.get("vectors", []):
                 if len(vector.get("values", [])) != index.dimension:
-                    return self.error(
+                    return self.error_response(
                         400,
                         f"Vector dimension {len(vector.get('values', []))} does not match the "
                         f"dimension of the index {index.dimension}",
                     )
                 if not _valid_metadata(vector.get("metadata", {})):
-                    return self.error(
+                    return self.error_response(
                         400,
                         "Metadata value must be a string, number, boolean or list of strings",
                     )
@@ -177,16 +184,15 @@ class FakePinecone(FakeHttpServer):
                 space[vector["id"]] = (vector["values"], vector.get("metadata", {}))
         return JSONResponse({"upsertedCount": len(body["vectors"])})
 
-    async def _query(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def _query(self, request: Request, body: Any) -> Response:
         query = body.get("vector")
         namespace = body.get("namespace", "")
         with self._data_lock:
             index = self._only_index()
             if index is None:
-                return self.error(404, "index not found")
+                return self.error_response(404, "index not found")
             if not isinstance(query, list) or len(query) != index.dimension:
-                return self.error(
+                return self.error_response(
                     400,
                     f"Vector dimension {len(query or [])} does not match the dimension of the "
                     f"index {index.dimension}",
@@ -210,9 +216,5 @@ class FakePinecone(FakeHttpServer):
         return JSONResponse({"matches": matches, "namespace": namespace, "usage": {"readUnits": 5}})
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_main(FakePinecone, READY_PREFIX, argv)
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_command_line(FakePinecone)

@@ -16,16 +16,16 @@ prints ``FAKE_QDRANT_READY http://127.0.0.1:PORT`` once it accepts connections; 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.http_fake import FakeHttpServer, cosine, run_main
+from tests.fakes.base import FakeServer, Handler, serve_from_command_line
+from tests.fakes.embeddings import cosine
 
 __all__ = ["FakeQdrant"]
 
@@ -73,15 +73,16 @@ def _matches(payload: dict[str, Any], condition: dict[str, Any]) -> bool:
     raise ValueError(f"unsupported condition {condition}")
 
 
-class FakeQdrant(FakeHttpServer):
-    name = "qdrant"
+class FakeQdrant(FakeServer):
+    name: ClassVar[str] = "qdrant"
+    ready_prefix: ClassVar[str] = READY_PREFIX
 
     def __init__(self, *, api_key: str | None = None, latency: float = 0.0) -> None:
         self.collections: dict[str, _Collection] = {}
         self._data_lock = threading.Lock()
         super().__init__(api_key=api_key, latency=latency)
 
-    def routes(self) -> list[tuple[str, Any, list[str]]]:
+    def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
         return [
             ("/", self._root, ["GET"]),
             ("/collections/{name}/exists", self._exists, ["GET"]),
@@ -90,12 +91,20 @@ class FakeQdrant(FakeHttpServer):
             ("/collections/{name}/points/query", self._query, ["POST"]),
         ]
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return JSONResponse(
             {"status": {"error": message}, "time": 0.0}, status_code=status, headers=headers
         )
 
-    def authorized(self, request: Request) -> bool:
+    def key_accepted(self, request: Request) -> bool:
         supplied = request.headers.get("api-key") or request.headers.get(
             "authorization", ""
         ).removeprefix("Bearer ")
@@ -103,38 +112,38 @@ class FakeQdrant(FakeHttpServer):
 
     # -- handlers ------------------------------------------------------------------------
 
-    async def _root(self, request: Request) -> Response:
+    async def _root(self, request: Request, body: Any) -> Response:
         return JSONResponse({"title": "qdrant - vector search engine", "version": "1.15.0"})
 
-    async def _exists(self, request: Request) -> Response:
+    async def _exists(self, request: Request, body: Any) -> Response:
         with self._data_lock:
             return _ok({"exists": request.path_params["name"] in self.collections})
 
-    async def _collection(self, request: Request) -> Response:
+    async def _collection(self, request: Request, body: Any) -> Response:
         name = request.path_params["name"]
         with self._data_lock:
             if request.method == "DELETE":
                 return _ok(self.collections.pop(name, None) is not None)
             if name in self.collections:
-                return self.error(409, f"Wrong input: Collection `{name}` already exists!")
-            body = json.loads(await request.body())
+                return self.error_response(409, f"Wrong input: Collection `{name}` already exists!")
             vectors = body.get("vectors") or {}
             if not isinstance(vectors.get("size"), int) or vectors.get("distance") is None:
-                return self.error(422, "Format error in JSON body: vectors need size and distance")
+                return self.error_response(
+                    422, "Format error in JSON body: vectors need size and distance"
+                )
             self.collections[name] = _Collection(vectors["size"], vectors["distance"])
         return _ok(True)
 
-    async def _upsert(self, request: Request) -> Response:
+    async def _upsert(self, request: Request, body: Any) -> Response:
         name = request.path_params["name"]
-        body = json.loads(await request.body())
         with self._data_lock:
             collection = self.collections.get(name)
             if collection is None:
-                return self.error(404, f"Not found: Collection `{name}` doesn't exist!")
+                return self.error_response(404, f"Not found: Collection `{name}` doesn't exist!")
             for point in body.get("points", []):
                 vector = point["vector"]
                 if len(vector) != collection.size:
-                    return self.error(
+                    return self.error_response(
                         400,
                         "Wrong input: Vector dimension error: expected dim: "
                         f"{collection.size}, got {len(vector)}",
@@ -143,9 +152,8 @@ class FakeQdrant(FakeHttpServer):
                 collection.points[str(point["id"])] = (point["vector"], point.get("payload") or {})
         return _ok({"operation_id": int(time.time()), "status": "completed"})
 
-    async def _query(self, request: Request) -> Response:
+    async def _query(self, request: Request, body: Any) -> Response:
         name = request.path_params["name"]
-        body = json.loads(await request.body())
         query = body.get("query")
         if isinstance(query, dict):
             query = query.get("nearest")
@@ -154,10 +162,10 @@ class FakeQdrant(FakeHttpServer):
         with self._data_lock:
             collection = self.collections.get(name)
             if collection is None:
-                return self.error(404, f"Not found: Collection `{name}` doesn't exist!")
+                return self.error_response(404, f"Not found: Collection `{name}` doesn't exist!")
             if not isinstance(query, list) or len(query) != collection.size:
                 got = len(query) if isinstance(query, list) else 0
-                return self.error(
+                return self.error_response(
                     400,
                     "Wrong input: Vector dimension error: expected dim: "
                     f"{collection.size}, got {got}",
@@ -181,9 +189,5 @@ class FakeQdrant(FakeHttpServer):
         return _ok({"points": points})
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_main(FakeQdrant, READY_PREFIX, argv)
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_command_line(FakeQdrant)

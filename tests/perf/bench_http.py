@@ -317,13 +317,35 @@ def _transactions(database_url: str) -> int:
     return int(row[0])
 
 
-def _bench_get(api: Api) -> None:
-    workflows = asyncio.run(
-        _throughput(
-            SERVER_PORT,
-            _request("GET", "/api/v1/workflows", {"Authorization": f"Bearer {api.token}"}),
-        )
+@contextlib.contextmanager
+def _profiled(server: subprocess.Popen[bytes] | None, name: str) -> Iterator[None]:
+    """With ``LLMO_BENCH_PROFILE=<dir>``, py-spy samples the server meanwhile and writes
+    collapsed stacks to ``<dir>/<name>.txt`` (``pip install py-spy``; not a dependency)."""
+    folder = os.environ.get("LLMO_BENCH_PROFILE")
+    if not folder or server is None:
+        yield
+        return
+    out = Path(folder) / f"{name}.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--output", str(out)]
+        + ["--nonblocking", "--duration", str(int(LOAD_SECONDS) + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    try:
+        yield
+    finally:
+        spy.wait(timeout=60)
+
+
+def _bench_get(api: Api, server: subprocess.Popen[bytes] | None = None) -> None:
+    with _profiled(server, "get_workflows"):
+        workflows = asyncio.run(
+            _throughput(
+                SERVER_PORT,
+                _request("GET", "/api/v1/workflows", {"Authorization": f"Bearer {api.token}"}),
+            )
+        )
     report("get_workflows_rps", f"{workflows[0]:.0f} p50_ms={workflows[1]:.1f}")
     with _process(
         [sys.executable, "-c", BARE_APP, str(BARE_PORT)],
@@ -445,7 +467,7 @@ def main() -> None:
                 with _server(database_url, data_dir, fast_url) as server:
                     api = Api(_login())
                     if _wanted("get"):
-                        _bench_get(api)
+                        _bench_get(api, server)
                     if _wanted("chain"):
                         _bench_chain(api, database_url, fast_url)
                     if _wanted("status"):

@@ -579,3 +579,35 @@ def test_parallels_are_numbered_depth_first_in_document_order() -> None:
     assert _top_level_names(asl) == ["parallel__1", "f", "parallel__3"]
     outer_first_branch = asl["States"]["parallel__1"]["Branches"][0]["States"]
     assert outer_first_branch["a"]["Next"] == "parallel__2"
+
+
+VECTOR_RUNNER = "arn:aws:lambda:us-east-1:123456789012:function:llmo-vector-runner"
+
+
+def test_vector_steps_run_on_the_vector_runner_and_everything_else_on_the_step_runner() -> None:
+    search = {"type": "vector_search", "database": "pgvector", "index": "kb", "query": "{{q}}"}
+    upsert = {"type": "vector_upsert", "database": "pgvector", "index": "kb"}
+    upsert |= {"vectors": "{{v}}", "documents": "{{d}}"}
+    defn = definition(
+        step("embed"),
+        {"id": "store", "depends_on": ["embed"], **upsert},
+        {"id": "find", "depends_on": ["store"], **search},
+        {"id": "answer", "type": "llm", "provider": "anthropic", "model": "m"}
+        | {"prompt": "{{find}}", "depends_on": ["find"]},
+    )
+
+    asl = compile_workflow(defn, step_runner_arn=RUNNER, vector_runner_arn=VECTOR_RUNNER)
+
+    functions = {
+        name: state["Parameters"]["FunctionName"]
+        for name, state in iter_states(asl)
+        if state["Type"] == "Task"
+    }
+    assert {name for name, f in functions.items() if f == VECTOR_RUNNER} == {"store", "find"}
+    # Parking and recording a failure need no SDK: the step runner does both, for every step.
+    assert functions["store__paused"] == functions["find__failed"] == RUNNER
+    assert functions["embed"] == functions["answer"] == RUNNER
+    # Without a vector runner (one local process), every Task invokes the step runner.
+    alone = compile_workflow(defn, step_runner_arn=RUNNER)
+    invoked = {s["Parameters"]["FunctionName"] for _, s in iter_states(alone) if "Parameters" in s}
+    assert invoked == {RUNNER}

@@ -138,15 +138,36 @@ def missing_requirements(targets: tuple[str, ...], allowed: frozenset[str]) -> d
     return missing
 
 
+_RUNNER_FIRST_USE = (
+    "llm_orchestrator.steps.runner",
+    "llm_orchestrator.store.step_runs",
+    "llm_orchestrator.engine.stepfunctions_tokens",
+)
 FIRST_USE = {
     "step_runner": (
-        "llm_orchestrator.steps.runner",
-        "llm_orchestrator.store.step_runs",
-        "llm_orchestrator.engine.stepfunctions_tokens",
+        *_RUNNER_FIRST_USE,
+        "llm_orchestrator.providers.openai_provider",
+        "llm_orchestrator.providers.anthropic_provider",
+        "llm_orchestrator.providers.cohere_provider",
+        "openai",
+        "anthropic",
+        "cohere",
+    ),
+    "vector_runner": (
+        *_RUNNER_FIRST_USE,
+        "llm_orchestrator.vectorstores.pgvector",
+        "llm_orchestrator.vectorstores.qdrant",
+        "llm_orchestrator.vectorstores.pinecone",
+        "llm_orchestrator.vectorstores.weaviate",
+        "pgvector.psycopg",
+        "qdrant_client",
+        "pinecone",
+        "weaviate",
     ),
 }
 """What a handler of the kind imports on its first invocation rather than at import time
-(``runtime.py`` builds, and imports, each collaborator on first use)."""
+(``runtime.py`` builds, and imports, each collaborator on first use), including the SDKs of
+the steps its runner is sent (``compiler/asl.py``: vector steps go to the vector runner)."""
 
 
 @pytest.mark.parametrize("kind", sorted(BUNDLE_EXTRAS))

@@ -55,8 +55,8 @@ class MemoryStore:
     It refuses what ``ExecutionRepository`` refuses: ``start_step`` starts nothing once the
     step has completed or the execution was cancelled or has ended, and ``complete_step``
     writes nothing unless the attempt is still running. ``between_read_and_start`` runs
-    once, after the runner's first ``step_context`` read, to play another process acting
-    in that window.
+    once, after the runner's first ``step_context`` read (``begin_step``'s snapshot), to
+    play another process acting in that window.
     """
 
     definition_json: dict[str, Any]
@@ -91,6 +91,18 @@ class MemoryStore:
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         return self.definition_json
+
+    async def begin_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> tuple[StepContext | None, bool]:
+        # As the one statement does: the context as of its start, then the attempt counted
+        # against the rows as they are once locked (``between_read_and_start`` plays a
+        # commit landing in between).
+        context = await self.step_context(execution_id, step_id)
+        if self.pause_requested:
+            return context, False
+        began = await self.start_step(execution_id, step_id, step_type=step_type, provider=provider)
+        return context, began
 
     async def start_step(
         self, execution_id: str, step_id: str, *, step_type: str, provider: str | None

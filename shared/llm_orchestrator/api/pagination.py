@@ -19,7 +19,7 @@ class PageParams:
     offset: int
 
 
-def page_params(
+async def page_params(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Results per page")
     ] = DEFAULT_LIMIT,

@@ -9,7 +9,7 @@ moto nor the local engine runs JSONata.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from llm_orchestrator.compiler.layout import Parallel, Plan, StepTask, group_items, plan_layout
 from llm_orchestrator.workflows.models import (
@@ -26,6 +26,7 @@ __all__ = [
     "LAMBDA_INVOKE_WAIT",
     "LAMBDA_SERVICE_ERRORS",
     "PROVIDER_RETRY_ERRORS",
+    "VECTOR_STEP_TYPES",
     "cancelled_state",
     "compile_workflow",
     "fail_state",
@@ -47,6 +48,9 @@ LAMBDA_SERVICE_ERRORS = (
 """AWS's recommended retrier for transient Lambda invoke failures."""
 PROVIDER_RETRY_ERRORS = ("ProviderRateLimited", "ProviderUnavailable")
 """Class names of the provider errors worth waiting out (``providers/errors.py``)."""
+VECTOR_STEP_TYPES = frozenset({"vector_upsert", "vector_search"})
+"""Step types whose ``run`` Task invokes the vector runner: on AWS a separate Lambda with
+the vector database SDKs, as one bundle with every SDK would not fit Lambda's size limit."""
 
 WORKFLOW_PAUSED = "WorkflowPaused"
 WORKFLOW_CANCELLED = "WorkflowCancelled"
@@ -93,9 +97,12 @@ def compile_workflow(
     definition: WorkflowDefinition,
     *,
     step_runner_arn: str,
+    vector_runner_arn: str | None = None,
     timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """The state machine for ``definition``; Task states invoke ``step_runner_arn``.
+    """The state machine for ``definition``; Task states invoke ``step_runner_arn``, except
+    the ``run`` Tasks of vector steps, which invoke ``vector_runner_arn`` (by default the
+    step runner too: locally one process runs every step).
 
     ``timeout_seconds`` (an execution's ``timeout_override``) replaces the workflow's own
     timeout. The definition must have passed ``parse_definition``. A machine that would
@@ -103,6 +110,7 @@ def compile_workflow(
     """
     if not step_runner_arn:
         raise ValueError("step_runner_arn must not be empty")
+    functions = _Functions(step_runner_arn, vector_runner_arn or step_runner_arn)
     timeout = definition.timeout_seconds if timeout_seconds is None else timeout_seconds
     if not 1 <= timeout <= MAX_WORKFLOW_TIMEOUT_SECONDS:
         raise ValueError(f"timeout_seconds must be 1..{MAX_WORKFLOW_TIMEOUT_SECONDS}")
@@ -110,16 +118,21 @@ def compile_workflow(
     # Skip building the per-item machine when a lower bound of its size is already too big.
     floor = len(plan) * MIN_HANDLER_BYTES + len(definition.steps) * MIN_STEP_BYTES
     if floor <= COMPACT_ABOVE_BYTES:
-        asl = _machine(definition, plan, step_runner_arn, timeout)
+        asl = _machine(definition, plan, functions, timeout)
         if len(to_json(asl).encode()) <= COMPACT_ABOVE_BYTES:
             return asl
-    return _machine(definition, group_items(plan, GROUP_SIZE), step_runner_arn, timeout)
+    return _machine(definition, group_items(plan, GROUP_SIZE), functions, timeout)
+
+
+class _Functions(NamedTuple):
+    step_runner: str
+    vector_runner: str
 
 
 def _machine(
-    definition: WorkflowDefinition, plan: Plan, step_runner_arn: str, timeout: int
+    definition: WorkflowDefinition, plan: Plan, functions: _Functions, timeout: int
 ) -> dict[str, Any]:
-    emitter = _Emitter(definition.steps, step_runner_arn)
+    emitter = _Emitter(definition.steps, functions)
     states: dict[str, Any] = {}
     start = emitter.chain(plan, states, DONE_STATE)
     states[DONE_STATE] = {"Type": "Succeed"}
@@ -149,9 +162,9 @@ class _Emitter:
     Functions' 1 MB definition quota.
     """
 
-    def __init__(self, steps: list[Step], step_runner_arn: str) -> None:
+    def __init__(self, steps: list[Step], functions: _Functions) -> None:
         self._steps = steps
-        self._function = step_runner_arn
+        self._functions = functions
         self._parallels = 0
 
     def chain(self, plan: Plan, states: dict[str, Any], after: str | None) -> str:
@@ -184,7 +197,14 @@ class _Emitter:
         task: dict[str, Any] = {
             "Type": "Task",
             "Resource": LAMBDA_INVOKE,
-            "Parameters": self._parameters("run", step.id, {"attempt.$": "$$.State.RetryCount"}),
+            "Parameters": self._parameters(
+                "run",
+                step.id,
+                {"attempt.$": "$$.State.RetryCount"},
+                function=self._functions.vector_runner
+                if step.type in VECTOR_STEP_TYPES
+                else self._functions.step_runner,
+            ),
             "ResultPath": None,
         }
         if step.timeout_seconds is not None:
@@ -226,10 +246,11 @@ class _Emitter:
         }
 
     def _parameters(
-        self, action: str, step_id: str | None, extra: dict[str, str]
+        self, action: str, step_id: str | None, extra: dict[str, str], function: str | None = None
     ) -> dict[str, Any]:
         payload = {"action": action, "execution_id.$": "$.execution_id", "step_id": step_id}
-        return {"FunctionName": self._function, "Payload": {**payload, **extra}}
+        name = function or self._functions.step_runner
+        return {"FunctionName": name, "Payload": {**payload, **extra}}
 
 
 def _handler_catches(name: str) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ class ExecutionService:
         lifecycle: ExecutionLifecycle,
         *,
         step_runner_arn: str,
+        vector_runner_arn: str | None = None,
         clock: Callable[[], datetime],
     ) -> None:
         self._repo = repo
@@ -65,6 +66,7 @@ class ExecutionService:
         self.engine = engine
         self._lifecycle = lifecycle
         self._step_runner_arn = step_runner_arn
+        self._vector_runner_arn = vector_runner_arn
         self._now = clock
 
     async def execute(
@@ -90,7 +92,10 @@ class ExecutionService:
             )
         timeout = timeout_override or workflow.definition.timeout_seconds
         state_machine = compile_workflow(
-            workflow.definition, step_runner_arn=self._step_runner_arn, timeout_seconds=timeout
+            workflow.definition,
+            step_runner_arn=self._step_runner_arn,
+            vector_runner_arn=self._vector_runner_arn,
+            timeout_seconds=timeout,
         )
         record = await self._repo.create(
             execution_id=ids.execution_id(),

@@ -20,6 +20,7 @@ from llm_orchestrator.metrics.http import HttpRequestMetrics
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.metrics import MetricsSnapshot
+    from llm_orchestrator.store.usage import UsageTotals
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 STEP_DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
@@ -88,6 +89,31 @@ class SnapshotCollector(Collector):
         return family
 
 
+class UsageCollector(Collector):
+    """Tokens and USD per provider and model, from the ledger of every provider call."""
+
+    def __init__(self, usage: UsageTotals) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[Metric]:
+        tokens = CounterMetricFamily(
+            "orchestrator_tokens",
+            "Tokens of every provider call (retries and fallbacks too), by provider and model",
+            labels=["provider", "model", "direction"],
+        )
+        for (provider, model, direction), count in sorted(self._usage.tokens.items()):
+            tokens.add_metric([provider, model, direction], count)
+        yield tokens
+        cost = CounterMetricFamily(
+            "orchestrator_cost_usd",
+            "USD spent on provider calls whose price is known (GET /admin/pricing)",
+            labels=["provider", "model"],
+        )
+        for (provider, model), usd in sorted(self._usage.cost_usd.items()):
+            cost.add_metric([provider, model], usd)
+        yield cost
+
+
 class HttpRequestCollector(Collector):
     """``orchestrator_http_requests_total{route,status}`` from this process's counts only."""
 
@@ -105,9 +131,15 @@ class HttpRequestCollector(Collector):
         yield family
 
 
-def render(snapshot: MetricsSnapshot, http: HttpRequestMetrics | None) -> bytes:
+def render(
+    snapshot: MetricsSnapshot,
+    http: HttpRequestMetrics | None,
+    usage: UsageTotals | None = None,
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
+    if usage is not None:
+        registry.register(UsageCollector(usage))
     if http is not None:
         registry.register(HttpRequestCollector(http))
     return generate_latest(registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from llm_orchestrator.executions.status import ExecutionStatus
@@ -25,6 +25,10 @@ class ActiveKeyCounter(Protocol):
     async def count_active(self, now: datetime) -> int: ...
 
 
+class SpendLedger(Protocol):
+    async def spend_since(self, *starts: datetime) -> list[float]: ...
+
+
 @dataclass(frozen=True)
 class SystemStats:
     total_workflows: int
@@ -35,6 +39,10 @@ class SystemStats:
     avg_execution_time_ms: float
     """Mean wall time of completed executions; 0 until one completes."""
     uptime_seconds: int
+    spend_today_usd: float = 0.0
+    """USD of provider calls since 00:00 UTC today (calls with a known price)."""
+    spend_month_usd: float = 0.0
+    """USD of provider calls since the first of this month, 00:00 UTC."""
 
 
 async def system_stats(
@@ -43,9 +51,14 @@ async def system_stats(
     *,
     now: datetime,
     started_at: float,
+    spend: SpendLedger | None = None,
 ) -> SystemStats:
     """``started_at`` is this process's start (epoch seconds): uptime is per instance."""
     counts = await metrics.system_counts(active_since=now - ACTIVE_USER_WINDOW)
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    spent_today, spent_month = (
+        await spend.spend_since(today, today.replace(day=1)) if spend else (0.0, 0.0)
+    )
     by_status = dict.fromkeys((status.value for status in ALWAYS_REPORTED_STATUSES), 0)
     by_status.update(counts.executions_by_status)
     return SystemStats(
@@ -56,6 +69,8 @@ async def system_stats(
         api_keys_count=await api_keys.count_active(now),
         avg_execution_time_ms=round(counts.avg_execution_time_ms or 0.0, 2),
         uptime_seconds=max(0, int(now.timestamp() - started_at)),
+        spend_today_usd=round(spent_today, 6),
+        spend_month_usd=round(spent_month, 6),
     )
 
 
@@ -69,14 +84,20 @@ class SystemStatsService:
         *,
         clock: Callable[[], datetime],
         started_at: Callable[[], float],
+        spend: SpendLedger | None = None,
     ) -> None:
         """``started_at``: when this process started (epoch seconds), read on every call."""
         self._metrics = metrics
         self._api_keys = api_keys
         self._now = clock
         self._started_at = started_at
+        self._spend = spend
 
     async def current(self) -> SystemStats:
         return await system_stats(
-            self._metrics, self._api_keys, now=self._now(), started_at=self._started_at()
+            self._metrics,
+            self._api_keys,
+            now=self._now(),
+            started_at=self._started_at(),
+            spend=self._spend,
         )

@@ -8,27 +8,25 @@ The SDK is imported on first use, never at module import.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import ChatRequest, ChatResult, CredentialResolver
+from .base import ChatRequest, ChatResult
 from .common import (
-    ClientCache,
+    SdkAdapter,
     clean_detail,
     from_status,
     redact,
-    timed,
     token_count,
     unreachable,
 )
 from .errors import (
-    ProviderAuthError,
     ProviderError,
     ProviderInvalidResponse,
     ProviderUnavailable,
 )
 
 if TYPE_CHECKING:
-    from anthropic import AnthropicError, AsyncAnthropic
+    from anthropic import AsyncAnthropic
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -37,38 +35,14 @@ DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when a step sets none: the Messages API requires one, and 4,096 is
 within every Claude model's output limit (older models stop there, newer ones go higher
 when a step asks)."""
-DEFAULT_TIMEOUT_SECONDS = 60.0
 
 
-class AnthropicProvider:
-    """Chat completions against ``base_url`` (Anthropic's API by default).
+class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
+    """Chat completions against ``base_url`` (Anthropic's API by default), one client per
+    credential set, reused, the SDK's own retries off."""
 
-    One client per credential set, reused; the SDK's own retries are off (the state
-    machine's Retry owns retrying, so a 429 costs one call, not three).
-    """
-
-    def __init__(
-        self,
-        resolver: CredentialResolver,
-        *,
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-        name: str = "anthropic",
-    ) -> None:
-        if timeout_seconds <= 0:
-            raise ValueError("timeout_seconds must be positive")
-        self._name = name
-        self._timeout_seconds = timeout_seconds
-        self._clients: ClientCache[AsyncAnthropic] = ClientCache(
-            name,
-            resolver,
-            default_base_url=DEFAULT_BASE_URL,
-            build=self._build_client,
-            close=_close,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
+    default_name: ClassVar[str] = "anthropic"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         client, api_key, base_url = await self._clients.get()
@@ -92,9 +66,6 @@ class AnthropicProvider:
         )
         return _chat_result(response, request, latency_ms, self._name)
 
-    async def aclose(self) -> None:
-        await self._clients.aclose()
-
     def _build_client(self, api_key: str, base_url: str) -> AsyncAnthropic:
         from anthropic import AsyncAnthropic
 
@@ -105,22 +76,16 @@ class AnthropicProvider:
             timeout=self._timeout_seconds,
         )
 
-    async def _call(self, call: Any, api_key: str, base_url: str) -> Any:
+    async def _close_client(self, client: AsyncAnthropic) -> None:
+        await client.close()
+
+    def _vendor_errors(self) -> tuple[type[BaseException], ...]:
         from anthropic import AnthropicError
 
-        try:
-            return await timed(call)
-        except AnthropicError as exc:
-            error = _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
-            # An SDK exception's text may quote request details; keep credentials out of
-            # tracebacks that end up in logs.
-            raise error from (None if isinstance(error, ProviderAuthError) else exc)
-        except ValueError:
-            # A 2xx body that is not JSON at all (a truncated reply): the SDK lets the
-            # decoder's error through.
-            raise ProviderInvalidResponse(
-                f"{self._name} returned a reply that is not valid JSON", provider=self._name
-            ) from None
+        return (AnthropicError,)
+
+    def _translate(self, exc: BaseException, api_key: str, base_url: str) -> ProviderError:
+        return _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
 
 
 def _chat_result(
@@ -153,12 +118,8 @@ def _chat_result(
     )
 
 
-async def _close(client: AsyncAnthropic) -> None:
-    await client.close()
-
-
 def _translate(
-    exc: AnthropicError, provider: str, api_key: str, base_url: str, timeout_seconds: float
+    exc: BaseException, provider: str, api_key: str, base_url: str, timeout_seconds: float
 ) -> ProviderError:
     import anthropic
 

@@ -8,22 +8,21 @@ its import, so a secret stored later would otherwise never apply.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from .base import ChatRequest, ChatResult, CredentialResolver, EmbedRequest, EmbedResult
+from .base import ChatRequest, ChatResult, EmbedRequest, EmbedResult
 from .common import (
-    ClientCache,
+    SdkAdapter,
     auth_refused,
     clean_detail,
     float_vector,
     from_status,
+    message_of,
     redact,
-    timed,
     token_count,
     unreachable,
 )
 from .errors import (
-    ProviderAuthError,
     ProviderError,
     ProviderInvalidResponse,
     ProviderUnavailable,
@@ -41,7 +40,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
-DEFAULT_TIMEOUT_SECONDS = 60.0
 EMBED_BATCH_SIZE = 96
 """Cohere embeds at most 96 texts per call; longer lists go in consecutive calls."""
 QUERY_INPUT_TYPE = "search_query"
@@ -51,35 +49,15 @@ _AUTH_STATUSES = frozenset({401, 403, 498})
 _RETRYABLE_STATUSES = frozenset({408, 409, 499})
 
 
-class CohereProvider:
+class CohereProvider(SdkAdapter["AsyncClientV2"]):
     """Chat and embeddings against ``base_url`` (Cohere's API by default).
 
     One client per credential set, reused; the SDK's own retries are off (the state
     machine's Retry owns retrying).
     """
 
-    def __init__(
-        self,
-        resolver: CredentialResolver,
-        *,
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-        name: str = "cohere",
-    ) -> None:
-        if timeout_seconds <= 0:
-            raise ValueError("timeout_seconds must be positive")
-        self._name = name
-        self._timeout_seconds = timeout_seconds
-        self._clients: ClientCache[AsyncClientV2] = ClientCache(
-            name,
-            resolver,
-            default_base_url=DEFAULT_BASE_URL,
-            build=self._build_client,
-            close=_close,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
+    default_name: ClassVar[str] = "cohere"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         client, api_key, base_url = await self._clients.get()
@@ -149,9 +127,6 @@ class CohereProvider:
             vectors=vectors, input_tokens=tokens, model=request.model, latency_ms=latency_ms
         )
 
-    async def aclose(self) -> None:
-        await self._clients.aclose()
-
     def _build_client(self, api_key: str, base_url: str) -> AsyncClientV2:
         from cohere import AsyncClientV2
 
@@ -164,32 +139,23 @@ class CohereProvider:
             log_warning_experimental_features=False,
         )
 
-    async def _call(self, call: Any, api_key: str, base_url: str) -> Any:
+    async def _close_client(self, client: AsyncClientV2) -> None:
+        # The SDK's own way to release the connection pool (what ``async with`` does).
+        await client.__aexit__(None, None, None)
+
+    def _vendor_errors(self) -> tuple[type[BaseException], ...]:
         import httpx
         from cohere.core.api_error import ApiError
         from cohere.core.parse_error import ParsingError
 
-        try:
-            return await timed(call)
-        except (ApiError, ParsingError, httpx.HTTPError) as exc:
-            error = _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
-            raise error from (None if isinstance(error, ProviderAuthError) else exc)
-        except (ValueError, TypeError):
-            # A 2xx body the SDK cannot build its model from (JSON that is not an object, a
-            # field of the wrong type): its model construction raises these unwrapped.
-            raise ProviderInvalidResponse(
-                f"{self._name} returned a reply that is not a valid response",
-                provider=self._name,
-            ) from None
+        return (ApiError, ParsingError, httpx.HTTPError)
 
-
-async def _close(client: AsyncClientV2) -> None:
-    # The SDK's own way to release the connection pool (what ``async with`` does).
-    await client.__aexit__(None, None, None)
+    def _translate(self, exc: BaseException, api_key: str, base_url: str) -> ProviderError:
+        return _translate(exc, self._name, api_key, base_url, self._timeout_seconds)
 
 
 def _translate(
-    exc: Exception, provider: str, api_key: str, base_url: str, timeout_seconds: float
+    exc: BaseException, provider: str, api_key: str, base_url: str, timeout_seconds: float
 ) -> ProviderError:
     import httpx
 
@@ -210,7 +176,7 @@ def _translate(
         return from_status(
             provider,
             status,
-            detail=clean_detail(_message_of(body), api_key),
+            detail=clean_detail(message_of(body), api_key),
             headers=headers if isinstance(headers, Mapping) else None,
             retryable_statuses=_RETRYABLE_STATUSES,
         )
@@ -219,13 +185,6 @@ def _translate(
         + (f" (HTTP {status})" if isinstance(status, int) else ""),
         provider=provider,
     )
-
-
-def _message_of(body: object) -> str | None:
-    if isinstance(body, Mapping):
-        message = body.get("message")
-        return message if isinstance(message, str) else None
-    return body if isinstance(body, str) else None
 
 
 def _float_embeddings(response: Any) -> list[list[float]] | None:

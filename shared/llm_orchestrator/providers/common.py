@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from .base import CredentialResolver, credential_names
@@ -23,18 +23,22 @@ from .errors import (
     ProviderAuthError,
     ProviderBadRequest,
     ProviderError,
+    ProviderInvalidResponse,
     ProviderRateLimited,
     ProviderUnavailable,
 )
 
 __all__ = [
+    "DEFAULT_TIMEOUT_SECONDS",
     "MAX_DETAIL_CHARS",
     "ClientCache",
+    "SdkAdapter",
     "auth_refused",
     "clean_detail",
     "float_vector",
     "from_status",
     "host_of",
+    "message_of",
     "missing_key",
     "redact",
     "retry_after_seconds",
@@ -43,6 +47,7 @@ __all__ = [
     "unreachable",
 ]
 
+DEFAULT_TIMEOUT_SECONDS = 60.0
 MAX_DETAIL_CHARS = 500
 """Error bodies from proxies in front of a provider can be whole HTML pages."""
 
@@ -193,6 +198,14 @@ def float_vector(values: Any) -> list[float] | None:
     return vector
 
 
+def message_of(body: object) -> str | None:
+    """``message`` of an error body ``{"message": …}``, or the body when it is text."""
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        return message if isinstance(message, str) else None
+    return body if isinstance(body, str) else None
+
+
 def clean_detail(text: Any, *secrets: str | None) -> str:
     """One line of the provider's message, secrets redacted, length bounded."""
     flat = " ".join(str(text).split()) if text is not None else ""
@@ -271,3 +284,74 @@ async def timed(call: Awaitable[_T]) -> tuple[_T, float]:
     started = time.perf_counter()
     result = await call
     return result, (time.perf_counter() - started) * 1000.0
+
+
+class SdkAdapter(Generic[_C]):
+    """An adapter over one vendor SDK client type: its client cache, and the one place
+    where that SDK's exceptions become ours.
+
+    A subclass names its default endpoint and supplies ``_build_client``,
+    ``_close_client``, ``_vendor_errors`` and ``_translate``. The SDK's own retries stay
+    off in ``_build_client``: the state machine's Retry owns retrying, so a 429 costs one
+    call, not several.
+    """
+
+    default_name: ClassVar[str]
+    default_base_url: ClassVar[str]
+
+    def __init__(
+        self,
+        resolver: CredentialResolver,
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        name: str | None = None,
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        name = name or self.default_name
+        self._name = name
+        self._timeout_seconds = timeout_seconds
+        self._clients: ClientCache[_C] = ClientCache(
+            name,
+            resolver,
+            default_base_url=self.default_base_url,
+            build=self._build_client,
+            close=self._close_client,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    def _build_client(self, api_key: str, base_url: str) -> _C:
+        raise NotImplementedError
+
+    async def _close_client(self, client: _C) -> None:
+        raise NotImplementedError
+
+    def _vendor_errors(self) -> tuple[type[BaseException], ...]:
+        """The SDK's exception types that ``_translate`` reads (imported lazily)."""
+        raise NotImplementedError
+
+    def _translate(self, exc: BaseException, api_key: str, base_url: str) -> ProviderError:
+        raise NotImplementedError
+
+    async def _call(self, call: Awaitable[_T], api_key: str, base_url: str) -> tuple[_T, float]:
+        """The SDK call's result and latency in ms, its failures translated."""
+        try:
+            return await timed(call)
+        except self._vendor_errors() as exc:
+            error = self._translate(exc, api_key, base_url)
+            # An SDK exception's text may quote request details or (part of) the key; keep
+            # credentials out of tracebacks that end up in logs.
+            raise error from (None if isinstance(error, ProviderAuthError) else exc)
+        except (ValueError, TypeError):
+            # A 2xx body that is not JSON (a truncated reply), or JSON the SDK cannot build
+            # its model from: the SDKs let the decoder's or the model's error through.
+            raise ProviderInvalidResponse(
+                f"{self._name} returned a reply that is not valid JSON of the expected shape",
+                provider=self._name,
+            ) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -25,20 +25,19 @@ from .base import (
     EmbedResult,
 )
 from .common import (
-    MAX_DETAIL_CHARS,
-    auth_refused,
+    DEFAULT_TIMEOUT_SECONDS,
+    clean_detail,
+    from_status,
+    message_of,
     missing_key,
     redact,
-    retry_after_seconds,
     unreachable,
 )
 from .errors import (
     ProviderAuthError,
-    ProviderBadRequest,
     ProviderError,
     ProviderInvalidResponse,
     ProviderQuotaExceeded,
-    ProviderRateLimited,
     ProviderUnavailable,
 )
 
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_TIMEOUT_SECONDS = 60.0
 
 _T = TypeVar("_T")
 
@@ -284,48 +282,13 @@ def _translate(
 def _translate_status(exc: APIStatusError, provider: str, api_key: str) -> ProviderError:
     status = exc.status_code
     code = exc.code or exc.type
-    label = f"HTTP {status}, {code}" if code else f"HTTP {status}"
-    if status in (401, 403):
-        # Deliberately without the provider's text: OpenAI's 401 message quotes the key.
-        return auth_refused(provider, label, status)
-    detail = _detail(exc, api_key)
-    retry_after = retry_after_seconds(exc.response.headers)
-    if status == 429:
-        if exc.code == "insufficient_quota":
-            return ProviderQuotaExceeded(
-                f"{provider} quota exhausted ({label}): {detail}",
-                provider=provider,
-                status_code=status,
-            )
-        return ProviderRateLimited(
-            f"{provider} rate limit hit ({label}): {detail}",
+    # Deliberately no 401 text in any message: OpenAI's 401 message quotes the key, and
+    # ``from_status`` leaves it out.
+    detail = clean_detail(message_of(exc.body), api_key)
+    if status == 429 and exc.code == "insufficient_quota":
+        return ProviderQuotaExceeded(
+            f"{provider} quota exhausted (HTTP {status}, {code}): {detail}",
             provider=provider,
             status_code=status,
-            retry_after=retry_after,
         )
-    # 408 and 409 are what OpenAI documents as safe to retry, alongside 5xx.
-    if status >= 500 or status in (408, 409):
-        return ProviderUnavailable(
-            f"{provider} is unavailable ({label}): {detail}",
-            provider=provider,
-            status_code=status,
-            retry_after=retry_after,
-        )
-    return ProviderBadRequest(
-        f"{provider} rejected the request ({label}): {detail}",
-        provider=provider,
-        status_code=status,
-    )
-
-
-def _detail(exc: APIStatusError, api_key: str) -> str:
-    body = exc.body
-    text = ""
-    if isinstance(body, Mapping):
-        message = body.get("message")
-        if isinstance(message, str):
-            text = message
-    elif isinstance(body, str):
-        text = body
-    text = " ".join(text.split()) or "no error message"
-    return redact(text, api_key)[:MAX_DETAIL_CHARS]
+    return from_status(provider, status, detail=detail, headers=exc.response.headers, code=code)

@@ -37,6 +37,7 @@ from llm_orchestrator.providers import (
     ProviderError,
     ProviderRegistry,
 )
+from llm_orchestrator.steps import calls as provider_calls
 from llm_orchestrator.steps.errors import (
     ExecutionEnded,
     ExecutionNotFound,
@@ -45,6 +46,7 @@ from llm_orchestrator.steps.errors import (
     WorkflowPaused,
 )
 from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
+from llm_orchestrator.steps.usage import CallLog, UsageRecorder
 from llm_orchestrator.steps.vectors import (
     query_vector,
     search_filter,
@@ -85,6 +87,10 @@ class StepStore(Protocol):
     """What the step runner reads and writes (``ExecutionRepository`` in production)."""
 
     async def step_context(self, execution_id: str, step_id: str) -> StepContext | None: ...
+
+    async def begin_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> tuple[StepContext | None, bool]: ...
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None: ...
 
@@ -171,10 +177,13 @@ class StepRunner:
         vector_stores: VectorStores | None = None,
         wait_for_retry_after: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        usage: UsageRecorder | None = None,
     ) -> None:
         """``wait_for_retry_after``: on a retryable provider error with a Retry-After, wait
         it out before raising (capped by the time left), for engines whose Retry cannot
-        honour it (Step Functions). The local engine honours it in its own Retry instead."""
+        honour it (Step Functions). The local engine honours it in its own Retry instead.
+        ``usage`` prices and records every provider call (none recorded without it)."""
+        self._usage = usage
         self._wait_for_retry_after = wait_for_retry_after
         self._sleep = sleep
         self._repo = repo
@@ -224,19 +233,6 @@ class StepRunner:
     ) -> dict[str, Any]:
         """``attempt`` is ``$$.State.RetryCount`` (0 on the first call of the step)."""
         started = time.monotonic()
-        context = await self._repo.step_context(execution_id, step_id)
-        if context is None:
-            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
-        if context.cancel_requested:
-            raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
-        if context.step_status == StepStatus.COMPLETED:
-            return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
-        if context.status in TERMINAL:
-            # Terminal statuses are final: a delivery arriving after the end (a Lambda
-            # retry, a duplicate) must not call a provider nor write outputs or checkpoints.
-            raise ExecutionEnded(f"execution '{execution_id}' has already ended")
-        if context.pause_requested:
-            raise WorkflowPaused(f"execution '{execution_id}' is paused")
         definition, ancestor_map = await self._definitions.get(execution_id)
         try:
             step = definition.step(step_id)
@@ -247,14 +243,31 @@ class StepRunner:
             if isinstance(step, VectorSearchStep | VectorUpsertStep)
             else step.provider
         )
-        if not await self._repo.start_step(
+        # One round trip: the context to run with, and the attempt counted if it may run.
+        context, began = await self._repo.begin_step(
             execution_id, step_id, step_type=step.type, provider=provider
-        ):
-            # Completed by another delivery meanwhile, or cancelled / ended since the read.
+        )
+        if context is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        if not began:
+            if context.cancel_requested:
+                raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
+            if context.step_status == StepStatus.COMPLETED:
+                return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
+            if context.status in TERMINAL:
+                # Terminal statuses are final: a delivery arriving after the end (a Lambda
+                # retry, a duplicate) must not call a provider nor write outputs or
+                # checkpoints.
+                raise ExecutionEnded(f"execution '{execution_id}' has already ended")
+            if context.pause_requested:
+                raise WorkflowPaused(f"execution '{execution_id}' is paused")
+            # Completed by another delivery, or cancelled / ended, since the read.
             await self._refuse_if_stopped(execution_id, step_id)
             return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         try:
-            outputs, usage = await self._execute(step, definition, ancestor_map, context)
+            outputs, usage = await self._recorded(
+                execution_id, step, definition, ancestor_map, context
+            )
         except ProviderError as exc:
             error = error_record(type(exc).__name__, exc.message, step_id)
             await self._repo.record_step_error(
@@ -323,12 +336,31 @@ class StepRunner:
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
         raise ExecutionEnded(f"execution '{execution_id}' has already ended")
 
+    async def _recorded(
+        self,
+        execution_id: str,
+        step: AnyStep,
+        definition: WorkflowDefinition,
+        ancestor_map: dict[str, frozenset[str]],
+        context: StepContext,
+    ) -> tuple[dict[str, Any], StepUsage]:
+        """``_execute``, with every provider call it made priced and recorded, whatever the
+        outcome: before the step completes (its status then shows them) or its error is
+        handled (a retry's wait must not hold the record back)."""
+        calls = CallLog()
+        try:
+            return await self._execute(step, definition, ancestor_map, context, calls)
+        finally:
+            if self._usage is not None:
+                await self._usage.record(execution_id, step.id, calls)
+
     async def _execute(
         self,
         step: AnyStep,
         definition: WorkflowDefinition,
         ancestor_map: dict[str, frozenset[str]],
         context: StepContext,
+        calls: CallLog,
     ) -> tuple[dict[str, Any], StepUsage]:
         values = template_values(
             definition, step.id, context.inputs, context.outputs, ancestor_map[step.id]
@@ -341,7 +373,7 @@ class StepRunner:
                 temperature=step.temperature,
                 max_tokens=step.max_tokens,
             )
-            chat = await self._providers.llm(step.provider).complete(request)
+            chat = await provider_calls.chat(self._providers, step.provider, request, calls)
             usage = StepUsage(chat.input_tokens, chat.output_tokens, chat.latency_ms)
             return text_outputs(step.output, chat.text), usage
         if isinstance(step, EmbedStep):
@@ -349,8 +381,11 @@ class StepRunner:
             if isinstance(text, list) and not text:
                 # Nothing to embed (an ingest of zero documents): no call, no vectors.
                 return value_outputs(step.output, []), StepUsage(0, None, 0.0)
-            embedded = await self._providers.embedding(step.provider).embed(
-                EmbedRequest(model=step.model, input=text, input_type=step.input_type)
+            embedded = await provider_calls.embed(
+                self._providers,
+                step.provider,
+                EmbedRequest(model=step.model, input=text, input_type=step.input_type),
+                calls,
             )
             vectors: Any = embedded.vectors if isinstance(text, list) else embedded.vectors[0]
             usage = StepUsage(embedded.input_tokens, None, embedded.latency_ms)

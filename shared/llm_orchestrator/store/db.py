@@ -317,14 +317,21 @@ async def fetch_page(
     ``source``, ``where``, ``order_by`` and ``columns`` are SQL fragments written by the
     repositories (never user text); every user value travels in ``params``.
     """
+    # One round trip: the total rides on every row of the page. Only a page past the end
+    # (no rows to carry it) needs a count of its own.
     cur = await conn.execute(
-        f"SELECT count(*) AS total FROM {source} WHERE {where}",
-        params,
-    )
-    count_row = await cur.fetchone()
-    total = int(count_row["total"]) if count_row else 0
-    cur = await conn.execute(
-        f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order_by} LIMIT %s OFFSET %s",
+        f"SELECT {columns}, count(*) OVER () AS page_total__ FROM {source} WHERE {where}"
+        f" ORDER BY {order_by} LIMIT %s OFFSET %s",
         (*params, limit, offset),
     )
-    return await cur.fetchall(), total
+    rows = await cur.fetchall()
+    if rows:
+        total = int(rows[0]["page_total__"])
+        for row in rows:
+            del row["page_total__"]
+        return rows, total
+    if offset == 0:
+        return rows, 0
+    cur = await conn.execute(f"SELECT count(*) AS total FROM {source} WHERE {where}", params)
+    count_row = await cur.fetchone()
+    return rows, int(count_row["total"]) if count_row else 0

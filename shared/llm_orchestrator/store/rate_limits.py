@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-
 from llm_orchestrator.store.db import Database
 
 
@@ -35,25 +33,30 @@ class RateLimitRepository:
         allowed and the counts it saw; a refused request is rolled back and consumes nothing.
         ``timeout`` bounds the whole count (see ``Database.connection``).
         """
-        counts: list[WindowCount] = []
-        async with self._db.connection(timeout=timeout) as conn, conn.transaction():
-            for name, start, _limit in windows:
-                cur = await conn.execute(
-                    "INSERT INTO rate_limit_counters AS c"
-                    " (subject, window_name, window_start, hits) VALUES (%s, %s, %s, 1)"
-                    " ON CONFLICT (subject, window_name, window_start)"
-                    " DO UPDATE SET hits = c.hits + 1 RETURNING hits",
-                    (subject, name, start),
-                )
-                row = await cur.fetchone()
-                counts.append(WindowCount(name, start, int(row["hits"]) if row else 1))
-            allowed = all(c.hits <= limit for c, (_, _, limit) in zip(counts, windows, strict=True))
-            if not allowed:
-                raise psycopg.Rollback()  # leaves the block quietly, consuming nothing
-        if not allowed:
-            counts = [WindowCount(c.window_name, c.window_start, c.hits - 1) for c in counts]
-        return allowed, counts
+        names = [name for name, _, _ in windows]
+        starts = [start for _, start, _ in windows]
+        limits = [limit for _, _, limit in windows]
+        async with self._db.connection(timeout=timeout) as conn:
+            cur = await conn.execute(
+                "SELECT rate_limit_hit(%s, %s::text[], %s::timestamptz[], %s::integer[]) AS hits",
+                (subject, names, starts, limits),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return evaluate(windows, row["hits"])
 
     async def purge_before(self, cutoff: datetime, *, timeout: float | None = None) -> None:
         async with self._db.connection(timeout=timeout) as conn:
             await conn.execute("DELETE FROM rate_limit_counters WHERE window_start < %s", (cutoff,))
+
+
+def evaluate(
+    windows: Sequence[tuple[str, datetime, int]], hits: Sequence[int]
+) -> tuple[bool, list[WindowCount]]:
+    """What ``rate_limit_hit`` answered: allowed, and the counts as they now stand (a
+    refused request was counted back)."""
+    allowed = all(n <= limit for n, (_, _, limit) in zip(hits, windows, strict=True))
+    return allowed, [
+        WindowCount(name, start, n if allowed else n - 1)
+        for n, (name, start, _) in zip(hits, windows, strict=True)
+    ]

@@ -14,7 +14,6 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
-from llm_orchestrator.store.checkpoints import insert_checkpoint
 from llm_orchestrator.store.db import Connection, Database
 
 _ACTIVE = [status.value for status in ACTIVE]
@@ -35,6 +34,8 @@ class StepRunRecord:
     latency_ms: float | None
     started_at: datetime
     completed_at: datetime | None
+    calls: list[dict[str, Any]] | None = None
+    """Every provider call of the run, priced (``store/usage.py``); None before the first."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,60 @@ class StepRunRepository:
             outputs=row["outputs"],
         )
 
+    async def begin_step(
+        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+    ) -> tuple[StepContext | None, bool]:
+        """The step's context (as :meth:`step_context`) and, when the step may run, its
+        attempt counted as :meth:`start_step` does: one round trip.
+
+        Returns ``(context, started)``. ``started`` is False when the execution is missing,
+        cancelled, paused or not active, or the step has completed; the context shows which
+        (read as of the statement's start), and a race it cannot show is for the caller to
+        re-read. The execution row is locked FOR SHARE, as in :meth:`start_step`.
+        """
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "WITH e AS (SELECT id, status, pause_requested, cancel_requested, inputs"
+                "   FROM executions WHERE id = %(execution)s FOR SHARE),"
+                " started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
+                "   provider, status, attempts)"
+                "   SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM e"
+                "   WHERE e.status = ANY(%(active)s) AND NOT e.cancel_requested"
+                "   AND NOT e.pause_requested"
+                "   ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
+                "   attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
+                "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts)"
+                " SELECT e.status, e.pause_requested, e.cancel_requested, e.inputs,"
+                " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
+                "   AS step_status,"
+                " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
+                "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
+                "   AS outputs,"
+                " EXISTS (SELECT 1 FROM started) AS started"
+                " FROM e",
+                {
+                    "execution": execution_id,
+                    "active": _ACTIVE,
+                    "step": step_id,
+                    "type": step_type,
+                    "provider": provider,
+                    "running_step": StepStatus.RUNNING.value,
+                    "completed_step": StepStatus.COMPLETED.value,
+                },
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None, False
+        context = StepContext(
+            status=ExecutionStatus(row["status"]),
+            pause_requested=row["pause_requested"],
+            cancel_requested=row["cancel_requested"],
+            inputs=row["inputs"],
+            step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
+            outputs=row["outputs"],
+        )
+        return context, bool(row["started"])
+
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         async with self._db.connection() as conn:
             cur = await conn.execute(
@@ -149,31 +204,42 @@ class StepRunRepository:
         False (and nothing written) if the attempt is no longer running: another delivery
         completed it first, or the execution ended or was restored meanwhile.
         """
-        async with self._db.transaction() as conn:
+        # One statement, so one round trip and one commit. The checkpoint's snapshot reads
+        # the other completed steps as of the statement's start and adds this step's
+        # outputs (the UPDATE in the CTE is not visible to the statement's own reads).
+        async with self._db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE step_runs SET status = %s, outputs = %s, error = NULL,"
-                " input_tokens = %s, output_tokens = %s, latency_ms = %s,"
+                "WITH done AS (UPDATE step_runs SET status = %(completed_step)s,"
+                " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
+                " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
                 " completed_at = clock_timestamp()"
                 # Only the attempt still running completes: a step that cancel, a timeout or
                 # the fail handler has closed as failed meanwhile stays failed, and one that
                 # a restore has dropped stays dropped (no row).
-                " WHERE execution_id = %s AND step_id = %s AND status = %s"
-                " RETURNING 1",
-                (
-                    StepStatus.COMPLETED.value,
-                    Jsonb(outputs),
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.latency_ms,
-                    execution_id,
-                    step_id,
-                    StepStatus.RUNNING.value,
-                ),
+                " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s"
+                " AND status = %(running_step)s RETURNING 1)"
+                " INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
+                " SELECT %(checkpoint_id)s, %(execution_id)s, %(step_id)s, 'auto',"
+                " jsonb_build_object("
+                "   'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),"
+                "   'steps', COALESCE((SELECT jsonb_object_agg(step_id, outputs)"
+                "     FROM step_runs WHERE execution_id = %(execution_id)s"
+                "     AND status = %(completed_step)s AND step_id <> %(step_id)s), '{}'::jsonb)"
+                "     || jsonb_build_object(%(step_id)s::text, %(outputs)s))"
+                " FROM done RETURNING 1",
+                {
+                    "completed_step": StepStatus.COMPLETED.value,
+                    "running_step": StepStatus.RUNNING.value,
+                    "outputs": Jsonb(outputs),
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "latency_ms": usage.latency_ms,
+                    "execution_id": execution_id,
+                    "step_id": step_id,
+                    "checkpoint_id": checkpoint_id,
+                },
             )
-            if await cur.fetchone() is None:
-                return False
-            await insert_checkpoint(conn, checkpoint_id, execution_id, step_id, "auto")
-        return True
+            return await cur.fetchone() is not None
 
     async def record_step_error(
         self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool

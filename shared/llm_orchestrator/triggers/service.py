@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from llm_orchestrator import ids
 from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.auth.permissions import Permission, permissions_for_roles
 from llm_orchestrator.auth.principal import Principal
@@ -140,7 +141,7 @@ class TriggerService:
             raise Conflict(f"A workflow may have at most {MAX_TRIGGERS_PER_WORKFLOW} triggers")
         now = self._now()
         record = await self._repo.create(
-            trigger_id=f"trg-{uuid.uuid4()}",
+            trigger_id=ids.trigger_id(),
             workflow_id=workflow.record.id,
             type=spec.type,
             schedule=spec.schedule,

@@ -19,8 +19,10 @@ from llm_orchestrator.api.schemas.system import (
     SystemConfig,
     SystemStatsPublic,
 )
+from llm_orchestrator.api.schemas.usage import PricingPublic, PricingUpdate
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.errors import FieldError, ValidationFailed
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
@@ -94,4 +96,61 @@ async def config(runtime: RuntimeDep, _: Admin) -> SystemConfig:
             engine=settings.engine,
             secrets_backend=settings.secrets_backend,
         ),
+    )
+
+
+@router.get("/pricing", response_model=PricingPublic)
+async def get_pricing(runtime: RuntimeDep, _: Admin) -> PricingPublic:
+    """The price table every provider call is costed with: shipped prices and overrides."""
+    return await _pricing(runtime)
+
+
+@router.put("/pricing", response_model=PricingPublic)
+async def put_pricing(
+    body: PricingUpdate, request: Request, runtime: RuntimeDep, principal: Admin
+) -> PricingPublic:
+    """Replace the overrides; calls made from now on are costed with them."""
+    from llm_orchestrator.store.usage import PriceRow
+
+    seen: dict[tuple[str, str], int] = {}
+    errors = []
+    for index, price in enumerate(body.prices):
+        first = seen.setdefault((price.provider, price.model), index)
+        if first != index:
+            errors.append(
+                FieldError(
+                    f"prices[{index}]",
+                    f"duplicate entry for {price.provider} {price.model!r} (see prices[{first}])",
+                )
+            )
+    if errors:
+        raise ValidationFailed("Invalid price table", errors)
+    await runtime.usage.replace_price_overrides(
+        [
+            PriceRow(p.provider, p.model, p.input_usd_per_million, p.output_usd_per_million)
+            for p in body.prices
+        ],
+        updated_by=principal.user_id,
+    )
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="configuration",
+        action="Set price overrides",
+        resource_type="pricing",
+        details={"overrides": len(body.prices)},
+    )
+    return await _pricing(runtime)
+
+
+async def _pricing(runtime: RuntimeDep) -> PricingPublic:
+    from llm_orchestrator.providers.pricing import ModelPrice, effective_prices
+
+    rows = await runtime.usage.price_overrides()
+    overrides = {
+        (r.provider, r.model): ModelPrice(r.input_usd_per_million, r.output_usd_per_million)
+        for r in rows
+    }
+    return PricingPublic.of(
+        effective_prices(overrides), {(r.provider, r.model): r.updated_at for r in rows}
     )

@@ -96,5 +96,6 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     )
 
     snapshot = await runtime.metrics.snapshot(STEP_DURATION_BUCKETS_SECONDS)
+    usage = await runtime.usage.totals()
     http: HttpRequestMetrics | None = getattr(request.app.state, "http_metrics", None)
-    return Response(render(snapshot, http), media_type=CONTENT_TYPE)
+    return Response(render(snapshot, http, usage), media_type=CONTENT_TYPE)

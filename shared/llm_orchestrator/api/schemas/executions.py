@@ -10,6 +10,7 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.executions.status import StepStatus
+from llm_orchestrator.steps.usage import step_usage, total_cost
 
 if TYPE_CHECKING:
     from llm_orchestrator.executions.service import ExecutionState
@@ -52,6 +53,31 @@ class ExecutionContext(BaseModel):
     outputs: dict[str, Any]
 
 
+class CallAttemptPublic(BaseModel):
+    provider: str
+    model: str
+    outcome: str = Field(description="succeeded, or the error's name (ProviderUnavailable, …)")
+    latency_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None = Field(description="null when the model's price is unknown")
+
+
+class UsagePublic(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = Field(
+        description="USD from the price table (GET /admin/pricing); null when a call that "
+        "used tokens has no known price"
+    )
+
+
+class StepUsagePublic(UsagePublic):
+    attempts: list[CallAttemptPublic] = Field(
+        description="Every provider call of the step, in order: retries and fallbacks too"
+    )
+
+
 class StepStatePublic(BaseModel):
     status: str = Field(description="pending, running, completed or failed")
     outputs: dict[str, Any]
@@ -60,6 +86,9 @@ class StepStatePublic(BaseModel):
     latency_ms: float | None = Field(None, description="Duration of the provider call")
     input_tokens: int | None = Field(None, description="Prompt tokens the provider reported")
     output_tokens: int | None = Field(None, description="Completion tokens the provider reported")
+    usage: StepUsagePublic | None = Field(
+        None, description="Tokens and cost of every provider call; null for steps that make none"
+    )
 
     @model_serializer(mode="wrap")
     def _drop_absent_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -84,6 +113,7 @@ class ExecutionPublic(BaseModel):
     error: dict[str, Any] | None = Field(
         None, description="type, message and step_id; present when the execution did not succeed"
     )
+    usage: UsagePublic = Field(description="The steps' provider calls, summed")
 
     @model_serializer(mode="wrap")
     def _drop_absent_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -109,7 +139,11 @@ class ExecutionPublic(BaseModel):
                     latency_ms=run.latency_ms,
                     input_tokens=run.input_tokens,
                     output_tokens=run.output_tokens,
+                    usage=StepUsagePublic.model_validate(step_usage(run.calls))
+                    if run.calls
+                    else None,
                 )
+        used = [step.usage for step in steps.values() if step.usage is not None]
         return cls(
             id=record.id,
             workflow_id=str(record.workflow_id),
@@ -121,6 +155,11 @@ class ExecutionPublic(BaseModel):
             # Only an ended execution reports an error: a running one may carry the failure
             # its run is about to end with.
             error=record.error if record.status.is_terminal else None,
+            usage=UsagePublic(
+                input_tokens=sum(u.input_tokens for u in used),
+                output_tokens=sum(u.output_tokens for u in used),
+                cost_usd=total_cost([u.model_dump() for u in used]),
+            ),
         )
 
 

@@ -28,6 +28,12 @@ class SystemStatsPublic(BaseModel):
     api_keys_count: int = Field(description="API keys neither revoked nor expired")
     avg_execution_time_ms: float = Field(description="Mean duration of completed executions")
     uptime_seconds: int = Field(description="Uptime of the process (Lambda container) answering")
+    spend_today_usd: float = Field(
+        description="USD of provider calls since 00:00 UTC today (calls with a known price)"
+    )
+    spend_month_usd: float = Field(
+        description="USD of provider calls since the first of this month, 00:00 UTC"
+    )
 
     @classmethod
     def of(cls, stats: SystemStats) -> SystemStatsPublic:
@@ -39,6 +45,8 @@ class SystemStatsPublic(BaseModel):
             api_keys_count=stats.api_keys_count,
             avg_execution_time_ms=stats.avg_execution_time_ms,
             uptime_seconds=stats.uptime_seconds,
+            spend_today_usd=stats.spend_today_usd,
+            spend_month_usd=stats.spend_month_usd,
         )
 
 

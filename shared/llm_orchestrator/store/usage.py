@@ -1,0 +1,194 @@
+"""Provider calls, their cost, price overrides and per-user monthly spend.
+
+``provider_calls`` is append-only (money spent stays spent when a restore forgets a step
+run or a workflow is deleted); ``user_spend`` is one counter row per user and month,
+incremented in the same statement that records the calls, so concurrent executions of one
+user serialise on it and no increment is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from llm_orchestrator.store.db import Database
+
+__all__ = ["CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One provider call as recorded: an attempt, a retry or a fallback."""
+
+    provider: str
+    model: str
+    outcome: str
+    latency_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    dimension: int | None = None
+
+
+@dataclass(frozen=True)
+class PriceRow:
+    provider: str
+    model: str
+    input_usd_per_million: float
+    output_usd_per_million: float
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Every call ever recorded, for ``/metrics``' counters."""
+
+    tokens: dict[tuple[str, str, str], int]
+    """``(provider, model, direction)`` → tokens, direction ``input`` or ``output``."""
+    cost_usd: dict[tuple[str, str], float]
+    """``(provider, model)`` → USD of the calls whose price was known."""
+
+
+def _float(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class UsageRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- prices --------------------------------------------------------------------------
+
+    async def price_overrides(
+        self, keys: Sequence[tuple[str, str]] | None = None
+    ) -> list[PriceRow]:
+        """Every override, or those of ``keys`` (``(provider, model)`` pairs)."""
+        query = "SELECT * FROM model_prices"
+        params: tuple[Any, ...] = ()
+        if keys is not None:
+            if not keys:
+                return []
+            query += " WHERE (provider, model) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            params = ([k[0] for k in keys], [k[1] for k in keys])
+        async with self._db.connection() as conn:
+            cur = await conn.execute(query + " ORDER BY provider, model", params)
+            rows = await cur.fetchall()
+        return [
+            PriceRow(
+                row["provider"],
+                row["model"],
+                float(row["input_usd_per_million"]),
+                float(row["output_usd_per_million"]),
+                row["updated_at"],
+                row["updated_by"],
+            )
+            for row in rows
+        ]
+
+    async def replace_price_overrides(
+        self, prices: Sequence[PriceRow], *, updated_by: str | None
+    ) -> list[PriceRow]:
+        """Make ``prices`` the whole set of overrides, in one transaction."""
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM model_prices")
+            for price in prices:
+                await conn.execute(
+                    "INSERT INTO model_prices (provider, model, input_usd_per_million,"
+                    " output_usd_per_million, updated_by) VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        price.provider,
+                        price.model,
+                        Decimal(str(price.input_usd_per_million)),
+                        Decimal(str(price.output_usd_per_million)),
+                        updated_by,
+                    ),
+                )
+        return await self.price_overrides()
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def record_calls(
+        self, execution_id: str, step_id: str, calls: Sequence[CallRow], *, month: date
+    ) -> None:
+        """Append ``calls`` to the ledger and to the step run's list, and add their cost to
+        the execution owner's spend for ``month``: one statement, so all or nothing."""
+        if not calls:
+            return
+        documents = [asdict(call) for call in calls]
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "WITH c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
+                "  provider text, model text, outcome text, latency_ms float8,"
+                "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
+                " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
+                " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
+                "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
+                "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
+                "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
+                "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
+                " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
+                "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
+                "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
+                "  ON CONFLICT (owner_id, month)"
+                "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
+                "  RETURNING 1)"
+                " UPDATE step_runs SET calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb"
+                " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s",
+                {
+                    "calls": Jsonb(documents),
+                    "execution_id": execution_id,
+                    "step_id": step_id,
+                    "month": month,
+                },
+            )
+
+    async def known_dimension(self, provider: str, model: str) -> int | None:
+        """The vector size an embedding model produced in any earlier call."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT dimension FROM provider_calls WHERE provider = %s AND model = %s"
+                " AND dimension IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (provider, model),
+            )
+            row = await cur.fetchone()
+        return int(row["dimension"]) if row else None
+
+    # -- aggregates ----------------------------------------------------------------------
+
+    async def spend_since(self, *starts: datetime) -> list[float]:
+        """USD spent (calls with a known price) since each of ``starts``, all users."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT s.i, coalesce(sum(p.cost_usd), 0) AS usd"
+                " FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS s(start, i)"
+                " LEFT JOIN provider_calls p ON p.recorded_at >= s.start"
+                " GROUP BY s.i ORDER BY s.i",
+                (list(starts),),
+            )
+            rows = await cur.fetchall()
+        return [float(row["usd"]) for row in rows]
+
+    async def totals(self) -> UsageTotals:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT provider, model, coalesce(sum(input_tokens), 0) AS input,"
+                " coalesce(sum(output_tokens), 0) AS output,"
+                " coalesce(sum(cost_usd), 0) AS cost, count(cost_usd) AS priced"
+                " FROM provider_calls GROUP BY provider, model ORDER BY provider, model"
+            )
+            rows = await cur.fetchall()
+        tokens: dict[tuple[str, str, str], int] = {}
+        cost: dict[tuple[str, str], float] = {}
+        for row in rows:
+            key = (row["provider"], row["model"])
+            tokens[(*key, "input")] = int(row["input"])
+            tokens[(*key, "output")] = int(row["output"])
+            if row["priced"]:
+                cost[key] = float(row["cost"])
+        return UsageTotals(tokens, cost)
