@@ -115,11 +115,20 @@ class ExecutionService:
         return record
 
     async def state(self, caller: Principal, workflow_id: str, execution_id: str) -> ExecutionState:
-        return await self._state(await self._execution(caller, workflow_id, execution_id))
+        try:
+            parsed = parse_workflow_id(workflow_id)
+        except NotFound:
+            raise NotFound(EXECUTION_NOT_FOUND) from None
+        found = await self._repo.get_with_runs(
+            execution_id, owner_id=caller.owner_filter(), workflow_id=parsed
+        )
+        if found is None:
+            raise NotFound(EXECUTION_NOT_FOUND)
+        return _state_of(*found)
 
     async def state_of(self, record: ExecutionRecord) -> ExecutionState:
-        fresh = await self._repo.get(record.id)
-        return await self._state(fresh or record)
+        found = await self._repo.get_with_runs(record.id)
+        return _state_of(*found) if found else await self._state(record)
 
     async def pause(
         self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
@@ -205,6 +214,11 @@ class ExecutionService:
         runs = {run.step_id: run for run in await self._step_runs.step_runs(record.id)}
         step_ids = [step["id"] for step in record.definition.get("steps", [])]
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
+
+
+def _state_of(record: ExecutionRecord, runs: list[StepRunRecord]) -> ExecutionState:
+    step_ids = [step["id"] for step in record.definition.get("steps", [])]
+    return ExecutionState(record=record, step_ids=step_ids, runs={r.step_id: r for r in runs})
 
 
 def _check_inputs(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> None:

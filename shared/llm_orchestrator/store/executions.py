@@ -24,7 +24,12 @@ from llm_orchestrator.executions.status import (
 )
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.db import Connection, Database, owner_clause
-from llm_orchestrator.store.step_runs import close_running_steps, take_parked
+from llm_orchestrator.store.step_runs import (
+    StepRunRecord,
+    close_running_steps,
+    step_run_record,
+    take_parked,
+)
 
 _ACTIVE = [status.value for status in ACTIVE]
 _UNFINISHED = [status.value for status in UNFINISHED]
@@ -121,6 +126,33 @@ class ExecutionRepository:
             )
             row = await cur.fetchone()
         return _execution(row) if row else None
+
+    async def get_with_runs(
+        self,
+        execution_id: str,
+        *,
+        owner_id: str | None = None,
+        workflow_id: uuid.UUID | None = None,
+    ) -> tuple[ExecutionRecord, list[StepRunRecord]] | None:
+        """:meth:`get` and the execution's step runs, pipelined: one round trip (a status
+        read is the API's most frequent call)."""
+        owner_sql, owner_params = owner_clause(owner_id)
+        workflow_sql = "TRUE" if workflow_id is None else "workflow_id = %s"
+        workflow_params = () if workflow_id is None else (workflow_id,)
+        async with self._db.connection() as conn, conn.pipeline():
+            execution = await conn.execute(
+                f"SELECT * FROM executions WHERE id = %s AND {owner_sql} AND {workflow_sql}",
+                (execution_id, *owner_params, *workflow_params),
+            )
+            runs = await conn.execute(
+                "SELECT * FROM step_runs WHERE execution_id = %s ORDER BY started_at, step_id",
+                (execution_id,),
+            )
+            row = await execution.fetchone()
+            run_rows = await runs.fetchall()
+        if row is None:
+            return None  # the runs read is dropped: not the caller's to see
+        return _execution(row), [step_run_record(run) for run in run_rows]
 
     async def ids_with_status(self, statuses: tuple[ExecutionStatus, ...]) -> list[str]:
         async with self._db.connection() as conn:

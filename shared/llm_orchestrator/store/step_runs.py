@@ -58,7 +58,7 @@ class StepUsage:
     latency_ms: float
 
 
-def _step_run(row: dict[str, Any]) -> StepRunRecord:
+def step_run_record(row: dict[str, Any]) -> StepRunRecord:
     return StepRunRecord(
         **{
             **{k: row[k] for k in StepRunRecord.__dataclass_fields__},
@@ -255,7 +255,7 @@ class StepRunRepository:
                 (execution_id,),
             )
             rows = await cur.fetchall()
-        return [_step_run(row) for row in rows]
+        return [step_run_record(row) for row in rows]
 
     async def record_failure(
         self, execution_id: str, step_id: str | None, error: dict[str, Any]

@@ -1,0 +1,70 @@
+"""Authentication is decided on every request, however many came just before: a revoked
+key or a changed role applies to the very next request, with nothing cached in between."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from llm_orchestrator.server import LocalServer
+from tests.integration.conftest import CreateUser, Session
+
+BURST = 40
+
+
+async def burst(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    answers = await asyncio.gather(
+        *(client.get("/workflows", headers=headers) for _ in range(BURST))
+    )
+    assert [a.status_code for a in answers] == [200] * BURST
+
+
+async def test_a_revoked_key_is_refused_on_the_next_request_right_after_a_burst(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    created = await client.post(
+        "/auth/keys", headers=admin.headers, json={"name": "ci", "scopes": ["workflow:read"]}
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()
+    headers = {"X-API-Key": key["key"]}
+    await burst(client, headers)
+
+    revoked = await client.delete(f"/auth/keys/{key['id']}", headers=admin.headers)
+    assert revoked.status_code == 204
+    refused = await client.get("/workflows", headers=headers)
+
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "unauthorized"
+
+
+async def test_a_role_taken_away_applies_to_the_next_request_right_after_a_burst(
+    client: httpx.AsyncClient, create_user: CreateUser, server: LocalServer
+) -> None:
+    dev = await create_user("dev", roles=["developer"])
+    await burst(client, dev.headers)
+
+    # There is no endpoint for roles: an operator changes them in the database.
+    async with server.runtime.db.connection() as conn:
+        await conn.execute("UPDATE users SET roles = ARRAY['viewer'] WHERE id = %s", (dev.user_id,))
+    refused = await client.post(
+        "/workflows",
+        headers=dev.headers,
+        json={
+            "name": "w",
+            "steps": [
+                {
+                    "id": "s",
+                    "type": "llm",
+                    "provider": "openai",
+                    "model": "gpt-4",
+                    "prompt": "hi",
+                    "output": ["o"],
+                }
+            ],
+        },
+    )
+
+    assert refused.status_code == 403
+    assert refused.json()["details"]["required_permission"] == "WorkflowWrite"
