@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     secrets_prefix: str = "llmo/"
     """``aws`` backend: secret ``KEY`` is the Secrets Manager secret ``<prefix>KEY``."""
     secrets_cache_seconds: float = 60.0
-    """``aws`` backend: how long a process serves a value (or a miss) before reading again."""
+    """How long a process serves a secret (or its absence) before reading again; a write
+    through the process itself applies at once (``secrets/cache.py``). 0 turns it off."""
     secrets_cache_size: int = 256
-    """``aws`` backend: names a process keeps cached at most."""
+    """Secret names a process keeps cached at most."""
     secrets_key: SecretStr | None = None
     """Key of the ``db`` secrets backend: urlsafe base64 of 32 bytes. Unset locally → generated
     once into ``data_dir``; required outside ``local`` as soon as a secret is stored or read."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets as _secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -227,11 +228,17 @@ class Runtime:
                 )
             )
         from llm_orchestrator.secrets import DbSecretsStore
+        from llm_orchestrator.secrets.cache import SecretCache
         from llm_orchestrator.store.secrets import SecretRepository
 
         # The key is resolved on first use, so building the store never reads or creates it.
         key = partial(resolve_secrets_key, settings)
-        return RedactingSecretsStore(DbSecretsStore(SecretRepository(self.db), key, self.clock))
+        cache = SecretCache(
+            settings.secrets_cache_size, settings.secrets_cache_seconds, time.monotonic
+        )
+        return RedactingSecretsStore(
+            DbSecretsStore(SecretRepository(self.db), key, self.clock, cache)
+        )
 
     @cached_property
     def system_stats(self) -> SystemStatsService:

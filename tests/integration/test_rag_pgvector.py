@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from llm_orchestrator.runtime import resolve_secrets_key
+from llm_orchestrator.secrets import DbSecretsStore
+from llm_orchestrator.server import LocalServer
 from llm_orchestrator.steps.vectors import document_id
+from llm_orchestrator.store.secrets import SecretRepository
 from llm_orchestrator.store.vector_tables import table_name
 from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
@@ -211,3 +216,34 @@ async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_pas
     }
     assert password not in str(final)
     assert password not in caplog.text
+
+
+async def test_searches_read_no_secret_and_a_pgvector_url_stored_here_applies_at_once(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI, server: LocalServer
+) -> None:
+    ingested = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
+    assert ingested["status"] == "completed", ingested
+    unreachable = f"postgresql://vec:pw@127.0.0.1:{free_port()}/vectors"
+    # Another process (no shared cache) stores PGVECTOR_URL: this one read "unset" once and
+    # does not ask again on every search, so it keeps using its own database for now.
+    runtime = server.runtime
+    elsewhere = DbSecretsStore(
+        SecretRepository(runtime.db), partial(resolve_secrets_key, runtime.settings), runtime.clock
+    )
+    await elsewhere.put("PGVECTOR_URL", unreachable)
+
+    searched = await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1])
+    assert searched["status"] == "completed", searched
+    assert searched["steps"]["search_docs"]["outputs"]["relevant_docs"][0]["text"] == DOCUMENTS[1]
+
+    # Stored through this server's API, it applies to the very next search.
+    response = await client.post(
+        "/admin/secrets", headers=admin.headers, json={"key": "PGVECTOR_URL", "value": unreachable}
+    )
+    assert response.status_code == 200, response.text
+    final = await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1])
+
+    assert final["status"] == "failed"
+    assert final["error"]["message"] == (
+        "pgvector could not reach the PostgreSQL named by PGVECTOR_URL"
+    )

@@ -6,10 +6,10 @@ envelope, ``{"llmo": 1, "value": …, "expires_at": "<ISO 8601>" | null}``, and 
 ``llmo:expires-at``; an expired one is never served. A secret created outside the API (a
 plain string in the console) is served as it is and never expires.
 
-Reads go through a bounded, time-limited cache (misses included, as most provider
-variables are usually unset), so a step does not pay a Secrets Manager round trip per
-credential. A write through this process drops its entry at once; another process (another
-Lambda container) sees the new value within ``cache_seconds``.
+Reads go through the secrets read cache (``secrets/cache.py``), so a step does not pay a
+Secrets Manager round trip per credential. A write through this process drops its entry at
+once; another process (another Lambda container) sees the new value within
+``cache_seconds``.
 
 boto3 and Powertools' parameters utility are imported on first use only. Values are never
 logged: botocore's request and response logging is held at INFO or above, because at DEBUG
@@ -21,15 +21,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from llm_orchestrator.errors import ServiceUnavailable
 from llm_orchestrator.secrets.base import validate_secret
+from llm_orchestrator.secrets.cache import Fetched, SecretCache
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +40,6 @@ _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.httpchecksum
 
 class SecretsBackendError(ServiceUnavailable):
     """Secrets Manager refused or failed a call (503); the message never holds a value."""
-
-
-class _Cache:
-    """Least-recently-used, at most ``size`` names, each kept ``seconds`` at most."""
-
-    def __init__(self, size: int, seconds: float, clock: Callable[[], float]) -> None:
-        self._size = size
-        self._seconds = seconds
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str | None, datetime | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> tuple[bool, str | None, datetime | None]:
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None or self._clock() - entry[0] >= self._seconds:
-                self._entries.pop(name, None)
-                return False, None, None
-            self._entries.move_to_end(name)
-            return True, entry[1], entry[2]
-
-    def put(self, name: str, value: str | None, expires_at: datetime | None) -> None:
-        if self._size <= 0 or self._seconds <= 0:
-            return
-        with self._lock:
-            self._entries[name] = (self._clock(), value, expires_at)
-            self._entries.move_to_end(name)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def drop(self, name: str) -> None:
-        with self._lock:
-            self._entries.pop(name, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 class SecretsManagerStore:
@@ -96,7 +59,7 @@ class SecretsManagerStore:
         self._now = clock
         self._client = client
         self._provider: Any = None
-        self.cache = _Cache(cache_size, cache_seconds, monotonic)
+        self.cache = SecretCache(cache_size, cache_seconds, monotonic)
 
     def __repr__(self) -> str:
         return f"SecretsManagerStore(prefix={self._prefix!r})"
@@ -117,16 +80,15 @@ class SecretsManagerStore:
         return (await self.get_many([name])).get(name)
 
     async def get_many(self, names: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        now = self._now()
-        for name in dict.fromkeys(names):
-            hit, value, expires_at = self.cache.get(name)
-            if not hit:
-                value, expires_at = await asyncio.to_thread(self._fetch, name)
-                self.cache.put(name, value, expires_at)
-            if value is not None and (expires_at is None or expires_at > now):
-                found[name] = value
-        return found
+        return await self.cache.read_through(names, self._fetch_many, self._now())
+
+    async def _fetch_many(self, names: list[str]) -> Fetched:
+        fetched: Fetched = {}
+        for name in names:
+            value, expires_at = await asyncio.to_thread(self._fetch, name)
+            if value is not None:
+                fetched[name] = (value, expires_at)
+        return fetched
 
     async def names(self) -> list[str]:
         return sorted(await asyncio.to_thread(self._list_names, self._now()))

@@ -22,7 +22,9 @@ class SecretsCredentialResolver:
     Looks up ``credential_names(provider)`` (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, …), the
     same names the environment uses, so a secret stored under a variable's name overrides
     that variable when this resolver comes first in a ``FallbackCredentialResolver``.
-    Nothing is cached: a secret set or rotated through the API applies to the next call.
+    The store caches its reads and drops a name it writes, so a secret set or rotated
+    through the API applies to this process's next call (other processes: within
+    ``LLMO_SECRETS_CACHE_SECONDS``).
     """
 
     def __init__(self, store: SecretsStore) -> None:
@@ -46,9 +48,10 @@ def _usable(value: str | None) -> str | None:
 
 
 class SecretsSettingResolver:
-    """A vector database's settings (``QDRANT_URL``, ``PINECONE_API_KEY``, …) from the
-    secrets store, under the same names as the environment variables; uncached, like the
-    provider credentials, so a secret set through the API applies to the next call."""
+    """A vector database's settings (``QDRANT_URL``, ``PINECONE_API_KEY``, ``PGVECTOR_URL``,
+    …) from the secrets store, under the same names as the environment variables; read
+    through the store's cache like the provider credentials, so a search costs no secrets
+    read and a setting stored through the API applies to the next call."""
 
     def __init__(self, store: SecretsStore) -> None:
         self._store = store

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from llm_orchestrator.secrets.base import validate_secret
+from llm_orchestrator.secrets.cache import Fetched, SecretCache
 from llm_orchestrator.secrets.crypto import SecretCipher
 from llm_orchestrator.store.secrets import SecretRepository
 
@@ -18,7 +19,9 @@ class DbSecretsStore:
 
     The key is fetched from ``key_source`` on first need, not at construction: building the
     runtime (a Lambda cold start, a health probe) reads no key file, and a deployment that
-    stores no secrets needs no key at all.
+    stores no secrets needs no key at all. With a ``cache`` (``secrets/cache.py``), reads
+    are served from it and a write through this store drops the name at once; without one,
+    every read is a query.
     """
 
     backend = "db"
@@ -28,8 +31,10 @@ class DbSecretsStore:
         repository: SecretRepository,
         key_source: Callable[[], bytes],
         clock: Callable[[], datetime],
+        cache: SecretCache | None = None,
     ) -> None:
         self._repository = repository
+        self._cache = cache
         self._key_source = key_source
         self._clock = clock
         self._cipher: SecretCipher | None = None
@@ -42,7 +47,14 @@ class DbSecretsStore:
         now = self._clock()
         expires_at = now + ttl if ttl is not None else None
         ciphertext = self._get_cipher().encrypt(name, value)
-        await self._repository.upsert(name, ciphertext, now=now, expires_at=expires_at)
+        if self._cache is not None:
+            self._cache.drop(name)
+        try:
+            await self._repository.upsert(name, ciphertext, now=now, expires_at=expires_at)
+        finally:
+            # Whatever happens, this process must not serve what it cached before the write.
+            if self._cache is not None:
+                self._cache.drop(name)
         log.info(
             "stored secret %s (expires %s)", name, expires_at.isoformat() if expires_at else "never"
         )
@@ -51,11 +63,19 @@ class DbSecretsStore:
         return (await self.get_many([name])).get(name)
 
     async def get_many(self, names: Sequence[str]) -> dict[str, str]:
+        if self._cache is not None:
+            return await self._cache.read_through(names, self._fetch, self._clock())
+        return {name: value for name, (value, _) in (await self._fetch(list(names))).items()}
+
+    async def _fetch(self, names: list[str]) -> Fetched:
         rows = await self._repository.get_unexpired(names, self._clock())
         if not rows:
             return {}
         cipher = self._get_cipher()
-        return {name: cipher.decrypt(name, blob) for name, blob in rows.items()}
+        return {
+            name: (cipher.decrypt(name, blob), expires_at)
+            for name, (blob, expires_at) in rows.items()
+        }
 
     async def names(self) -> list[str]:
         return await self._repository.list_names(self._clock())

@@ -1,8 +1,19 @@
-"""The provider calls of ``llm`` and ``embed`` steps, each one logged as an attempt."""
+"""The provider calls of ``llm`` and ``embed`` steps, each one logged as an attempt, and
+their fallback chains.
+
+A step's ``fallback`` entries are tried in order, inside the step's **last** attempt (the
+one its ``retry`` policy allows last) and only after the call before them ended with a
+retryable error (rate limited, unavailable, timed out): earlier attempts fail as they
+always did and the state machine's Retry calls the primary again. A permanent error (a
+refused credential, a rejected request) ends the chain at once. Walking the chain in one
+step-runner invocation keeps both engines and the compiled state machine unchanged.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from llm_orchestrator.providers import (
     ChatRequest,
@@ -12,9 +23,136 @@ from llm_orchestrator.providers import (
     ProviderError,
     ProviderRegistry,
 )
+from llm_orchestrator.steps.errors import StepConfigurationError
 from llm_orchestrator.steps.usage import SUCCEEDED, Attempt, CallLog
+from llm_orchestrator.workflows.models import EmbedStep, LlmStep
 
-__all__ = ["chat", "embed"]
+__all__ = ["DimensionOf", "Target", "chat", "chat_chain", "embed", "embed_chain"]
+
+DimensionOf = Callable[[str, str], Awaitable[int | None]]
+"""``(provider, model)`` → the vector size that model produces, when known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+def llm_targets(step: LlmStep) -> list[Target]:
+    primary = Target(step.provider, step.model, step.temperature, step.max_tokens)
+    return [primary] + [
+        Target(
+            entry.provider,
+            entry.model,
+            step.temperature if entry.temperature is None else entry.temperature,
+            step.max_tokens if entry.max_tokens is None else entry.max_tokens,
+        )
+        for entry in step.fallback or []
+    ]
+
+
+def embed_targets(step: EmbedStep) -> list[Target]:
+    return [Target(step.provider, step.model)] + [
+        Target(entry.provider, entry.model) for entry in step.fallback or []
+    ]
+
+
+async def chat_chain(
+    providers: ProviderRegistry,
+    step: LlmStep,
+    request: ChatRequest,
+    log: CallLog,
+    *,
+    last_attempt: bool,
+) -> ChatResult:
+    """The step's primary, then (on its last attempt) each fallback in turn."""
+    targets = llm_targets(step) if last_attempt else llm_targets(step)[:1]
+    failures: list[tuple[Target, ProviderError]] = []
+    for target in targets:
+        asked = replace(
+            request,
+            model=target.model,
+            temperature=target.temperature,
+            max_tokens=target.max_tokens,
+        )
+        try:
+            return await chat(providers, target.provider, asked, log)
+        except ProviderError as exc:
+            failures.append((target, exc))
+            if not exc.retryable or len(failures) == len(targets):
+                if len(failures) == 1:
+                    raise
+                raise _chain_error(failures) from exc
+    raise AssertionError("a chain has at least its primary")
+
+
+async def embed_chain(
+    providers: ProviderRegistry,
+    step: EmbedStep,
+    request: EmbedRequest,
+    log: CallLog,
+    *,
+    last_attempt: bool,
+    dimension_of: DimensionOf,
+) -> EmbedResult:
+    """``chat_chain`` for embeddings; a fallback's vectors must have the primary's size."""
+    targets = embed_targets(step) if last_attempt else embed_targets(step)[:1]
+    failures: list[tuple[Target, ProviderError]] = []
+    for target in targets:
+        # Only Cohere has input types; other providers are never sent one.
+        input_type = request.input_type if target.provider == "cohere" else None
+        asked = replace(request, model=target.model, input_type=input_type)
+        try:
+            result = await embed(providers, target.provider, asked, log)
+        except ProviderError as exc:
+            failures.append((target, exc))
+            if not exc.retryable or len(failures) == len(targets):
+                if len(failures) == 1:
+                    raise
+                raise _chain_error(failures) from exc
+            continue
+        if failures:
+            await _check_size(targets[0], target, result, dimension_of)
+        return result
+    raise AssertionError("a chain has at least its primary")
+
+
+async def _check_size(
+    primary: Target, fallback: Target, result: EmbedResult, dimension_of: DimensionOf
+) -> None:
+    size = len(result.vectors[0]) if result.vectors else None
+    expected = await dimension_of(primary.provider, primary.model)
+    if size is None or size == expected:
+        return
+    if expected is None:
+        raise StepConfigurationError(
+            f"fallback {fallback.provider} {fallback.model!r} answered with {size}-dimension "
+            f"vectors, but the size of {primary.provider} {primary.model!r} is unknown (it has "
+            "never answered here), so they cannot be shown to match: the vectors are refused"
+        )
+    raise StepConfigurationError(
+        f"fallback {fallback.provider} {fallback.model!r} answered with {size}-dimension "
+        f"vectors but {primary.provider} {primary.model!r} produces {expected}: the vectors "
+        "are refused (an index holds one size)"
+    )
+
+
+def _chain_error(failures: Sequence[tuple[Target, ProviderError]]) -> ProviderError:
+    """The last error, its message naming every provider tried, so the step's error says
+    why each one failed (the class, and so retry routing, is the last one's)."""
+    _, last = failures[-1]
+    tried = "; ".join(
+        f"{target.provider} {target.model!r}: {error.message}" for target, error in failures
+    )
+    return type(last)(
+        f"the fallback chain failed: {tried}",
+        provider=last.provider,
+        status_code=last.status_code,
+        retry_after=last.retry_after,
+    )
 
 
 async def chat(

@@ -56,6 +56,7 @@ from llm_orchestrator.steps.vectors import (
 from llm_orchestrator.store.step_runs import StepContext, StepUsage
 from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
+    EMBEDDING_DIMENSIONS,
     AnyStep,
     EmbedStep,
     LlmStep,
@@ -266,7 +267,7 @@ class StepRunner:
             return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         try:
             outputs, usage = await self._recorded(
-                execution_id, step, definition, ancestor_map, context
+                execution_id, step, definition, ancestor_map, context, attempt
             )
         except ProviderError as exc:
             error = error_record(type(exc).__name__, exc.message, step_id)
@@ -326,6 +327,13 @@ class StepRunner:
         if wait > 0:
             await self._sleep(wait)
 
+    async def _dimension_of(self, provider: str, model: str) -> int | None:
+        """An embedding model's vector size: the known table, else an earlier call's."""
+        known = EMBEDDING_DIMENSIONS.get((provider, model))
+        if known is None and self._usage is not None:
+            known = await self._usage.known_dimension(provider, model)
+        return known
+
     async def _refuse_if_stopped(self, execution_id: str, step_id: str) -> None:
         context = await self._repo.step_context(execution_id, step_id)
         if context is None:
@@ -343,13 +351,14 @@ class StepRunner:
         definition: WorkflowDefinition,
         ancestor_map: dict[str, frozenset[str]],
         context: StepContext,
+        attempt: int | None,
     ) -> tuple[dict[str, Any], StepUsage]:
         """``_execute``, with every provider call it made priced and recorded, whatever the
         outcome: before the step completes (its status then shows them) or its error is
         handled (a retry's wait must not hold the record back)."""
         calls = CallLog()
         try:
-            return await self._execute(step, definition, ancestor_map, context, calls)
+            return await self._execute(step, definition, ancestor_map, context, calls, attempt)
         finally:
             if self._usage is not None:
                 await self._usage.record(execution_id, step.id, calls)
@@ -361,6 +370,7 @@ class StepRunner:
         ancestor_map: dict[str, frozenset[str]],
         context: StepContext,
         calls: CallLog,
+        attempt: int | None = None,
     ) -> tuple[dict[str, Any], StepUsage]:
         values = template_values(
             definition, step.id, context.inputs, context.outputs, ancestor_map[step.id]
@@ -373,7 +383,9 @@ class StepRunner:
                 temperature=step.temperature,
                 max_tokens=step.max_tokens,
             )
-            chat = await provider_calls.chat(self._providers, step.provider, request, calls)
+            chat = await provider_calls.chat_chain(
+                self._providers, step, request, calls, last_attempt=_last_attempt(step, attempt)
+            )
             usage = StepUsage(chat.input_tokens, chat.output_tokens, chat.latency_ms)
             return text_outputs(step.output, chat.text), usage
         if isinstance(step, EmbedStep):
@@ -381,11 +393,13 @@ class StepRunner:
             if isinstance(text, list) and not text:
                 # Nothing to embed (an ingest of zero documents): no call, no vectors.
                 return value_outputs(step.output, []), StepUsage(0, None, 0.0)
-            embedded = await provider_calls.embed(
+            embedded = await provider_calls.embed_chain(
                 self._providers,
-                step.provider,
+                step,
                 EmbedRequest(model=step.model, input=text, input_type=step.input_type),
                 calls,
+                last_attempt=_last_attempt(step, attempt),
+                dimension_of=self._dimension_of,
             )
             vectors: Any = embedded.vectors if isinstance(text, list) else embedded.vectors[0]
             usage = StepUsage(embedded.input_tokens, None, embedded.latency_ms)
@@ -438,6 +452,12 @@ class StepRunner:
         record = error_record(name, _readable_cause(name, cause), step_id)
         await self._repo.record_failure(execution_id, step_id, record)
         return {"failed": True}
+
+
+def _last_attempt(step: AnyStep, attempt: int | None) -> bool:
+    """Whether no Retry follows this attempt (``attempt`` is ``$$.State.RetryCount``):
+    the one in which a step's fallback chain is walked. Unknown counts as last."""
+    return attempt is None or attempt + 1 >= (step.retry or RetryPolicy()).max_attempts
 
 
 def _elapsed_ms(started: float) -> float:

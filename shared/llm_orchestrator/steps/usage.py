@@ -32,6 +32,8 @@ class UsageStore(Protocol):
         self, execution_id: str, step_id: str, calls: Sequence[CallRow], *, month: date
     ) -> None: ...
 
+    async def known_dimension(self, provider: str, model: str) -> int | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
@@ -62,6 +64,10 @@ class UsageRecorder:
     def __init__(self, store: UsageStore, *, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._now = clock
+
+    async def known_dimension(self, provider: str, model: str) -> int | None:
+        """The vector size ``model`` answered with in any earlier recorded call."""
+        return await self._store.known_dimension(provider, model)
 
     async def prices(self, attempts: Sequence[Attempt]) -> PriceTable:
         """The price table for these calls: the shipped prices under the overrides."""

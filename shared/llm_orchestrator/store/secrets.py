@@ -28,17 +28,21 @@ class SecretRepository:
                 (name, ciphertext, now, expires_at),
             )
 
-    async def get_unexpired(self, names: Sequence[str], now: datetime) -> dict[str, bytes]:
-        """Ciphertexts of those of ``names`` that exist and have not expired, in one query."""
+    async def get_unexpired(
+        self, names: Sequence[str], now: datetime
+    ) -> dict[str, tuple[bytes, datetime | None]]:
+        """Ciphertext and expiry of those of ``names`` that exist and have not expired, in
+        one query."""
         if not names:
             return {}
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT name, ciphertext FROM secrets WHERE name = ANY(%s) AND {_UNEXPIRED}",
+                "SELECT name, ciphertext, expires_at FROM secrets"
+                f" WHERE name = ANY(%s) AND {_UNEXPIRED}",
                 (list(names), now),
             )
             rows = await cur.fetchall()
-        return {row["name"]: bytes(row["ciphertext"]) for row in rows}
+        return {row["name"]: (bytes(row["ciphertext"]), row["expires_at"]) for row in rows}
 
     async def list_names(self, now: datetime) -> list[str]:
         async with self._db.connection() as conn:

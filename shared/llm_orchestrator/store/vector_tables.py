@@ -145,11 +145,15 @@ class VectorTables:
             # Equality of the JSON values (1 = 1.0, "en" = "en"), one key at a time.
             conditions.append(sql.SQL("metadata -> %s = %s"))
             params.extend([key, Jsonb(value)])
-        params.extend([query, top_k])
+        params.append(query)
+        # LIMIT is a literal, not a parameter: psycopg prepares a statement it runs often,
+        # and PostgreSQL's generic plan for an unknown LIMIT is a sequential scan and a sort
+        # of the whole table (seconds at 100,000 rows); with the number in the text every
+        # plan is the HNSW index scan. ``top_k`` is a validated int (1..1000).
         statement = sql.SQL(
             "SELECT id, text, metadata, 1 - (embedding <=> %s) AS score FROM {}"
-            " WHERE {} ORDER BY embedding <=> %s LIMIT %s"
-        ).format(table, sql.SQL(" AND ").join(conditions))
+            " WHERE {} ORDER BY embedding <=> %s LIMIT {}"
+        ).format(table, sql.SQL(" AND ").join(conditions), sql.Literal(int(top_k)))
         async with self._db.connection() as conn:
             if not await self._register(conn):
                 raise VectorIndexMissing(index)

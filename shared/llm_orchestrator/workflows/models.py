@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -23,6 +24,7 @@ from llm_orchestrator.workflows.templating import find_variables, whole_variable
 
 __all__ = [
     "DEFAULT_WORKFLOW_TIMEOUT_SECONDS",
+    "EMBEDDING_DIMENSIONS",
     "EMBEDDING_PROVIDERS",
     "LLM_PROVIDERS",
     "MAX_STEPS",
@@ -31,7 +33,9 @@ __all__ = [
     "STEP_ID_PATTERN",
     "STEP_TYPES",
     "VECTOR_DATABASES",
+    "EmbedFallback",
     "EmbedStep",
+    "LlmFallback",
     "LlmStep",
     "RetryPolicy",
     "Step",
@@ -53,6 +57,8 @@ MAX_WORKFLOW_TIMEOUT_SECONDS = 31_536_000
 MAX_STEP_TIMEOUT_SECONDS = 86_400
 MAX_STEPS = 1000
 MAX_TEMPLATE_CHARS = 100_000
+MAX_FALLBACKS = 5
+"""Entries of a step's ``fallback`` chain: each is one more call inside the step's last attempt."""
 
 STEP_ID_PATTERN = r"^[A-Za-z](?:_?[A-Za-z0-9-])*_?$"
 """A letter, then letters, digits, ``-`` and single ``_``.
@@ -70,6 +76,21 @@ VECTOR_DATABASES = ("pinecone", "weaviate", "qdrant", "pgvector")
 LLM_PROVIDERS = ("openai", "anthropic", "cohere")
 EMBEDDING_PROVIDERS = ("openai", "cohere")
 """Anthropic offers no embeddings: an ``embed`` step naming it is refused at create time."""
+
+EMBEDDING_DIMENSIONS: Mapping[tuple[str, str], int] = MappingProxyType(
+    {
+        ("openai", "text-embedding-3-small"): 1536,
+        ("openai", "text-embedding-3-large"): 3072,
+        ("openai", "text-embedding-ada-002"): 1536,
+        ("cohere", "embed-english-v3.0"): 1024,
+        ("cohere", "embed-multilingual-v3.0"): 1024,
+        ("cohere", "embed-english-light-v3.0"): 384,
+        ("cohere", "embed-multilingual-light-v3.0"): 384,
+        ("cohere", "embed-v4.0"): 1536,
+    }
+)
+"""Vector sizes of embedding models at their default settings: an ``embed`` step's
+fallbacks must produce the same size as its primary."""
 
 StepId = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS, pattern=STEP_ID_PATTERN)]
 StepRef = Annotated[str, Field(max_length=STEP_ID_MAX_CHARS)]
@@ -140,6 +161,23 @@ class _StepBase(_Model, ABC):
         return list(names)
 
 
+class LlmFallback(_Model):
+    """Another provider and model for an ``llm`` step, tried when the ones before it ended
+    retryable-failed; ``temperature`` / ``max_tokens`` default to the step's own."""
+
+    provider: Literal["openai", "anthropic", "cohere"]
+    model: Name
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=200_000)
+
+
+class EmbedFallback(_Model):
+    """Another provider and model for an ``embed`` step (same vector size as the primary)."""
+
+    provider: Literal["openai", "cohere"]
+    model: Name
+
+
 class LlmStep(_StepBase):
     """A chat completion. ``prompt`` and ``system`` are templates."""
 
@@ -150,6 +188,7 @@ class LlmStep(_StepBase):
     system: Annotated[str, Field(max_length=MAX_TEMPLATE_CHARS)] | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, ge=1, le=200_000)
+    fallback: list[LlmFallback] | None = Field(None, max_length=MAX_FALLBACKS)
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "prompt", self.prompt
@@ -171,6 +210,7 @@ class EmbedStep(_StepBase):
     input_type: (
         Literal["search_document", "search_query", "classification", "clustering"] | None
     ) = None
+    fallback: list[EmbedFallback] | None = Field(None, max_length=MAX_FALLBACKS)
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "input", self.input

@@ -18,13 +18,17 @@ from pydantic_core import ErrorDetails
 
 from llm_orchestrator.errors import FieldError, ValidationFailed
 from llm_orchestrator.workflows.models import (
+    EMBEDDING_DIMENSIONS,
     EMBEDDING_PROVIDERS,
     LLM_PROVIDERS,
     MAX_STEPS,
     OUTPUT_NAME_PATTERN,
     STEP_ID_PATTERN,
     STEP_TYPES,
+    AnyStep,
+    EmbedFallback,
     EmbedStep,
+    LlmFallback,
     LlmStep,
     WorkflowDefinition,
     ancestor_masks,
@@ -81,6 +85,7 @@ ANTHROPIC_MAX_TEMPERATURE = 1.0
 def _capability_errors(definition: WorkflowDefinition) -> Iterator[FieldError]:
     """Settings a step's provider would refuse: refused here, at create time, instead."""
     for index, step in enumerate(definition.steps):
+        yield from _fallback_errors(index, step)
         if (
             isinstance(step, LlmStep)
             and step.provider == "anthropic"
@@ -96,6 +101,45 @@ def _capability_errors(definition: WorkflowDefinition) -> Iterator[FieldError]:
             yield FieldError(
                 f"steps[{index}].input_type",
                 f"input_type applies to provider 'cohere' only, not {step.provider!r}",
+            )
+
+
+def _fallback_errors(index: int, step: AnyStep) -> Iterator[FieldError]:
+    """A fallback that repeats the primary, that Anthropic would refuse, or that embeds
+    into another vector size than the primary (when both sizes are known)."""
+    if not isinstance(step, LlmStep | EmbedStep) or not step.fallback:
+        return
+    seen = {(step.provider, step.model)}
+    primary_size = EMBEDDING_DIMENSIONS.get((step.provider, step.model))
+    entries: list[LlmFallback | EmbedFallback] = list(step.fallback)
+    for position, entry in enumerate(entries):
+        path = f"steps[{index}].fallback[{position}]"
+        if (entry.provider, entry.model) in seen:
+            yield FieldError(
+                f"{path}.model",
+                f"{entry.provider} {entry.model!r} is already earlier in the chain",
+            )
+        seen.add((entry.provider, entry.model))
+        if isinstance(entry, LlmFallback) and isinstance(step, LlmStep):
+            temperature = step.temperature if entry.temperature is None else entry.temperature
+            if (
+                entry.provider == "anthropic"
+                and temperature is not None
+                and temperature > ANTHROPIC_MAX_TEMPERATURE
+            ):
+                yield FieldError(
+                    f"{path}.temperature",
+                    f"provider 'anthropic' takes a temperature from 0 to "
+                    f"{ANTHROPIC_MAX_TEMPERATURE:g}, got {temperature:g}"
+                    + (" (the step's own)" if entry.temperature is None else ""),
+                )
+        size = EMBEDDING_DIMENSIONS.get((entry.provider, entry.model))
+        if isinstance(step, EmbedStep) and primary_size and size and size != primary_size:
+            yield FieldError(
+                f"{path}.model",
+                f"{entry.provider} {entry.model!r} embeds into {size} dimensions but "
+                f"{step.provider} {step.model!r} into {primary_size}: a fallback must "
+                "produce vectors of the same size",
             )
 
 
