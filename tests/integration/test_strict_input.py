@@ -35,6 +35,32 @@ async def test_request_fields_take_their_json_type_only(client, admin, field, va
     assert _error_fields(response) == [field]
 
 
+async def test_a_whole_number_spelled_with_a_fraction_is_an_integer(client, admin):
+    created = await client.post(
+        "/auth/keys",
+        headers=admin.headers,
+        json={"name": "ci", "scopes": ["admin"]} | {"expires_in_days": 30.0},
+    )
+    workflow = await client.post(
+        "/workflows",
+        headers=admin.headers,
+        json={
+            "name": "whole",
+            "timeout_seconds": 60.0,
+            "steps": [
+                {"id": "a", "type": "llm", "provider": "openai", "model": "m", "prompt": "p"}
+                | {"max_tokens": 100.0, "retry": {"max_attempts": 2.0}},
+            ],
+        },
+    )
+
+    assert created.status_code == 201, created.text
+    assert workflow.status_code == 201, workflow.text
+    assert workflow.json()["timeout_seconds"] == 60
+    assert workflow.json()["steps"][0]["max_tokens"] == 100
+    assert workflow.json()["steps"][0]["retry"]["max_attempts"] == 2
+
+
 async def test_a_number_where_a_string_belongs_is_refused_at_login(client):
     response = await client.post("/auth/login", json={"username": 12, "password": "x"})
     assert _error_fields(response) == ["username"]

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "extras": KERNEL,
     "executions.status": KERNEL,
     "redaction": KERNEL,
+    "jsonvalues": KERNEL,
     # All SQL.
     "store": STORE,
     # Rules and the adapters they call (providers, vector stores, secrets backends).

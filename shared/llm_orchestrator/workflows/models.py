@@ -18,8 +18,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from llm_orchestrator.jsonvalues import whole_numbers_as_integers
 from llm_orchestrator.workflows.templating import find_variables, whole_variable
 
 __all__ = [
@@ -128,6 +129,12 @@ def _check_index(value: str, info: ValidationInfo) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        # JSON's 3.0 is the integer 3; "3" and 3.5 stay errors.
+        return whole_numbers_as_integers(cls, data)
 
 
 class RetryPolicy(_Model):

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from llm_orchestrator.jsonvalues import whole_numbers_as_integers
 
 
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are an error, never silently dropped, and values must
-    have their JSON type (``"1"`` is not a number, ``1`` is not a string)."""
+    have their JSON type (``"1"`` is not a number, ``1`` is not a string; ``2.0`` is the
+    integer 2, as JSON has it)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        return whole_numbers_as_integers(cls, data)
 
 
 class ErrorBody(BaseModel):
