@@ -80,8 +80,26 @@ async def test_logout_with_an_api_key_is_refused(client, admin):
 
     response = await client.post("/auth/logout", headers={"X-API-Key": key})
 
-    assert response.status_code == 400
-    assert response.json()["code"] == "validation_error"
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    assert "DELETE /auth/keys" in response.json()["message"]
+    assert (await client.get("/auth/keys", headers={"X-API-Key": key})).status_code == 200
+
+
+async def test_an_authorization_header_of_another_scheme_is_refused_beside_a_good_key(
+    client, admin
+):
+    created = await client.post(
+        "/auth/keys", headers=admin.headers, json={"name": "ci", "scopes": ["admin"]}
+    )
+    key = created.json()["key"]
+
+    response = await client.get(
+        "/auth/keys", headers={"X-API-Key": key, "Authorization": "Basic YTpi"}
+    )
+
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["message"]
     assert (await client.get("/auth/keys", headers={"X-API-Key": key})).status_code == 200
 
 

@@ -76,10 +76,12 @@ async def authenticate(
     try:
         if bearer is not None:
             principal = await runtime.auth.authenticate_bearer(bearer.credentials)
+        elif "authorization" in request.headers:
+            # A credential that is sent is checked, even beside a valid X-API-Key: a request
+            # never succeeds while carrying one that is malformed.
+            raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
         elif api_key:
             principal = await runtime.auth.authenticate_api_key(api_key)
-        elif request.headers.get("authorization"):
-            raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
         else:
             raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
     except Unauthorized:

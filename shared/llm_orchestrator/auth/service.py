@@ -136,9 +136,10 @@ class AuthService:
     async def logout(self, caller: Principal) -> None:
         """End the caller's login session: its refresh and access tokens stop working."""
         if caller.session_id is None:
-            raise ValidationFailed(
-                "Only a token session can log out; revoke an API key with DELETE /auth/keys/{id}",
-                [FieldError("Authorization", "Send the session's Bearer access token")],
+            # A well-formed request whose credential has no session to end: not a validation
+            # error (nothing in the request is malformed) but an action this credential lacks.
+            raise Forbidden(
+                "Only a token session can log out; revoke an API key with DELETE /auth/keys/{id}"
             )
         await self._refresh.revoke_family(caller.session_id, caller.user_id, self._now())
 
