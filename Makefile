@@ -6,7 +6,7 @@ PORT ?= 8080
 # Two workers fit this project's 2-core CI machine; override with `make test WORKERS=4`.
 WORKERS ?= 2
 
-.PHONY: install run test smoke layers lint format bench synth openapi clean
+.PHONY: install run test smoke fuzz layers lint format bench synth openapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 # (see tests/smoke.py). Needs the package index; takes several minutes. CI runs it after test.
 smoke: $(STAMP)
 	$(PY) -m tests.smoke
+
+# schemathesis with every check against a fresh `llmo serve` and the OpenAPI document it
+# serves (tests/fuzz.py); several minutes, not part of `make test`.
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz
 
 # Lambda dependency bundles per function kind, for arm64 (layers/build.py); > 200 MB fails.
 layers: $(STAMP)

@@ -57,14 +57,22 @@ def fixed_runtime(runtime: Runtime) -> RuntimeProvider:
     return provider
 
 
-def _document_validation_errors_as_400(app: FastAPI) -> None:
-    """Drop FastAPI's automatic ``422 HTTPValidationError`` from the OpenAPI document: this
-    API answers every validation error with ``400`` in the error envelope (``api/errors.py``),
-    which every operation already documents."""
+def _document_what_is_enforced(app: FastAPI) -> None:
+    """The OpenAPI document says what the server enforces.
+
+    FastAPI's automatic ``422 HTTPValidationError`` is dropped: this API answers every
+    validation error with ``400`` in the error envelope (``api/errors.py``), which every
+    operation already documents. The request side gets the rules every request is held to
+    (``api/openapi_input.py``) and the workflow definition's schema.
+    """
     render = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            from llm_orchestrator.api.openapi_input import describe_request_input
+            from llm_orchestrator.api.schemas.triggers import trigger_schemas
+            from llm_orchestrator.api.schemas.workflows import definition_schemas
+
             document = render()
             for operations in document.get("paths", {}).values():
                 for operation in operations.values():
@@ -72,6 +80,7 @@ def _document_validation_errors_as_400(app: FastAPI) -> None:
             schemas = document.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
+            describe_request_input(document, definition_schemas() | trigger_schemas())
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -104,7 +113,7 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.http_metrics)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
-    _document_validation_errors_as_400(app)
+    _document_what_is_enforced(app)
     # Starlette's 405 names only the methods of the first route on the path; the error
     # handler answers with every method the path has (``Allow``, RFC 9110 §10.2.1).
     app.state.route_methods = [

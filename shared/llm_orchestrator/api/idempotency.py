@@ -28,6 +28,8 @@ TTL = timedelta(hours=24)
 MAX_KEY_LENGTH = 255
 # Visible ASCII only: a key is compared byte for byte and echoed in error details.
 _KEY = re.compile(rf"^[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}$")
+KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[!-~]+$"}
+"""The same rule as the OpenAPI document states it."""
 
 HEADER_DESCRIPTION = (
     "Optional, up to 255 visible ASCII characters (a UUID is a good choice). The same key "

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import WithJsonSchema
 
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
@@ -26,9 +27,22 @@ Admin = Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))]
 
 
 # A date, "T", a time, and a zone: pydantic alone would also take "1700000000" or "0.5"
-# as Unix timestamps, which the reference's "ISO 8601 datetime" does not allow.
-_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$")
+# as Unix timestamps, which the reference's "ISO 8601 datetime" does not allow. Spelled out
+# to the day of the month (leap years included) so that the OpenAPI document carries the
+# very rule: a string the pattern admits is a date the server takes.
+_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (
+    f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    f"|{_LEAP_YEAR}-02-29)"
+)
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,6})?)?"
+_ZONE = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+ISO_8601_PATTERN = f"^{_DATE}T{_TIME}{_ZONE}$"
+_ISO_8601 = re.compile(ISO_8601_PATTERN.removesuffix("$") + "\\Z")
 _EXAMPLE = "e.g. 2025-11-14T10:00:00Z"
+_TIME_SCHEMA = WithJsonSchema({"type": "string", "maxLength": 40, "pattern": ISO_8601_PATTERN})
 
 
 def _iso_datetime(value: str | None, name: str) -> datetime | None:
@@ -57,10 +71,14 @@ async def list_events(
     resource_type: str | None = None,
     resource_id: str | None = None,
     start_time: Annotated[
-        str | None, Query(description="ISO 8601 datetime with a zone", max_length=40)
+        str | None,
+        Query(description="ISO 8601 datetime with a zone; not after end_time", max_length=40),
+        _TIME_SCHEMA,
     ] = None,
     end_time: Annotated[
-        str | None, Query(description="ISO 8601 datetime with a zone", max_length=40)
+        str | None,
+        Query(description="ISO 8601 datetime with a zone", max_length=40),
+        _TIME_SCHEMA,
     ] = None,
     result: Literal["success", "failure", "partial_success"] | None = None,
 ) -> AuditEventList:

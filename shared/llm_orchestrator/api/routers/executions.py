@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, require
@@ -48,7 +49,9 @@ WaitSeconds = Annotated[
 
 
 IdempotencyKey = Annotated[
-    str | None, Header(alias=idempotency.HEADER, description=idempotency.HEADER_DESCRIPTION)
+    str | None,
+    Header(alias=idempotency.HEADER, description=idempotency.HEADER_DESCRIPTION),
+    WithJsonSchema(idempotency.KEY_SCHEMA),
 ]
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from llm_orchestrator.api.deps import RuntimeDep, limit_by_client_ip
+from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.monitoring import CheckResult, HealthReport, Liveness
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.metrics.http import HttpRequestMetrics
 from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(tags=["monitoring"])
+# Public, so limited per client IP (documented: 429 in the error envelope).
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {429: ERROR_RESPONSES[429]}
 _limited = [Depends(limit_by_client_ip)]
 HEALTH_TIMEOUT_SECONDS = 3.0
 """The whole probe, the per-IP count included, answers within this."""
@@ -56,7 +60,7 @@ async def _report(request: Request, runtime: Runtime) -> JSONResponse:
 @router.get(
     "/health",
     response_model=HealthReport,
-    responses={503: {"model": HealthReport}},
+    responses={503: {"model": HealthReport}, **RATE_LIMITED},
     dependencies=_limited,
 )
 async def health(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -66,7 +70,7 @@ async def health(request: Request, runtime: RuntimeDep) -> JSONResponse:
 @router.get(
     "/health/ready",
     response_model=HealthReport,
-    responses={503: {"model": HealthReport}},
+    responses={503: {"model": HealthReport}, **RATE_LIMITED},
     dependencies=_limited,
 )
 async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -85,7 +89,8 @@ async def live() -> Liveness:
     dependencies=_limited,
     response_class=Response,
     responses={
-        200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}, "description": "Prometheus text format"}
+        200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}, "description": "Prometheus text format"},
+        **RATE_LIMITED,
     },
 )
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:

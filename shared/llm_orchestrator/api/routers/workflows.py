@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log
 from llm_orchestrator.api.deps import RuntimeDep, require
@@ -25,9 +26,12 @@ router = APIRouter(prefix="/workflows", tags=["workflows"], responses=ERROR_RESP
 Reader = Annotated[Principal, Depends(require(Permission.WORKFLOW_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.WORKFLOW_WRITE))]
 Deleter = Annotated[Principal, Depends(require(Permission.WORKFLOW_DELETE))]
+# Validated by ``parse_definition`` (every problem at once, graph rules included); the
+# document shows the definition's schema (``definition_schemas``).
 DefinitionBody = Annotated[
     dict[str, Any],
-    Body(description="name, version, description, steps, timeout_seconds (see the README)"),
+    Body(),
+    WithJsonSchema({"$ref": "#/components/schemas/WorkflowDefinition"}),
 ]
 
 

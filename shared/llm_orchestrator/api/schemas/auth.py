@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from llm_orchestrator.api.schemas.common import PageMeta, StrictModel
 from llm_orchestrator.auth.keys import MAX_KEY_LIFETIME_DAYS
+from llm_orchestrator.auth.permissions import SCOPES
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.api_keys import ApiKey
@@ -35,7 +36,11 @@ class TokenResponse(BaseModel):
 
 class CreateKeyRequest(StrictModel):
     name: str = Field(min_length=1, max_length=128)
-    scopes: list[str] = Field(min_length=1, max_length=16)
+    # Checked by the auth service, whose message lists the allowed scopes; the document
+    # shows the same list as an enum.
+    scopes: list[Annotated[str, WithJsonSchema({"type": "string", "enum": list(SCOPES)})]] = Field(
+        min_length=1, max_length=16
+    )
     expires_in_days: int | None = Field(default=None, ge=1, le=MAX_KEY_LIFETIME_DAYS)
     user_id: str | None = Field(
         default=None,

@@ -11,6 +11,7 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.executions.status import StepStatus
 from llm_orchestrator.steps.usage import step_usage, total_cost
+from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from llm_orchestrator.executions.service import ExecutionState
@@ -28,7 +29,10 @@ class ExecuteRequest(StrictModel):
         description="true: answer 202 at once; false: wait for the end and return it",
     )
     timeout_override: int | None = Field(
-        None, ge=1, description="Seconds; replaces the workflow's timeout_seconds"
+        None,
+        ge=1,
+        le=MAX_WORKFLOW_TIMEOUT_SECONDS,
+        description="Seconds; replaces the workflow's timeout_seconds",
     )
 
 

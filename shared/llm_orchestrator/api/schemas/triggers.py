@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 
 class CreateTriggerRequest(StrictModel):
+    # The document's schema: the two kinds of trigger and their fields' grammar.
+    model_config = ConfigDict(json_schema_extra=lambda schema: _trigger_request_schema(schema))
+
     type: Literal["schedule", "event"]
     schedule: str | None = Field(
         default=None,
@@ -137,3 +140,171 @@ class PutEventResponse(BaseModel):
                 if visible is None or f.created_by in visible
             ],
         )
+
+
+# --- the trigger request as the OpenAPI document describes it --------------------------
+
+
+def _cron_field(atom: str) -> str:
+    """A cron field of ``atom`` values: ``*``, values, ranges, lists, each with ``/step``."""
+    part = f"(?:\\*|{atom}(?:-{atom})?)(?:/[1-9][0-9]{{0,2}})?"
+    return f"{part}(?:,{part})*"
+
+
+_MINUTE = "(?:[0-5]?[0-9])"
+_HOUR = "(?:[01]?[0-9]|2[0-3])"
+# Days 1-28 and the 1st-4th weekday: the documented cron always fires (the server also
+# takes days 29-31 and #5 where a month has them).
+_DAY = "(?:0?[1-9]|1[0-9]|2[0-8])"
+_MONTH = "(?:0?[1-9]|1[0-2]|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"
+_WEEKDAY = "(?:[1-7]|SUN|MON|TUE|WED|THU|FRI|SAT)"
+_YEAR = "(?:19[7-9][0-9]|20[0-9][0-9]|21[0-9][0-9])"
+_DAY_OF_MONTH = f"(?:{_cron_field(_DAY)}|L|LW|{_DAY}W)"
+_DAY_OF_WEEK = f"(?:{_cron_field(_WEEKDAY)}|{_WEEKDAY}#[1-4]|{_WEEKDAY}L)"
+_CRON = (
+    f"cron\\({_cron_field(_MINUTE)} {_cron_field(_HOUR)} "
+    f"(?:{_DAY_OF_MONTH} {_cron_field(_MONTH)} \\?|\\? {_cron_field(_MONTH)} {_DAY_OF_WEEK})"
+    f" {_cron_field(_YEAR)}\\)"
+)
+# Ten years at most: 6 digits of minutes, 4 of hours, 3 of days stay below it.
+_RATE = (
+    "rate\\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9][0-9]{1,5}) minutes"
+    "|(?:[2-9]|[1-9][0-9]{1,3}) hours|(?:[2-9]|[1-9][0-9]{1,2}) days)\\)"
+)
+SCHEDULE_PATTERN = f"^(?:{_RATE}|{_CRON})$"
+"""``rate(…)`` and ``cron(…)`` with every field's values in range."""
+
+TRIGGER_RULES = (
+    "A schedule trigger has 'schedule' and no 'event_pattern'; an event trigger the other "
+    "way round. Checked beyond the schema: a cron's ranges run forwards (the schema's "
+    "cron takes days 1-28 and #1-#4, which always fire; the server also takes the others "
+    "where some month has them); an event pattern nests at most 10 levels and is at most "
+    "4096 characters as JSON, a numeric range's lower bound is below its upper one; 'inputs' "
+    "gives every input the workflow requires and is at most 256 KiB as JSON."
+)
+_INPUT_PATH = "^\\$(?:\\.[A-Za-z0-9_-]+)+$"
+_NOT_A_PATH = "^(?:[^$\\u0000][^\\u0000]*|\\$(?:[^.\\u0000][^\\u0000]*)?)?$"
+_ref = "#/components/schemas/{}".format
+
+
+def trigger_schemas() -> dict[str, dict[str, Any]]:
+    """Components the trigger request refers to: event patterns and their matchers."""
+    from llm_orchestrator.triggers.patterns import NUMERIC_LIMIT
+
+    number = {"type": "number", "minimum": -NUMERIC_LIMIT, "maximum": NUMERIC_LIMIT}
+    text = {"type": "string"}
+    string_matcher = {
+        "anyOf": [
+            text,
+            {
+                "type": "object",
+                "properties": {"equals-ignore-case": text},
+                "required": ["equals-ignore-case"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+
+    def one(kind: str, operand: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {kind: operand},
+            "required": [kind],
+            "additionalProperties": False,
+        }
+
+    lower, upper = {"enum": [">", ">="]}, {"enum": ["<", "<="]}
+    numeric = {
+        "anyOf": [
+            {
+                "type": "array",
+                "prefixItems": [{"enum": ["=", ">", ">=", "<", "<="]}, number],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            {
+                "type": "array",
+                "prefixItems": [lower, number, upper, number],
+                "minItems": 4,
+                "maxItems": 4,
+            },
+        ]
+    }
+    anything_but = {
+        "anyOf": [
+            text,
+            number,
+            {"type": "array", "minItems": 1, "items": {"anyOf": [text, number]}},
+            one("prefix", text),
+            one("suffix", text),
+            one(
+                "equals-ignore-case",
+                {"anyOf": [text, {"type": "array", "minItems": 1, "items": text}]},
+            ),
+        ]
+    }
+    matcher = {
+        "description": "A literal, or an object with exactly one matcher",
+        "anyOf": [
+            text,
+            number,
+            {"type": "boolean"},
+            {"type": "null"},
+            one("prefix", string_matcher),
+            one("suffix", string_matcher),
+            one("equals-ignore-case", text),
+            one("wildcard", text),
+            one("exists", {"type": "boolean"}),
+            one("numeric", numeric),
+            one("anything-but", anything_but),
+        ],
+    }
+    pattern = {
+        "description": "An EventBridge event pattern: leaves are arrays of matchers",
+        "type": "object",
+        "minProperties": 1,
+        "properties": {
+            "$or": {"type": "array", "minItems": 2, "items": {"$ref": _ref("EventPattern")}}
+        },
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "items": {"$ref": _ref("EventMatcher")}},
+                {"$ref": _ref("EventPattern")},
+            ]
+        },
+    }
+    return {"EventPattern": pattern, "EventMatcher": matcher}
+
+
+def _trigger_request_schema(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    properties["schedule"]["anyOf"][0]["pattern"] = SCHEDULE_PATTERN
+    properties["event_pattern"]["anyOf"][0] = {"$ref": _ref("EventPattern")}
+    properties["inputs"]["additionalProperties"] = {
+        "anyOf": [
+            {"type": "string", "pattern": _INPUT_PATH},
+            {"type": "string", "pattern": _NOT_A_PATH},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": {"$ref": _ref("JsonValue")}},
+            {"type": "object", "additionalProperties": {"$ref": _ref("JsonValue")}},
+        ]
+    }
+    schema["description"] = TRIGGER_RULES
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "type": {"const": "schedule"},
+                "schedule": {"not": {"type": "null"}},
+                "event_pattern": {"type": "null"},
+            },
+            "required": ["schedule"],
+        },
+        {
+            "properties": {
+                "type": {"const": "event"},
+                "event_pattern": {"not": {"type": "null"}},
+                "schedule": {"type": "null"},
+            },
+            "required": ["event_pattern"],
+        },
+    ]
