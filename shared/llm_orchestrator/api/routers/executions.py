@@ -98,6 +98,7 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
+    await runtime.budgets.check_execute(caller.user_id)
     return await runtime.executions.execute(
         caller,
         workflow_id,
