@@ -32,6 +32,17 @@ from tests.integration.llm_support import (
 __all__ = ["_fresh_fakes", "anthropic_fake", "cohere_fake", "openai_fake", "server"]
 
 MODEL = "budget-model"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Twenty executions start at once on a loaded machine: these tests are about budgets, so
+    # a connection wait must not turn an answer into the 503 the deadlines promise.
+    return settings.model_copy(
+        update={"db_pool_timeout_seconds": 30.0, "db_statement_timeout_seconds": 30.0}
+    )
+
+
 # "Hi there" is 2 tokens in, "echo: Hi there" 3 out: a cent a call at $0.002 a token.
 DOLLAR_A_CALL = {
     "prices": [
@@ -203,3 +214,35 @@ async def test_concurrent_executions_cannot_overspend_beyond_the_calls_in_flight
     assert_refused_for_budget(await execute(client, dev, workflow_id), 0.05, 0.01 * len(calls))
     statuses = [(await get_status(client, dev, workflow_id, e))["status"] for e in accepted]
     assert all(s in TERMINAL for s in statuses)
+
+
+def test_the_app_role_reads_and_writes_the_usage_and_budget_tables(database_url: str) -> None:
+    import psycopg
+
+    from llm_orchestrator.store.roles import APP_ROLE
+
+    with psycopg.connect(database_url, autocommit=True) as app:
+        assert app.execute("SELECT current_user").fetchone() == (APP_ROLE,)
+        app.execute(
+            "INSERT INTO users (id, username, email, password_hash, roles, tier)"
+            " VALUES ('user-role', 'role', 'role@example.com', 'x', '{developer}', 'free')"
+        )
+        app.execute(
+            "INSERT INTO provider_calls (execution_id, step_id, owner_id, provider, model,"
+            " outcome, latency_ms, cost_usd) VALUES ('e', 's', 'user-role', 'openai', 'm',"
+            " 'succeeded', 1.0, 0.5)"
+        )
+        for _ in range(2):
+            app.execute(
+                "INSERT INTO user_spend (owner_id, month, spent_usd) VALUES ('user-role',"
+                " '2026-11-01', 0.5) ON CONFLICT (owner_id, month)"
+                " DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
+            )
+        app.execute("INSERT INTO user_budgets (user_id, monthly_usd) VALUES ('user-role', 1)")
+        app.execute(
+            "INSERT INTO model_prices (provider, model, input_usd_per_million,"
+            " output_usd_per_million) VALUES ('openai', 'm', 1, 2)"
+        )
+        app.execute("DELETE FROM model_prices")
+        spent = app.execute("SELECT spent_usd FROM user_spend WHERE owner_id = 'user-role'")
+        assert float(spent.fetchone()[0]) == 1.0
