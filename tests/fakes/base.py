@@ -368,6 +368,12 @@ class FakeServer:
         """The most requests in progress at once since the last reset."""
         return self._max_in_flight
 
+    @property
+    def in_flight(self) -> int:
+        """Requests in progress now; a request is in ``requests`` only once it has ended."""
+        with self._lock:
+            return self._in_flight
+
     def next_id(self) -> int:
         return next(self._ids)
 
