@@ -425,9 +425,10 @@ class FakeServer:
                     except ValueError:
                         body = raw.decode(errors="replace")
                 response = await self._gate(request, body) or await handler(request, body)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._in_flight -= 1
+                raise
             record = RecordedRequest(
                 method=request.method,
                 path=request.url.path,
@@ -438,8 +439,11 @@ class FakeServer:
                 started_at=started,
                 finished_at=time.monotonic(),
             )
+            # Logged and no longer counted in one step: once ``in_flight`` is 0, every
+            # request that has ended is in the log.
             with self._lock:
                 self._log.append(record)
+                self._in_flight -= 1
             return response
 
         return endpoint
