@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     rate_limit_enterprise_per_hour: int = 200_000
     rate_limit_enterprise_per_day: int = 2_000_000
 
+    default_monthly_budget_usd: float | None = Field(None, ge=0)
+    """Monthly USD budget of every user an admin has set none for (unset: no budget)."""
+
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     db_statement_timeout_seconds: float = Field(default=3.0, gt=0, le=300)

@@ -72,6 +72,33 @@ class RateLimited(OrchestratorError):
         self.headers = {"Retry-After": str(retry_after), **(headers or {})}
 
 
+class OverBudget(RateLimited):
+    """The caller's monthly budget is spent: no execution starts until it resets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        monthly_usd: float,
+        spent_usd: float,
+        resets_at: str,
+        retry_after: int,
+    ) -> None:
+        OrchestratorError.__init__(
+            self,
+            message,
+            {
+                "reason": "budget_exhausted",
+                "monthly_usd": monthly_usd,
+                "spent_usd": spent_usd,
+                "resets_at": resets_at,
+                "retry_after": retry_after,
+            },
+        )
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class ServiceUnavailable(OrchestratorError):
     """A dependency (database, provider) is unavailable right now; worth retrying after
     ``retry_after`` seconds."""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.providers.registry import ProviderFactory
     from llm_orchestrator.ratelimit.limiter import RateLimiter, TierLimits
     from llm_orchestrator.secrets import SecretsStore
+    from llm_orchestrator.steps.budgets import Budgets
     from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
     from llm_orchestrator.store.api_keys import ApiKeyRepository
     from llm_orchestrator.store.db import Database
@@ -129,6 +130,17 @@ class Runtime:
         from llm_orchestrator.store.metrics import MetricsRepository
 
         return MetricsRepository(self.db)
+
+    @cached_property
+    def budgets(self) -> Budgets:
+        """Monthly budgets per user against the spend in ``usage``."""
+        from llm_orchestrator.steps.budgets import Budgets
+
+        return Budgets(
+            self.usage,
+            clock=self.clock,
+            default_monthly_usd=self.settings.default_monthly_budget_usd,
+        )
 
     @cached_property
     def usage(self) -> UsageRepository:
@@ -437,6 +449,7 @@ class Runtime:
             wait_for_retry_after=wait_for_retry_after,
             sleep=sleep or asyncio.sleep,
             usage=UsageRecorder(self.usage, clock=self.clock),
+            budgets=self.budgets,
         )
 
     # -- shutdown --------------------------------------------------------------------------

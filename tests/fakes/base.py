@@ -368,6 +368,12 @@ class FakeServer:
         """The most requests in progress at once since the last reset."""
         return self._max_in_flight
 
+    @property
+    def in_flight(self) -> int:
+        """Requests in progress now; a request is in ``requests`` only once it has ended."""
+        with self._lock:
+            return self._in_flight
+
     def next_id(self) -> int:
         return next(self._ids)
 
@@ -419,9 +425,10 @@ class FakeServer:
                     except ValueError:
                         body = raw.decode(errors="replace")
                 response = await self._gate(request, body) or await handler(request, body)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._in_flight -= 1
+                raise
             record = RecordedRequest(
                 method=request.method,
                 path=request.url.path,
@@ -432,8 +439,11 @@ class FakeServer:
                 started_at=started,
                 finished_at=time.monotonic(),
             )
+            # Logged and no longer counted in one step: once ``in_flight`` is 0, every
+            # request that has ended is in the log.
             with self._lock:
                 self._log.append(record)
+                self._in_flight -= 1
             return response
 
         return endpoint

@@ -1,20 +1,30 @@
-"""The whole API in-process over httpx, on a fresh database per test."""
+"""The whole API in-process over httpx, on a fresh database per test.
+
+A test that uses ``fake_openai`` (as an argument, through another fixture, or with
+``pytest.mark.usefixtures``) gets a ``server`` whose providers talk to that fake through
+the real OpenAI SDK; any other test's server reads provider settings from the process
+environment as ``llmo serve`` does.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from tests.fakes.openai_server import FakeOpenAI
 
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
 JWT_SECRET = "test-secret-" + "x" * 40
+FAKE_API_KEY = "sk-test-executions"
 
 
 @pytest.fixture
@@ -30,11 +40,44 @@ def settings(database_url: str, data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[LocalServer]:
-    local = build_local_server(settings, database_url=settings.database_url)
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI.start(api_key=FAKE_API_KEY) as fake:
+        yield fake
+
+
+def fake_environ(fake: FakeOpenAI) -> dict[str, str]:
+    """Provider settings that point the OpenAI provider at ``fake`` (and nothing else)."""
+    return {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake.base_url}
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings,
+    fake: FakeOpenAI | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **runtime_options: Any,
+) -> AsyncIterator[LocalServer]:
+    """The API, bootstrapped; its providers point at ``fake`` when given (never at the
+    process environment), else at ``environ`` (default: the process environment).
+    ``runtime_options`` are :class:`Runtime`'s clocks, timers and jitter source."""
+    if fake is not None:
+        environ = fake_environ(fake)
+    local = build_local_server(
+        settings, database_url=settings.database_url, environ=environ, **runtime_options
+    )
     await bootstrap(local.runtime)
-    yield local
-    await local.runtime.close()
+    try:
+        yield local
+    finally:
+        await local.runtime.close()
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[LocalServer]:
+    fake = request.getfixturevalue("fake_openai") if "fake_openai" in request.fixturenames else None
+    async with serving(settings, fake) as local:
+        yield local
 
 
 @pytest.fixture

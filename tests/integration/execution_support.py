@@ -1,54 +1,25 @@
-"""Shared pieces of the execution tests: a fake OpenAI server the API's providers talk to
-through the real SDK, and helpers to create, run and watch workflows over HTTP."""
+"""Helpers of the execution tests: create, run, steer and watch workflows over HTTP.
+
+The fixtures they run on (``server``, ``client``, ``admin``, ``fake_openai``) are in
+``conftest.py``; these are plain functions.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 
-from llm_orchestrator.config import Settings
-from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from llm_orchestrator.executions.status import TERMINAL
+from llm_orchestrator.server import LocalServer
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import Session
+from tests.integration.conftest import FAKE_API_KEY, Session, serving
 
-FAKE_API_KEY = "sk-test-executions"
-TERMINAL = ("completed", "failed", "cancelled", "timed_out")
+__all__ = ["FAKE_API_KEY", "TERMINAL", "serving"]
+
 FAST_RETRY = {"max_attempts": 3, "backoff_seconds": 1, "backoff_rate": 1.0}
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI.start(api_key=FAKE_API_KEY) as fake:
-        yield fake
-
-
-@asynccontextmanager
-async def serving(
-    settings: Settings, fake_openai: FakeOpenAI, **runtime_options: Any
-) -> AsyncIterator[LocalServer]:
-    """The API with its providers pointed at the fake (never at the process environment);
-    ``runtime_options`` are :class:`Runtime`'s clocks and jitter source."""
-    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
-    local = build_local_server(
-        settings, database_url=settings.database_url, environ=environ, **runtime_options
-    )
-    await bootstrap(local.runtime)
-    try:
-        yield local
-    finally:
-        await local.runtime.close()
-
-
-@pytest.fixture
-async def server(settings: Settings, fake_openai: FakeOpenAI) -> AsyncIterator[LocalServer]:
-    async with serving(settings, fake_openai) as local:
-        yield local
 
 
 def llm_step(step_id: str, prompt: str, output: str, **extra: Any) -> dict[str, Any]:
@@ -168,3 +139,35 @@ def prompts(fake: FakeOpenAI) -> list[str]:
         for message in request.body["messages"]
         if message["role"] == "user"
     ]
+
+
+async def control(
+    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
+) -> httpx.Response:
+    """``POST /workflows/{id}/pause|resume|cancel`` for one execution."""
+    return await client.post(
+        f"/workflows/{workflow_id}/{action}",
+        headers=session.headers,
+        params={"executionId": execution_id},
+    )
+
+
+async def wait_step(
+    client: httpx.AsyncClient,
+    session: Session,
+    workflow_id: str,
+    execution_id: str,
+    step_id: str,
+    status: str,
+    *,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Until GET status shows ``step_id`` in ``status``; returns that status body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = await get_status(client, session, workflow_id, execution_id)
+        if body["steps"][step_id]["status"] == status:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"step {step_id} never became {status}: {body}")
+        await asyncio.sleep(0.01)

@@ -21,9 +21,9 @@ from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime
 from llm_orchestrator.server import bootstrap, build_local_server
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.execution_support import FAKE_API_KEY, fake_openai
+from tests.integration.conftest import FAKE_API_KEY
 
-__all__ = ["LiveServer", "fake_openai", "live"]
+__all__ = ["LiveServer", "live"]
 
 
 class LiveServer:

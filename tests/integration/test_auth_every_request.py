@@ -1,5 +1,6 @@
 """Authentication is decided on every request, however many came just before: a revoked
-key or a changed role applies to the very next request, with nothing cached in between."""
+key, a logged-out session or a changed role applies to the very next request, with nothing
+cached in between (the user lookup that also counts the rate limit reads them all)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,16 @@ async def test_a_role_taken_away_applies_to_the_next_request_right_after_a_burst
 
     assert refused.status_code == 403
     assert refused.json()["details"]["required_permission"] == "WorkflowWrite"
+
+
+async def test_a_logged_out_session_is_refused_on_the_next_request_right_after_a_burst(
+    client: httpx.AsyncClient, create_user: CreateUser
+) -> None:
+    dev = await create_user("dev", roles=["developer"])
+    await burst(client, dev.headers)
+
+    assert (await client.post("/auth/logout", headers=dev.headers)).status_code in (200, 204)
+    refused = await client.get("/workflows", headers=dev.headers)
+
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "unauthorized"

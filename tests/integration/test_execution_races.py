@@ -28,19 +28,21 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Session
 from tests.integration.execution_support import (
     TERMINAL,
+    control,
     create_workflow,
-    fake_openai,
     get_status,
     llm_step,
-    server,
     serving,
     start_execution,
     wait_for,
     wait_held,
+    wait_step,
     wait_until,
 )
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 CHAIN = [
     llm_step("a", "A:{{x}}", "out_a"),
@@ -113,16 +115,6 @@ def step_of(body: Any) -> str:
     return users[-1].split(":", 1)[0].lower() if users else ""
 
 
-async def control(
-    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
-) -> httpx.Response:
-    return await client.post(
-        f"/workflows/{workflow_id}/{action}",
-        headers=session.headers,
-        params={"executionId": execution_id},
-    )
-
-
 async def restore(
     client: httpx.AsyncClient, session: Session, workflow_id: str, checkpoint_id: str
 ) -> httpx.Response:
@@ -144,27 +136,6 @@ async def checkpoints(
     assert response.status_code == 200, response.text
     listed: list[dict[str, Any]] = response.json()["checkpoints"]
     return listed
-
-
-async def wait_step(
-    client: httpx.AsyncClient,
-    session: Session,
-    workflow_id: str,
-    execution_id: str,
-    step_id: str,
-    status: str,
-    *,
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        body = await get_status(client, session, workflow_id, execution_id)
-        if body["steps"][step_id]["status"] == status:
-            return body
-        if loop.time() > deadline:
-            raise AssertionError(f"step {step_id} never became {status}: {body}")
-        await asyncio.sleep(0.01)
 
 
 async def db_rows(server: LocalServer, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -201,10 +172,11 @@ async def finish_events(client: httpx.AsyncClient, admin: Session, execution_id:
 
 
 async def settle(server: LocalServer, fake: FakeOpenAI) -> None:
-    """No run task left in the engine and no request still inside the fake."""
+    """No run task left in the engine and no request still inside the fake, so every
+    provider call made (even one a cancel abandoned) is in the fake's request log."""
     engine = engine_of(server)
     await wait_until(lambda: engine.running_count == 0, timeout=10)
-    await wait_until(lambda: fake._in_flight == 0, timeout=10)
+    await wait_until(lambda: fake.in_flight == 0, timeout=10)
 
 
 async def check_invariants(

@@ -10,17 +10,17 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     get_status,
     llm_step,
     prompts,
-    server,
     start_execution,
     wait_for,
 )
 from tests.samples import RAG_WORKFLOW
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 SENTIMENT_STEP = {
     "id": "analyze",

@@ -2,61 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import httpx
+import pytest
 
 from llm_orchestrator.server import LocalServer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
+    control,
     create_workflow,
-    fake_openai,
     get_status,
     llm_step,
     prompts,
-    server,
     start_execution,
     wait_for,
     wait_held,
     wait_parked,
     wait_run_over,
+    wait_step,
 )
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 CHAIN = [
     llm_step("a", "a {{x}}", "out_a"),
     llm_step("b", "b {{out_a}}", "out_b", depends_on=["a"]),
     llm_step("c", "c {{out_b}}", "out_c", depends_on=["b"]),
 ]
-
-
-async def control(
-    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
-) -> httpx.Response:
-    return await client.post(
-        f"/workflows/{workflow_id}/{action}",
-        headers=session.headers,
-        params={"executionId": execution_id},
-    )
-
-
-async def wait_step(
-    client: httpx.AsyncClient,
-    session: Session,
-    workflow_id: str,
-    execution_id: str,
-    step_id: str,
-    status: str,
-) -> dict[str, Any]:
-    for _ in range(1000):
-        body = await get_status(client, session, workflow_id, execution_id)
-        if body["steps"][step_id]["status"] == status:
-            return body
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"step {step_id} never became {status}")
 
 
 async def test_pause_holds_and_resume_finishes(

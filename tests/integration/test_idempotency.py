@@ -16,14 +16,14 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     llm_step,
     prompts,
-    server,
     wait_for,
 )
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 STEPS = [llm_step("a", "say {{x}}", "out")]
 

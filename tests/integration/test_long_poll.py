@@ -16,17 +16,17 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     get_status,
     llm_step,
-    server,
     serving,
     start_execution,
     wait_for,
     wait_held,
 )
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 TWO_STEPS = [
     llm_step("a", "first {{x}}", "a_out"),

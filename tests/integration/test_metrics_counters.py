@@ -4,19 +4,19 @@ workflow that takes its executions with it, leaves the counted history in place.
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     llm_step,
-    server,
     start_execution,
     wait_for,
 )
 from tests.integration.test_metrics import scrape, value
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
 
 
 async def counters(client: httpx.AsyncClient) -> dict[str, float]:

@@ -31,19 +31,15 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.pinecone_server import FakePinecone
 from tests.fakes.qdrant_server import FakeQdrant
 from tests.fakes.weaviate_server import FakeWeaviate
-from tests.integration.conftest import Session
+from tests.integration.conftest import FAKE_API_KEY, Session
 from tests.integration.execution_support import (
-    FAKE_API_KEY,
     create_workflow,
-    fake_openai,
     prompts,
     start_execution,
     wait_for,
 )
 from tests.integration.rag_support import DOCUMENTS, ingest, ingest_steps, run_rag
 from tests.support import free_port
-
-__all__ = ["fake_openai"]
 
 QDRANT_KEY = "qdrant-test-key-3f9a"
 PINECONE_KEY = "pcsk-test-key-71c2"

@@ -22,16 +22,15 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     prompts,
-    server,
     start_execution,
     wait_for,
 )
 from tests.integration.rag_support import DOCUMENTS, ingest, ingest_steps, run_rag
 from tests.support import free_port
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
 
 
 async def test_rag_workflow_answers_from_the_nearest_document(

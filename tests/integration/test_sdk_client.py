@@ -35,9 +35,9 @@ from llm_orchestrator.store.rate_limits import RateLimitRepository
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
 from tests.integration.execution_support import llm_step
-from tests.integration.live_server import LiveServer, fake_openai, live, start_live_server
+from tests.integration.live_server import LiveServer, live, start_live_server
 
-__all__ = ["fake_openai", "live"]
+__all__ = ["live"]
 
 TWO_STEPS = [
     llm_step("draft", "write about {{topic}}", "draft"),

@@ -28,20 +28,18 @@ from tests.aws_support import (
     status_event,
 )
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import Session
+from tests.integration.conftest import FAKE_API_KEY, Session
 from tests.integration.execution_support import (
-    FAKE_API_KEY,
+    control,
     create_workflow,
-    fake_openai,
     get_status,
     llm_step,
     prompts,
     start_execution,
+    wait_step,
 )
 from tests.moto_support import REGION, mocked_aws
 from tests.support import FakeLambdaContext
-
-__all__ = ["fake_openai"]
 
 CHAIN = [
     llm_step("a", "a {{x}}", "a_out"),
@@ -146,32 +144,6 @@ async def wait_status(
             return body
         await asyncio.sleep(0.01)
     raise AssertionError(f"execution never became {status}: {body['status']}")
-
-
-async def wait_step(
-    client: httpx.AsyncClient,
-    session: Session,
-    workflow_id: str,
-    execution_id: str,
-    step: str,
-    status: str,
-) -> None:
-    for _ in range(2000):
-        body = await get_status(client, session, workflow_id, execution_id)
-        if body["steps"][step]["status"] == status:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"step {step} never became {status}")
-
-
-async def control(
-    client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
-) -> httpx.Response:
-    return await client.post(
-        f"/workflows/{workflow_id}/{action}",
-        headers=session.headers,
-        params={"executionId": execution_id},
-    )
 
 
 async def test_an_execution_runs_on_its_state_machine_named_by_the_execution_id(

@@ -18,14 +18,14 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
     llm_step,
     prompts,
-    server,
     wait_for,
 )
 
-__all__ = ["fake_openai", "server"]  # fixtures, re-exported for pytest
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 SUMMARY = [llm_step("summary", "Summarise: {{text}}", "summary")]
 

@@ -13,7 +13,7 @@ import httpx
 from llm_orchestrator.config import Settings
 from llm_orchestrator.triggers.eventbridge import rule_name
 from tests.integration.conftest import Session
-from tests.integration.execution_support import create_workflow, fake_openai, get_status, llm_step
+from tests.integration.execution_support import create_workflow, get_status, llm_step
 from tests.integration.test_stepfunctions_engine import (
     SCHEDULER_ROLE,
     deliver,
@@ -28,15 +28,7 @@ from tests.integration.test_stepfunctions_engine import (
 )
 from tests.moto_support import REGION
 
-__all__ = [
-    "environ",
-    "events",
-    "fake_openai",
-    "server",
-    "sfn",
-    "sfn_settings",
-    "step_runner",
-]
+__all__ = ["environ", "events", "server", "sfn", "sfn_settings", "step_runner"]
 
 STEPS = [llm_step("a", "Summarise: {{text}}", "summary")]
 

@@ -15,13 +15,13 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
     create_workflow,
-    fake_openai,
-    server,
     start_execution,
     wait_for,
 )
 
-__all__ = ["fake_openai", "server"]
+pytestmark = pytest.mark.usefixtures("fake_openai")
+"""Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""
+
 
 FAST_RETRY = {"max_attempts": 3, "backoff_seconds": 1, "backoff_rate": 1.0}
 

@@ -13,7 +13,7 @@ from llm_orchestrator.api.audit_log import client_ip
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import RateLimited, ServiceUnavailable, Unauthorized
-from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER
+from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER, RateLimitStatus
 from llm_orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,16 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _settle(request: Request, settle: Callable[[], RateLimitStatus]) -> None:
+    state: Any = request.state
+    try:
+        status = settle()
+    except RateLimited as exc:
+        state.rate_limit_headers = {k: v for k, v in exc.headers.items() if k != "Retry-After"}
+        raise
+    state.rate_limit_headers = status.headers()
 
 
 async def _count_request(
@@ -73,14 +83,21 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
+    counting = runtime.settings.rate_limits_enabled
+    counted: list[int] | None = None
     try:
         if bearer is not None:
-            principal = await runtime.auth.authenticate_bearer(bearer.credentials)
+            # The user lookup counts the request too: one round trip for both.
+            charge = await runtime.limiter.prepare() if counting else None
+            principal, counted = await runtime.auth.authenticate_bearer_counted(
+                bearer.credentials, charge
+            )
         elif "authorization" in request.headers:
             # A credential that is sent is checked, even beside a valid X-API-Key: a request
             # never succeeds while carrying one that is malformed.
             raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
         elif api_key:
+            charge = None
             principal = await runtime.auth.authenticate_api_key(api_key)
         else:
             raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
@@ -89,7 +106,10 @@ async def authenticate(
         await limit_by_client_ip(request, runtime)
         raise
     request.state.principal = principal
-    await _count_request(request, runtime, principal.rate_limit_subject, principal.tier)
+    if charge is not None and counted is not None:
+        _settle(request, lambda: runtime.limiter.settle(charge, principal.tier, counted))
+    else:
+        await _count_request(request, runtime, principal.rate_limit_subject, principal.tier)
     return principal
 
 

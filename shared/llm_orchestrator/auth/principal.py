@@ -30,7 +30,7 @@ class Principal:
     @property
     def rate_limit_subject(self) -> str:
         """Limits apply per API key, and per user for token sessions."""
-        return f"key:{self.api_key_id}" if self.api_key_id else f"user:{self.user_id}"
+        return f"key:{self.api_key_id}" if self.api_key_id else user_subject(self.user_id)
 
     def require(self, permission: Permission) -> None:
         if permission not in self.permissions:
@@ -42,3 +42,8 @@ class Principal:
     def owner_filter(self) -> str | None:
         """The owner to restrict queries to: None for admins, who see everything."""
         return None if self.is_admin else self.user_id
+
+
+def user_subject(user_id: str) -> str:
+    """The rate-limit subject of a user's token sessions."""
+    return f"user:{user_id}"

@@ -20,10 +20,11 @@ from llm_orchestrator.auth.permissions import (
     permissions_for_roles,
     permissions_for_scopes,
 )
-from llm_orchestrator.auth.principal import Principal
+from llm_orchestrator.auth.principal import Principal, user_subject
 from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from llm_orchestrator.store.api_keys import ApiKey, ApiKeyRepository
+from llm_orchestrator.store.rate_limits import RateCharge
 from llm_orchestrator.store.refresh_tokens import Redemption, RefreshTokenRepository
 from llm_orchestrator.store.users import User, UserRepository
 
@@ -115,15 +116,27 @@ class AuthService:
         return TokenPair(access, refresh, int(self._access_ttl.total_seconds()), user)
 
     async def authenticate_bearer(self, token: str) -> Principal:
+        principal, _ = await self.authenticate_bearer_counted(token, None)
+        return principal
+
+    async def authenticate_bearer_counted(
+        self, token: str, charge: RateCharge | None
+    ) -> tuple[Principal, list[int] | None]:
+        """The caller, and with ``charge`` this request counted against their rate limits
+        in the same round trip (the hits the limiter settles; None without a charge)."""
         claims = self._codec.decode(token, expected_type="access", now=self._now())
         if claims.family_id is None:
             raise Unauthorized("Invalid token")  # every access token names its session
-        user, revoked = await self._users.get_in_session(claims.subject, claims.family_id)
+        user, revoked, hits = await self._users.get_in_session(
+            claims.subject,
+            claims.family_id,
+            count=None if charge is None else (user_subject(claims.subject), charge),
+        )
         if user is None:
             raise Unauthorized("Invalid token")
         if revoked:
             raise Unauthorized("Session revoked; log in again")
-        return Principal(
+        principal = Principal(
             user_id=user.id,
             username=user.username,
             roles=user.roles,
@@ -132,6 +145,7 @@ class AuthService:
             via="jwt",
             session_id=claims.family_id,
         )
+        return principal, hits
 
     async def logout(self, caller: Principal) -> None:
         """End the caller's login session: its refresh and access tokens stop working."""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llm_orchestrator.errors import RateLimited
+from llm_orchestrator.store.rate_limits import RateCharge, evaluate
 
 if TYPE_CHECKING:
-    from llm_orchestrator.store.rate_limits import RateLimitRepository
+    from llm_orchestrator.store.rate_limits import RateLimitRepository, WindowCount
 
 WINDOWS: tuple[tuple[str, timedelta, str], ...] = (
     ("minute", timedelta(minutes=1), "1 minute"),
@@ -35,6 +36,7 @@ DEFAULT_TIERS: dict[str, TierLimits] = {
     "enterprise": TierLimits(6_000, 200_000, 2_000_000),
 }
 PUBLIC_TIER = "public"
+DEFAULT_TIER = "free"
 PURGE_EVERY = 1000
 PURGE_AFTER = timedelta(days=2)
 """Older than any window still counting (the longest is a day)."""
@@ -77,6 +79,36 @@ class RateLimiter:
         self._now = clock
         self._purge_every = purge_every
         self._checks = 0
+        self._table = {
+            name: [limits.for_window(window) for window, _, _ in WINDOWS]
+            for name, limits in tiers.items()
+        }
+
+    def _limits(self, tier: str) -> TierLimits:
+        return self._tiers.get(tier) or self._tiers[DEFAULT_TIER]
+
+    async def prepare(self, *, timeout: float | None = None) -> RateCharge:
+        """The windows a request made now counts in, with every tier's limits: for a query
+        that authenticates and counts in one round trip (``settle`` reads its answer)."""
+        now = self._now()
+        self._checks += 1
+        if self._checks % self._purge_every == 0:
+            # Every process sweeps now and then, so no scheduler is needed on Lambda and
+            # the counters table holds about two days of windows, not all of history.
+            await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
+        return RateCharge(
+            at=now,
+            names=[name for name, _, _ in WINDOWS],
+            starts=[_window_start(now, size) for _, size, _ in WINDOWS],
+            limits=self._table,
+            default_tier=DEFAULT_TIER,
+        )
+
+    def settle(self, charge: RateCharge, tier: str, hits: Sequence[int]) -> RateLimitStatus:
+        """The status of a request counted by a query (hits including it, as
+        ``rate_limit_hit`` answers); raises ``RateLimited`` when it went over a limit."""
+        allowed, counts = evaluate(self._windows(charge, tier), hits)
+        return self._conclude(charge.at, self._limits(tier), allowed, counts)
 
     async def check(
         self, subject: str, tier: str, *, timeout: float | None = None
@@ -84,17 +116,22 @@ class RateLimiter:
         """Count a request; raise ``RateLimited`` (carrying the status) when over a limit.
 
         ``timeout`` bounds the database work (``ServiceUnavailable`` past it)."""
-        limits = self._tiers.get(tier) or self._tiers["free"]
-        now = self._now()
-        self._checks += 1
-        if self._checks % self._purge_every == 0:
-            # Every process sweeps now and then, so no scheduler is needed on Lambda and
-            # the counters table holds about two days of windows, not all of history.
-            await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
-        windows = [
-            (name, _window_start(now, size), limits.for_window(name)) for name, size, _ in WINDOWS
+        charge = await self.prepare(timeout=timeout)
+        allowed, counts = await self._repo.hit(
+            subject, self._windows(charge, tier), timeout=timeout
+        )
+        return self._conclude(charge.at, self._limits(tier), allowed, counts)
+
+    def _windows(self, charge: RateCharge, tier: str) -> list[tuple[str, datetime, int]]:
+        limits = self._limits(tier)
+        return [
+            (name, start, limits.for_window(name))
+            for name, start in zip(charge.names, charge.starts, strict=True)
         ]
-        allowed, counts = await self._repo.hit(subject, windows, timeout=timeout)
+
+    def _conclude(
+        self, now: datetime, limits: TierLimits, allowed: bool, counts: list[WindowCount]
+    ) -> RateLimitStatus:
         statuses = []
         for (name, size, label), count in zip(WINDOWS, counts, strict=True):
             limit = limits.for_window(name)

@@ -24,3 +24,8 @@ class StepConfigurationError(Exception):
 
 class ExecutionNotFound(Exception):
     """The payload names an execution or a step that does not exist."""
+
+
+class BudgetExhausted(StepConfigurationError):
+    """The execution owner's monthly budget is spent: the step calls no provider and the
+    execution fails (permanent until the budget resets or is raised)."""

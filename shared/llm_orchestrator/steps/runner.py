@@ -38,7 +38,9 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.steps import calls as provider_calls
+from llm_orchestrator.steps.budgets import Budgets
 from llm_orchestrator.steps.errors import (
+    BudgetExhausted,
     ExecutionEnded,
     ExecutionNotFound,
     StepConfigurationError,
@@ -179,12 +181,14 @@ class StepRunner:
         wait_for_retry_after: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         usage: UsageRecorder | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         """``wait_for_retry_after``: on a retryable provider error with a Retry-After, wait
         it out before raising (capped by the time left), for engines whose Retry cannot
         honour it (Step Functions). The local engine honours it in its own Retry instead.
         ``usage`` prices and records every provider call (none recorded without it)."""
         self._usage = usage
+        self._budgets = budgets
         self._wait_for_retry_after = wait_for_retry_after
         self._sleep = sleep
         self._repo = repo
@@ -279,6 +283,8 @@ class StepRunner:
         except (TemplateError, StepConfigurationError) as exc:
             error = error_record(type(exc).__name__, str(exc), step_id)
             await self._repo.record_step_error(execution_id, step_id, error, final=True)
+            if isinstance(exc, BudgetExhausted):
+                raise  # its own name, so the execution's error says why it stopped
             raise StepConfigurationError(str(exc)) from exc
         committed = await self._repo.complete_step(
             execution_id, step_id, outputs=outputs, usage=usage, checkpoint_id=ids.checkpoint_id()
@@ -356,6 +362,8 @@ class StepRunner:
         """``_execute``, with every provider call it made priced and recorded, whatever the
         outcome: before the step completes (its status then shows them) or its error is
         handled (a retry's wait must not hold the record back)."""
+        if self._budgets is not None and isinstance(step, LlmStep | EmbedStep):
+            await self._budgets.check_step(execution_id)
         calls = CallLog()
         try:
             return await self._execute(step, definition, ancestor_map, context, calls, attempt)

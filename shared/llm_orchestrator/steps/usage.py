@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from llm_orchestrator.providers.pricing import ModelPrice, PriceTable, base_model, call_cost
@@ -105,7 +105,7 @@ class UsageRecorder:
             )
             for a in log.attempts
         ]
-        month = self._now().date().replace(day=1)
+        month = self._now().astimezone(UTC).date().replace(day=1)
         await self._store.record_calls(execution_id, step_id, rows, month=month)
 
 

@@ -5,8 +5,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.db import Database
+
+
+@dataclass(frozen=True)
+class RateCharge:
+    """One request to count, for a subject whose tier a query learns on the way: the
+    windows it counts in, and every tier's limit for each (``default_tier`` for a tier
+    not listed)."""
+
+    at: datetime
+    names: list[str]
+    starts: list[datetime]
+    limits: dict[str, list[int]]
+    default_tier: str
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "rl_names": self.names,
+            "rl_starts": self.starts,
+            "rl_limits": Jsonb(self.limits),
+            "rl_default": self.default_tier,
+        }
+
+
+def rate_hit_sql(subject_sql: str, tier_sql: str) -> str:
+    """``rate_limit_hit`` (migration 0060) as an expression of a query that knows the
+    subject and tier as SQL, with :meth:`RateCharge.params` bound: the count rides on that
+    query's round trip. Yields each window's hits including this request."""
+    limits = f"COALESCE(%(rl_limits)s::jsonb -> {tier_sql}, %(rl_limits)s::jsonb -> %(rl_default)s)"
+    return (
+        f"rate_limit_hit({subject_sql}, %(rl_names)s::text[], %(rl_starts)s::timestamptz[],"
+        f" (SELECT array_agg(l::integer ORDER BY i)"
+        f" FROM jsonb_array_elements_text({limits}) WITH ORDINALITY AS w(l, i)))"
+    )
 
 
 @dataclass(frozen=True)

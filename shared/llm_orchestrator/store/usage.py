@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.db import Database
 
-__all__ = ["CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
+__all__ = ["BudgetRow", "CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,17 @@ class PriceRow:
     output_usd_per_million: float
     updated_at: datetime | None = None
     updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """A user's budget setting and spend this month."""
+
+    user_id: str
+    explicit: bool
+    """Whether an admin set the budget (else the configured default applies)."""
+    monthly_usd: float | None
+    spent_usd: float
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,50 @@ class UsageRepository:
             )
             row = await cur.fetchone()
         return int(row["dimension"]) if row else None
+
+    # -- budgets -------------------------------------------------------------------------
+
+    async def budget(self, user_id: str, *, month: date) -> BudgetRow | None:
+        """None when the user does not exist."""
+        return await self._budget("WHERE u.id = %(key)s", user_id, month)
+
+    async def budget_of_execution(self, execution_id: str, *, month: date) -> BudgetRow | None:
+        """The budget of the execution's owner; None when the execution does not exist."""
+        return await self._budget(
+            "WHERE u.id = (SELECT owner_id FROM executions WHERE id = %(key)s)", execution_id, month
+        )
+
+    async def _budget(self, where: str, key: str, month: date) -> BudgetRow | None:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT u.id, b.user_id IS NOT NULL AS explicit, b.monthly_usd,"
+                " coalesce(s.spent_usd, 0) AS spent FROM users u"
+                " LEFT JOIN user_budgets b ON b.user_id = u.id"
+                " LEFT JOIN user_spend s ON s.owner_id = u.id AND s.month = %(month)s " + where,
+                {"key": key, "month": month},
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return BudgetRow(
+            row["id"], row["explicit"], _float(row["monthly_usd"]), float(row["spent"])
+        )
+
+    async def set_budget(self, user_id: str, monthly_usd: float | None, *, updated_by: str) -> bool:
+        """False when the user does not exist."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO user_budgets (user_id, monthly_usd, updated_by)"
+                " SELECT id, %s, %s FROM users WHERE id = %s"
+                " ON CONFLICT (user_id) DO UPDATE SET monthly_usd = EXCLUDED.monthly_usd,"
+                " updated_by = EXCLUDED.updated_by, updated_at = now() RETURNING 1",
+                (
+                    None if monthly_usd is None else Decimal(str(monthly_usd)),
+                    updated_by,
+                    user_id,
+                ),
+            )
+            return await cur.fetchone() is not None
 
     # -- aggregates ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from llm_orchestrator.store.db import Database, fetch_page
+from llm_orchestrator.store.rate_limits import RateCharge, rate_hit_sql
 
 
 @dataclass(frozen=True)
@@ -65,24 +66,42 @@ class UserRepository:
             row = await cur.fetchone()
         return _user(row) if row else None
 
-    async def get_in_session(self, user_id: str, session_id: uuid.UUID) -> tuple[User | None, bool]:
-        """The user and whether their login session (refresh family) has been revoked.
+    async def get_in_session(
+        self,
+        user_id: str,
+        session_id: uuid.UUID,
+        *,
+        count: tuple[str, RateCharge] | None = None,
+    ) -> tuple[User | None, bool, list[int] | None]:
+        """The user, whether their login session (refresh family) has been revoked, and with
+        ``count`` (a rate-limit subject and charge) the request counted at the user's tier.
 
         One round trip: every request authenticated by an access token pays for this, so the
-        revocation check rides on the user lookup rather than adding a query. A family is
-        revoked as soon as any of its tokens is (logout and reuse mark them all).
+        revocation check and the rate-limit count ride on the user lookup rather than adding
+        queries. A family is revoked as soon as any of its tokens is (logout and reuse mark
+        them all). Nothing is counted for a missing user or a revoked session; the hits
+        include this request (see ``store.rate_limits``).
         """
+        params: dict[str, Any] = {"user": user_id, "session": session_id}
+        hits_sql = "NULL::integer[]"
+        if count is not None:
+            subject, charge = count
+            hits_sql = rate_hit_sql("%(subject)s", "u.tier")
+            params.update(subject=subject, **charge.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "SELECT u.*, EXISTS (SELECT 1 FROM refresh_tokens r"
-                " WHERE r.family_id = %s AND r.revoked_at IS NOT NULL) AS session_revoked"
-                " FROM users u WHERE u.id = %s",
-                (session_id, user_id),
+                "SELECT u.*, s.revoked AS session_revoked,"
+                " CASE WHEN s.revoked THEN NULL ELSE " + hits_sql + " END AS rate_hits"
+                " FROM users u CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM refresh_tokens r"
+                " WHERE r.family_id = %(session)s AND r.revoked_at IS NOT NULL) AS revoked) s"
+                " WHERE u.id = %(user)s",
+                params,
             )
             row = await cur.fetchone()
         if row is None:
-            return None, False
-        return _user(row), bool(row["session_revoked"])
+            return None, False, None
+        hits = row["rate_hits"]
+        return _user(row), bool(row["session_revoked"]), None if hits is None else list(hits)
 
     async def get_by_username(self, username: str) -> User | None:
         async with self._db.connection() as conn:

@@ -19,7 +19,12 @@ from llm_orchestrator.api.schemas.system import (
     SystemConfig,
     SystemStatsPublic,
 )
-from llm_orchestrator.api.schemas.usage import PricingPublic, PricingUpdate
+from llm_orchestrator.api.schemas.usage import (
+    BudgetPublic,
+    BudgetUpdate,
+    PricingPublic,
+    PricingUpdate,
+)
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import FieldError, ValidationFailed
@@ -97,6 +102,30 @@ async def config(runtime: RuntimeDep, _: Admin) -> SystemConfig:
             secrets_backend=settings.secrets_backend,
         ),
     )
+
+
+@router.get("/users/{user_id}/budget", response_model=BudgetPublic)
+async def get_budget(user_id: str, runtime: RuntimeDep, _: Admin) -> BudgetPublic:
+    """The user's monthly budget (the configured default unless one was set) and spend."""
+    return BudgetPublic.of(await runtime.budgets.status(user_id))
+
+
+@router.put("/users/{user_id}/budget", response_model=BudgetPublic)
+async def put_budget(
+    user_id: str, body: BudgetUpdate, request: Request, runtime: RuntimeDep, principal: Admin
+) -> BudgetPublic:
+    """Set the user's monthly USD budget (null: none); it applies to the next step."""
+    status = await runtime.budgets.set(user_id, body.monthly_usd, by=principal.user_id)
+    await audit_log.record(
+        request,
+        runtime,
+        event_type="user_management",
+        action="Set budget",
+        resource_type="user",
+        resource_id=user_id,
+        details={"monthly_usd": body.monthly_usd},
+    )
+    return BudgetPublic.of(status)
 
 
 @router.get("/pricing", response_model=PricingPublic)

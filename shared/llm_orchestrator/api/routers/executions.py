@@ -4,6 +4,7 @@ The execution lifecycle records the audit events of every transition these ask f
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -25,6 +26,8 @@ from llm_orchestrator.clock import utcnow
 from llm_orchestrator.store.execution_watch import ExecutionWatchRepository
 
 if TYPE_CHECKING:
+    from llm_orchestrator.executions.lifecycle import Actor
+    from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.runtime import Runtime
     from llm_orchestrator.store.executions import ExecutionRecord
 
@@ -101,6 +104,7 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
+    await runtime.budgets.check_execute(caller.user_id)
     return await runtime.executions.execute(
         caller,
         workflow_id,
@@ -136,6 +140,25 @@ async def execution_status(
     return ExecutionPublic.of(state)
 
 
+Transition = Callable[[Principal, str, str, "Actor"], Awaitable["ExecutionState"]]
+"""``ExecutionService.pause`` / ``resume`` / ``cancel``."""
+
+
+async def _steer(
+    transition: Transition,
+    caller: Principal,
+    workflow_id: str,
+    execution_id: str,
+    request: Request,
+    runtime: Runtime,
+) -> ExecutionPublic:
+    """The shape pause, resume and cancel share: one transition of the lifecycle (which
+    audits it), answered with the execution's state; 409 when the status forbids it."""
+    return ExecutionPublic.of(
+        await transition(caller, workflow_id, execution_id, audit_log.actor(request, runtime))
+    )
+
+
 @router.post("/{workflow_id}/pause", response_model=ExecutionPublic)
 async def pause(
     workflow_id: str,
@@ -144,10 +167,9 @@ async def pause(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.pause(
-        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    return await _steer(
+        runtime.executions.pause, caller, workflow_id, execution_id, request, runtime
     )
-    return ExecutionPublic.of(state)
 
 
 @router.post("/{workflow_id}/resume", response_model=ExecutionPublic)
@@ -158,10 +180,9 @@ async def resume(
     runtime: RuntimeDep,
     caller: Executor,
 ) -> ExecutionPublic:
-    state = await runtime.executions.resume(
-        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    return await _steer(
+        runtime.executions.resume, caller, workflow_id, execution_id, request, runtime
     )
-    return ExecutionPublic.of(state)
 
 
 @router.post("/{workflow_id}/cancel", response_model=ExecutionPublic)
@@ -172,7 +193,6 @@ async def cancel(
     runtime: RuntimeDep,
     caller: Canceller,
 ) -> ExecutionPublic:
-    state = await runtime.executions.cancel(
-        caller, workflow_id, execution_id, audit_log.actor(request, runtime)
+    return await _steer(
+        runtime.executions.cancel, caller, workflow_id, execution_id, request, runtime
     )
-    return ExecutionPublic.of(state)

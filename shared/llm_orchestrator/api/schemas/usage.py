@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.providers.pricing import PRICES_AS_OF, PriceEntry
+from llm_orchestrator.steps.budgets import BudgetStatus
 
 MAX_PRICE_USD_PER_MILLION = 100_000.0
 """A sanity bound: no model costs $100 per thousand tokens, a typo might."""
@@ -21,10 +22,18 @@ class PriceIn(StrictModel):
     provider: ProviderName
     model: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
     input_usd_per_million: float = Field(
-        ge=0, le=MAX_PRICE_USD_PER_MILLION, allow_inf_nan=False, description="USD per 1M input"
+        strict=True,
+        ge=0,
+        le=MAX_PRICE_USD_PER_MILLION,
+        allow_inf_nan=False,
+        description="USD per 1M input",
     )
     output_usd_per_million: float = Field(
-        ge=0, le=MAX_PRICE_USD_PER_MILLION, allow_inf_nan=False, description="USD per 1M output"
+        strict=True,
+        ge=0,
+        le=MAX_PRICE_USD_PER_MILLION,
+        allow_inf_nan=False,
+        description="USD per 1M output",
     )
 
 
@@ -73,4 +82,29 @@ class PricingPublic(BaseModel):
                 )
                 for e in entries
             ]
+        )
+
+
+MAX_MONTHLY_BUDGET_USD = 10_000_000.0
+
+
+class BudgetUpdate(StrictModel):
+    monthly_usd: float | None = Field(
+        strict=True,
+        ge=0,
+        le=MAX_MONTHLY_BUDGET_USD,
+        allow_inf_nan=False,
+        description="USD per calendar month (UTC); null for no budget",
+    )
+
+
+class BudgetPublic(BaseModel):
+    monthly_usd: float | None = Field(description="null: no budget")
+    spent_usd: float = Field(description="Spent this month (UTC), calls with a known price")
+    resets_at: datetime = Field(description="00:00 UTC on the first of next month")
+
+    @classmethod
+    def of(cls, status: BudgetStatus) -> BudgetPublic:
+        return cls(
+            monthly_usd=status.monthly_usd, spent_usd=status.spent_usd, resets_at=status.resets_at
         )
