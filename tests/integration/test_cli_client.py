@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from llm_orchestrator.cli import main
@@ -119,8 +120,13 @@ def test_login_stores_tokens_privately_and_logout_forgets_them(
     assert stat.S_IMODE(session.stat().st_mode) == 0o600
     assert ADMIN_PASSWORD not in session.read_text()
     assert llmo("workflows", "list", "--json").json() == []
-    assert llmo("logout").code == 0
+    refresh_token = json.loads(session.read_text())["refresh_token"]
+    out = llmo("logout")
+    assert out.code == 0 and "Logged out" in out.out
     assert not session.exists()
+    # The server ended the session too: its refresh token is refused.
+    refused = httpx.post(f"{live.url}/auth/refresh", json={"refresh_token": refresh_token})
+    assert refused.status_code == 401
     after = llmo("workflows", "list")
     assert after.code == 1
     assert "Not logged in" in after.err and "llmo login" in after.err

@@ -335,6 +335,53 @@ def test_a_token_about_to_expire_is_refreshed_before_the_call(
         Client(live.url, token="garbage").admin.stats()
 
 
+def test_logout_ends_the_session_on_the_server_and_forgets_its_tokens(
+    admin: Client, live: LiveServer
+) -> None:
+    tokens = admin.login()
+    # An access token the server refuses: logout renews it from the refresh token first,
+    # since only a token of the session can end it.
+    client = Client(live.url, token="expired-or-garbage", refresh_token=tokens.refresh_token)
+
+    assert client.logout() is True
+
+    assert client.access_token is None and client.refresh_token is None
+    with pytest.raises(Unauthorized):
+        Client(live.url, token=tokens.access_token).admin.stats()
+    with pytest.raises(Unauthorized):
+        Client(live.url, refresh_token=tokens.refresh_token).refresh()
+
+
+def test_logout_of_a_session_that_already_ended_is_not_an_error(
+    admin: Client, live: LiveServer
+) -> None:
+    tokens = admin.login()
+    first = Client(live.url, token=tokens.access_token, refresh_token=tokens.refresh_token)
+    second = Client(live.url, token=tokens.access_token, refresh_token=tokens.refresh_token)
+    assert first.logout() is True
+
+    assert second.logout() is False
+
+    assert second.access_token is None and second.refresh_token is None
+    assert Client(live.url).logout() is False  # nothing to end
+    with pytest.raises(ValueError, match="API key"):
+        Client(live.url, api_key="llo_sk_anything").logout()
+
+
+async def test_async_logout_ends_the_session(admin: Client, live: LiveServer) -> None:
+    from llm_orchestrator.client import AsyncClient
+
+    tokens = admin.login()
+    async with AsyncClient(
+        live.url, token=tokens.access_token, refresh_token=tokens.refresh_token
+    ) as client:
+        assert await client.logout() is True
+        assert await client.logout() is False
+
+    with pytest.raises(Unauthorized):
+        Client(live.url, token=tokens.access_token).admin.stats()
+
+
 def test_idempotency_key_returns_the_same_execution(admin: Client, fake_openai: FakeOpenAI) -> None:
     workflow = admin.workflows.create(name="once", version="1.0", steps=TWO_STEPS[:1])
     key = str(uuid.uuid4())

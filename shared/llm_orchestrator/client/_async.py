@@ -172,6 +172,28 @@ class AsyncClient:
         creds.store(tokens)
         return tokens
 
+    async def logout(self) -> bool:
+        """End this client's login session on the server (``POST /auth/logout``: its
+        refresh and access tokens stop working everywhere), then forget its tokens.
+
+        An expired access token is renewed first with the refresh token, since only a
+        token of the session can end it. A session that has already ended (expired,
+        revoked, logged out elsewhere) is not an error. Returns whether the server ended
+        a session just now. An API key has no session: revoke it with ``keys.revoke``.
+        """
+        creds = self._credentials
+        if creds.access_token is None and creds.refresh_token is None:
+            if creds.api_key:
+                raise ValueError("an API key has no session to log out of; revoke the key")
+            return False
+        try:
+            await self.request(Call("POST", "auth/logout", retry_connection_errors=True))
+            ended = True
+        except Unauthorized:
+            ended = False  # the session had already ended
+        creds.forget_tokens()
+        return ended
+
     async def _renew(self) -> None:
         creds = self._credentials
         if creds.refresh_token:

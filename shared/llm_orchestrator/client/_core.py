@@ -126,6 +126,12 @@ class Credentials:
 
     _margin = 60.0
 
+    def forget_tokens(self) -> None:
+        """Drop the session's tokens (after a logout); the password is kept, if any."""
+        self.access_token = None
+        self.refresh_token = None
+        self.expires_at = None
+
     def store(self, tokens: Tokens) -> None:
         self.access_token = tokens.access_token
         self.refresh_token = tokens.refresh_token

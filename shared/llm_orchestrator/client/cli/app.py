@@ -126,8 +126,36 @@ def login(args: argparse.Namespace, out: Output) -> int:
 
 
 def logout(args: argparse.Namespace, out: Output) -> int:
+    """End the stored session on its server, then forget it. The local tokens go even when
+    the server cannot be reached (the session then lasts until its refresh token expires,
+    which the message says)."""
+    session = store.load_session()
+    ended, problem = False, None
+    if session.get("refresh_token") or session.get("access_token"):
+        client = Client(
+            resolve_base_url(session.get("url")),
+            token=session.get("access_token"),
+            refresh_token=session.get("refresh_token"),
+            token_expires_at=session.get("expires_at"),
+            max_retries=1,
+        )
+        try:
+            ended = client.logout()
+        except LLMOrchestratorError as exc:
+            problem = str(exc)
+        finally:
+            client.close()
     removed = store.delete_session()
-    out.result({"logged_out": removed}, "Logged out" if removed else "Not logged in")
+    if not removed:
+        message = "Not logged in"
+    elif problem:
+        message = (
+            f"Logged out here; the server did not end the session ({problem}): "
+            "it lasts until its refresh token expires"
+        )
+    else:
+        message = "Logged out"
+    out.result({"logged_out": removed, "session_ended": ended}, message)
     return EXIT_OK
 
 
