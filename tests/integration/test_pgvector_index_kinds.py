@@ -1,0 +1,174 @@
+"""pgvector's HNSW index kinds: new indexes are halfvec, older vector indexes keep working.
+
+Through the pgvector adapter (the code a ``vector_search`` step runs) on a real PostgreSQL;
+the nearest documents are checked against an exact cosine search in numpy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.vector_tables import SCHEMA, halfvec_index_name, table_name
+from llm_orchestrator.vectorstores import EnvSettingResolver, VectorRecord
+from llm_orchestrator.vectorstores.pgvector import PgVectorStore
+
+DIM = 64
+STORED = 300
+QUERIES = 25
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PgVectorStore]:
+    db = Database(database_url, min_size=0, max_size=2)
+    store = PgVectorStore(EnvSettingResolver({}), timeout_seconds=30, own_database=db)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        await db.close()
+
+
+def _unit(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+    vectors = rng.standard_normal((rows, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def _index_definitions(url: str, index: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s"
+            " AND indexdef LIKE '%%USING hnsw%%' ORDER BY indexname",
+            (SCHEMA, table_name(index)),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def _fill(store: PgVectorStore, index: str, vectors: np.ndarray) -> None:  # type: ignore[type-arg]
+    records = [VectorRecord(f"doc-{n}", v.tolist(), f"document {n}") for n, v in enumerate(vectors)]
+    await store.upsert(index, records, namespace=None)
+
+
+async def _assert_nearest_match_exact_search(
+    store: PgVectorStore,
+    index: str,
+    stored: np.ndarray,  # type: ignore[type-arg]
+    rng: np.random.Generator,
+) -> None:
+    # Queries near a stored vector: the exact nearest document is unambiguous.
+    for n in rng.choice(len(stored), QUERIES, replace=False):
+        query = stored[n] + 0.3 * _unit(1, stored.shape[1], rng)[0]
+        exact = stored @ (query / np.linalg.norm(query))
+        best = np.argsort(-exact)[:5]
+
+        found = await store.search(index, query.tolist(), top_k=5, filter=None, namespace=None)
+
+        assert found[0].id == f"doc-{best[0]}"
+        assert found[0].text == f"document {best[0]}"
+        # The scores are the full-precision cosine similarities, best first.
+        assert found[0].score == pytest.approx(exact[best[0]], abs=1e-6)
+        assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
+
+
+async def test_a_new_index_is_a_halfvec_hnsw_and_finds_the_exact_nearest_document(
+    store: PgVectorStore, database_url: str
+) -> None:
+    rng = np.random.default_rng(11)
+    stored = _unit(STORED, DIM, rng)
+
+    await _fill(store, "kb", stored)
+
+    (definition,) = _index_definitions(database_url, "kb")
+    assert halfvec_index_name("kb") in definition
+    assert f"(embedding)::halfvec({DIM})" in definition
+    assert "halfvec_cosine_ops" in definition
+    await _assert_nearest_match_exact_search(store, "kb", stored, rng)
+
+
+async def test_the_search_runs_on_the_halfvec_index(
+    store: PgVectorStore, owner_database_url: str
+) -> None:
+    rng = np.random.default_rng(12)
+    # A 300-row table is cheaper to scan (or to read by its primary key) and sort than to
+    # search through an index: sessions of this database (the adapter's pool connects
+    # after this) are told to avoid scans and sorts, so the plan uses the HNSW index exactly
+    # when the ORDER BY is the index's own expression.
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        dbname = sql.Identifier(conn.info.dbname)
+        for setting in ("enable_seqscan", "enable_sort"):
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = off").format(dbname, sql.Identifier(setting))
+            )
+    await _fill(store, "kb", _unit(STORED, DIM, rng))
+
+    for _ in range(3):
+        query = _unit(1, DIM, rng)[0].tolist()
+        found = await store.search("kb", query, top_k=5, filter=None, namespace=None)
+        assert len(found) == 5
+
+    # A backend reports its statistics when idle, within ten seconds: wait for them.
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 20
+        while (scans := _scans(conn, halfvec_index_name("kb"))) < 3:
+            assert time.monotonic() < deadline, f"{scans} index scans of 3 searches"
+            time.sleep(0.2)
+
+
+def _scans(conn: psycopg.Connection, index: str) -> int:  # type: ignore[type-arg]
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s", (index,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_an_index_made_before_halfvec_keeps_its_vector_index_and_its_answers(
+    store: PgVectorStore, owner_database_url: str, database_url: str
+) -> None:
+    """A table as earlier versions created it: ``embedding vector_cosine_ops``."""
+    rng = np.random.default_rng(13)
+    stored = _unit(STORED, DIM, rng)
+    table = sql.Identifier(SCHEMA, table_name("old-kb"))
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (namespace text NOT NULL, id text NOT NULL,"
+                " embedding vector({}) NOT NULL, text text NOT NULL,"
+                " metadata jsonb NOT NULL DEFAULT '{{}}',"
+                " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, id))"
+            ).format(table, sql.Literal(DIM))
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(f"{table_name('old-kb')}_hnsw"), table
+            )
+        )
+        conn.execute(sql.SQL("GRANT ALL ON {} TO PUBLIC").format(table))
+    before = _index_definitions(owner_database_url, "old-kb")
+
+    await _fill(store, "old-kb", stored)
+
+    await _assert_nearest_match_exact_search(store, "old-kb", stored, rng)
+    assert _index_definitions(database_url, "old-kb") == before
+    assert "vector_cosine_ops" in before[0]
+
+
+async def test_vectors_wider_than_2000_dimensions_get_an_hnsw_index_too(
+    store: PgVectorStore, database_url: str
+) -> None:
+    rng = np.random.default_rng(14)
+    stored = _unit(40, 3072, rng)
+
+    await _fill(store, "wide", stored)
+
+    (definition,) = _index_definitions(database_url, "wide")
+    assert "halfvec(3072)" in definition
+    found = await store.search("wide", stored[7].tolist(), top_k=3, filter=None, namespace=None)
+    assert found[0].id == "doc-7"
+    assert found[0].score == pytest.approx(1.0, abs=1e-6)
