@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     database_host: str | None = None
     """Overrides the host in ``database_secret_arn``'s secret (the stack sets the RDS Proxy)."""
     data_dir: Path = Field(default_factory=default_data_dir)
+    embedded_shared_buffers: str = Field(default="512MB", pattern=r"^[1-9][0-9]{0,6}(kB|MB|GB)$")
+    """The embedded PostgreSQL's ``shared_buffers`` (PostgreSQL units: ``kB``, ``MB``,
+    ``GB``); applies when that server starts."""
 
     admin_username: str = "admin"
     admin_email: str = "admin@example.com"

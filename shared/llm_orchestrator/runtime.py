@@ -538,7 +538,9 @@ def resolve_database_urls(settings: Settings) -> DatabaseUrls:
     from llm_orchestrator.store.embedded import start_embedded_postgres
     from llm_orchestrator.store.roles import app_url
 
-    owner = start_embedded_postgres(settings.data_dir)
+    owner = start_embedded_postgres(
+        settings.data_dir, shared_buffers=settings.embedded_shared_buffers
+    )
     return DatabaseUrls(app_url(owner), owner, embedded=True)
 
 

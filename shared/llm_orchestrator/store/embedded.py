@@ -6,6 +6,7 @@ processes that share a data directory and stops when the last one exits.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -16,12 +17,28 @@ from llm_orchestrator.extras import importing
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SHARED_BUFFERS = "512MB"
+"""PostgreSQL's own default is 128MB: a 100,000 × 1,536-dimension halfvec HNSW index
+(~390 MB) did not stay in memory, and pgvector searches read it from the OS page by page.
+The memory is only used as pages are read, so a 2 GB laptop starts the server fine."""
+SETTINGS_FILE = "llmo.conf"
+
 _servers: dict[Path, Any] = {}
 """The embedded servers this process started, by data directory."""
 
 
-def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> str:
-    """Start (or join) the embedded server under ``data_dir`` and return its URL."""
+def start_embedded_postgres(
+    data_dir: Path,
+    *,
+    keep_running: bool = False,
+    shared_buffers: str = DEFAULT_SHARED_BUFFERS,
+) -> str:
+    """Start (or join) the embedded server under ``data_dir`` and return its URL.
+
+    ``shared_buffers`` goes into the server's settings file (see :func:`write_server_settings`)
+    and takes effect when the server starts: joining a server that is already running keeps
+    its size until it next starts.
+    """
     embedded_postgres = importing(
         "local",
         "The embedded PostgreSQL (used when LLMO_DATABASE_URL is unset)",
@@ -30,14 +47,52 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
+    cleanup_mode = None if keep_running else "stop"
     log.info("starting embedded PostgreSQL in %s", pgdata)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    if (pgdata / "PG_VERSION").exists():
+        write_server_settings(pgdata, shared_buffers=shared_buffers)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+    else:
+        server = _first_start(embedded_postgres, pgdata, cleanup_mode, shared_buffers)
     _servers[pgdata] = server
     # A process that died without letting go (kill -9, a crash) is still listed as a user of
     # the server, and the library stops the server only when the last listed user lets go:
     # whoever adopts the server after such a death now owns its shutdown.
     _forget_dead_users(server)
     return str(server.get_uri())
+
+
+def _first_start(
+    embedded_postgres: Any, pgdata: Path, cleanup_mode: str | None, shared_buffers: str
+) -> Any:
+    """A new data directory: the library creates and starts it in one call, so the server
+    is started once to create it, given its settings, and started again with them (when
+    another process joined in between, they apply at its next start instead)."""
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    write_server_settings(pgdata, shared_buffers=shared_buffers)
+    with server._lock:  # the library's inter-process lock over its list of users
+        alone = server.global_process_id_list.get() == [os.getpid()]
+    if not alone:
+        return server
+    server.cleanup()  # the last user letting go: the server stops
+    atexit.unregister(server._cleanup)
+    return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+
+
+def write_server_settings(pgdata: Path, *, shared_buffers: str) -> None:
+    """Write the orchestrator's server settings to ``llmo.conf`` in the data directory and
+    include it at the end of ``postgresql.conf`` (so it wins over the defaults there)."""
+    (pgdata / SETTINGS_FILE).write_text(
+        "# Written by llm-orchestrator at every start of its embedded PostgreSQL: edits are\n"
+        "# overwritten. Set LLMO_EMBEDDED_SHARED_BUFFERS instead.\n"
+        f"shared_buffers = '{shared_buffers}'\n"
+    )
+    _same_owner(pgdata / SETTINGS_FILE, pgdata)
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'"
+    text = conf.read_text()
+    if include not in text.splitlines():
+        conf.write_text(text + ("" if text.endswith("\n") else "\n") + include + "\n")
 
 
 def release_embedded_postgres(data_dir: Path) -> None:
@@ -51,6 +106,13 @@ def release_embedded_postgres(data_dir: Path) -> None:
     if server is not None:
         _forget_dead_users(server)
         server.cleanup()
+
+
+def _same_owner(path: Path, pgdata: Path) -> None:
+    """As root, the library runs the server as another user: the file becomes theirs."""
+    if os.name == "posix" and os.geteuid() == 0:
+        owner = pgdata.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _forget_dead_users(server: Any) -> None:

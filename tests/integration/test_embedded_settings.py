@@ -1,0 +1,59 @@
+"""The embedded PostgreSQL starts with the configured ``shared_buffers``: from its very first
+start (a new data directory), and with a changed value at its next start; and it still
+stops when its last user lets go."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from llm_orchestrator.config import Settings
+from llm_orchestrator.store.embedded import release_embedded_postgres, start_embedded_postgres
+
+
+def _shared_buffers(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW shared_buffers").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _running(pgdata: Path) -> bool:
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
+            return True
+    return False
+
+
+def _wait_stopped(pgdata: Path) -> None:
+    deadline = time.monotonic() + 30
+    while _running(pgdata):
+        assert time.monotonic() < deadline, "the embedded server is still running"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path) -> None:
+    pgdata = (tmp_path / "pgdata").resolve()
+    try:
+        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        assert _shared_buffers(url) == "160MB"
+        release_embedded_postgres(tmp_path)
+        _wait_stopped(pgdata)
+
+        url = start_embedded_postgres(tmp_path, shared_buffers="192MB")
+        assert _shared_buffers(url) == "192MB"
+    finally:
+        release_embedded_postgres(tmp_path)
+    _wait_stopped(pgdata)
+
+
+@pytest.mark.parametrize("value", ["lots", "512", "0MB", "512 MB", "1TB", "512MB; x"])
+def test_a_shared_buffers_postgresql_would_not_read_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="embedded_shared_buffers"):
+        Settings(embedded_shared_buffers=value)
