@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from llm_orchestrator.providers.registry import ProviderFactory
     from llm_orchestrator.ratelimit.limiter import RateLimiter, TierLimits
     from llm_orchestrator.secrets import SecretsStore
-    from llm_orchestrator.steps.budgets import Budgets
     from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
     from llm_orchestrator.store.api_keys import ApiKeyRepository
     from llm_orchestrator.store.db import Database
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.users import UserRepository
     from llm_orchestrator.triggers.completion import CompletionPublisher
     from llm_orchestrator.triggers.service import TriggerBackend, TriggerService
+    from llm_orchestrator.usage.budgets import Budgets
     from llm_orchestrator.vectorstores import VectorStoreRegistry
     from llm_orchestrator.workflows.service import WorkflowService
 
@@ -134,7 +134,7 @@ class Runtime:
     @cached_property
     def budgets(self) -> Budgets:
         """Monthly budgets per user against the spend in ``usage``."""
-        from llm_orchestrator.steps.budgets import Budgets
+        from llm_orchestrator.usage.budgets import Budgets
 
         return Budgets(
             self.usage,
@@ -438,7 +438,7 @@ class Runtime:
         registry in-process, Step Functions in the step-runner Lambda (which also waits out
         a provider's Retry-After itself: ``wait_for_retry_after``, sleeping with ``sleep``)."""
         from llm_orchestrator.steps.runner import StepRunner
-        from llm_orchestrator.steps.usage import UsageRecorder
+        from llm_orchestrator.usage.ledger import UsageRecorder
 
         return StepRunner(
             self.step_run_store,

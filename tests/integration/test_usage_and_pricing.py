@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_orchestrator.providers.pricing import DEFAULT_PRICES, PRICES_AS_OF
+from llm_orchestrator.usage.pricing import DEFAULT_PRICES, PRICES_AS_OF
 from tests.fakes.embeddings import count_tokens
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session

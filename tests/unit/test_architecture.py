@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "engine": DOMAIN,
     "steps": DOMAIN,
     "providers": DOMAIN,
+    "usage": DOMAIN,
     "vectorstores": DOMAIN,
     "secrets": DOMAIN,
     "ratelimit": DOMAIN,

@@ -24,7 +24,7 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.steps.errors import StepConfigurationError
-from llm_orchestrator.steps.usage import SUCCEEDED, Attempt, CallLog
+from llm_orchestrator.usage.ledger import SUCCEEDED, Attempt, CallLog
 from llm_orchestrator.workflows.models import EmbedStep, LlmStep
 
 __all__ = ["DimensionOf", "Target", "chat", "chat_chain", "embed", "embed_chain"]

@@ -38,7 +38,6 @@ from llm_orchestrator.providers import (
     ProviderRegistry,
 )
 from llm_orchestrator.steps import calls as provider_calls
-from llm_orchestrator.steps.budgets import Budgets
 from llm_orchestrator.steps.errors import (
     BudgetExhausted,
     ExecutionEnded,
@@ -48,7 +47,6 @@ from llm_orchestrator.steps.errors import (
     WorkflowPaused,
 )
 from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
-from llm_orchestrator.steps.usage import CallLog, UsageRecorder
 from llm_orchestrator.steps.vectors import (
     query_vector,
     search_filter,
@@ -56,6 +54,8 @@ from llm_orchestrator.steps.vectors import (
     upsert_records,
 )
 from llm_orchestrator.store.step_runs import StepContext, StepUsage
+from llm_orchestrator.usage.budgets import Budgets
+from llm_orchestrator.usage.ledger import CallLog, UsageRecorder
 from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
     EMBEDDING_DIMENSIONS,
@@ -363,7 +363,9 @@ class StepRunner:
         outcome: before the step completes (its status then shows them) or its error is
         handled (a retry's wait must not hold the record back)."""
         if self._budgets is not None and isinstance(step, LlmStep | EmbedStep):
-            await self._budgets.check_step(execution_id)
+            refusal = await self._budgets.step_refusal(execution_id)
+            if refusal is not None:
+                raise BudgetExhausted(refusal)
         calls = CallLog()
         try:
             return await self._execute(step, definition, ancestor_map, context, calls, attempt)

@@ -173,7 +173,7 @@ async def put_pricing(
 
 
 async def _pricing(runtime: RuntimeDep) -> PricingPublic:
-    from llm_orchestrator.providers.pricing import ModelPrice, effective_prices
+    from llm_orchestrator.usage.pricing import ModelPrice, effective_prices
 
     rows = await runtime.usage.price_overrides()
     overrides = {

@@ -10,7 +10,7 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 
 from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.executions.status import StepStatus
-from llm_orchestrator.steps.usage import step_usage, total_cost
+from llm_orchestrator.usage.ledger import step_usage, total_cost
 from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:

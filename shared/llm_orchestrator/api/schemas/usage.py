@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llm_orchestrator.api.schemas.common import StrictModel
-from llm_orchestrator.providers.pricing import PRICES_AS_OF, PriceEntry
-from llm_orchestrator.steps.budgets import BudgetStatus
+from llm_orchestrator.usage.budgets import BudgetStatus
+from llm_orchestrator.usage.pricing import PRICES_AS_OF, PriceEntry
 
 MAX_PRICE_USD_PER_MILLION = 100_000.0
 """A sanity bound: no model costs $100 per thousand tokens, a typo might."""

@@ -2,10 +2,11 @@
 
 An execute request is refused (429, ``details.reason = "budget_exhausted"``) once the
 owner's spend this month has reached their budget; a running execution's next ``llm`` or
-``embed`` step calls no provider and fails with ``BudgetExhausted``, so an execution that
-crosses the budget finishes the step in flight and stops there. Spend is added atomically
-in the statement that records each call (``store/usage.py``), so concurrent executions can
-overspend by at most the calls already in flight when the budget was reached.
+``embed`` step calls no provider and fails with ``BudgetExhausted`` (the step runner raises
+it), so an execution that crosses the budget finishes the step in flight and stops there.
+Spend is added atomically in the statement that records each call (``store/usage.py``), so
+concurrent executions can overspend by at most the calls already in flight when the budget
+was reached.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from llm_orchestrator.errors import NotFound, OverBudget
-from llm_orchestrator.steps.errors import BudgetExhausted
 from llm_orchestrator.store.usage import BudgetRow
 
 __all__ = ["BudgetStatus", "BudgetStore", "Budgets"]
@@ -90,19 +90,21 @@ class Budgets:
                 retry_after=max(1, math.ceil((status.resets_at - now).total_seconds())),
             )
 
-    async def check_step(self, execution_id: str) -> None:
-        """Raises ``BudgetExhausted`` when the execution owner's budget is spent."""
+    async def step_refusal(self, execution_id: str) -> str | None:
+        """Why the execution's next provider call may not happen (its owner's budget is
+        spent), or None. The step runner turns a reason into ``BudgetExhausted``."""
         now = self._now()
         row = await self._store.budget_of_execution(execution_id, month=month_of(now))
         if row is None:
-            return
+            return None
         status = self._status(row, now)
-        if status.exhausted:
-            raise BudgetExhausted(
-                f"the monthly budget of ${status.monthly_usd:.2f} is spent "
-                f"(${status.spent_usd:.2f}); no further provider calls until it resets at "
-                f"{_iso(status.resets_at)} or an admin raises it"
-            )
+        if not status.exhausted:
+            return None
+        return (
+            f"the monthly budget of ${status.monthly_usd:.2f} is spent "
+            f"(${status.spent_usd:.2f}); no further provider calls until it resets at "
+            f"{_iso(status.resets_at)} or an admin raises it"
+        )
 
     def _status(self, row: BudgetRow, now: datetime) -> BudgetStatus:
         limit = row.monthly_usd if row.explicit else self._default

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from llm_orchestrator.providers.pricing import ModelPrice, PriceTable, base_model, call_cost
 from llm_orchestrator.store.usage import CallRow, PriceRow
+from llm_orchestrator.usage.pricing import ModelPrice, PriceTable, base_model, call_cost
 
 __all__ = ["SUCCEEDED", "Attempt", "CallLog", "UsageRecorder", "UsageStore", "step_usage"]
 
