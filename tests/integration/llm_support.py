@@ -17,9 +17,11 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import create_workflow, start_execution, wait_for
 
-OPENAI_KEY = "sk-llm-support-openai"
-ANTHROPIC_KEY = "sk-ant-llm-support"
-COHERE_KEY = "co-llm-support"
+# Marker values: a test that greps responses, logs and state for secrets looks for these.
+ANTHROPIC_KEY = "sk-ant-MARKER-a1b2c3d4e5f6"
+COHERE_KEY = "co-MARKER-f6e5d4c3b2a1"
+OPENAI_KEY = "sk-MARKER-openai-0a1b2c3d"
+MARKERS = (ANTHROPIC_KEY, COHERE_KEY, OPENAI_KEY, "MARKER")
 FAST_RETRY = {"max_attempts": 2, "backoff_seconds": 1, "backoff_rate": 1.0}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,38 +29,18 @@ from tests.integration.execution_support import (
     start_execution,
     wait_for,
 )
+from tests.integration.llm_support import (
+    ANTHROPIC_KEY,
+    COHERE_KEY,
+    OPENAI_KEY,
+    _fresh_fakes,
+    anthropic_fake,
+    cohere_fake,
+    openai_fake,
+)
 from tests.support import free_port
 
-ANTHROPIC_KEY = "sk-ant-MARKER-a1b2c3d4e5f6"
-COHERE_KEY = "co-MARKER-f6e5d4c3b2a1"
-OPENAI_KEY = "sk-MARKER-openai-0a1b2c3d"
-MARKERS = (ANTHROPIC_KEY, COHERE_KEY, OPENAI_KEY, "MARKER")
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic.start(api_key=ANTHROPIC_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def cohere_fake() -> Iterator[FakeCohere]:
-    with FakeCohere.start(api_key=COHERE_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI.start(api_key=OPENAI_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fakes(
-    anthropic_fake: FakeAnthropic, cohere_fake: FakeCohere, openai_fake: FakeOpenAI
-) -> None:
-    for fake in (anthropic_fake, cohere_fake, openai_fake):
-        fake.reset()
+__all__ = ["_fresh_fakes", "anthropic_fake", "cohere_fake", "openai_fake"]
 
 
 @pytest.fixture
