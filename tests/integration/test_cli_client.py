@@ -315,13 +315,23 @@ def test_client_commands_load_no_server_code(live: LiveServer, tmp_path: Path) -
     assert ran.stderr.strip().splitlines()[-1] == "[]"
 
 
+_AS_AT_A_TERMINAL = (
+    "import runpy, signal;"
+    "signal.signal(signal.SIGINT, signal.default_int_handler);"
+    "runpy.run_module('llm_orchestrator.cli', run_name='__main__')"
+)
+"""``python -m llm_orchestrator.cli`` with Ctrl-C delivered as at a person's terminal. A test
+run started in the background (``make test &``, ``nohup``) inherits SIGINT ignored, because
+POSIX shells ignore it in asynchronous commands, and Python keeps an inherited SIG_IGN."""
+
+
 def _spawn_on_a_terminal(
     argv: list[str], env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``llmo`` with a pseudo-terminal as stdin, stdout and stderr, as a person runs it."""
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llm_orchestrator.cli", *argv],
+        [sys.executable, "-c", _AS_AT_A_TERMINAL, *argv],
         cwd=ROOT,
         env=env,
         stdin=slave,
