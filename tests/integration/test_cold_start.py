@@ -27,7 +27,8 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 {then}
 print(json.dumps(sorted(
-    name for name in sys.modules if name.split(".")[0] in ("llm_orchestrator", "openai")
+    name for name in sys.modules
+    if name.split(".")[0] in ("llm_orchestrator", "openai", "psycopg", "psycopg_pool")
 )))
 """
 
@@ -57,6 +58,14 @@ def test_importing_an_http_handler_loads_no_execution_machinery(group: str) -> N
 
     assert packages(loaded) & set(EXECUTION_MACHINERY) == set()
     assert "openai" not in loaded
+
+
+@pytest.mark.parametrize("group", HTTP_GROUPS)
+def test_importing_an_http_handler_loads_no_database_driver(group: str) -> None:
+    """psycopg loads on the first query (the pool opens lazily), not on a cold start."""
+    loaded = loaded_modules(group)
+
+    assert {"psycopg", "psycopg_pool"} & loaded == set()
 
 
 def test_importing_the_step_runner_loads_no_provider_until_a_step_needs_one() -> None:

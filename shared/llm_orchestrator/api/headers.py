@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_orchestrator.store.db import request_deadlines
+from llm_orchestrator.store.deadlines import request_deadlines
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -20,9 +20,8 @@ import os
 import select
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -31,6 +30,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from llm_orchestrator.store.deadlines import serving_request
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -51,25 +51,6 @@ BACKGROUND_GRACE_SECONDS = 10.0
 """Work outside a request (the engine running executions) waits longer for a connection
 under load, and gives a silent server this much longer before cutting it off; the server
 still cancels a statement slower than ``statement_timeout``."""
-
-_request_task: ContextVar[asyncio.Task[Any] | None] = ContextVar("llmo_request_task", default=None)
-
-
-@contextmanager
-def request_deadlines() -> Iterator[None]:
-    """Marks the current task as serving a request: its database work gets the request
-    deadlines. Tasks it spawns inherit the context variable but are not this task, so
-    background work they do (an execution started by the request) keeps the longer ones."""
-    token = _request_task.set(asyncio.current_task())
-    try:
-        yield
-    finally:
-        _request_task.reset(token)
-
-
-def _serving_request() -> bool:
-    task = _request_task.get()
-    return task is not None and task is asyncio.current_task()
 
 
 _CONFIRM_SECONDS = 0.3
@@ -204,7 +185,7 @@ class Database:
 
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if _serving_request() or timeout is not None:
+        if serving_request() or timeout is not None:
             pool_wait, use_limit = self._pool_timeout, self._statement_timeout
         else:
             pool_wait = self._background_pool_timeout

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from llm_orchestrator.store.db import Database
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Database
 
 
 @dataclass(frozen=True)

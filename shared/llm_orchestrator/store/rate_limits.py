@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
-from llm_orchestrator.store.db import Database
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Database
 
 
 @dataclass(frozen=True)
@@ -25,6 +24,10 @@ class RateCharge:
     default_tier: str
 
     def params(self) -> dict[str, Any]:
+        # Here, not at the top: the HTTP handlers import this module for ``RateCharge``
+        # and load the database driver on their first query, not at import.
+        from psycopg.types.json import Jsonb
+
         return {
             "rl_names": self.names,
             "rl_starts": self.starts,

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
-from llm_orchestrator.store.db import Database
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Database
 
 __all__ = ["BudgetRow", "CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
 
@@ -131,6 +130,8 @@ class UsageRepository:
         the execution owner's spend for ``month``: one statement, so all or nothing."""
         if not calls:
             return
+        from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
+
         documents = [asdict(call) for call in calls]
         async with self._db.connection() as conn:
             await conn.execute(
