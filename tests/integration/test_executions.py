@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -303,14 +305,22 @@ async def test_execution_events_are_audited(client: httpx.AsyncClient, admin: Se
     execution_id = await start_execution(client, admin, workflow_id, {"input": "x"})
     await wait_for(client, admin, workflow_id, execution_id)
 
-    response = await client.get(
-        "/audit/events",
-        headers=admin.headers,
-        params={"event_type": "workflow_execution", "resource_id": execution_id},
-    )
+    # The finish event is appended right after the end is written, not in its transaction
+    # (the lifecycle records an event only once its conditional write has won), so a read
+    # at the moment the status turns may come just before it: wait for it, bounded.
+    actions: list[str] = []
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while actions != ["finish", "start"] and asyncio.get_running_loop().time() < deadline:
+        response = await client.get(
+            "/audit/events",
+            headers=admin.headers,
+            params={"event_type": "workflow_execution", "resource_id": execution_id},
+        )
+        assert response.status_code == 200, response.text
+        actions = sorted(event["action"] for event in response.json()["events"])
+        if actions != ["finish", "start"]:
+            await asyncio.sleep(0.05)
 
-    assert response.status_code == 200, response.text
-    actions = sorted(event["action"] for event in response.json()["events"])
     assert actions == ["finish", "start"]
 
 
