@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from llm_orchestrator.providers import (
     ChatRequest,
@@ -28,6 +29,8 @@ from llm_orchestrator.usage.ledger import SUCCEEDED, Attempt, CallLog
 from llm_orchestrator.workflows.models import EmbedStep, LlmStep
 
 __all__ = ["DimensionOf", "Target", "chat", "chat_chain", "embed", "embed_chain"]
+
+_Result = TypeVar("_Result")
 
 DimensionOf = Callable[[str, str], Awaitable[int | None]]
 """``(provider, model)`` → the vector size that model produces, when known."""
@@ -60,6 +63,26 @@ def embed_targets(step: EmbedStep) -> list[Target]:
     ]
 
 
+async def _walk(
+    targets: Sequence[Target], call: Callable[[Target, bool], Awaitable[_Result]]
+) -> _Result:
+    """``call`` on each target in turn until one answers; ``call`` learns whether a target
+    before it has failed (it is then a fallback). A permanent error, or the last target's
+    error, ends the walk: alone as it was when only the primary was tried, else one error
+    naming every provider tried."""
+    failures: list[tuple[Target, ProviderError]] = []
+    for target in targets:
+        try:
+            return await call(target, bool(failures))
+        except ProviderError as exc:
+            failures.append((target, exc))
+            if not exc.retryable or len(failures) == len(targets):
+                if len(failures) == 1:
+                    raise
+                raise _chain_error(failures) from exc
+    raise AssertionError("a chain has at least its primary")
+
+
 async def chat_chain(
     providers: ProviderRegistry,
     step: LlmStep,
@@ -70,23 +93,17 @@ async def chat_chain(
 ) -> ChatResult:
     """The step's primary, then (on its last attempt) each fallback in turn."""
     targets = llm_targets(step) if last_attempt else llm_targets(step)[:1]
-    failures: list[tuple[Target, ProviderError]] = []
-    for target in targets:
+
+    async def call(target: Target, _fallback: bool) -> ChatResult:
         asked = replace(
             request,
             model=target.model,
             temperature=target.temperature,
             max_tokens=target.max_tokens,
         )
-        try:
-            return await chat(providers, target.provider, asked, log)
-        except ProviderError as exc:
-            failures.append((target, exc))
-            if not exc.retryable or len(failures) == len(targets):
-                if len(failures) == 1:
-                    raise
-                raise _chain_error(failures) from exc
-    raise AssertionError("a chain has at least its primary")
+        return await chat(providers, target.provider, asked, log)
+
+    return await _walk(targets, call)
 
 
 async def embed_chain(
@@ -100,24 +117,17 @@ async def embed_chain(
 ) -> EmbedResult:
     """``chat_chain`` for embeddings; a fallback's vectors must have the primary's size."""
     targets = embed_targets(step) if last_attempt else embed_targets(step)[:1]
-    failures: list[tuple[Target, ProviderError]] = []
-    for target in targets:
+
+    async def call(target: Target, fallback: bool) -> EmbedResult:
         # Only Cohere has input types; other providers are never sent one.
         input_type = request.input_type if target.provider == "cohere" else None
         asked = replace(request, model=target.model, input_type=input_type)
-        try:
-            result = await embed(providers, target.provider, asked, log)
-        except ProviderError as exc:
-            failures.append((target, exc))
-            if not exc.retryable or len(failures) == len(targets):
-                if len(failures) == 1:
-                    raise
-                raise _chain_error(failures) from exc
-            continue
-        if failures:
+        result = await embed(providers, target.provider, asked, log)
+        if fallback:
             await _check_size(targets[0], target, result, dimension_of)
         return result
-    raise AssertionError("a chain has at least its primary")
+
+    return await _walk(targets, call)
 
 
 async def _check_size(
