@@ -19,8 +19,8 @@ and a bare FastAPI app under the same ``uvicorn.run`` settings, then prints:
 - ``status_read_server_cpu_ms``: the server process's CPU time (user + system) per
   ``GET .../status`` of a finished 3-step execution (goal ≤ 1 ms).
 
-Ports 18250–18259. Every figure line ends with the load average at that moment: the
-machine is shared, and a figure means little without it.
+Ports 18250–18259 (``LLMO_BENCH_PORT_BASE`` moves them). Every figure line ends with the
+load average at that moment: the machine is shared, and a figure means little without it.
 """
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ import psycopg
 from tests.perf.bench_engine import _database
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_PORT = 18250
-BARE_PORT = 18251
-FAKE_FAST_PORT = 18252
-FAKE_SLOW_PORT = 18253
+# LLMO_BENCH_PORT_BASE moves all four ports, so two benches can run side by side.
+PORT_BASE = int(os.environ.get("LLMO_BENCH_PORT_BASE", "18250"))
+SERVER_PORT = PORT_BASE
+BARE_PORT = PORT_BASE + 1
+FAKE_FAST_PORT = PORT_BASE + 2
+FAKE_SLOW_PORT = PORT_BASE + 3
 CONNECTIONS = 32
 LOAD_SECONDS = float(os.environ.get("LLMO_BENCH_LOAD_SECONDS", "4"))
 CHAIN = 50
