@@ -39,6 +39,8 @@ class LiveServer:
 
         local.app.router.lifespan_context = lifespan
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # As in tests/fakes/base.py: without it every answer waits for a delayed ACK.
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
             local.app,
