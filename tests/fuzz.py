@@ -8,6 +8,11 @@ schemathesis reports no failure: no 5xx, no schema-valid request rejected, no
 schema-violating request accepted, every response as documented. `tests/fuzz_hooks.py`
 holds the few cross-field rules JSON Schema cannot express (see its docstring).
 
+Before the run it creates one of everything an operation can name by id (a workflow with a
+completed execution, its checkpoints, a trigger, audit events; provider calls go to the fake
+OpenAI server, started here), so the positive cases that use those ids reach the code
+behind the 404 rather than stopping at it.
+
 Not part of `make test`: it takes minutes and wants the machine to itself. Run:
 ``python -m tests.fuzz [--port N] [--max-examples N] [--seed N] [schemathesis options]``
 (e.g. ``--include-path-regex execute``); the schemathesis
@@ -17,6 +22,7 @@ report is written under ``build/fuzz/``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -29,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from llm_orchestrator.auth.permissions import SCOPES
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
     data_dir = Path(tempfile.mkdtemp(prefix="llmo-fuzz-"))
+    provider = FakeOpenAI.start(latency=0.2)
     env = {
         **os.environ,
         "LLMO_DATA_DIR": str(data_dir),
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         # 429 (as designed, and tested in tests/integration/test_rate_limits.py) and
         # reach nothing else.
         "LLMO_RATE_LIMITS_ENABLED": "false",
+        "OPENAI_API_KEY": "sk-fuzz",
+        "OPENAI_BASE_URL": provider.base_url,
     }
     log = (WORK / "server.log").open("w")
     server = subprocess.Popen(
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_until_live(base, server)
         key = _api_key(base)
+        known = _seed(base, key)
         command = [
             sys.executable,
             "-m",
@@ -99,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
             "LLMO_FUZZ_URL": base,
             "LLMO_FUZZ_API_KEY": key,
+            "LLMO_FUZZ_KNOWN": json.dumps(known),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         return subprocess.run(command, env=fuzz_env, cwd=ROOT, check=False).returncode
     finally:
         _stop(server)
+        provider.stop()
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -141,6 +154,49 @@ def _api_key(base: str) -> str:
     created.raise_for_status()
     key: str = created.json()["key"]
     return key
+
+
+def _seed(base: str, key: str) -> dict[str, str]:
+    """Ids of real resources, by the parameter name operations give them."""
+    with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as http:
+
+        def call(method: str, path: str, **kwargs: object) -> dict[str, object]:
+            response = http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            response.raise_for_status()
+            answer: dict[str, object] = response.json()
+            return answer
+
+        steps = [
+            {"id": "summary", "type": "llm", "provider": "openai", "model": "gpt-4o-mini",
+             "prompt": "Summarise: {{text}}", "output": ["summary"]},
+            {"id": "verdict", "type": "llm", "provider": "openai", "model": "gpt-4o-mini",
+             "prompt": "Sentiment of: {{summary}}", "depends_on": ["summary"],
+             "output": ["sentiment"]},
+        ]  # fmt: skip
+        workflow = str(call("POST", "/workflows", json={"name": "fuzz-seed", "steps": steps})["id"])
+        run = call(
+            "POST",
+            f"/workflows/{workflow}/execute",
+            json={"inputs": {"text": "hi"}, "async": False},
+        )
+        execution = str(run["execution_id"])
+        listed = call("GET", f"/state/{workflow}/checkpoints", params={"executionId": execution})
+        checkpoints = listed["checkpoints"]
+        assert isinstance(checkpoints, list) and checkpoints, listed
+        trigger = call(
+            "POST",
+            f"/workflows/{workflow}/triggers",
+            json={"type": "schedule", "schedule": "rate(1 day)", "inputs": {"text": "hi"}},
+        )
+        events = call("GET", "/audit/events", params={"limit": 1})["events"]
+        assert isinstance(events, list) and events, events
+        return {
+            "workflow_id": workflow,
+            "executionId": execution,
+            "checkpointId": str(checkpoints[0]["id"]),
+            "trigger_id": str(trigger["id"]),
+            "event_id": str(events[0]["id"]),
+        }
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

@@ -15,11 +15,15 @@ value to another, which JSON Schema cannot say, and the document states them in 
 
 For positive (schema-valid) cases only, these hooks bend a generated request to follow
 those rules as a client would; negative cases are left exactly as generated, so every
-schema violation still has to be refused.
+schema violation still has to be refused. Every other positive case also names the real
+resources ``tests/fuzz.py`` created (``LLMO_FUZZ_KNOWN``: ids by parameter name) instead of
+random ids, so it reaches more than the 404; the rest keep their generated ids.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 from datetime import datetime
@@ -33,6 +37,8 @@ _WORKFLOW_BODY = re.compile(r"/workflows(/\{[^}]+\})?$")
 _NEEDS_INPUTS = re.compile(r"/workflows/\{workflow_id\}/(execute|triggers)$")
 _MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 _WEEKDAYS = "SUN MON TUE WED THU FRI SAT".split()
+_KNOWN: dict[str, str] = json.loads(os.environ.get("LLMO_FUZZ_KNOWN") or "{}")
+_TURNS = itertools.count()
 _CRON_NAMES = {name: i + 1 for i, name in enumerate(_MONTHS)} | {
     name: i + 1 for i, name in enumerate(_WEEKDAYS)
 }
@@ -44,6 +50,9 @@ def map_case(context: Any, case: Any) -> Any:
     if meta is None or not meta.generation.mode.is_positive:
         return case
     path = case.operation.path
+    # Deleting the seeded workflow would leave every later case a 404 again.
+    if not (case.method.upper() == "DELETE" and path.endswith("/workflows/{workflow_id}")):
+        _name_known_resources(case)
     if (
         case.method.upper() in ("POST", "PUT")
         and _WORKFLOW_BODY.search(path)
@@ -62,6 +71,15 @@ def map_case(context: Any, case: Any) -> Any:
         if isinstance(start, str) and isinstance(end, str) and _later(start, end):
             case.query["start_time"], case.query["end_time"] = end, start
     return case
+
+
+def _name_known_resources(case: Any) -> None:
+    if not _KNOWN or next(_TURNS) % 2:
+        return
+    for values in (case.path_parameters, case.query, case.body):
+        if isinstance(values, dict):
+            for name in values.keys() & _KNOWN.keys():
+                values[name] = _KNOWN[name]
 
 
 def _later(start: str, end: str) -> bool:

@@ -166,7 +166,15 @@ async def test_checkpoints_after_every_step_and_on_demand(
         headers=admin.headers,
         json={"executionId": execution_id, "stepId": "zzz"},
     )
-    assert unknown.status_code == 400
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "not_found"
+    malformed = await client.post(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        json={"executionId": execution_id, "stepId": ""},
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["details"]["errors"][0]["field"] == "stepId"
     state = await client.get(
         f"/state/{workflow_id}", headers=admin.headers, params={"executionId": execution_id}
     )

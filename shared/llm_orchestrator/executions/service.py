@@ -161,10 +161,8 @@ class ExecutionService:
         if step_id is not None:
             known = WorkflowDefinition.model_validate(record.definition)
             if step_id not in {step.id for step in known.steps}:
-                raise ValidationFailed(
-                    "Invalid request",
-                    [FieldError("stepId", f"The workflow has no step '{step_id}'")],
-                )
+                # Like an unknown execution: the named thing does not exist.
+                raise NotFound(f"The workflow has no step '{step_id}'")
         return await self._checkpoints.create_checkpoint(ids.checkpoint_id(), record.id, step_id)
 
     async def restore(

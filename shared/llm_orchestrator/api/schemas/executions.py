@@ -11,7 +11,7 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 from llm_orchestrator.api.schemas.common import StrictModel
 from llm_orchestrator.executions.status import StepStatus
 from llm_orchestrator.usage.ledger import step_usage, total_cost
-from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS
+from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, StepId
 
 if TYPE_CHECKING:
     from llm_orchestrator.executions.service import ExecutionState
@@ -205,7 +205,7 @@ class CheckpointList(BaseModel):
 
 class CreateCheckpointRequest(StrictModel):
     execution_id: str = Field(alias="executionId", min_length=1, max_length=200)
-    step_id: str | None = Field(None, alias="stepId", max_length=200)
+    step_id: StepId | None = Field(None, alias="stepId")
 
 
 class RestoreRequest(StrictModel):
