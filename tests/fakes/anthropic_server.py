@@ -17,12 +17,17 @@ prints ``FAKE_ANTHROPIC_READY http://127.0.0.1:8091`` (the value for
 What it checks like the real API does: the key (``x-api-key``, or ``Authorization:
 Bearer`` as current SDKs send it), the ``anthropic-version`` header, ``model``,
 ``max_tokens`` (required), ``messages`` (non-empty, starting with ``user``),
-``temperature`` in 0..1. Errors are Anthropic's ``{"type": "error", "error": {"type",
-"message"}}`` with a ``request-id`` header; 529 is ``overloaded_error``.
+``temperature`` in 0..1, ``tools`` (names, ``input_schema`` of type object) and a
+``tool_choice`` naming one of them. A forced tool is answered with a ``tool_use`` block
+whose ``input`` is generated from its schema (or queued by ``answer_next``). Errors
+are Anthropic's ``{"type": "error", "error": {"type", "message"}}`` with a
+``request-id`` header; 529 is ``overloaded_error``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, ClassVar
 
 from starlette.requests import Request
@@ -136,12 +141,40 @@ class FakeAnthropic(FakeProviderServer):
             return self._invalid("messages: roles must be 'user' or 'assistant'")
         if messages[0]["role"] != "user":
             return self._invalid('messages: first message must use the "user" role')
+        for position, message in enumerate(messages):
+            if message.get("content") in ("", []) and position != len(messages) - 1:
+                return self._invalid(
+                    f"messages.{position}: all messages must have non-empty content except "
+                    "for the optional final assistant message"
+                )
         if body.get("stream"):
             return self._invalid("stream: streaming is not supported by the fake")
-        text = self.reply_text(body, messages)
-        stop_reason = "end_turn"
-        if count_tokens(text) > max_tokens:
-            text, stop_reason = " ".join(text.split()[:max_tokens]), "max_tokens"
+        forced, problem = _forced_tool(body.get("tools"), body.get("tool_choice"))
+        if problem is not None:
+            return self._invalid(problem)
+        content: list[dict[str, Any]]
+        if forced is not None:
+            answer = self.structured_answer(forced["input_schema"], messages)
+            if isinstance(answer, dict):
+                content = [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_fake{self.next_id()}",
+                        "name": forced["name"],
+                        "input": answer,
+                    }
+                ]
+                text, stop_reason = json.dumps(answer), "tool_use"
+            else:
+                # A model that ignored the forced tool (or a test that says it did).
+                text = answer if isinstance(answer, str) else json.dumps(answer)
+                content, stop_reason = [{"type": "text", "text": text}], "end_turn"
+        else:
+            text = self.reply_text(body, messages)
+            stop_reason = "end_turn"
+            if count_tokens(text) > max_tokens:
+                text, stop_reason = " ".join(text.split()[:max_tokens]), "max_tokens"
+            content = [{"type": "text", "text": text}]
         system = body.get("system")
         input_tokens = count_tokens(text_of(system) if isinstance(system, list) else system or "")
         input_tokens += sum(count_tokens(text_of(m.get("content"))) for m in messages)
@@ -151,7 +184,7 @@ class FakeAnthropic(FakeProviderServer):
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
+                "content": content,
                 "stop_reason": stop_reason,
                 "stop_sequence": None,
                 "usage": {"input_tokens": input_tokens, "output_tokens": count_tokens(text)},
@@ -176,6 +209,36 @@ class FakeAnthropic(FakeProviderServer):
                 "last_id": names[-1],
             }
         )
+
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _forced_tool(tools: Any, choice: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The tool ``tool_choice`` forces (``{"type": "tool", "name": …}``), or None; or why
+    the API would refuse the tools. Other choices (auto, any, none) force nothing here."""
+    if tools is None:
+        if choice is not None:
+            return None, "tool_choice: may only be specified while providing tools"
+        return None, None
+    if not isinstance(tools, list):
+        return None, "tools: Input should be a valid list"
+    by_name: dict[str, dict[str, Any]] = {}
+    for index, tool in enumerate(tools):
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            pattern = _TOOL_NAME.pattern
+            return None, f"tools.{index}.name: String should match pattern '{pattern}'"
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return None, f"tools.{index}.input_schema.type: Input should be 'object'"
+        by_name[name] = tool
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        forced = by_name.get(str(choice.get("name")))
+        if forced is None:
+            return None, f"tool_choice: tool '{choice.get('name')}' not found in tools"
+        return forced, None
+    return None, None
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ A vendor fake subclasses :class:`FakeServer` (vector databases) or
 error body shape and its authentication check, so the official SDK sees the vendor's
 real wire protocol. Controls, in-process: ``fail_next(status, times=, retry_after=,
 message=)``, ``reply_next(body)``, ``latency``, ``latency_of``, ``hold()`` /
-``release()``, ``requests`` / ``requests_to(path)``, ``reset()``; over HTTP
-``POST /_fake/failures`` (the keyword arguments of ``fail_next``), ``POST /_fake/latency``
-(``{"seconds": 0.5}``), ``GET /_fake/requests``, ``POST /_fake/reset``.
+``release()``, ``requests`` / ``requests_to(path)``, ``reset()``, and for providers
+``answer_next(value)`` (what the next structured-output request gets instead of a value
+generated from its schema); over HTTP ``POST /_fake/failures`` (the keyword arguments of
+``fail_next``), ``POST /_fake/latency`` (``{"seconds": 0.5}``), ``GET /_fake/requests``,
+``POST /_fake/reset``, ``POST /_fake/answers`` (``{"value": …, "times": 1}``).
 
 Latency is an ``asyncio.sleep`` on the server's one event loop, so hundreds of concurrent
 requests wait together. Controls are plain attributes, settable while the server runs.
@@ -36,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tests.fakes.embeddings import DEFAULT_DIM
+from tests.fakes.schema_values import example_value
 
 __all__ = [
     "ErrorDefault",
@@ -403,6 +406,8 @@ class FakeServer:
             Route("/_fake/requests", self._control_requests, methods=["GET"]),
             Route("/_fake/reset", self._control_reset, methods=["POST"]),
         ]
+        if isinstance(self, FakeProviderServer):
+            routes.append(Route("/_fake/answers", self._control_answers, methods=["POST"]))
         if self.answers_unknown_paths:
             routes.append(
                 Route(
@@ -513,6 +518,14 @@ class FakeServer:
     async def _control_requests(self, request: Request) -> Response:
         return JSONResponse([asdict(r) | {"has_auth": r.has_auth} for r in self.requests])
 
+    async def _control_answers(self, request: Request) -> Response:
+        spec = await request.json()
+        if not isinstance(spec, dict) or "value" not in spec:
+            return JSONResponse({"error": "expected {value, times?}"}, status_code=400)
+        assert isinstance(self, FakeProviderServer)
+        self.answer_next(spec["value"], times=int(spec.get("times", 1)))
+        return JSONResponse({"ok": True})
+
     async def _control_reset(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"ok": True})
@@ -535,12 +548,37 @@ class FakeProviderServer(FakeServer):
         self.embedding_dim = embedding_dim
         self.responder: Responder | None = None
         """Chooses the reply text from the JSON request body; default: ``echo: <prompt>``."""
+        self._answers: deque[Any] = deque()
         super().__init__(api_key=api_key, latency=latency)
 
     def reset(self) -> None:
         super().reset()
         self.embedding_dim = self._initial_embedding_dim
         self.responder = None
+        with self._lock:
+            self._answers.clear()
+
+    def answer_next(self, value: Any, *, times: int = 1) -> None:
+        """Answer the next ``times`` requests that ask for structured output with ``value``
+        instead of a value generated from their schema, in the vendor's own place for it
+        (a string is sent as the reply's text as it is, e.g. something that is not JSON):
+        how a test makes a model miss its schema."""
+        with self._lock:
+            self._answers.extend([value] * times)
+
+    def structured_answer(self, schema: Any, messages: list[Any]) -> Any:
+        """What the model answers to a request carrying ``schema``: the value queued by
+        ``answer_next``, else one generated from the schema (its strings quoting the
+        prompt, the first user message)."""
+        with self._lock:
+            if self._answers:
+                return self._answers.popleft()
+        users = [
+            text_of(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        return example_value(schema, seed=users[0][:_ECHO_LIMIT] if users else "")
 
     def reply_text(self, body: dict[str, Any], messages: list[Any]) -> str:
         """What the model says: the responder's choice, else ``echo: <last user text>``."""

@@ -16,11 +16,14 @@ serves until SIGTERM/SIGINT. Controls as in :mod:`tests.fakes.base`.
 Embeddings come from :func:`tests.fakes.embeddings.fake_embedding`, the same function the
 fake OpenAI server uses, so a document embedded by one and a query embedded by the other
 still match. ``input_type`` is required on ``/v2/embed``, as on the real API, and
-recorded, so tests can see which one was sent; at most 96 texts per call.
+recorded, so tests can see which one was sent; at most 96 texts per call. A chat with
+``response_format`` ``{"type": "json_object", "json_schema": …}`` is answered with a JSON
+object generated from the schema (or queued by ``answer_next``).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, ClassVar
 
@@ -105,7 +108,24 @@ class FakeCohere(FakeProviderServer):
         temperature = body.get("temperature")
         if temperature is not None and not (0 <= temperature <= 2):
             return self._invalid("invalid request: temperature must be between 0 and 2")
-        text = self.reply_text(body, messages)
+        response_format = body.get("response_format")
+        schema: Any = None
+        if response_format is not None:
+            kind = response_format.get("type") if isinstance(response_format, dict) else None
+            if kind not in ("text", "json_object"):
+                return self._invalid(
+                    "invalid request: response_format.type must be 'text' or 'json_object'"
+                )
+            schema = response_format.get("json_schema")
+            if schema is not None and not isinstance(schema, dict):
+                return self._invalid("invalid request: json_schema must be an object")
+            if kind == "json_object" and schema is None:
+                schema = {"type": "object"}
+        if schema is not None:
+            answer = self.structured_answer(schema, messages)
+            text = answer if isinstance(answer, str) else json.dumps(answer)
+        else:
+            text = self.reply_text(body, messages)
         finish_reason = "COMPLETE"
         limit = body.get("max_tokens")
         if isinstance(limit, int) and count_tokens(text) > limit:

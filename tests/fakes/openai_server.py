@@ -20,6 +20,8 @@ serves until SIGTERM/SIGINT. Controls as in :mod:`tests.fakes.base`.
 from __future__ import annotations
 
 import base64
+import json
+import re
 import struct
 import time
 from typing import Any, ClassVar
@@ -170,7 +172,14 @@ class FakeOpenAI(FakeProviderServer):
             return self.error_response(
                 400, "streaming is not supported by the fake", param="stream"
             )
-        text = self.reply_text(body, messages)
+        schema, problem = _json_schema_of(body.get("response_format"))
+        if problem is not None:
+            return self.error_response(400, problem, param="response_format")
+        if schema is not None:
+            answer = self.structured_answer(schema, messages)
+            text = answer if isinstance(answer, str) else json.dumps(answer)
+        else:
+            text = self.reply_text(body, messages)
         finish_reason = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and count_tokens(text) > limit:
@@ -248,6 +257,72 @@ class FakeOpenAI(FakeProviderServer):
                 ],
             }
         )
+
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _json_schema_of(response_format: Any) -> tuple[Any, str | None]:
+    """``(schema, None)`` for a ``json_schema`` response format OpenAI would accept,
+    ``(None, None)`` without one, ``(None, why)`` for one it refuses (400)."""
+    if response_format is None or (
+        isinstance(response_format, dict) and response_format.get("type") == "text"
+    ):
+        return None, None
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None, "response_format: the fake speaks only 'text' and 'json_schema'"
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict):
+        return None, "Missing required parameter: 'response_format.json_schema'."
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        return None, (
+            "Invalid 'response_format.json_schema.name': string does not match pattern. "
+            "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+        )
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        return None, "Invalid 'response_format.json_schema.schema': expected an object."
+    if spec.get("strict"):
+        problem = _strict_problem(schema, ())
+        if problem is not None:
+            return None, f"Invalid schema for response_format '{name}': {problem}"
+    return schema, None
+
+
+def _strict_problem(schema: Any, context: tuple[str, ...]) -> str | None:
+    """What strict mode refuses (as OpenAI words it): an object that is not closed, or
+    that does not require every one of its properties."""
+    if not isinstance(schema, dict):
+        return None
+    where = f"In context={context}"
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if is_object:
+        if schema.get("additionalProperties") is not False:
+            return f"{where}, 'additionalProperties' is required to be supplied and to be false."
+        properties = schema.get("properties") or {}
+        missing = [key for key in properties if key not in (schema.get("required") or [])]
+        if missing:
+            return (
+                f"{where}, 'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+        for key, sub in properties.items():
+            problem = _strict_problem(sub, (*context, "properties", key))
+            if problem is not None:
+                return problem
+    children: list[tuple[str, Any]] = []
+    if isinstance(schema.get("items"), dict):
+        children.append(("items", schema["items"]))
+    if isinstance(schema.get("$defs"), dict):
+        children.extend(("$defs", child) for child in schema["$defs"].values())
+    if isinstance(schema.get("anyOf"), list):
+        children.extend(("anyOf", child) for child in schema["anyOf"])
+    for key, child in children:
+        problem = _strict_problem(child, (*context, key))
+        if problem is not None:
+            return problem
+    return None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from .anthropic_provider import AnthropicProvider
 from .base import (
     ChatRequest,
     ChatResult,
+    ChatTurn,
     CredentialNames,
     CredentialResolver,
     EmbeddingProvider,
@@ -17,6 +18,7 @@ from .base import (
     FallbackCredentialResolver,
     LLMProvider,
     ProviderCredentials,
+    StructuredOutput,
     credential_names,
 )
 from .cohere_provider import CohereProvider
@@ -28,6 +30,7 @@ from .errors import (
     ProviderQuotaExceeded,
     ProviderRateLimited,
     ProviderUnavailable,
+    StructuredOutputInvalid,
     UnsupportedProvider,
 )
 from .openai_provider import OpenAIProvider
@@ -38,6 +41,7 @@ __all__ = [
     "AnthropicProvider",
     "ChatRequest",
     "ChatResult",
+    "ChatTurn",
     "CohereProvider",
     "CredentialNames",
     "CredentialResolver",
@@ -58,6 +62,8 @@ __all__ = [
     "ProviderRateLimited",
     "ProviderRegistry",
     "ProviderUnavailable",
+    "StructuredOutput",
+    "StructuredOutputInvalid",
     "UnsupportedProvider",
     "credential_names",
 ]

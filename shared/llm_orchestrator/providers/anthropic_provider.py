@@ -7,6 +7,7 @@ The SDK is imported on first use, never at module import.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,8 @@ DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when a step sets none: the Messages API requires one, and 4,096 is
 within every Claude model's output limit (older models stop there, newer ones go higher
 when a step asks)."""
+TOOL_DESCRIPTION = "Give your answer as this tool's input: a JSON object matching its schema."
+"""The forced tool of a structured-output step; its name is the schema's name."""
 
 
 class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
@@ -54,11 +57,25 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
             # sampling parameters), but the API still reads it where the model does. Where
             # it does not, the 400 fails the step with Anthropic's own message.
             options["extra_body"] = {"temperature": request.temperature}
+        if request.output is not None:
+            # Structured output the Messages API way: one tool whose input schema is the
+            # step's schema, and ``tool_choice`` forcing the model to call it; the call's
+            # ``input`` is the answer.
+            options["tools"] = [
+                {
+                    "name": request.output.name,
+                    "description": TOOL_DESCRIPTION,
+                    "input_schema": dict(request.output.schema),
+                }
+            ]
+            options["tool_choice"] = {"type": "tool", "name": request.output.name}
+        messages: list[Any] = [{"role": "user", "content": request.prompt}]
+        messages.extend({"role": turn.role, "content": turn.content} for turn in request.follow_up)
         response, latency_ms = await self._call(
             client.messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
-                messages=[{"role": "user", "content": request.prompt}],
+                messages=messages,
                 **options,
             ),
             api_key,
@@ -101,20 +118,27 @@ def _chat_result(
         raise ProviderInvalidResponse(
             f"{provider} returned a reply without a content list", provider=provider
         )
-    # Text blocks only: a plain prompt gets no tool use or thinking blocks back.
+    # Text blocks, and the forced tool's call when a schema was asked for (a plain prompt
+    # gets no tool use or thinking blocks back).
     texts: list[str] = []
+    structured: Any = None
+    tool = request.output.name if request.output is not None else None
     for block in blocks:
+        kind = getattr(block, "type", None)
         text = getattr(block, "text", None)
-        if getattr(block, "type", None) == "text" and isinstance(text, str):
+        if kind == "text" and isinstance(text, str):
             texts.append(text)
+        elif kind == "tool_use" and tool is not None and getattr(block, "name", None) == tool:
+            structured = getattr(block, "input", None)
     usage = response.usage
     model = response.model if isinstance(response.model, str) and response.model else None
     return ChatResult(
-        text="".join(texts),
+        text=json.dumps(structured) if structured is not None else "".join(texts),
         input_tokens=token_count(getattr(usage, "input_tokens", None)),
         output_tokens=token_count(getattr(usage, "output_tokens", None)),
         model=model or request.model,
         latency_ms=latency_ms,
+        structured=structured,
     )
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ChatRequest",
     "ChatResult",
+    "ChatTurn",
     "CredentialNames",
     "CredentialResolver",
     "EmbedRequest",
@@ -23,19 +24,47 @@ __all__ = [
     "FallbackCredentialResolver",
     "LLMProvider",
     "ProviderCredentials",
+    "StructuredOutput",
     "credential_names",
 ]
 
 
 @dataclass(frozen=True, slots=True)
+class StructuredOutput:
+    """Ask for a JSON object matching ``schema`` through the provider's own mechanism
+    (OpenAI ``response_format`` json_schema, an Anthropic tool forced by ``tool_choice``,
+    Cohere's ``response_format`` json_object).
+
+    ``name`` names the schema (or the tool): letters, digits, ``_`` and ``-``, at most 64.
+    ``strict`` asks OpenAI to enforce the schema exactly; only a schema that meets strict
+    mode's rules may set it (see :mod:`llm_orchestrator.steps.structured`).
+    """
+
+    name: str
+    schema: Mapping[str, Any]
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """A turn after the prompt: the model's earlier reply, and what the user said to it."""
+
+    role: Literal["assistant", "user"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """One single-turn chat completion: an optional system message and a user prompt."""
+    """A chat completion: an optional system message, the user prompt, and the turns that
+    followed it (``follow_up``, e.g. a reply that missed its schema and the correction)."""
 
     model: str
     prompt: str
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    output: StructuredOutput | None = None
+    follow_up: tuple[ChatTurn, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +74,11 @@ class ChatResult:
     output_tokens: int
     model: str
     latency_ms: float
+    structured: Any = None
+    """The reply as a JSON value when the provider handed one back as such (an Anthropic
+    ``tool_use`` block's ``input``); otherwise the JSON is in ``text``."""
+    refusal: str | None = None
+    """The model's refusal to answer, where the provider reports one apart (OpenAI)."""
 
 
 @dataclass(frozen=True, slots=True)

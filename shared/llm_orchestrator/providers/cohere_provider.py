@@ -42,6 +42,8 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.cohere.com"
 EMBED_BATCH_SIZE = 96
 """Cohere embeds at most 96 texts per call; longer lists go in consecutive calls."""
+JSON_INSTRUCTION = "Generate a JSON object that matches the JSON schema you are given."
+"""Sent as a system message with every structured-output request (see ``complete``)."""
 QUERY_INPUT_TYPE = "search_query"
 DOCUMENT_INPUT_TYPE = "search_document"
 # 498 is Cohere's "invalid token"; 499 a request the gateway dropped (worth another try).
@@ -61,11 +63,21 @@ class CohereProvider(SdkAdapter["AsyncClientV2"]):
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         client, api_key, base_url = await self._clients.get()
-        messages: list[Any] = []
-        if request.system is not None:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
+        system = request.system
         options: dict[str, Any] = {}
+        if request.output is not None:
+            # Cohere's JSON mode with a schema. Its documentation asks for the messages to
+            # say JSON is wanted too (without it a model may ramble until its token limit).
+            options["response_format"] = {
+                "type": "json_object",
+                "json_schema": dict(request.output.schema),
+            }
+            system = JSON_INSTRUCTION if system is None else f"{system}\n\n{JSON_INSTRUCTION}"
+        messages: list[Any] = []
+        if system is not None:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": request.prompt})
+        messages.extend({"role": turn.role, "content": turn.content} for turn in request.follow_up)
         if request.temperature is not None:
             options["temperature"] = request.temperature
         if request.max_tokens is not None:

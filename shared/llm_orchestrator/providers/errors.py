@@ -19,6 +19,7 @@ __all__ = [
     "ProviderQuotaExceeded",
     "ProviderRateLimited",
     "ProviderUnavailable",
+    "StructuredOutputInvalid",
     "UnsupportedProvider",
 ]
 
@@ -74,6 +75,11 @@ class ProviderQuotaExceeded(ProviderError):
 
 class ProviderInvalidResponse(ProviderError):
     """The provider answered 2xx with something that is not a usable response."""
+
+
+class StructuredOutputInvalid(ProviderInvalidResponse):
+    """A step asked for JSON matching its schema and the reply did not parse or match it,
+    even after one corrective retry: permanent (the step fails; no fallback is tried)."""
 
 
 class UnsupportedProvider(ProviderBadRequest):

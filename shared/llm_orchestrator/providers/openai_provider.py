@@ -44,6 +44,7 @@ from .errors import (
 if TYPE_CHECKING:
     from openai import APIStatusError, AsyncOpenAI, OpenAIError
     from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
 
@@ -109,6 +110,11 @@ class OpenAIProvider:
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
+        for turn in request.follow_up:
+            if turn.role == "assistant":
+                messages.append({"role": "assistant", "content": turn.content})
+            else:
+                messages.append({"role": "user", "content": turn.content})
         limit = omit if request.max_tokens is None else request.max_tokens
         completion, latency_ms = await self._timed(
             cached,
@@ -119,6 +125,7 @@ class OpenAIProvider:
                 temperature=omit if request.temperature is None else request.temperature,
                 max_completion_tokens=limit if cached.is_openai else omit,
                 max_tokens=omit if cached.is_openai else limit,
+                response_format=_response_format(request) or omit,
             ),
         )
         # A body that is JSON but not an object, or not JSON at all (an HTML page from a
@@ -128,12 +135,15 @@ class OpenAIProvider:
                 f"{self._name} returned a completion without choices", provider=self._name
             )
         usage = completion.usage
+        message = completion.choices[0].message
         return ChatResult(
-            text=completion.choices[0].message.content or "",
+            text=message.content or "",
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
             model=completion.model or request.model,
             latency_ms=latency_ms,
+            # With a schema, a model that declines says so here instead of in ``content``.
+            refusal=getattr(message, "refusal", None) or None,
         )
 
     async def embed(self, request: EmbedRequest, /) -> EmbedResult:
@@ -247,6 +257,21 @@ class OpenAIProvider:
         finally:
             cached.in_flight -= 1
         return result, (time.perf_counter() - started) * 1000.0
+
+
+def _response_format(request: ChatRequest) -> ResponseFormatJSONSchema | None:
+    """Structured Outputs: the schema as ``response_format``, strict only when the step's
+    schema meets strict mode's rules (otherwise OpenAI would refuse the request)."""
+    if request.output is None:
+        return None
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": request.output.name,
+            "schema": dict(request.output.schema),
+            "strict": request.output.strict,
+        },
+    }
 
 
 async def _abandon(client: AsyncOpenAI) -> None:
