@@ -29,7 +29,8 @@ def test_api_functions_carry_no_sdk_and_each_runner_only_its_own():
     assert not vectors & names("step_runner")
     assert vectors <= names("vector_runner")
     assert not providers & names("vector_runner")
-    assert {"fastapi", "psycopg", "prometheus-client", "mangum"} <= names("api")
+    # jsonschema: output_schema is checked by the workflows API and replies by the runner.
+    assert {"fastapi", "psycopg", "prometheus-client", "mangum", "jsonschema"} <= names("api")
     assert names("api") <= names("step_runner") & names("vector_runner")
 
 

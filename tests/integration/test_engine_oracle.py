@@ -23,6 +23,7 @@ from llm_orchestrator.providers.errors import (
     ProviderBadRequest,
     ProviderRateLimited,
     ProviderUnavailable,
+    StructuredOutputInvalid,
 )
 from llm_orchestrator.steps.errors import (
     StepConfigurationError,
@@ -101,6 +102,7 @@ unavailable = Fault(ProviderUnavailable, "503 Service Unavailable")
 bad_request = Fault(ProviderBadRequest, "400 unknown model 'm'")
 paused = Fault(WorkflowPaused, f"execution '{EXECUTION_ID}' is paused")
 cancelled = Fault(WorkflowCancelled, f"execution '{EXECUTION_ID}' was cancelled")
+off_schema = Fault(StructuredOutputInvalid, "step 'b': at $.age: 'x' is not of type 'integer'")
 unconfigured = Fault(StepConfigurationError, "vector database 'pinecone' is not configured")
 
 GOLDEN: dict[str, GoldenCase] = {
@@ -136,6 +138,15 @@ GOLDEN: dict[str, GoldenCase] = {
         status="FAILED",
         error="StepFailed",
         trace=("run a#0 ok", "run b#0 ProviderBadRequest", "fail b ProviderBadRequest"),
+    ),
+    # A reply that missed its schema twice (inside one invocation) is permanent: the
+    # step's retry policy does not call it again on either engine.
+    "structured_output_invalid_is_not_retried": GoldenCase(
+        _chain(retry=FAST_RETRY),
+        Script(faults={"b": [off_schema]}),
+        status="FAILED",
+        error="StepFailed",
+        trace=("run a#0 ok", "run b#0 StructuredOutputInvalid", "fail b StructuredOutputInvalid"),
     ),
     "permanent_failure_in_a_parallel_branch": GoldenCase(
         _diamond(),

@@ -26,7 +26,6 @@ from llm_orchestrator.steps.errors import (
     WorkflowCancelled,
     WorkflowPaused,
 )
-from llm_orchestrator.steps.outputs import text_outputs
 from llm_orchestrator.steps.runner import StepRunner
 from llm_orchestrator.store.step_runs import StepContext, StepUsage
 
@@ -481,9 +480,3 @@ async def test_fail_keeps_only_the_message_of_a_lambda_error_document() -> None:
         "message": "model gpt-9 does not exist",
         "step_id": None,
     }
-
-
-def test_several_output_names_read_a_json_reply() -> None:
-    assert text_outputs(["a", "b"], '{"a": 1, "b": "two"}') == {"a": 1, "b": "two"}
-    assert text_outputs(["a", "b"], "plain words") == {"a": "plain words", "b": None}
-    assert text_outputs([], "x") == {"text": "x"}

@@ -7,28 +7,47 @@ retryable error (rate limited, unavailable, timed out): earlier attempts fail as
 always did and the state machine's Retry calls the primary again. A permanent error (a
 refused credential, a rejected request) ends the chain at once. Walking the chain in one
 step-runner invocation keeps both engines and the compiled state machine unchanged.
+
+An ``llm`` step with a schema (``output_schema``, or several output names) asks every
+provider of its chain for JSON through that provider's own mechanism, and corrects a reply
+that misses the schema once, inside the same call of the chain (``llm_reply``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llm_orchestrator.providers import (
     ChatRequest,
     ChatResult,
+    ChatTurn,
     EmbedRequest,
     EmbedResult,
     ProviderError,
     ProviderRegistry,
+    StructuredOutput,
+    StructuredOutputInvalid,
 )
 from llm_orchestrator.steps.errors import StepConfigurationError
+from llm_orchestrator.steps.outputs import structured_outputs, text_outputs
+from llm_orchestrator.steps.structured import check_reply, correction
 from llm_orchestrator.usage.ledger import SUCCEEDED, Attempt, CallLog
 from llm_orchestrator.workflows.models import EmbedStep, LlmStep
+from llm_orchestrator.workflows.output_schemas import effective_schema, strict_compatible
 
-__all__ = ["DimensionOf", "Target", "chat", "chat_chain", "embed", "embed_chain"]
+__all__ = [
+    "DimensionOf",
+    "LlmReply",
+    "Target",
+    "chat",
+    "chat_chain",
+    "embed",
+    "embed_chain",
+    "llm_reply",
+]
 
 _Result = TypeVar("_Result")
 
@@ -95,15 +114,115 @@ async def chat_chain(
     targets = llm_targets(step) if last_attempt else llm_targets(step)[:1]
 
     async def call(target: Target, _fallback: bool) -> ChatResult:
-        asked = replace(
-            request,
-            model=target.model,
-            temperature=target.temperature,
-            max_tokens=target.max_tokens,
-        )
-        return await chat(providers, target.provider, asked, log)
+        return await chat(providers, target.provider, _aimed(request, target), log)
 
     return await _walk(targets, call)
+
+
+@dataclass(frozen=True, slots=True)
+class LlmReply:
+    """What an ``llm`` step produced: its outputs, and the tokens and time of the calls
+    that produced them (a corrective retry included)."""
+
+    outputs: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+
+
+async def llm_reply(
+    providers: ProviderRegistry,
+    step: LlmStep,
+    request: ChatRequest,
+    log: CallLog,
+    *,
+    last_attempt: bool,
+) -> LlmReply:
+    """The step's outputs from its fallback chain: plain text, or, for a step with a schema
+    (its ``output_schema``, or several output names), a JSON object asked for through each
+    provider's native mechanism and checked against the schema.
+
+    A reply that does not parse or match is answered once, by the same provider, with the
+    reply and what is wrong with it; a second miss fails the step with
+    ``StructuredOutputInvalid`` (permanent: a fallback is for providers that are down, not
+    for models that answer). Each call is an attempt in the step's usage.
+    """
+    schema = effective_schema(step.output_schema, step.output)
+    if schema is None:
+        chat_result = await chat_chain(providers, step, request, log, last_attempt=last_attempt)
+        return LlmReply(
+            text_outputs(step.output, chat_result.text),
+            chat_result.input_tokens,
+            chat_result.output_tokens,
+            chat_result.latency_ms,
+        )
+    asked = replace(
+        request, output=StructuredOutput(step.id, schema, strict=strict_compatible(schema))
+    )
+    targets = llm_targets(step) if last_attempt else llm_targets(step)[:1]
+
+    async def call(target: Target, _fallback: bool) -> LlmReply:
+        value, results = await _structured(
+            providers, step, target.provider, _aimed(asked, target), schema, log
+        )
+        return LlmReply(
+            structured_outputs(step.output, value, own_schema=step.output_schema is not None),
+            sum(result.input_tokens for result in results),
+            sum(result.output_tokens for result in results),
+            sum(result.latency_ms for result in results),
+        )
+
+    return await _walk(targets, call)
+
+
+async def _structured(
+    providers: ProviderRegistry,
+    step: LlmStep,
+    provider: str,
+    request: ChatRequest,
+    schema: Mapping[str, Any],
+    log: CallLog,
+) -> tuple[Any, list[ChatResult]]:
+    """The value of a reply matching ``schema``, and the calls it took (one or two)."""
+    first = await chat(providers, provider, request, log)
+    value, mismatch = check_reply(schema, first)
+    if mismatch is None:
+        return value, [first]
+    _mark_invalid(log)
+    retry = replace(
+        request,
+        follow_up=(
+            *request.follow_up,
+            # Never empty: Anthropic refuses an assistant turn without content.
+            ChatTurn("assistant", first.text or first.refusal or "(no answer)"),
+            ChatTurn("user", correction(mismatch)),
+        ),
+    )
+    second = await chat(providers, provider, retry, log)
+    value, mismatch = check_reply(schema, second)
+    if mismatch is None:
+        return value, [first, second]
+    _mark_invalid(log)
+    raise StructuredOutputInvalid(
+        f"step '{step.id}': {provider} {request.model!r} answered twice with JSON that does "
+        f"not match the step's output schema (the second time after being told why); "
+        f"{mismatch.describe()}",
+        provider=provider,
+    )
+
+
+def _mark_invalid(log: CallLog) -> None:
+    """The call answered, but not with what the schema asks for: its attempt says so (its
+    tokens are spent and priced all the same)."""
+    last = log.attempts[-1]
+    log.attempts[-1] = replace(last, outcome=StructuredOutputInvalid.__name__)
+
+
+def _aimed(request: ChatRequest, target: Target) -> ChatRequest:
+    """``request`` for one target of the chain: its model and its settings."""
+    return replace(
+        request, model=target.model, temperature=target.temperature, max_tokens=target.max_tokens
+    )
 
 
 async def embed_chain(

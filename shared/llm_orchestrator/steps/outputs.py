@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,20 +12,27 @@ UNNAMED_OUTPUT = "text"
 
 
 def text_outputs(names: Sequence[str], text: str) -> dict[str, Any]:
-    """Map a completion onto the step's output names.
+    """A plain-text completion: its one output name (or ``text``) takes the whole text.
 
-    One name takes the whole text. Several names ask the model for a JSON object with those
-    keys; when the reply is one, each name takes its field, otherwise the first name takes
-    the text and the others stay empty, so a chatty reply still reaches the next step.
+    Steps with several output names no longer come here: they ask the provider for a JSON
+    object natively and go through ``structured_outputs``.
     """
-    if not names:
-        return {UNNAMED_OUTPUT: text}
-    if len(names) == 1:
-        return {names[0]: text}
-    parsed = _json_object(text)
-    if parsed is not None and any(name in parsed for name in names):
-        return {name: parsed.get(name) for name in names}
-    return {name: (text if index == 0 else None) for index, name in enumerate(names)}
+    if len(names) > 1:
+        raise ValueError("a step with several output names has structured output")
+    return {names[0] if names else UNNAMED_OUTPUT: text}
+
+
+def structured_outputs(names: Sequence[str], value: Any, *, own_schema: bool) -> dict[str, Any]:
+    """Map a reply that matched the step's schema onto its output names.
+
+    With the step's own ``output_schema`` and one name (or none: ``text``), that name takes
+    the whole object; with several names, each takes the field of the same name (None when
+    the schema lets the reply leave it out).
+    """
+    if len(names) <= 1 and own_schema:
+        return {names[0] if names else UNNAMED_OUTPUT: value}
+    fields = value if isinstance(value, dict) else {}
+    return {name: fields.get(name) for name in names}
 
 
 def value_outputs(names: Sequence[str], value: Any) -> dict[str, Any]:
@@ -54,16 +60,3 @@ def template_values(
         if step.id in visible and step.id in completed:
             values.update(completed[step.id])
     return values
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    stripped = text.strip()
-    # Models like to fence JSON in markdown; accept that one common wrapping.
-    if stripped.startswith("```"):
-        stripped = stripped.strip("`")
-        stripped = stripped[stripped.find("{") :] if "{" in stripped else stripped
-    try:
-        parsed = json.loads(stripped)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None

@@ -46,7 +46,7 @@ from llm_orchestrator.steps.errors import (
     WorkflowCancelled,
     WorkflowPaused,
 )
-from llm_orchestrator.steps.outputs import template_values, text_outputs, value_outputs
+from llm_orchestrator.steps.outputs import template_values, value_outputs
 from llm_orchestrator.steps.vectors import (
     query_vector,
     search_filter,
@@ -393,11 +393,11 @@ class StepRunner:
                 temperature=step.temperature,
                 max_tokens=step.max_tokens,
             )
-            chat = await provider_calls.chat_chain(
+            reply = await provider_calls.llm_reply(
                 self._providers, step, request, calls, last_attempt=_last_attempt(step, attempt)
             )
-            usage = StepUsage(chat.input_tokens, chat.output_tokens, chat.latency_ms)
-            return text_outputs(step.output, chat.text), usage
+            usage = StepUsage(reply.input_tokens, reply.output_tokens, reply.latency_ms)
+            return reply.outputs, usage
         if isinstance(step, EmbedStep):
             text = _embedding_input(step, values)
             if isinstance(text, list) and not text:

@@ -196,6 +196,15 @@ class LlmStep(_StepBase):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, ge=1, le=200_000)
     fallback: list[LlmFallback] | None = Field(None, max_length=MAX_FALLBACKS)
+    output_schema: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "A JSON Schema (type object) the reply must match, asked for through the "
+            "provider's native structured output; one output name takes the whole object, "
+            "several take its fields of the same names. Several output names without it "
+            "ask for an object of those names as required strings."
+        ),
+    )
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "prompt", self.prompt

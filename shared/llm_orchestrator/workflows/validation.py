@@ -34,6 +34,7 @@ from llm_orchestrator.workflows.models import (
     ancestor_masks,
     iter_data_templates,
 )
+from llm_orchestrator.workflows.output_schemas import output_schema_errors
 from llm_orchestrator.workflows.templating import find_variables
 
 __all__ = ["INVALID_DEFINITION", "RESERVED_STEP_IDS", "parse_definition"]
@@ -86,6 +87,8 @@ def _capability_errors(definition: WorkflowDefinition) -> Iterator[FieldError]:
     """Settings a step's provider would refuse: refused here, at create time, instead."""
     for index, step in enumerate(definition.steps):
         yield from _fallback_errors(index, step)
+        if isinstance(step, LlmStep) and step.output_schema is not None:
+            yield from _output_schema_errors(index, step, step.output_schema)
         if (
             isinstance(step, LlmStep)
             and step.provider == "anthropic"
@@ -140,6 +143,28 @@ def _fallback_errors(index: int, step: AnyStep) -> Iterator[FieldError]:
                 f"{entry.provider} {entry.model!r} embeds into {size} dimensions but "
                 f"{step.provider} {step.model!r} into {primary_size}: a fallback must "
                 "produce vectors of the same size",
+            )
+
+
+def _output_schema_errors(
+    index: int, step: LlmStep, schema: dict[str, Any]
+) -> Iterator[FieldError]:
+    """A schema that is no valid JSON Schema of an object, too big or deep, or reaching
+    outside itself; and output names the reply's object would not have."""
+    base = f"steps[{index}].output_schema"
+    problems = output_schema_errors(schema)
+    for path, message in problems:
+        yield FieldError(f"{base}.{path}" if path else base, message)
+    if problems or len(step.output) < 2:
+        return
+    properties = schema.get("properties")
+    known = properties if isinstance(properties, dict) else {}
+    for position, name in enumerate(step.output):
+        if name not in known:
+            yield FieldError(
+                f"steps[{index}].output[{position}]",
+                f"'{name}' is not among output_schema's properties: with several output "
+                "names, each takes the reply's field of that name",
             )
 
 

@@ -159,6 +159,9 @@ def definition_schemas() -> dict[str, dict[str, Any]]:
         },
         {"properties": {"provider": {"enum": ["openai", "cohere"]}}},
     ]
+    llm["properties"]["output_schema"]["anyOf"][0].update(
+        {"properties": {"type": {"const": "object"}}, "required": ["type"]}
+    )
     embed = components["EmbedStep"]
     embed["anyOf"] = [
         {"properties": {"provider": {"const": "cohere"}}},
