@@ -371,6 +371,7 @@ class Runtime:
             backend=self.trigger_backend,
             audit=self.audit,
             clock=self.clock,
+            budgets=self.budgets,
         )
 
     @cached_property

@@ -1,17 +1,18 @@
 """Monthly budgets per user: set and read by an admin, execute refused once spent, a
-running execution stopped after the step that crossed it, spend counted atomically."""
+running execution stopped after the step that crossed it, spend counted atomically, and
+triggers of a user whose budget is spent starting nothing."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from llm_orchestrator.config import Settings
-from llm_orchestrator.server import bootstrap, build_local_server
+from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
@@ -246,3 +247,96 @@ def test_the_app_role_reads_and_writes_the_usage_and_budget_tables(database_url:
         app.execute("DELETE FROM model_prices")
         spent = app.execute("SELECT spent_usd FROM user_spend WHERE owner_id = 'user-role'")
         assert float(spent.fetchone()[0]) == 1.0
+
+
+# -- executions started by triggers ---------------------------------------------------------
+
+
+async def add_trigger(
+    client: httpx.AsyncClient, session: Session, workflow_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/workflows/{workflow_id}/triggers", headers=session.headers, json=body
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def the_trigger(
+    client: httpx.AsyncClient, session: Session, workflow_id: str
+) -> dict[str, Any]:
+    response = await client.get(f"/workflows/{workflow_id}/triggers", headers=session.headers)
+    [trigger] = response.json()["triggers"]
+    return dict(trigger)
+
+
+async def test_an_event_trigger_of_a_user_over_budget_starts_nothing_and_says_why(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, openai_fake: FakeOpenAI
+) -> None:
+    dev = await create_user("dev")
+    workflow_id = await create_workflow(client, dev, [step("a")])
+    trigger = await add_trigger(
+        client,
+        dev,
+        workflow_id,
+        {"type": "event", "event_pattern": {"source": ["my.app"]}, "inputs": INPUTS},
+    )
+    assert (await set_budget(client, admin, dev.user_id, 0)).status_code == 200
+    event = {"source": "my.app", "detail-type": "Tick", "detail": {}}
+
+    posted = await client.post("/events", headers=dev.headers, json=event)
+
+    assert posted.status_code == 200, posted.text
+    [firing] = posted.json()["executions"]
+    assert firing["execution_id"] is None
+    assert "Monthly budget exhausted" in firing["error"]
+    listed = await the_trigger(client, dev, workflow_id)
+    assert (listed["status"], listed["last_execution_id"]) == ("active", None)
+    assert listed["last_error"] == firing["error"]
+    assert f"resets at {next_month_start()}" in listed["last_error"]
+    assert openai_fake.requests_to("/v1/chat/completions") == []
+    audited = await client.get(
+        "/audit/events",
+        headers=admin.headers,
+        params={"resource_type": "trigger", "resource_id": trigger["id"], "result": "failure"},
+    )
+    [event_record] = audited.json()["events"]
+    assert event_record["action"] == "start"
+    assert event_record["details"]["reason"] == "budget_exhausted"
+
+    # The trigger keeps firing: once the budget is raised, the next event runs.
+    assert (await set_budget(client, admin, dev.user_id, None)).status_code == 200
+    again = (await client.post("/events", headers=dev.headers, json=event)).json()
+    execution_id = again["executions"][0]["execution_id"]
+    assert execution_id is not None
+    assert (await wait_for(client, dev, workflow_id, execution_id))["status"] == "completed"
+
+
+async def test_a_schedule_of_a_user_over_budget_starts_nothing_and_says_why(
+    client: httpx.AsyncClient,
+    admin: Session,
+    create_user: CreateUser,
+    server: LocalServer,
+    openai_fake: FakeOpenAI,
+) -> None:
+    dev = await create_user("dev")
+    workflow_id = await create_workflow(client, dev, [step("a")])
+    trigger = await add_trigger(
+        client,
+        dev,
+        workflow_id,
+        {"type": "schedule", "schedule": "rate(1 minute)", "inputs": INPUTS},
+    )
+    assert (await set_budget(client, admin, dev.user_id, 0)).status_code == 200
+    due = datetime.fromisoformat(trigger["created_at"]) + timedelta(minutes=1)
+
+    [firing] = await server.runtime.triggers.fire_due_schedules(due)
+
+    assert firing.execution_id is None
+    assert firing.error is not None and "Monthly budget exhausted" in firing.error
+    listed = await the_trigger(client, dev, workflow_id)
+    assert listed["last_error"] == firing.error
+    assert listed["status"] == "active"
+    assert datetime.fromisoformat(listed["next_fire_at"]) == due + timedelta(minutes=1)
+    assert openai_fake.requests_to("/v1/chat/completions") == []

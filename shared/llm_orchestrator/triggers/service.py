@@ -25,7 +25,7 @@ from llm_orchestrator import ids
 from llm_orchestrator.audit.trail import AuditTrail
 from llm_orchestrator.auth.permissions import Permission, permissions_for_roles
 from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
+from llm_orchestrator.errors import Conflict, FieldError, NotFound, OverBudget, ValidationFailed
 from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.store.triggers import TriggerRecord, TriggerRepository
 from llm_orchestrator.store.users import UserRepository
@@ -56,6 +56,14 @@ class ExecutionStarter(Protocol):
     ) -> Any:
         """Create and start the execution; its ``start`` audit event names ``actor`` and
         carries ``audit_details``."""
+        ...
+
+
+class BudgetCheck(Protocol):
+    """The execute route's budget check (``Budgets`` in production)."""
+
+    async def check_execute(self, user_id: str) -> None:
+        """Raises ``OverBudget`` when ``user_id``'s monthly budget is spent."""
         ...
 
 
@@ -118,7 +126,11 @@ class TriggerService:
         backend: TriggerBackend,
         audit: AuditTrail | None,
         clock: Callable[[], datetime],
+        budgets: BudgetCheck | None = None,
     ) -> None:
+        """``budgets``: a firing whose creator's budget is spent starts nothing, as an
+        execute request would be refused (none: budgets are not checked)."""
+        self._budgets = budgets
         self._repo = repo
         self._workflows = workflows
         self._users = users
@@ -238,6 +250,11 @@ class TriggerService:
         if creator is None:
             return await self._stop(trigger, reason)
         try:
+            if self._budgets is not None:
+                # Refused like ``POST /execute`` would be: no execution row, the reason in
+                # the trigger's ``last_error``, and the trigger keeps firing (the budget may
+                # be raised, and resets next month).
+                await self._budgets.check_execute(creator.user_id)
             record = await self._executions.execute(
                 creator,
                 workflow_id,
@@ -249,11 +266,11 @@ class TriggerService:
             return await self._stop(
                 trigger, "the workflow no longer exists or its creator can no longer see it"
             )
-        except (ValidationFailed, Conflict) as exc:
+        except (ValidationFailed, Conflict, OverBudget) as exc:
             await self._repo.record_fire(
                 trigger.id, now=self._now(), execution_id=None, error=exc.message
             )
-            await self._audit_fire(trigger, exc.message)
+            await self._audit_fire(trigger, exc.message, reason=exc.details.get("reason"))
             return Firing(trigger.id, workflow_id, trigger.created_by, error=exc.message)
         await self._repo.record_fire(
             trigger.id, now=self._now(), execution_id=record.id, error=None
@@ -293,10 +310,13 @@ class TriggerService:
         await self._audit_fire(trigger, reason)
         return Firing(trigger.id, str(trigger.workflow_id), trigger.created_by, skipped="stopped")
 
-    async def _audit_fire(self, trigger: TriggerRecord, error: str) -> None:
+    async def _audit_fire(
+        self, trigger: TriggerRecord, error: str, *, reason: str | None = None
+    ) -> None:
         """A firing that started no execution (a started one is audited by the lifecycle)."""
         if self._audit is None:
             return
+        extra = {"reason": reason} if reason else {}
         await self._audit.record(
             event_type="workflow_execution",
             action="start",
@@ -308,6 +328,7 @@ class TriggerService:
                 "workflow_id": str(trigger.workflow_id),
                 "trigger_id": trigger.id,
                 "error": error,
+                **extra,
             },
         )
 
@@ -382,6 +403,7 @@ def _orphan(trigger_id: str) -> TriggerRecord:
 
 __all__ = [
     "COMPLETION_SOURCE",
+    "BudgetCheck",
     "ExecutionStarter",
     "Firing",
     "InProcessTriggers",

@@ -1,7 +1,8 @@
 """Monthly USD budgets per user, held against the spend counted in PostgreSQL.
 
 An execute request is refused (429, ``details.reason = "budget_exhausted"``) once the
-owner's spend this month has reached their budget; a running execution's next ``llm`` or
+owner's spend this month has reached their budget, and so is a trigger's firing (it starts
+nothing; the reason is the trigger's ``last_error``); a running execution's next ``llm`` or
 ``embed`` step calls no provider and fails with ``BudgetExhausted`` (the step runner raises
 it), so an execution that crosses the budget finishes the step in flight and stops there.
 Spend is added atomically in the statement that records each call (``store/usage.py``), so
