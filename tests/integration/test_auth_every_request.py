@@ -82,3 +82,41 @@ async def test_a_logged_out_session_is_refused_on_the_next_request_right_after_a
 
     assert refused.status_code == 401
     assert refused.json()["code"] == "unauthorized"
+
+
+async def test_a_revoked_session_is_refused_on_the_next_request_right_after_a_burst(
+    client: httpx.AsyncClient, create_user: CreateUser
+) -> None:
+    dev = await create_user("dev", roles=["developer"])
+    await burst(client, dev.headers)
+
+    # Reusing a refresh token revokes its whole family, the access token's session included.
+    first = await client.post("/auth/refresh", json={"refresh_token": dev.refresh_token})
+    assert first.status_code == 200
+    reused = await client.post("/auth/refresh", json={"refresh_token": dev.refresh_token})
+    assert reused.status_code == 401
+    refused = await client.get("/workflows", headers=dev.headers)
+
+    assert refused.status_code == 401
+    assert refused.json()["message"] == "Session revoked; log in again"
+
+
+async def test_a_keys_owner_losing_a_role_applies_to_the_next_request_right_after_a_burst(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, server: LocalServer
+) -> None:
+    dev = await create_user("dev", roles=["developer"])
+    created = await client.post(
+        "/auth/keys",
+        headers=admin.headers,
+        json={"name": "ci", "scopes": ["workflow:read"], "user_id": dev.user_id},
+    )
+    assert created.status_code == 201, created.text
+    headers = {"X-API-Key": created.json()["key"]}
+    await burst(client, headers)
+
+    async with server.runtime.db.connection() as conn:
+        await conn.execute("UPDATE users SET roles = '{}' WHERE id = %s", (dev.user_id,))
+    refused = await client.get("/workflows", headers=headers)
+
+    assert refused.status_code == 403
+    assert refused.json()["details"]["required_permission"] == "WorkflowRead"

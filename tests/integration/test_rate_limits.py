@@ -41,6 +41,29 @@ async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_user_succeed(c
     assert statuses.count(429) == 140
 
 
+async def test_exactly_sixty_of_200_concurrent_requests_by_a_free_users_key_succeed(
+    client, admin, create_user
+):
+    # The key lookup counts the request in the same statement: still exact under a burst.
+    user = await create_user("keyed", tier="free")
+    created = await client.post(
+        "/auth/keys",
+        headers=admin.headers,
+        json={"name": "k", "scopes": ["workflow:read"], "user_id": user.user_id},
+    )
+    assert created.status_code == 201, created.text
+    headers = {"X-API-Key": created.json()["key"]}
+
+    responses = await asyncio.gather(
+        *[client.get("/workflows", headers=headers) for _ in range(200)]
+    )
+
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 60
+    assert statuses.count(429) == 140
+    assert {r.headers["X-RateLimit-Limit"] for r in responses} == {"60"}
+
+
 async def test_every_authenticated_response_reports_the_limit(client, create_user, server):
     user = await create_user("counted", tier="free")
 

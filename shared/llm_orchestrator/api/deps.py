@@ -97,8 +97,9 @@ async def authenticate(
             # never succeeds while carrying one that is malformed.
             raise Unauthorized("Unsupported Authorization scheme; use 'Bearer <token>'")
         elif api_key:
-            charge = None
-            principal = await runtime.auth.authenticate_api_key(api_key)
+            # The key lookup counts the request too, like the user lookup above.
+            charge = await runtime.limiter.prepare() if counting else None
+            principal, counted = await runtime.auth.authenticate_api_key_counted(api_key, charge)
         else:
             raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
     except Unauthorized:

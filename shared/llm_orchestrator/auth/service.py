@@ -158,15 +158,21 @@ class AuthService:
         await self._refresh.revoke_family(caller.session_id, caller.user_id, self._now())
 
     async def authenticate_api_key(self, raw_key: str) -> Principal:
+        principal, _ = await self.authenticate_api_key_counted(raw_key, None)
+        return principal
+
+    async def authenticate_api_key_counted(
+        self, raw_key: str, charge: RateCharge | None
+    ) -> tuple[Principal, list[int] | None]:
+        """The caller of an API key, and with ``charge`` this request counted against the
+        key's rate limits, in one round trip (as ``authenticate_bearer_counted``)."""
         if not raw_key.startswith(KEY_PREFIX):
             raise Unauthorized("Invalid API key")
-        key = await self._keys.find_active_by_hash(hash_secret(raw_key), self._now())
-        if key is None:
+        found = await self._keys.authenticate(hash_secret(raw_key), self._now(), count=charge)
+        if found is None:
             raise Unauthorized("Invalid, expired or revoked API key")
-        user = await self._users.get(key.user_id)
-        if user is None:
-            raise Unauthorized("Invalid API key")
-        return Principal(
+        key, user, hits = found
+        principal = Principal(
             user_id=user.id,
             username=user.username,
             roles=user.roles,
@@ -175,6 +181,7 @@ class AuthService:
             via="api_key",
             api_key_id=key.id,
         )
+        return principal, hits
 
     async def create_key(
         self,

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from llm_orchestrator.store.db import Database, fetch_page
+from llm_orchestrator.store.rate_limits import RateCharge, rate_hit_sql
+from llm_orchestrator.store.users import User, user_of
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,42 @@ class ApiKeyRepository:
         assert row is not None
         return _key(row)
 
-    async def find_active_by_hash(self, key_hash: str, now: datetime) -> ApiKey | None:
-        """The key with this hash if it is neither revoked nor expired; marks it used."""
+    async def authenticate(
+        self, key_hash: str, now: datetime, *, count: RateCharge | None = None
+    ) -> tuple[ApiKey, User, list[int] | None] | None:
+        """The live key with this hash and its owner, the key marked used, and with
+        ``count`` this request counted against the key's limits at the owner's tier; None
+        (nothing marked or counted) when no live key has this hash.
+
+        One round trip, like a bearer token's (``UserRepository.get_in_session``): the key
+        lookup, its ``last_used_at``, the owner and the rate-limit count ride on one
+        statement, so a revoked key, a changed role or tier, and the count are all read
+        fresh on every request.
+        """
+        params: dict[str, Any] = {"hash": key_hash, "now": now}
+        hits_sql = "NULL::integer[]"
+        if count is not None:
+            hits_sql = rate_hit_sql("'key:' || k.id::text", "u.tier")
+            params.update(count.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE api_keys SET last_used_at = %s"
-                " WHERE key_hash = %s AND revoked_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > %s) RETURNING *",
-                (now, key_hash, now),
+                "WITH k AS (UPDATE api_keys SET last_used_at = %(now)s"
+                " WHERE key_hash = %(hash)s AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > %(now)s) RETURNING *)"
+                " SELECT k.id AS key_id, k.user_id AS key_user_id, k.name AS key_name,"
+                " k.key_hash AS key_key_hash, k.scopes AS key_scopes,"
+                " k.created_at AS key_created_at, k.expires_at AS key_expires_at,"
+                " k.last_used_at AS key_last_used_at, k.revoked_at AS key_revoked_at, u.*,"
+                f" {hits_sql} AS rate_hits"
+                " FROM k JOIN users u ON u.id = k.user_id",
+                params,
             )
             row = await cur.fetchone()
-        return _key(row) if row else None
+        if row is None:
+            return None
+        key = _key({name[4:]: value for name, value in row.items() if name.startswith("key_")})
+        hits = row["rate_hits"]
+        return key, user_of(row), None if hits is None else list(hits)
 
     async def list_for_user(
         self, user_id: str, *, limit: int, offset: int

@@ -23,7 +23,8 @@ class User:
     last_login: datetime | None
 
 
-def _user(row: dict[str, Any]) -> User:
+def user_of(row: dict[str, Any]) -> User:
+    """A ``users`` row (extra columns ignored) as a ``User``."""
     return User(
         id=row["id"],
         username=row["username"],
@@ -58,13 +59,13 @@ class UserRepository:
             )
             row = await cur.fetchone()
         assert row is not None
-        return _user(row)
+        return user_of(row)
 
     async def get(self, user_id: str) -> User | None:
         async with self._db.connection() as conn:
             cur = await conn.execute("SELECT * FROM users WHERE id = %s", (user_id,))
             row = await cur.fetchone()
-        return _user(row) if row else None
+        return user_of(row) if row else None
 
     async def get_in_session(
         self,
@@ -101,20 +102,20 @@ class UserRepository:
         if row is None:
             return None, False, None
         hits = row["rate_hits"]
-        return _user(row), bool(row["session_revoked"]), None if hits is None else list(hits)
+        return user_of(row), bool(row["session_revoked"]), None if hits is None else list(hits)
 
     async def get_by_username(self, username: str) -> User | None:
         async with self._db.connection() as conn:
             cur = await conn.execute("SELECT * FROM users WHERE username = %s", (username,))
             row = await cur.fetchone()
-        return _user(row) if row else None
+        return user_of(row) if row else None
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
         async with self._db.connection() as conn:
             rows, total = await fetch_page(
                 conn, source="users", order_by="created_at, id", limit=limit, offset=offset
             )
-        return [_user(r) for r in rows], total
+        return [user_of(r) for r in rows], total
 
     async def record_login(self, user_id: str, when: datetime) -> None:
         async with self._db.connection() as conn:
