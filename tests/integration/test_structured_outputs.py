@@ -266,6 +266,21 @@ async def test_a_missing_required_field_fails_readably_on_openai(
     assert len(openai_fake.requests_to(CHAT)) == 2
 
 
+async def test_a_reply_cut_off_at_max_tokens_says_so(
+    client: httpx.AsyncClient, admin: Session, openai_fake: FakeOpenAI
+) -> None:
+    step = llm("facts", "openai", "gpt-4o", output=["summary", "sentiment"], max_tokens=3)
+
+    final = await run(client, admin, [step])
+
+    assert final["error"]["type"] == "StructuredOutputInvalid"
+    assert (
+        "stopped at the max_tokens limit: raise the step's max_tokens"
+        in (final["error"]["message"])
+    )
+    assert outcomes(final, "facts") == ["StructuredOutputInvalid", "StructuredOutputInvalid"]
+
+
 # -- create-time refusals ------------------------------------------------------------------
 
 

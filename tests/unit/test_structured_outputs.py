@@ -91,6 +91,9 @@ def test_text_that_is_not_json_and_a_refusal_are_mismatches() -> None:
     _, not_json = check_reply(CLOSED, reply("I'd rather not " * 50))
     assert not_json is not None and not_json.rule == "json"
     assert len(not_json.message) < 300
+    cut = ChatResult('{"name": "a", "sco', 1, 3, "m", 1.0, cut_off=True)
+    _, truncated = check_reply(CLOSED, cut)
+    assert truncated is not None and "stopped at the max_tokens limit" in truncated.message
     _, refused = check_reply(CLOSED, reply(refusal="I can't help with that."))
     assert refused is not None and "refused: I can't help with that." in refused.message
 

@@ -139,6 +139,7 @@ def _chat_result(
         model=model or request.model,
         latency_ms=latency_ms,
         structured=structured,
+        cut_off=getattr(response, "stop_reason", None) == "max_tokens",
     )
 
 

@@ -79,6 +79,8 @@ class ChatResult:
     ``tool_use`` block's ``input``); otherwise the JSON is in ``text``."""
     refusal: str | None = None
     """The model's refusal to answer, where the provider reports one apart (OpenAI)."""
+    cut_off: bool = False
+    """The reply stopped at the ``max_tokens`` limit rather than where the model ended it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,7 @@ class CohereProvider(SdkAdapter["AsyncClientV2"]):
             output_tokens=output_tokens,
             model=request.model,
             latency_ms=latency_ms,
+            cut_off=getattr(response, "finish_reason", None) == "MAX_TOKENS",
         )
 
     async def embed(self, request: EmbedRequest, /) -> EmbedResult:

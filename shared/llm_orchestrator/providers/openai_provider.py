@@ -144,6 +144,7 @@ class OpenAIProvider:
             latency_ms=latency_ms,
             # With a schema, a model that declines says so here instead of in ``content``.
             refusal=getattr(message, "refusal", None) or None,
+            cut_off=completion.choices[0].finish_reason == "length",
         )
 
     async def embed(self, request: EmbedRequest, /) -> EmbedResult:

@@ -56,8 +56,13 @@ def check_reply(schema: Mapping[str, Any], result: ChatResult) -> tuple[Any, Mis
         try:
             value = json.loads(_unfenced(result.text))
         except ValueError as exc:
+            why = (
+                "it stopped at the max_tokens limit: raise the step's max_tokens"
+                if result.cut_off
+                else str(exc)
+            )
             return None, Mismatch(
-                "$", "json", "", f"the reply is not JSON ({exc}): {_quoted(result.text)}"
+                "$", "json", "", f"the reply is not JSON ({why}): {_quoted(result.text)}"
             )
     return value, _mismatch(schema, value)
 
