@@ -269,17 +269,24 @@ async def test_embedding_errors_are_translated_too(
 
 
 async def test_slow_provider_times_out_as_unavailable(fake: FakeOpenAI) -> None:
-    fake.latency = 2.0
+    fake.hold()  # the fake answers only when released
     provider = OpenAIProvider(env_for(fake.base_url), timeout_seconds=0.2)
     started = time.monotonic()
 
     with pytest.raises(ProviderUnavailable) as caught:
         await provider.complete(ChatRequest(model="gpt-4", prompt="hi"))
 
-    assert time.monotonic() - started < 1.9  # well before the fake's 2 s answer
+    assert time.monotonic() - started < 1.9
     assert "did not answer within 0.2s" in caught.value.message
     assert caught.value.status_code is None
     await provider.aclose()
+    # The abandoned request ends (and enters the fake's log) only when released: let it end
+    # here, so it cannot appear in a later test's requests.
+    fake.release()
+    deadline = time.monotonic() + 10.0
+    while fake.in_flight:
+        assert time.monotonic() < deadline, "the released request never ended"
+        await asyncio.sleep(0.01)
 
 
 async def test_refused_connection_is_unavailable() -> None:
