@@ -266,6 +266,37 @@ async def test_a_missing_required_field_fails_readably_on_openai(
     assert len(openai_fake.requests_to(CHAT)) == 2
 
 
+async def test_an_openai_refusal_is_a_miss_and_the_correction_quotes_it(
+    client: httpx.AsyncClient, admin: Session, openai_fake: FakeOpenAI
+) -> None:
+    refusal = {
+        "id": "chatcmpl-refused",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "I can't."},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+    openai_fake.reply_next(json.dumps(refusal))
+    step = llm("facts", "openai", "gpt-4o", output=["summary", "sentiment"])
+
+    final = await run(client, admin, [step])
+
+    assert outputs(final)["summary"] == f"summary: {ASKED}"
+    _, second = openai_fake.requests_to(CHAT)
+    _, reply, correction = second.body["messages"]
+    assert reply == {"role": "assistant", "content": "I can't."}
+    assert "the model refused: I can't." in correction["content"]
+    assert outcomes(final, "facts") == ["StructuredOutputInvalid", "succeeded"]
+
+
 async def test_a_reply_cut_off_at_max_tokens_says_so(
     client: httpx.AsyncClient, admin: Session, openai_fake: FakeOpenAI
 ) -> None:
