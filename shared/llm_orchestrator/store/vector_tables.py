@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,8 @@ HNSW_MAX_DIMENSIONS = 4000
 MAX_EF_SEARCH = 1000
 """pgvector's ceiling for ``hnsw.ef_search``."""
 DEFAULT_EF_SEARCH = 40
+_MAX_STATEMENTS = 256
+"""Composed search statements kept (one per table, top_k and number of filter keys)."""
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -116,6 +119,9 @@ class VectorTables:
         self._shapes: dict[str, _Shape] = {}
         """Table name → dimension and index kind; a table's dimension never changes once
         created, and its index kind only by hand (a restart picks that up)."""
+        self._statements: dict[tuple[str, _Shape, int, int], bytes] = {}
+        self._registered: weakref.WeakSet[Connection] = weakref.WeakSet()
+        """The pooled connections that know the ``vector`` type already."""
 
     async def upsert(
         self,
@@ -169,14 +175,14 @@ class VectorTables:
         from pgvector import Vector
 
         table = _table(index)
-        query = Vector(list(vector))
-        conditions = [sql.SQL("namespace = %s")]
-        params: list[Any] = [query, namespace]
-        for key, value in (filter or {}).items():
-            # Equality of the JSON values (1 = 1.0, "en" = "en"), one key at a time.
-            conditions.append(sql.SQL("metadata -> %s = %s"))
-            params.extend([key, Jsonb(value)])
-        params.append(query)
+        filters = list((filter or {}).items())
+        # The query vector travels once, in binary (the pgvector adapter's binary dumper),
+        # however often the statement names it.
+        query = vector if isinstance(vector, list) else list(vector)
+        params: dict[str, Any] = {"q": Vector(query), "ns": namespace}
+        for n, (key, value) in enumerate(filters):
+            params[f"k{n}"] = key
+            params[f"v{n}"] = Jsonb(value)
         async with self._db.connection() as conn:
             if not await self._register(conn):
                 raise VectorIndexMissing(index)
@@ -185,25 +191,13 @@ class VectorTables:
                 raise VectorIndexMissing(index)
             if shape.dimension != len(vector):
                 raise VectorDimensionMismatch(index, shape.dimension, len(vector))
-            # LIMIT is a literal, not a parameter: psycopg prepares a statement it runs
-            # often, and PostgreSQL's generic plan for an unknown LIMIT is a sequential scan
-            # and a sort of the whole table (seconds at 100,000 rows); with the number in
-            # the text every plan is the HNSW index scan. ``top_k`` is a validated int
-            # (1..1000). The ORDER BY is the index's own expression, or no index is used.
-            statement = sql.SQL(
-                "SELECT id, text, metadata, 1 - (embedding <=> %s) AS score FROM {}"
-                " WHERE {} ORDER BY {} LIMIT {}"
-            ).format(
-                table,
-                sql.SQL(" AND ").join(conditions),
-                _order_by(shape),
-                sql.Literal(int(top_k)),
-            )
+            statement = self._statement(conn, table, shape, top_k, len(filters))
             try:
-                found = await _nearest(conn, statement, params, top_k=top_k, filtered=bool(filter))
+                found = await _nearest(conn, statement, params, top_k=top_k, filtered=bool(filters))
             except pg_errors.UndefinedTable:
                 # Dropped behind our back since its dimension was cached.
                 self._shapes.pop(table.as_string(conn), None)
+                self._statements.clear()
                 raise VectorIndexMissing(index) from None
         rows = [
             VectorRow(row["id"], float(row["score"]), row["text"], row["metadata"]) for row in found
@@ -213,6 +207,47 @@ class VectorTables:
             # by the score the caller sees (a stable sort keeps ties in index order).
             rows.sort(key=lambda row: row.score, reverse=True)
         return rows
+
+    def _statement(
+        self, conn: Connection, table: sql.Identifier, shape: _Shape, top_k: int, filters: int
+    ) -> bytes:
+        """The search statement, composed once per table, index kind, ``top_k`` and number
+        of filter keys (keys and values are parameters) and kept as the bytes psycopg sends:
+        the same text every time, so psycopg prepares it on a connection after a few uses.
+
+        LIMIT is a literal, not a parameter: PostgreSQL's generic plan for an unknown LIMIT
+        is a sequential scan and a sort of the whole table (seconds at 100,000 rows); with
+        the number in the text every plan is the HNSW index scan. ``top_k`` is a validated
+        int (1..1000). The ORDER BY is the index's own expression, or no index is used.
+        """
+        key = (table.as_string(conn), shape, int(top_k), filters)
+        cached = self._statements.get(key)
+        if cached is None:
+            conditions: list[sql.Composable] = [sql.SQL("namespace = %(ns)s")]
+            # Equality of the JSON values (1 = 1.0, "en" = "en"), one key at a time.
+            conditions += [
+                sql.SQL("metadata -> {} = {}").format(
+                    sql.Placeholder(f"k{n}"), sql.Placeholder(f"v{n}")
+                )
+                for n in range(filters)
+            ]
+            cached = (
+                sql.SQL(
+                    "SELECT id, text, metadata, 1 - (embedding <=> %(q)s) AS score FROM {}"
+                    " WHERE {} ORDER BY {} LIMIT {}"
+                )
+                .format(
+                    table,
+                    sql.SQL(" AND ").join(conditions),
+                    _order_by(shape),
+                    sql.Literal(int(top_k)),
+                )
+                .as_bytes(conn)
+            )
+            if len(self._statements) >= _MAX_STATEMENTS:
+                self._statements.clear()
+            self._statements[key] = cached
+        return cached
 
     async def _shape(self, conn: Connection, table: sql.Identifier) -> _Shape | None:
         name = table.as_string(conn)
@@ -228,6 +263,8 @@ class VectorTables:
         False when the database has no such type yet."""
         from pgvector.psycopg.vector import register_vector_info
 
+        if conn in self._registered:
+            return True
         if self._vector_type is None:
             self._vector_type = await TypeInfo.fetch(conn, "vector")
             if self._vector_type is None:
@@ -236,6 +273,7 @@ class VectorTables:
                 await _prepare(conn)
                 self._vector_type = await TypeInfo.fetch(conn, "vector")
         register_vector_info(conn, self._vector_type)
+        self._registered.add(conn)
         return True
 
     async def _create(self, conn: Connection, index: str, table: sql.Identifier, dim: int) -> None:
@@ -284,12 +322,12 @@ def _table(index: str) -> sql.Identifier:
 def _order_by(shape: _Shape) -> sql.Composable:
     if shape.kind is IndexKind.HALFVEC:
         half = sql.SQL("halfvec({})").format(sql.Literal(shape.dimension))
-        return sql.SQL("(embedding::{}) <=> (%s::{})").format(half, half)
-    return sql.SQL("embedding <=> %s")
+        return sql.SQL("(embedding::{}) <=> (%(q)s::{})").format(half, half)
+    return sql.SQL("embedding <=> %(q)s")
 
 
 async def _nearest(
-    conn: Connection, statement: sql.Composed, params: list[Any], *, top_k: int, filtered: bool
+    conn: Connection, statement: bytes, params: dict[str, Any], *, top_k: int, filtered: bool
 ) -> list[dict[str, Any]]:
     ef_search = min(max(DEFAULT_EF_SEARCH, top_k), MAX_EF_SEARCH)
     if ef_search == DEFAULT_EF_SEARCH and not filtered:
