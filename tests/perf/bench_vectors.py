@@ -8,6 +8,11 @@ Run: ``python -m tests.perf.bench_vectors``. Prints
   Vectors are random unit vectors loaded with COPY; the index is built once after loading.
   ``pgvector_search_{size}_hnsw_scans`` counts the searches PostgreSQL answered from the
   HNSW index (``pg_stat_user_indexes``): anything below ``SEARCHES`` means a plan without it.
+- ``pgvector_search_top5_{size}_client_cpu_ms`` / ``_server_cpu_ms``: the CPU time one of
+  those searches costs in this process and in PostgreSQL's backends (``/proc``; printed only
+  when the server runs on this machine), and ``pgvector_search_{size}_load_average`` at
+  that moment. On a shared machine the wall times measure the wait for a core as much as
+  the search; the CPU times do not.
 - ``pgvector_search_top5_{size}_recall``: recall@5 of those searches against an exact
   search (a sequential scan) over ``RECALL_QUERIES`` queries, each a stored vector plus as
   much noise again (a document-like query), and ``..._recall_random`` for random queries:
@@ -195,20 +200,56 @@ def _load(url: str, size: int, start: int, count: int, rng: np.random.Generator)
 
 
 async def _search_latency(
-    runtime: Runtime, size: int, rng: np.random.Generator
-) -> tuple[float, float]:
+    runtime: Runtime, url: str, size: int, rng: np.random.Generator
+) -> dict[str, float]:
+    """p50/p99 of the wall time, and the CPU a search costs: the client's (this process)
+    and the server's (its backends, from /proc when the server runs on this machine)."""
     store = runtime.vector_stores.store("pgvector")
     queries = _unit_vectors(SEARCHES + WARMUP, rng).tolist()
     timings = []
     for n, query in enumerate(queries):
+        if n == WARMUP:  # warm the pool, the plan and the index pages first
+            server_before = await asyncio.to_thread(_backend_cpu_seconds, url)
+            client_before = time.process_time()
         started = time.perf_counter()
         found = await store.search(index_name(size), query, top_k=5, filter=None, namespace=None)
         elapsed = (time.perf_counter() - started) * 1000
         assert len(found) == 5
-        if n >= WARMUP:  # warm the pool, the plan and the index pages
+        if n >= WARMUP:
             timings.append(elapsed)
+    client_cpu = (time.process_time() - client_before) * 1000 / SEARCHES
+    server_after = await asyncio.to_thread(_backend_cpu_seconds, url)
     timings.sort()
-    return statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
+    figures = {
+        f"pgvector_search_top5_{size}_p50_ms": statistics.median(timings),
+        f"pgvector_search_top5_{size}_p99_ms": timings[int(len(timings) * 0.99) - 1],
+        f"pgvector_search_top5_{size}_client_cpu_ms": client_cpu,
+    }
+    if server_before is not None and server_after is not None:
+        spent = sum(
+            cpu - server_before[pid] for pid, cpu in server_after.items() if pid in server_before
+        )
+        figures[f"pgvector_search_top5_{size}_server_cpu_ms"] = spent * 1000 / SEARCHES
+    return figures
+
+
+def _backend_cpu_seconds(url: str) -> dict[int, float] | None:
+    """CPU seconds (user + system) used so far by each client backend of the benchmark's
+    database but this one; None when the server's processes are not visible here."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for (pid,) in rows:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return used
 
 
 async def _recall(
@@ -306,9 +347,8 @@ async def _run(url: str, base_url: str) -> dict[str, float]:
                 elapsed = time.perf_counter() - started
                 print(f"# loaded and indexed {size} vectors in {elapsed:.0f} s")
             scans = await asyncio.to_thread(_hnsw_scans, url, size)
-            p50, p99 = await _search_latency(runtime, size, rng)
-            results[f"pgvector_search_top5_{size}_p50_ms"] = p50
-            results[f"pgvector_search_top5_{size}_p99_ms"] = p99
+            results.update(await _search_latency(runtime, url, size, rng))
+            results[f"pgvector_search_{size}_load_average"] = os.getloadavg()[0]
             # An idle backend reports its statistics within ten seconds: wait for them.
             deadline = time.monotonic() + 15
             searched = await asyncio.to_thread(_hnsw_scans, url, size) - scans
