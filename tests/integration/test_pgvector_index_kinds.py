@@ -172,3 +172,42 @@ async def test_vectors_wider_than_2000_dimensions_get_an_hnsw_index_too(
     found = await store.search("wide", stored[7].tolist(), top_k=3, filter=None, namespace=None)
     assert found[0].id == "doc-7"
     assert found[0].score == pytest.approx(1.0, abs=1e-6)
+
+
+async def test_searches_differing_in_index_top_k_or_filter_each_get_their_own_answer(
+    store: PgVectorStore,
+) -> None:
+    """The adapter keeps one composed statement per index, ``top_k`` and number of filter
+    keys: a search must never run another search's statement."""
+    rng = np.random.default_rng(15)
+    wide, other = _unit(40, DIM, rng), _unit(40, DIM, rng)
+    await store.upsert(
+        "a",
+        [
+            VectorRecord(
+                f"a-{n}", v.tolist(), f"a {n}", {"lang": "en" if n % 2 else "fr", "year": n % 3}
+            )
+            for n, v in enumerate(wide)
+        ],
+        namespace=None,
+    )
+    await store.upsert(
+        "b",
+        [VectorRecord(f"b-{n}", v.tolist(), f"b {n}") for n, v in enumerate(other)],
+        namespace=None,
+    )
+
+    async def ids(index: str, query: np.ndarray, top_k: int, **filter: object) -> list[str]:  # type: ignore[type-arg]
+        found = await store.search(
+            index, query.tolist(), top_k=top_k, filter=filter or None, namespace=None
+        )
+        return [match.id for match in found]
+
+    assert len(await ids("a", wide[0], 3)) == 3
+    assert len(await ids("a", wide[0], 5)) == 5
+    assert (await ids("b", other[4], 3))[0] == "b-4"
+    english = await ids("a", wide[0], 5, lang="en")
+    assert len(english) == 5 and all(int(i[2:]) % 2 == 1 for i in english)
+    year_one = await ids("a", wide[0], 5, year=1)
+    assert len(year_one) == 5 and all(int(i[2:]) % 3 == 1 for i in year_one)
+    assert (await ids("a", wide[7], 1))[0] == "a-7"
