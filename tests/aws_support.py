@@ -9,6 +9,7 @@ its Retry and Catch on the error name, and task tokens all go through moto.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from tests.support import FakeLambdaContext
 
 STEP_RUNNER_NAME = "llmo-step-runner"
 EVENTS_NAME = "llmo-events"
+SFN_ROLE = "arn:aws:iam::123456789012:role/llmo-states"
+SCHEDULER_ROLE = "arn:aws:iam::123456789012:role/llmo-scheduler"
 
 
 def create_function(name: str) -> str:
@@ -95,3 +98,36 @@ def status_event(described: dict[str, Any]) -> dict[str, Any]:
         "resources": [described["executionArn"]],
         "detail": detail,
     }
+
+
+async def deliver(events: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Hand ``event`` to the ``events`` handler (on a thread: it runs its own loop)."""
+    result: dict[str, Any] = await asyncio.to_thread(events, event, FakeLambdaContext())
+    return result
+
+
+def moto_execution(sfn: Any, name: str) -> dict[str, Any]:
+    """DescribeExecution of the Step Functions execution called ``name``."""
+    for machine in sfn.list_state_machines()["stateMachines"]:
+        for execution in sfn.list_executions(stateMachineArn=machine["stateMachineArn"])[
+            "executions"
+        ]:
+            if execution["name"] == name:
+                described: dict[str, Any] = sfn.describe_execution(
+                    executionArn=execution["executionArn"]
+                )
+                return described
+    raise AssertionError(f"no Step Functions execution named {name}")
+
+
+async def moto_status(
+    sfn: Any, name: str, statuses: tuple[str, ...], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Until the Step Functions execution ``name`` is in one of ``statuses``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = moto_execution(sfn, name)
+        if described["status"] in statuses:
+            return described
+        assert asyncio.get_running_loop().time() < deadline, described["status"]
+        await asyncio.sleep(0.05)

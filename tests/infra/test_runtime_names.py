@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from infra import constants
-from infra.stacks.application import MANAGE_EXECUTIONS, MANAGE_TRIGGERS, REMOVE_TRIGGERS
+from infra.constants import MANAGE_EXECUTIONS, MANAGE_TRIGGERS, REMOVE_TRIGGERS
 from llm_orchestrator import ids
 from llm_orchestrator.compiler import compile_workflow
 from llm_orchestrator.config import Settings

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_orchestrator.config import Settings
+from llm_orchestrator.config import Settings, get_settings
 from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.live_server import LiveServer, start_live_server
 
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -78,6 +79,41 @@ async def server(request: pytest.FixtureRequest, settings: Settings) -> AsyncIte
     fake = request.getfixturevalue("fake_openai") if "fake_openai" in request.fixturenames else None
     async with serving(settings, fake) as local:
         yield local
+
+
+@pytest.fixture
+def live(settings: Settings, fake_openai: FakeOpenAI) -> Iterator[LiveServer]:
+    """The API on a real TCP port (for the SDK and ``llmo``), its providers on the fake."""
+    server = start_live_server(settings, fake_environ(fake_openai))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lambda_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, data_dir: Path
+) -> Iterator[None]:
+    """The environment the Lambda handlers in ``functions/`` read, on the test's database;
+    the handlers ``lambda_support.load_handler`` loaded meanwhile are closed afterwards."""
+    from llm_orchestrator.store.migrate import apply_migrations  # noqa: F401  (already migrated)
+    from tests.integration.lambda_support import close_loaded
+
+    for name, value in {
+        "LLMO_DATABASE_URL": database_url,
+        "LLMO_DATA_DIR": str(data_dir),
+        "LLMO_JWT_SECRET": JWT_SECRET,
+        "LLMO_ENVIRONMENT": "test",
+        # Outside "local" the audit HMAC key is never generated: it must be configured.
+        "LLMO_AUDIT_HMAC_KEY": "audit-hmac-key-for-tests-" + "k" * 32,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "LLMOrchestratorTest",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield
+    close_loaded()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -58,6 +58,35 @@ async def start_execution(
     return execution_id
 
 
+async def launch(
+    client: httpx.AsyncClient,
+    session: Session,
+    steps: list[dict[str, Any]],
+    inputs: dict[str, Any],
+    **extra: Any,
+) -> tuple[str, str]:
+    """Create a workflow of ``steps`` and start it on ``inputs`` (asynchronously); returns
+    the workflow's and the execution's ids."""
+    workflow_id = await create_workflow(client, session, steps, **extra)
+    return workflow_id, await start_execution(client, session, workflow_id, inputs)
+
+
+async def launch_held(
+    client: httpx.AsyncClient,
+    session: Session,
+    fake: FakeOpenAI,
+    steps: list[dict[str, Any]],
+    inputs: dict[str, Any],
+    count: int = 1,
+) -> tuple[str, str]:
+    """:func:`launch` with ``fake`` holding every provider call; returns once ``count``
+    calls are held: those steps are running, and stay so until ``fake.release()``."""
+    fake.hold()
+    ids = await launch(client, session, steps, inputs)
+    await wait_held(fake, count)
+    return ids
+
+
 async def get_status(
     client: httpx.AsyncClient, session: Session, workflow_id: str, execution_id: str
 ) -> dict[str, Any]:

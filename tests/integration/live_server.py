@@ -1,4 +1,5 @@
-"""The whole API on a real TCP port, for the SDK and the ``llmo`` client commands.
+"""The whole API on a real TCP port, for the SDK and the ``llmo`` client commands (the
+``live`` fixture in ``conftest.py``).
 
 The in-process ASGI client the other tests use cannot serve a synchronous ``httpx.Client``
 or a command line; this runs the same ``LocalServer`` under uvicorn on a background thread
@@ -10,20 +11,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import uvicorn
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime
 from llm_orchestrator.server import bootstrap, build_local_server
-from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import FAKE_API_KEY
 
-__all__ = ["LiveServer", "live"]
+__all__ = ["LiveServer", "start_live_server"]
 
 
 class LiveServer:
@@ -79,13 +77,7 @@ class LiveServer:
         self._socket.close()
 
 
-def start_live_server(settings: Settings, fake: FakeOpenAI) -> LiveServer:
-    environ = {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake.base_url}
+def start_live_server(settings: Settings, environ: Mapping[str, str]) -> LiveServer:
+    """Serving once this returns; ``environ`` holds the provider settings (see
+    ``conftest.fake_environ``). The ``live`` fixture is this on the test's settings."""
     return LiveServer(settings, environ).start()
-
-
-@pytest.fixture
-def live(settings: Settings, fake_openai: FakeOpenAI) -> Iterator[LiveServer]:
-    server = start_live_server(settings, fake_openai)
-    yield server
-    server.stop()

@@ -13,7 +13,7 @@ from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET, Session
-from tests.integration.test_metrics import insert_execution, insert_workflow
+from tests.integration.metrics_support import insert_execution, insert_workflow
 
 STATS_FIELDS = {
     "spend_today_usd",

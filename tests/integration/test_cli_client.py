@@ -28,9 +28,7 @@ from llm_orchestrator.client import Client
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.integration.execution_support import llm_step
-from tests.integration.live_server import LiveServer, live
-
-__all__ = ["live"]
+from tests.integration.live_server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_YAML = """\

@@ -16,9 +16,7 @@ from botocore.exceptions import ClientError
 
 from llm_orchestrator.compiler import compile_workflow, to_json
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
-from tests.moto_support import REGION, mocked_aws
-from tests.samples import RAG_WORKFLOW
-from tests.unit.test_compiler import (
+from tests.compiler_support import (
     RUNNER,
     SHAPES,
     assert_asl_subset,
@@ -27,6 +25,8 @@ from tests.unit.test_compiler import (
     step,
     walk,
 )
+from tests.moto_support import REGION, mocked_aws
+from tests.samples import RAG_WORKFLOW
 
 ROLE = "arn:aws:iam::123456789012:role/sfn"
 ONE_MB = 1024 * 1024

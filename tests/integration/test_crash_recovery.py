@@ -4,8 +4,6 @@ without calling any step again whose outputs were committed."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,11 +18,10 @@ import pytest
 
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
 from tests.integration.execution_support import llm_step
-from tests.support import free_port
+from tests.integration.serve_support import ROOT, ServeProcess, serve_env
 
 FAKE_KEY = "sk-crash-test"
 EXECUTIONS = 6
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -46,62 +43,21 @@ def fake_provider_url() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-class ServerProcess:
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env = env
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "llm_orchestrator.cli", "serve", "--port", str(self.port)]
-            + ["--log-level", "warning"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the server exited during start-up"
-            try:
-                if httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-
-
 @pytest.fixture
 def server_process(
     database_url: str, data_dir: Path, fake_provider_url: str
-) -> Iterator[ServerProcess]:
-    env = {
-        **os.environ,
-        "LLMO_DATABASE_URL": database_url,
-        "LLMO_DATA_DIR": str(data_dir),
-        "LLMO_ADMIN_USERNAME": ADMIN_USERNAME,
-        "LLMO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LLMO_JWT_SECRET": JWT_SECRET,
-        "LLMO_RATE_LIMITS_ENABLED": "false",
-        "OPENAI_BASE_URL": fake_provider_url,
-        "OPENAI_API_KEY": FAKE_KEY,
-    }
-    server = ServerProcess(env, free_port())
+) -> Iterator[ServeProcess]:
+    env = serve_env(
+        LLMO_DATABASE_URL=database_url,
+        LLMO_DATA_DIR=str(data_dir),
+        LLMO_ADMIN_USERNAME=ADMIN_USERNAME,
+        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LLMO_JWT_SECRET=JWT_SECRET,
+        LLMO_RATE_LIMITS_ENABLED="false",
+        OPENAI_BASE_URL=fake_provider_url,
+        OPENAI_API_KEY=FAKE_KEY,
+    )
+    server = ServeProcess(env)
     try:
         yield server
     finally:
@@ -128,7 +84,7 @@ async def _statuses(http: httpx.AsyncClient, workflow_id: str, ids: list[str]) -
 
 
 async def test_sigkilled_server_resumes_every_execution_without_repeating_steps(
-    server_process: ServerProcess, database_url: str, fake_provider_url: str
+    server_process: ServeProcess, database_url: str, fake_provider_url: str
 ) -> None:
     server_process.start()
     async with httpx.AsyncClient(base_url=server_process.base_url, timeout=10) as http:

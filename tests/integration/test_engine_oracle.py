@@ -31,6 +31,7 @@ from llm_orchestrator.steps.errors import (
     WorkflowPaused,
 )
 from llm_orchestrator.workflows import WorkflowDefinition, parse_definition
+from tests.compiler_support import definition, step
 from tests.moto_support import mocked_aws
 from tests.oracle_support import (
     EXECUTION_ID,
@@ -46,7 +47,6 @@ from tests.oracle_support import (
     run_locally,
 )
 from tests.samples import INGEST_WORKFLOW, RAG_WORKFLOW
-from tests.unit.test_compiler import definition, step
 
 STATES_TIMEOUT = "States.Timeout"
 FAST_RETRY = {"max_attempts": 2, "backoff_seconds": 1, "backoff_rate": 2.0}

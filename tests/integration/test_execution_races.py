@@ -31,6 +31,7 @@ from tests.integration.execution_support import (
     control,
     create_workflow,
     get_status,
+    launch,
     llm_step,
     serving,
     start_execution,
@@ -244,8 +245,7 @@ async def test_pause_and_resume_fired_together_many_times(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 0.05
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
 
     for _ in range(25):
         answers = await asyncio.gather(
@@ -276,8 +276,7 @@ async def test_pause_right_after_execute_holds_before_the_first_step(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
     gate = hold_first_step(server)
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
 
     paused = await control(client, admin, "pause", workflow_id, execution_id)
 
@@ -315,8 +314,7 @@ async def test_a_resume_that_races_ahead_of_the_park_still_releases(
         return await real_park(execution_id, step_id, task_token)
 
     runner.park = slow_park  # type: ignore[method-assign]
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await asyncio.wait_for(reached.wait(), 5)
 
@@ -338,8 +336,7 @@ async def test_pause_during_a_parallel_level_lets_its_steps_finish(
 ) -> None:
     # b and c call for long enough that a loaded CI machine still sees both in flight.
     fake_openai.latency_of = lambda body: 1.5 if step_of(body) in ("b", "c") else 0.1
-    workflow_id = await create_workflow(client, admin, DIAMOND)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, DIAMOND, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
     await wait_step(client, admin, workflow_id, execution_id, "c", "running")
 
@@ -369,8 +366,7 @@ async def test_pause_inside_a_parallel_lets_the_other_branch_finish(
     # when b2 parks.
     slow = {"b1": 0.8, "c": 2.0}
     fake_openai.latency_of = lambda body: slow.get(step_of(body), 0.2)
-    workflow_id = await create_workflow(client, admin, SERIES_PARALLEL)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, SERIES_PARALLEL, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b1", "running")
 
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
@@ -395,8 +391,7 @@ async def test_resume_while_a_stopped_branch_step_is_still_calling(
     # that call instead of calling the provider for c a second time.
     slow = {"b1": 0.6, "c": 2.0}  # b1 seen running under load; c still calling after
     fake_openai.latency_of = lambda body: slow.get(step_of(body), 0.1)
-    workflow_id = await create_workflow(client, admin, SERIES_PARALLEL)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, SERIES_PARALLEL, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b1", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "")
@@ -422,8 +417,7 @@ async def test_cancel_while_a_step_is_mid_call(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "b" else 0.3
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
@@ -448,8 +442,7 @@ async def test_cancel_while_paused_and_parked(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.1
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "b")
@@ -470,8 +463,7 @@ async def test_cancel_while_parked_inside_a_parallel(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.2
-    workflow_id = await create_workflow(client, admin, DIAMOND)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, DIAMOND, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "")  # the Parallel parks with step_id null
@@ -535,8 +527,7 @@ async def test_cancel_during_retry_backoff(settings: Settings, fake_openai: Fake
 async def test_cancel_right_after_execute(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
 
@@ -556,8 +547,7 @@ async def test_restore_from_each_checkpoint_of_a_finished_execution(
 ) -> None:
     counter = iter(range(1000))
     fake_openai.responder = lambda body: f"r{next(counter)}"
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     first = await wait_for(client, admin, workflow_id, execution_id)
     assert first["status"] == "completed"
     original = await checkpoints(client, admin, workflow_id, execution_id)
@@ -591,8 +581,7 @@ async def test_restore_brings_back_steps_a_later_restore_had_dropped(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 0.2
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_for(client, admin, workflow_id, execution_id)
     after_a, _, after_c = await checkpoints(client, admin, workflow_id, execution_id)
     # Back to "after a", then cancelled before b finishes: b and c are gone again.
@@ -619,8 +608,7 @@ async def test_restore_a_failed_execution_after_the_cause_is_fixed(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.2
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "b")
@@ -657,8 +645,7 @@ async def test_restore_while_paused(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "b" else 0.1
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "b", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "c")
@@ -681,8 +668,7 @@ async def test_concurrent_restores_start_one_run(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 0.1
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_for(client, admin, workflow_id, execution_id)
     after_a = (await checkpoints(client, admin, workflow_id, execution_id))[0]
 
@@ -711,8 +697,7 @@ async def test_resume_and_restore_fired_together(
 ) -> None:
     # The step awaited as running calls for long enough that a loaded machine sees it.
     fake_openai.latency_of = lambda body: 1.0 if step_of(body) == "a" else 0.05
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "b")
@@ -752,8 +737,7 @@ async def test_restore_then_cancel(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 0.2
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_for(client, admin, workflow_id, execution_id)
     after_a = (await checkpoints(client, admin, workflow_id, execution_id))[0]
     fake_openai.reset()
@@ -942,8 +926,7 @@ async def test_step_timeout_with_retry(settings: Settings, fake_openai: FakeOpen
 async def test_the_step_runner_twice_for_a_completed_step_calls_nothing(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_for(client, admin, workflow_id, execution_id)
     runs_before = await db_rows(
         server, "SELECT * FROM step_runs WHERE execution_id = %s ORDER BY step_id", execution_id

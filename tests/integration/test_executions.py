@@ -13,6 +13,7 @@ from tests.integration.conftest import CreateUser, Session
 from tests.integration.execution_support import (
     create_workflow,
     get_status,
+    launch,
     llm_step,
     prompts,
     start_execution,
@@ -262,8 +263,7 @@ async def test_other_users_execution_is_not_found(
 ) -> None:
     alice = await create_user("alice")
     bob = await create_user("bob")
-    workflow_id = await create_workflow(client, alice, [SENTIMENT_STEP])
-    execution_id = await start_execution(client, alice, workflow_id, {"input": "x"})
+    workflow_id, execution_id = await launch(client, alice, [SENTIMENT_STEP], {"input": "x"})
 
     for method, path in [
         ("GET", f"/workflows/{workflow_id}/status"),
@@ -289,8 +289,7 @@ async def test_running_execution_keeps_its_definition_when_the_workflow_changes(
 ) -> None:
     fake_openai.latency = 0.2
     steps = [llm_step("a", "v1 {{x}}", "out")]
-    workflow_id = await create_workflow(client, admin, steps)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, steps, {"x": "1"})
 
     edited = {"name": "test-workflow", "steps": [llm_step("a", "v2 {{x}}", "out")]}
     response = await client.put(f"/workflows/{workflow_id}", headers=admin.headers, json=edited)
@@ -301,8 +300,7 @@ async def test_running_execution_keeps_its_definition_when_the_workflow_changes(
 
 
 async def test_execution_events_are_audited(client: httpx.AsyncClient, admin: Session) -> None:
-    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
-    execution_id = await start_execution(client, admin, workflow_id, {"input": "x"})
+    workflow_id, execution_id = await launch(client, admin, [SENTIMENT_STEP], {"input": "x"})
     await wait_for(client, admin, workflow_id, execution_id)
 
     # The finish event is appended right after the end is written, not in its transaction

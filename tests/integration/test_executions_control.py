@@ -12,9 +12,10 @@ from tests.integration.execution_support import (
     control,
     create_workflow,
     get_status,
+    launch,
+    launch_held,
     llm_step,
     prompts,
-    start_execution,
     wait_for,
     wait_held,
     wait_parked,
@@ -36,10 +37,9 @@ CHAIN = [
 async def test_pause_holds_and_resume_finishes(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.hold()
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_held(fake_openai)  # step a is inside its provider call
+    workflow_id, execution_id = await launch_held(
+        client, admin, fake_openai, CHAIN, {"x": "1"}
+    )  # step a is inside its provider call
 
     paused = await control(client, admin, "pause", workflow_id, execution_id)
     fake_openai.release()
@@ -66,10 +66,7 @@ async def test_pause_holds_and_resume_finishes(
 async def test_cancel_stops_the_execution(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.hold()
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_held(fake_openai)
+    workflow_id, execution_id = await launch_held(client, admin, fake_openai, CHAIN, {"x": "1"})
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
 
@@ -91,10 +88,7 @@ async def test_cancel_stops_the_execution(
 async def test_cancel_releases_a_paused_execution(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.hold()
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_held(fake_openai)
+    workflow_id, execution_id = await launch_held(client, admin, fake_openai, CHAIN, {"x": "1"})
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     fake_openai.release()
     await wait_parked(server, execution_id, "b")
@@ -111,8 +105,9 @@ async def test_invalid_transitions_are_conflicts(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 0.2
-    workflow_id = await create_workflow(client, admin, [llm_step("a", "a {{x}}", "out")])
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(
+        client, admin, [llm_step("a", "a {{x}}", "out")], {"x": "1"}
+    )
 
     running_resume = await control(client, admin, "resume", workflow_id, execution_id)
     assert running_resume.status_code == 409
@@ -184,8 +179,7 @@ async def test_checkpoints_after_every_step_and_on_demand(
 async def test_restore_reruns_only_the_steps_after_the_checkpoint(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_for(client, admin, workflow_id, execution_id)
     listed = await client.get(
         f"/state/{workflow_id}/checkpoints",
@@ -222,8 +216,7 @@ async def test_restore_of_a_running_execution_is_a_conflict(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.hold(lambda body: body["messages"][-1]["content"].startswith("b "))
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_held(fake_openai)  # a has completed and checkpointed; b is running
     listed = await client.get(
         f"/state/{workflow_id}/checkpoints",

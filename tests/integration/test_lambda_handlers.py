@@ -2,101 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from llm_orchestrator.config import get_settings
-from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
+from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.integration.lambda_support import FUNCTIONS, load_handler, rest_event, seed_admin
 from tests.support import FakeLambdaContext
-
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
-
-
-def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None):
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "multiValueHeaders": {},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": {"proxy": path.lstrip("/")},
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/{proxy+}",
-            "httpMethod": method,
-            "path": f"/prod{path}",
-            "stage": "prod",
-            "requestId": "apigw-request-1",
-            "identity": {"sourceIp": "198.51.100.4", "userAgent": "pytest"},
-            "accountId": "123456789012",
-            "apiId": "abc123",
-        },
-        "body": json.dumps(body) if body is not None else None,
-        "isBase64Encoded": False,
-    }
-
-
-LOADED: list[ModuleType] = []
-
-
-def load_handler(group: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"handler_{group}", FUNCTIONS / group / "handler.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    LOADED.append(module)
-    return module
-
-
-@pytest.fixture
-def lambda_env(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, data_dir: Path
-) -> Iterator[None]:
-    from llm_orchestrator.store.migrate import apply_migrations  # noqa: F401  (already migrated)
-
-    for name, value in {
-        "LLMO_DATABASE_URL": database_url,
-        "LLMO_DATA_DIR": str(data_dir),
-        "LLMO_JWT_SECRET": JWT_SECRET,
-        "LLMO_ENVIRONMENT": "test",
-        # Outside "local" the audit HMAC key is never generated: it must be configured.
-        "LLMO_AUDIT_HMAC_KEY": "audit-hmac-key-for-tests-" + "k" * 32,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "LLMOrchestratorTest",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield
-    while LOADED:
-        LOADED.pop().handler.close()
-    get_settings.cache_clear()
-
-
-def _seed_admin(database_url: str) -> None:
-    import asyncio
-
-    from llm_orchestrator.auth.users import UserService
-    from llm_orchestrator.store.db import Database
-    from llm_orchestrator.store.users import UserRepository
-
-    async def seed() -> None:
-        db = Database(database_url)
-        await UserService(UserRepository(db)).ensure_admin(ADMIN_USERNAME, ADMIN_PASSWORD)
-        await db.close()
-
-    asyncio.run(seed())
 
 
 def test_monitoring_handler_answers_health_with_request_id(lambda_env: None) -> None:
@@ -115,7 +30,7 @@ def test_monitoring_handler_answers_health_with_request_id(lambda_env: None) -> 
 def test_auth_handler_logs_in_and_admin_handler_lists_users(
     lambda_env: None, database_url: str
 ) -> None:
-    _seed_admin(database_url)
+    seed_admin(database_url)
     auth = load_handler("auth").handler
     admin = load_handler("admin").handler
 
@@ -219,7 +134,7 @@ def test_every_handler_has_a_case_below() -> None:
 def test_each_http_handler_serves_its_own_group(
     lambda_env: None, database_url: str, group: str
 ) -> None:
-    _seed_admin(database_url)
+    seed_admin(database_url)
     login = load_handler("auth").handler(
         rest_event(
             "POST", "/api/v1/auth/login", {"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}

@@ -17,6 +17,8 @@ from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     create_workflow,
     get_status,
+    launch,
+    launch_held,
     llm_step,
     serving,
     start_execution,
@@ -68,8 +70,7 @@ async def wait_polling(server: LocalServer) -> None:
 async def test_wait_outside_0_to_25_seconds_is_rejected(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI, wait: str
 ) -> None:
-    workflow_id = await create_workflow(client, admin, TWO_STEPS[:1])
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, TWO_STEPS[:1], {"x": "1"})
 
     response = await client.get(
         f"/workflows/{workflow_id}/status",
@@ -87,10 +88,9 @@ async def test_wait_outside_0_to_25_seconds_is_rejected(
 async def test_a_step_change_answers_the_held_request(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI, server: LocalServer
 ) -> None:
-    fake_openai.hold()
-    workflow_id = await create_workflow(client, admin, TWO_STEPS)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_held(fake_openai)  # step a is running, and stays so until released
+    workflow_id, execution_id = await launch_held(
+        client, admin, fake_openai, TWO_STEPS, {"x": "1"}
+    )  # step a is running, and stays so until released
 
     poll = asyncio.create_task(long_poll(client, admin, workflow_id, execution_id, 25))
     await wait_polling(server)
@@ -111,10 +111,9 @@ async def test_a_step_change_answers_the_held_request(
 async def test_nothing_changing_answers_after_wait_seconds_with_the_current_state(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.hold()
-    workflow_id = await create_workflow(client, admin, TWO_STEPS[:1])
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
-    await wait_held(fake_openai)
+    workflow_id, execution_id = await launch_held(
+        client, admin, fake_openai, TWO_STEPS[:1], {"x": "1"}
+    )
     before = await get_status(client, admin, workflow_id, execution_id)
 
     started = time.monotonic()
@@ -130,8 +129,7 @@ async def test_nothing_changing_answers_after_wait_seconds_with_the_current_stat
 async def test_an_ended_execution_is_answered_at_once(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
-    workflow_id = await create_workflow(client, admin, TWO_STEPS[:1])
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, TWO_STEPS[:1], {"x": "1"})
     final = await wait_for(client, admin, workflow_id, execution_id)
 
     started = time.monotonic()

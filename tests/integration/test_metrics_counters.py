@@ -13,7 +13,7 @@ from tests.integration.execution_support import (
     start_execution,
     wait_for,
 )
-from tests.integration.test_metrics import scrape, value
+from tests.integration.metrics_support import scrape, value
 
 pytestmark = pytest.mark.usefixtures("fake_openai")
 """Every test here runs on the fake OpenAI server (conftest's ``server`` points at it)."""

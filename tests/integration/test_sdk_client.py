@@ -33,11 +33,9 @@ from llm_orchestrator.ratelimit.limiter import RateLimiter
 from llm_orchestrator.runtime import tier_limits
 from llm_orchestrator.store.rate_limits import RateLimitRepository
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET
+from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET, fake_environ
 from tests.integration.execution_support import llm_step
-from tests.integration.live_server import LiveServer, live, start_live_server
-
-__all__ = ["live"]
+from tests.integration.live_server import LiveServer, start_live_server
 
 TWO_STEPS = [
     llm_step("draft", "write about {{topic}}", "draft"),
@@ -213,7 +211,9 @@ def test_each_error_class_from_the_server(admin: Client, live: LiveServer) -> No
 def test_a_server_failure_is_a_server_error(settings: Settings, fake_openai: FakeOpenAI) -> None:
     # Outside the local environment the secrets key must be configured; without one the
     # server cannot store a secret and answers 5xx.
-    server = start_live_server(settings.model_copy(update={"environment": "staging"}), fake_openai)
+    server = start_live_server(
+        settings.model_copy(update={"environment": "staging"}), fake_environ(fake_openai)
+    )
     try:
         client = Client(server.url, username=ADMIN_USERNAME, password=ADMIN_PASSWORD, max_retries=0)
         with pytest.raises(ServerError) as failed:
@@ -254,7 +254,7 @@ def test_429_is_retried_after_retry_after(
     settings: Settings, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     limited = settings.model_copy(update={"rate_limit_enterprise_per_minute": 3})
-    server = start_live_server(limited, fake_openai)
+    server = start_live_server(limited, fake_environ(fake_openai))
     # The server's limiter on a clock the test moves: one second before a minute ends,
     # and forward by exactly as long as the client sleeps.
     now = [datetime(2026, 1, 1, 12, 0, 59, tzinfo=utcnow().tzinfo)]

@@ -7,12 +7,15 @@ import is still a dependency, only a cheaper one.
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "shared" / "llm_orchestrator"
@@ -272,3 +275,73 @@ def test_only_the_lifecycle_writes_an_executions_status() -> None:
                 callers.append(f"{module}:{node.lineno} calls {node.attr}")
 
     assert callers == []
+
+
+# -- execution statuses are spelled by their enum alone ---------------------------------------
+
+STATUS_WORDS = frozenset(s.value for s in (*ExecutionStatus, *StepStatus))
+_QUOTED_STATUS = re.compile(r"'(" + "|".join(sorted(STATUS_WORDS)) + r")'")
+STATUS_LITERAL_ALLOWED = {
+    ("engine/asl/timers.py", "cancelled"): "a timer handle's attribute name in __slots__",
+    ("steps/runner.py", "failed"): "the key of the fail Task's result, {'failed': True}",
+}
+"""(path under the package, word) → why that string is not an execution or step status."""
+
+
+def status_literals(relative: str, source: str) -> list[str]:
+    """Strings that spell an execution or step status outside ``executions.status``: a whole
+    literal (``"running"``) or a quoted SQL value (``status = 'running'``). Docstrings and
+    ``STATUS_LITERAL_ALLOWED`` are exempt."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+        # An attribute docstring: a string expression statement right after an assignment.
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            docstrings.add(id(node.value))
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        if id(node) in docstrings:
+            continue
+        words = [node.value] if node.value in STATUS_WORDS else []
+        words += _QUOTED_STATUS.findall(node.value)
+        for word in words:
+            if (relative, word) not in STATUS_LITERAL_ALLOWED:
+                found.append(f"{relative}:{node.lineno} spells {word!r}")
+    return found
+
+
+def test_no_execution_status_is_spelled_outside_its_enum() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "executions/status.py":
+            continue
+        found += status_literals(relative, path.read_text(encoding="utf-8"))
+
+    assert found == [], "use ExecutionStatus / StepStatus from executions.status"
+
+
+def test_the_status_check_catches_a_literal_a_sql_value_and_spares_docstrings() -> None:
+    source = (
+        '"""A module that is running."""\n'
+        "def f(x):\n"
+        '    """Whether x is completed."""\n'
+        '    if x.status == "paused":\n'
+        "        return \"UPDATE executions SET status = 'cancelled'\"\n"
+        '    return {"failed": True}\n'
+    )
+
+    assert status_literals("steps/other.py", source) == [
+        "steps/other.py:4 spells 'paused'",
+        "steps/other.py:5 spells 'cancelled'",
+        "steps/other.py:6 spells 'failed'",
+    ]
+    assert status_literals("steps/runner.py", source)[-1:] == [
+        "steps/runner.py:5 spells 'cancelled'"
+    ]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from llm_orchestrator.compiler import to_json
 from llm_orchestrator.errors import ValidationFailed
 from llm_orchestrator.workflows import WorkflowDefinition, ancestors, parse_definition
-from tests.unit.test_compiler import (
+from tests.compiler_support import (
     DEFAULT_PROVIDER_RETRY,
     LAMBDA_RETRY,
     assert_asl_subset,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from llm_orchestrator.engine.asl import ExecutionStatus, FakeTimers, HistoryEventType, TaskFailed
-from tests.unit.test_asl_interpreter import FakeStepRunner, execute, provider_retry, workflow
+from tests.unit.asl_support import FakeStepRunner, execute, provider_retry, workflow
 
 
 def rate_limited(retry_after: float | None) -> TaskFailed:

@@ -12,23 +12,10 @@ import httpx
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.triggers.eventbridge import rule_name
+from tests.aws_support import SCHEDULER_ROLE, deliver, moto_execution, moto_status
 from tests.integration.conftest import Session
 from tests.integration.execution_support import create_workflow, get_status, llm_step
-from tests.integration.test_stepfunctions_engine import (
-    SCHEDULER_ROLE,
-    deliver,
-    environ,
-    events,
-    moto_execution,
-    moto_status,
-    server,
-    sfn,
-    sfn_settings,
-    step_runner,
-)
 from tests.moto_support import REGION
-
-__all__ = ["environ", "events", "server", "sfn", "sfn_settings", "step_runner"]
 
 STEPS = [llm_step("a", "Summarise: {{text}}", "summary")]
 

@@ -6,144 +6,39 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from llm_orchestrator.compiler import to_json
-from llm_orchestrator.config import Settings
 from llm_orchestrator.engine.stepfunctions import state_machine_name
-from llm_orchestrator.events_lambda import make_events_handler
-from llm_orchestrator.runtime import build_runtime
-from llm_orchestrator.server import LocalServer, bootstrap, build_local_server
+from llm_orchestrator.server import LocalServer
 from tests.aws_support import (
-    EVENTS_NAME,
-    STEP_RUNNER_NAME,
+    SFN_ROLE,
     RoutedStepRunner,
-    create_function,
-    route_step_runner,
+    deliver,
+    moto_execution,
+    moto_status,
     status_event,
 )
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.conftest import FAKE_API_KEY, Session
+from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     control,
     create_workflow,
     get_status,
+    launch,
     llm_step,
     prompts,
     start_execution,
     wait_step,
 )
-from tests.moto_support import REGION, mocked_aws
-from tests.support import FakeLambdaContext
 
 CHAIN = [
     llm_step("a", "a {{x}}", "a_out"),
     llm_step("b", "b {{a_out}}", "b_out", depends_on=["a"]),
 ]
-SFN_ROLE = "arn:aws:iam::123456789012:role/llmo-states"
-SCHEDULER_ROLE = "arn:aws:iam::123456789012:role/llmo-scheduler"
-
-
-@pytest.fixture
-def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mocked_aws(monkeypatch):
-        yield boto3.client("stepfunctions", region_name=REGION)
-
-
-@pytest.fixture
-def sfn_settings(settings: Settings, sfn: Any) -> Settings:
-    return settings.model_copy(
-        update={
-            "engine": "stepfunctions",
-            "step_runner_arn": create_function(STEP_RUNNER_NAME),
-            "states_role_arn": SFN_ROLE,
-            "events_function_arn": create_function(EVENTS_NAME),
-            "scheduler_role_arn": SCHEDULER_ROLE,
-        }
-    )
-
-
-@pytest.fixture
-def environ(fake_openai: FakeOpenAI) -> dict[str, str]:
-    return {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": fake_openai.base_url}
-
-
-@pytest.fixture
-def step_runner(
-    sfn_settings: Settings, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[RoutedStepRunner]:
-    runner = RoutedStepRunner(
-        lambda: build_runtime(sfn_settings, database_url=sfn_settings.database_url, environ=environ)
-    )
-    route_step_runner(monkeypatch.setattr, runner)
-    yield runner
-    runner.close()
-
-
-@pytest.fixture
-async def server(
-    sfn_settings: Settings, environ: dict[str, str], step_runner: RoutedStepRunner
-) -> AsyncIterator[LocalServer]:
-    local = build_local_server(
-        sfn_settings, database_url=sfn_settings.database_url, environ=environ
-    )
-    await bootstrap(local.runtime)
-    yield local
-    await local.runtime.close()
-
-
-@pytest.fixture
-def events(sfn_settings: Settings, environ: dict[str, str]) -> Iterator[Any]:
-    """The ``events`` Lambda handler, on its own loop and pool like a Lambda container."""
-    handler = make_events_handler(
-        lambda: build_runtime(sfn_settings, database_url=sfn_settings.database_url, environ=environ)
-    )
-    yield handler
-    handler.close()  # type: ignore[attr-defined]
-
-
-async def deliver(events: Any, event: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = await asyncio.to_thread(events, event, FakeLambdaContext())
-    return result
-
-
-def moto_execution(sfn: Any, name: str) -> dict[str, Any]:
-    for machine in sfn.list_state_machines()["stateMachines"]:
-        for execution in sfn.list_executions(stateMachineArn=machine["stateMachineArn"])[
-            "executions"
-        ]:
-            if execution["name"] == name:
-                described: dict[str, Any] = sfn.describe_execution(
-                    executionArn=execution["executionArn"]
-                )
-                return described
-    raise AssertionError(f"no Step Functions execution named {name}")
-
-
-async def moto_status(sfn: Any, name: str, statuses: tuple[str, ...], timeout: float = 60.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        described = moto_execution(sfn, name)
-        if described["status"] in statuses:
-            return described
-        assert asyncio.get_running_loop().time() < deadline, described["status"]
-        await asyncio.sleep(0.05)
-
-
-async def wait_status(
-    client: httpx.AsyncClient, session: Session, workflow_id: str, execution_id: str, status: str
-) -> dict[str, Any]:
-    for _ in range(2000):
-        body = await get_status(client, session, workflow_id, execution_id)
-        if body["status"] == status:
-            return body
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"execution never became {status}: {body['status']}")
 
 
 async def test_an_execution_runs_on_its_state_machine_named_by_the_execution_id(
@@ -214,8 +109,7 @@ async def test_cancel_answers_at_once_then_stops_the_step_functions_execution(
     client: httpx.AsyncClient, admin: Session, sfn: Any, events: Any, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.latency = 1.0
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
@@ -271,8 +165,7 @@ async def test_pause_parks_the_next_step_and_resume_sends_task_success(
     step_runner: RoutedStepRunner,
 ) -> None:
     fake_openai.latency = 0.5
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     await wait_step(client, admin, workflow_id, execution_id, "a", "running")
 
     paused = await control(client, admin, "pause", workflow_id, execution_id)
@@ -320,8 +213,7 @@ async def test_restore_starts_a_new_run_and_ignores_the_old_ones_reports(
     events: Any,
     fake_openai: FakeOpenAI,
 ) -> None:
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     first = await moto_status(sfn, execution_id, ("SUCCEEDED",))
     await deliver(events, status_event(first))
     checkpoints = (
@@ -386,8 +278,7 @@ async def test_the_events_handler_ends_an_active_execution_as_step_functions_did
     error_type: str,
     message: str,
 ) -> None:
-    workflow_id = await create_workflow(client, admin, CHAIN)
-    execution_id = await start_execution(client, admin, workflow_id, {"x": "1"})
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
     running = moto_execution(sfn, execution_id)
     assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "running"
     ended = {**running, "status": sfn_status, "error": error, "cause": cause}
