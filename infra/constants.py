@@ -32,6 +32,21 @@ ROUTE_GROUPS: dict[str, str] = {group: group for group in API_GROUPS} | {"trigge
 ROUTE_OVERRIDES: dict[tuple[str, str], str] = {("POST", "/api/v1/events"): "executions"}
 """Operations served by another function than their tag's."""
 
+# Which functions do what beyond reading the database and the app's keys (the stack grants
+# these; tests/infra checks them against the names the runtime uses).
+MANAGE_EXECUTIONS = ("workflows", "executions", "state", "events")
+"""Create/update state machines and start/stop executions (execute, restore, triggers)."""
+MANAGE_TRIGGERS = ("workflows",)
+"""Create schedules and event rules (the triggers API); they target the events function."""
+REMOVE_TRIGGERS = ("events",)
+"""Remove the schedule or rule of a trigger that is gone or stopped when it fires."""
+PUBLISH_COMPLETIONS = (*MANAGE_EXECUTIONS, *RUNNERS)
+"""Whoever may end an execution (a run that could not start, a cancel, a failed step, a
+status change) publishes its completion event."""
+WRITE_APP_SECRETS = ("admin",)
+READ_APP_SECRETS = ("admin", *RUNNERS)
+"""The runners resolve provider and vector-database settings from stored secrets."""
+
 PYTHON_VERSION = LAMBDA_PYTHON
 """The Lambda runtime: the version `layers/bundles.py` builds the bundles for."""
 MEMORY_MB: dict[str, int] = {"step_runner": 1024, "vector_runner": 1024, "migrate": 512}

@@ -10,6 +10,14 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import constants
+from infra.constants import (
+    MANAGE_EXECUTIONS,
+    MANAGE_TRIGGERS,
+    PUBLISH_COMPLETIONS,
+    READ_APP_SECRETS,
+    REMOVE_TRIGGERS,
+    WRITE_APP_SECRETS,
+)
 from infra.constructs.api import Api
 from infra.constructs.functions import Functions, FunctionSources, Placement
 from infra.constructs.migrations import Migrations
@@ -18,20 +26,6 @@ from infra.constructs.observability import Observability
 from infra.constructs.orchestration import Orchestration
 from infra.constructs.status_events import StatusEvents
 from infra.stacks.data import DataStack
-
-# Which functions do what beyond reading the database and the app's keys.
-MANAGE_EXECUTIONS = ("workflows", "executions", "state", "events")
-"""Create/update state machines and start/stop executions (execute, restore, triggers)."""
-MANAGE_TRIGGERS = ("workflows",)
-"""Create schedules and event rules (the triggers API); they target the events function."""
-REMOVE_TRIGGERS = ("events",)
-"""Remove the schedule or rule of a trigger that is gone or stopped when it fires."""
-PUBLISH_COMPLETIONS = (*MANAGE_EXECUTIONS, *constants.RUNNERS)
-"""Whoever may end an execution (a run that could not start, a cancel, a failed step, a
-status change) publishes its completion event."""
-WRITE_APP_SECRETS = ("admin",)
-READ_APP_SECRETS = ("admin", *constants.RUNNERS)
-"""The runners resolve provider and vector-database settings from stored secrets."""
 
 
 class ApplicationStack(Stack):
