@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timed_out"})
+from llm_orchestrator.executions.status import TERMINAL
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(TERMINAL)
 
 
 class ApiModel(BaseModel):

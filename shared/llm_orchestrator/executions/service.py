@@ -17,7 +17,7 @@ from llm_orchestrator.compiler import compile_workflow
 from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFailed
 from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
 from llm_orchestrator.executions.ports import Engine
-from llm_orchestrator.executions.status import StepStatus
+from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
@@ -134,7 +134,9 @@ class ExecutionService:
         self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
     ) -> ExecutionState:
         record = await self._execution(caller, workflow_id, execution_id)
-        return await self._after(await self.engine.pause(record.id, actor), record, "paused")
+        return await self._after(
+            await self.engine.pause(record.id, actor), record, ExecutionStatus.PAUSED
+        )
 
     async def resume(
         self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
@@ -146,7 +148,9 @@ class ExecutionService:
         self, caller: Principal, workflow_id: str, execution_id: str, actor: Actor
     ) -> ExecutionState:
         record = await self._execution(caller, workflow_id, execution_id)
-        return await self._after(await self.engine.cancel(record.id, actor), record, "cancelled")
+        return await self._after(
+            await self.engine.cancel(record.id, actor), record, ExecutionStatus.CANCELLED
+        )
 
     async def checkpoints(
         self, caller: Principal, workflow_id: str, execution_id: str, *, limit: int, offset: int

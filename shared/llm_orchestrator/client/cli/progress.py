@@ -15,21 +15,23 @@ from rich.table import Table
 from llm_orchestrator.client import Client, Execution, ExecutionAccepted, WaitTimeout, Workflow
 from llm_orchestrator.client.cli.output import Output
 from llm_orchestrator.client.models import StepState
+from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-STYLES = {
-    "pending": "dim",
-    "running": "yellow",
-    "paused": "magenta",
-    "completed": "green",
-    "failed": "red",
-    "cancelled": "red",
-    "timed_out": "red",
+STYLES: dict[str, str] = {
+    ExecutionStatus.PENDING: "dim",
+    ExecutionStatus.RUNNING: "yellow",
+    ExecutionStatus.PAUSED: "magenta",
+    ExecutionStatus.COMPLETED: "green",
+    ExecutionStatus.FAILED: "red",
+    ExecutionStatus.CANCELLED: "red",
+    ExecutionStatus.TIMED_OUT: "red",
 }
+"""Keyed by execution status; a step's statuses are the same words (``StepStatus``)."""
 
 
 def exit_code(execution: Execution) -> int:
-    return EXIT_OK if execution.status == "completed" else EXIT_FAILED
+    return EXIT_OK if execution.status == ExecutionStatus.COMPLETED else EXIT_FAILED
 
 
 def _latency(step: StepState) -> str:
@@ -72,7 +74,7 @@ def render_execution(
 
 
 def _print_ending(out: Output, execution: Execution) -> None:
-    if execution.status == "completed":
+    if execution.status == ExecutionStatus.COMPLETED:
         out.console.print("Outputs:", style="bold")
         out.console.print_json(data=execution.outputs)
     elif execution.error:
@@ -98,10 +100,10 @@ class _LineReporter:
             if self._seen.get(step_id) == step.status:
                 continue
             self._seen[step_id] = step.status
-            if step.status == "pending":
+            if step.status == StepStatus.PENDING:
                 continue
             detail = ""
-            if step.status in ("completed", "failed"):
+            if step.status in (StepStatus.COMPLETED, StepStatus.FAILED):
                 detail = f"  {_latency(step)}  {_tokens(step)}"
             kind = self._types.get(step_id, "")
             self._out.console.print(f"  {step_id} ({kind}): {step.status}{detail}", markup=False)
