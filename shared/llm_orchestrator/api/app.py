@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
@@ -57,7 +58,38 @@ def fixed_runtime(runtime: Runtime) -> RuntimeProvider:
     return provider
 
 
-def _document_what_is_enforced(app: FastAPI) -> None:
+def _document_security(document: dict[str, Any], routers: Sequence[APIRouter]) -> None:
+    """Every operation that authenticates names the Bearer and API-key schemes.
+
+    The caller's dependency reads the credential headers itself (``api/deps.py``: one
+    dependency instead of three per request), so FastAPI does not see the schemes; they are
+    written here as FastAPI would have written them.
+    """
+    from llm_orchestrator.api.deps import authenticates, security_schemes
+
+    schemes = security_schemes()
+    paths = document.get("paths", {})
+    for route in (r for router in routers for r in router.routes):
+        if not isinstance(route, APIRoute) or not _authenticates(route.dependant, authenticates):
+            continue
+        operations = paths.get(API_PREFIX + route.path_format, {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is not None:
+                operation["security"] = [{name: []} for name in schemes]
+                document.setdefault("components", {}).setdefault("securitySchemes", {}).update(
+                    schemes
+                )
+
+
+def _authenticates(dependant: Dependant, authenticates: Callable[[Any], bool]) -> bool:
+    return any(
+        authenticates(sub.call) or _authenticates(sub, authenticates)
+        for sub in dependant.dependencies
+    )
+
+
+def _document_what_is_enforced(app: FastAPI, routers: Sequence[APIRouter]) -> None:
     """The OpenAPI document says what the server enforces.
 
     FastAPI's automatic ``422 HTTPValidationError`` is dropped: this API answers every
@@ -81,6 +113,7 @@ def _document_what_is_enforced(app: FastAPI) -> None:
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
             describe_request_input(document, definition_schemas() | trigger_schemas())
+            _document_security(document, routers)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -113,7 +146,7 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.http_metrics)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
-    _document_what_is_enforced(app)
+    _document_what_is_enforced(app, routers)
     # Starlette's 405 names only the methods of the first route on the path; the error
     # handler answers with every method the path has (``Allow``, RFC 9110 §10.2.1).
     app.state.route_methods = [
