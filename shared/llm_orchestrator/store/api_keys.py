@@ -78,7 +78,7 @@ class ApiKeyRepository:
         params: dict[str, Any] = {"hash": key_hash, "now": now}
         hits_sql = "NULL::integer[]"
         if count is not None:
-            hits_sql = rate_hit_sql("'key:' || k.id::text", "u.tier")
+            hits_sql = rate_hit_sql("'key:' || k.id::text", "u.tier", count)
             params.update(count.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(

@@ -24,28 +24,41 @@ class RateCharge:
     default_tier: str
 
     def params(self) -> dict[str, Any]:
-        # Here, not at the top: the HTTP handlers import this module for ``RateCharge``
-        # and load the database driver on their first query, not at import.
-        from psycopg.types.json import Jsonb
-
-        return {
-            "rl_names": self.names,
-            "rl_starts": self.starts,
-            "rl_limits": Jsonb(self.limits),
-            "rl_default": self.default_tier,
-        }
+        """The parameters of :func:`rate_hit_sql`: only the windows' starts vary between
+        requests, and whole seconds are the cheapest values to send."""
+        return {f"rl_start_{i}": round(start.timestamp()) for i, start in enumerate(self.starts)}
 
 
-def rate_hit_sql(subject_sql: str, tier_sql: str) -> str:
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _int_array(values: Sequence[int]) -> str:
+    return "ARRAY[" + ", ".join(str(int(v)) for v in values) + "]::integer[]"
+
+
+def rate_hit_sql(subject_sql: str, tier_sql: str, charge: RateCharge) -> str:
     """``rate_limit_hit`` (migration 0060) as an expression of a query that knows the
     subject and tier as SQL, with :meth:`RateCharge.params` bound: the count rides on that
-    query's round trip. Yields each window's hits including this request."""
-    limits = f"COALESCE(%(rl_limits)s::jsonb -> {tier_sql}, %(rl_limits)s::jsonb -> %(rl_default)s)"
-    return (
-        f"rate_limit_hit({subject_sql}, %(rl_names)s::text[], %(rl_starts)s::timestamptz[],"
-        f" (SELECT array_agg(l::integer ORDER BY i)"
-        f" FROM jsonb_array_elements_text({limits}) WITH ORDINALITY AS w(l, i)))"
+    query's round trip. Yields each window's hits including this request.
+
+    The window names and every tier's limits are written into the statement (they are the
+    server's configuration, the same on every request), so the statement text stays the
+    same, psycopg prepares it once per connection, and neither side encodes or parses them
+    per request; only the windows' starts travel as parameters.
+    """
+    names = "ARRAY[" + ", ".join(_literal(name) for name in charge.names) + "]::text[]"
+    starts = (
+        "ARRAY["
+        + ", ".join(f"to_timestamp(%(rl_start_{i})s::bigint)" for i in range(len(charge.starts)))
+        + "]"
     )
+    default = charge.limits[charge.default_tier]
+    tiers = " ".join(
+        f"WHEN {_literal(tier)} THEN {_int_array(limits)}" for tier, limits in charge.limits.items()
+    )
+    limits_sql = f"CASE {tier_sql} {tiers} ELSE {_int_array(default)} END"
+    return f"rate_limit_hit({subject_sql}, {names}, {starts}, {limits_sql})"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class UserRepository:
         hits_sql = "NULL::integer[]"
         if count is not None:
             subject, charge = count
-            hits_sql = rate_hit_sql("%(subject)s", "u.tier")
+            hits_sql = rate_hit_sql("%(subject)s", "u.tier", charge)
             params.update(subject=subject, **charge.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(
