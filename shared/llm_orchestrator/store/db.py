@@ -193,9 +193,15 @@ class Database:
         if timeout is not None:
             pool_wait = min(pool_wait, timeout)
         watchdog: _Watchdog | None = None
+        # getconn/putconn rather than the pool's ``connection()`` context manager: that one
+        # also enters the connection's own context (a lock and a commit check, a no-op on
+        # these autocommit connections) and keeps usage statistics nobody reads; every
+        # statement of every request paid for both. The pool still rolls back and checks a
+        # connection it gets back, and discards a broken one.
         try:
-            pool = await self._get_pool()
-            async with pool.connection(timeout=max(0.01, pool_wait)) as conn:
+            pool = self._pool or await self._get_pool()
+            conn = await pool.getconn(timeout=max(0.01, pool_wait))
+            try:
                 budget = (
                     use_limit
                     if timeout is None
@@ -207,6 +213,8 @@ class Database:
                         yield conn
                 finally:
                     watchdog.cancel()
+            finally:
+                await pool.putconn(conn)
         except PoolTimeout as exc:
             raise _unavailable("no database connection became available in time") from exc
         except psycopg.OperationalError as exc:
