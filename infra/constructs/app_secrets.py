@@ -17,54 +17,48 @@ from infra.constructs.nag import acknowledge
 class AppSecrets(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
-        self.jwt_signing_key = secretsmanager.Secret(
-            self,
+        self.jwt_signing_key = self._generated(
             "JwtSigningKey",
-            secret_name=constants.JWT_SECRET_NAME,
-            description="HS256 signing key of access and refresh tokens",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True, include_space=False
-            ),
-            removal_policy=RemovalPolicy.RETAIN,
+            constants.JWT_SECRET_NAME,
+            "HS256 signing key of access and refresh tokens",
+            length=64,
+            not_rotated="Rotating the signing key signs every user out; it is rotated on "
+            "purpose, by hand, with a new key id (README, Deploy to AWS).",
         )
         # 43 characters of [A-Za-z0-9] are valid unpadded urlsafe base64 of 32 bytes
         # (≈ 256 bits of entropy): exactly what the secrets backend's key parser expects.
-        self.secrets_encryption_key = secretsmanager.Secret(
-            self,
+        self.secrets_encryption_key = self._generated(
             "SecretsEncryptionKey",
-            secret_name=constants.SECRETS_KEY_NAME,
-            description="Key encrypting the secrets the db secrets backend stores",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=43, exclude_punctuation=True, include_space=False
-            ),
-            removal_policy=RemovalPolicy.RETAIN,
+            constants.SECRETS_KEY_NAME,
+            "Key encrypting the secrets the db secrets backend stores",
+            length=43,
+            not_rotated="Rotating this key needs every stored secret re-encrypted; an "
+            "automatic rotation would make them unreadable.",
         )
         # The migrate function creates the first admin with this password on the first deploy.
-        self.initial_admin_password = secretsmanager.Secret(
-            self,
+        self.initial_admin_password = self._generated(
             "InitialAdminPassword",
-            secret_name=constants.ADMIN_PASSWORD_NAME,
-            description="Password of the bootstrap admin, set on the first deploy",
+            constants.ADMIN_PASSWORD_NAME,
+            "Password of the bootstrap admin, set on the first deploy",
+            length=32,
+            not_rotated="Read once, to create the first admin on the first deploy; rotating "
+            "it would change nothing (the admin's password lives in the database, hashed).",
+        )
+
+    def _generated(
+        self, construct_id: str, name: str, description: str, *, length: int, not_rotated: str
+    ) -> secretsmanager.Secret:
+        """A retained secret of ``length`` letters and digits; ``not_rotated`` says why it
+        has no automatic rotation (cdk-nag's SMG4)."""
+        secret = secretsmanager.Secret(
+            self,
+            construct_id,
+            secret_name=name,
+            description=description,
             generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=32, exclude_punctuation=True, include_space=False
+                password_length=length, exclude_punctuation=True, include_space=False
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
-        acknowledge(
-            self.initial_admin_password,
-            "AwsSolutions-SMG4",
-            "Read once, to create the first admin on the first deploy; rotating it would "
-            "change nothing (the admin's password lives in the database, hashed).",
-        )
-        acknowledge(
-            self.jwt_signing_key,
-            "AwsSolutions-SMG4",
-            "Rotating the signing key signs every user out; it is rotated on purpose, by "
-            "hand, with a new key id (README, Deploy to AWS).",
-        )
-        acknowledge(
-            self.secrets_encryption_key,
-            "AwsSolutions-SMG4",
-            "Rotating this key needs every stored secret re-encrypted; an automatic rotation "
-            "would make them unreadable.",
-        )
+        acknowledge(secret, "AwsSolutions-SMG4", not_rotated)
+        return secret

@@ -70,78 +70,65 @@ class Orchestration(Construct):
         )
 
         prefix = constants.STATE_MACHINE_PREFIX
-        self.state_machines_arn = stack.format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=f"{prefix}*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        self.state_machines = _Wildcard(
+            stack,
+            "states",
+            "stateMachine",
+            f"{prefix}*",
+            "State machines are created at run time, one per workflow version; the wildcard "
+            "is limited to our name prefix.",
         )
-        self.executions_arn = stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{prefix}*:*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        self.executions = _Wildcard(
+            stack,
+            "states",
+            "execution",
+            f"{prefix}*:*",
+            "Executions belong to run-time state machines under our name prefix.",
         )
-        self.schedules_arn = stack.format_arn(
-            service="scheduler",
-            resource="schedule",
-            resource_name=f"{constants.SCHEDULE_GROUP_NAME}/*",
+        self.schedules = _Wildcard(
+            stack,
+            "scheduler",
+            "schedule",
+            f"{constants.SCHEDULE_GROUP_NAME}/*",
+            "Trigger schedules are created at run time, in our schedule group only.",
         )
-        self.trigger_rules_arn = stack.format_arn(
-            service="events",
-            resource="rule",
-            resource_name=f"{constants.EVENT_BUS_NAME}/{constants.EVENT_RULE_PREFIX}*",
+        self.trigger_rules = _Wildcard(
+            stack,
+            "events",
+            "rule",
+            f"{constants.EVENT_BUS_NAME}/{constants.EVENT_RULE_PREFIX}*",
+            "Event-pattern triggers are rules created at run time on our bus, under our "
+            "prefix only.",
         )
         # Event-pattern triggers are rules on our bus, created at run time, that invoke the
         # events function; only rules under our prefix may.
         events_function.add_permission(
             "TriggerRules",
             principal=iam.ServicePrincipal("events.amazonaws.com"),
-            source_arn=self.trigger_rules_arn,
+            source_arn=self.trigger_rules.arn,
         )
 
     def grant_manage_executions(self, functions: Iterable[lambda_.Function]) -> None:
         """Create/update state machines, start/stop/describe executions, answer task tokens:
         on names under our prefix only, and pass the states role to nothing else."""
         for function in functions:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "states:CreateStateMachine",
-                        "states:UpdateStateMachine",
-                        "states:DescribeStateMachine",
-                        "states:TagResource",
-                        "states:StartExecution",
-                        "states:ListExecutions",
-                    ],
-                    resources=[self.state_machines_arn],
-                )
+            self.state_machines.allow(
+                function,
+                "states:CreateStateMachine",
+                "states:UpdateStateMachine",
+                "states:DescribeStateMachine",
+                "states:TagResource",
+                "states:StartExecution",
+                "states:ListExecutions",
             )
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "states:DescribeExecution",
-                        "states:StopExecution",
-                        "states:GetExecutionHistory",
-                    ],
-                    resources=[self.executions_arn],
-                )
+            self.executions.allow(
+                function,
+                "states:DescribeExecution",
+                "states:StopExecution",
+                "states:GetExecutionHistory",
             )
             self.states_role.grant_pass_role(function)
             self.grant_task_tokens([function])
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
-                f"<AWS::AccountId>:stateMachine:{constants.STATE_MACHINE_PREFIX}*]",
-                "State machines are created at run time, one per workflow version; the "
-                "wildcard is limited to our name prefix.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
-                f"<AWS::AccountId>:execution:{constants.STATE_MACHINE_PREFIX}*:*]",
-                "Executions belong to run-time state machines under our name prefix.",
-            )
 
     def grant_task_tokens(self, functions: Iterable[lambda_.Function]) -> None:
         """SendTaskSuccess/Failure/Heartbeat: Step Functions authorizes these on no resource,
@@ -167,74 +154,57 @@ class Orchestration(Construct):
     def grant_manage_triggers(self, functions: Iterable[lambda_.Function]) -> None:
         """Schedules in our group and event rules on our bus, under our prefixes."""
         for function in functions:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "scheduler:CreateSchedule",
-                        "scheduler:UpdateSchedule",
-                        "scheduler:DeleteSchedule",
-                        "scheduler:GetSchedule",
-                    ],
-                    resources=[self.schedules_arn],
-                )
+            self.schedules.allow(
+                function,
+                "scheduler:CreateSchedule",
+                "scheduler:UpdateSchedule",
+                "scheduler:DeleteSchedule",
+                "scheduler:GetSchedule",
             )
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "events:PutRule",
-                        "events:DeleteRule",
-                        "events:DescribeRule",
-                        "events:PutTargets",
-                        "events:RemoveTargets",
-                    ],
-                    resources=[self.trigger_rules_arn],
-                )
+            self.trigger_rules.allow(
+                function,
+                "events:PutRule",
+                "events:DeleteRule",
+                "events:DescribeRule",
+                "events:PutTargets",
+                "events:RemoveTargets",
             )
             self.scheduler_role.grant_pass_role(function)
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:"
-                f"<AWS::AccountId>:schedule/{constants.SCHEDULE_GROUP_NAME}/*]",
-                "Trigger schedules are created at run time, in our schedule group only.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:events:<AWS::Region>:"
-                f"<AWS::AccountId>:rule/{constants.EVENT_BUS_NAME}/"
-                f"{constants.EVENT_RULE_PREFIX}*]",
-                "Event-pattern triggers are rules created at run time on our bus, under our "
-                "prefix only.",
-            )
 
     def grant_remove_triggers(self, functions: Iterable[lambda_.Function]) -> None:
         """Delete schedules and remove rules, nothing else: the events function removes what
         a trigger left behind when it fires after its trigger was deleted or stopped."""
         for function in functions:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["scheduler:DeleteSchedule"], resources=[self.schedules_arn]
-                )
-            )
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["events:RemoveTargets", "events:DeleteRule"],
-                    resources=[self.trigger_rules_arn],
-                )
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:"
-                f"<AWS::AccountId>:schedule/{constants.SCHEDULE_GROUP_NAME}/*]",
-                "Trigger schedules are created at run time, in our schedule group only.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:events:<AWS::Region>:"
-                f"<AWS::AccountId>:rule/{constants.EVENT_BUS_NAME}/"
-                f"{constants.EVENT_RULE_PREFIX}*]",
-                "Event-pattern triggers are rules created at run time on our bus, under our "
-                "prefix only.",
-            )
+            self.schedules.allow(function, "scheduler:DeleteSchedule")
+            self.trigger_rules.allow(function, "events:RemoveTargets", "events:DeleteRule")
+
+
+class _Wildcard:
+    """Names created at run time under one of our prefixes: the ARN pattern a policy grants
+    on, and the cdk-nag IAM5 wildcard finding it raises, acknowledged with ``reason`` on
+    every function granted."""
+
+    def __init__(self, stack: Stack, service: str, resource: str, name: str, reason: str):
+        # State machines and executions are ``…:stateMachine:name``; the others ``…/name``.
+        colon = service == "states"
+        self.arn = stack.format_arn(
+            service=service,
+            resource=resource,
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME if colon else ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        separator = ":" if colon else "/"
+        self.finding = (
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:{service}:<AWS::Region>:"
+            f"<AWS::AccountId>:{resource}{separator}{name}]"
+        )
+        self.reason = reason
+
+    def allow(self, function: lambda_.Function, *actions: str) -> None:
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=list(actions), resources=[self.arn])
+        )
+        acknowledge(function, self.finding, self.reason)
 
 
 def _logical_id(function: lambda_.IFunction) -> str:
