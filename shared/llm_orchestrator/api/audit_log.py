@@ -1,11 +1,16 @@
-"""Recording audit events from the HTTP layer, where the caller and client IP are known."""
+"""Recording audit events from the HTTP layer, where the caller and client IP are known.
+
+A write route takes :data:`AuditDep` and records what it did in one call, for example
+``await audit("workflow_management", "Delete workflow", resource_type="workflow",
+resource_id=workflow_id)``: who asked, from which address, and the request id are filled in.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from llm_orchestrator.api import client_address
 from llm_orchestrator.auth.principal import Principal
@@ -47,6 +52,8 @@ async def record(
     details: dict[str, Any] | None = None,
     user_id: str | None = None,
 ) -> None:
+    """One event: the caller (unless ``user_id`` names the user), the client's address and
+    the request id come from ``request``; ``details`` add to the request id."""
     principal: Principal | None = getattr(request.state, "principal", None)
     await runtime.audit.record(
         event_type=event_type,
@@ -59,6 +66,53 @@ async def record(
         details={"request_id": request.state.request_id, **(details or {})},
     )
     request.state.audited = True
+
+
+class Audit:
+    """The audit trail as one request sees it (see :func:`record`)."""
+
+    __slots__ = ("_request", "_runtime")
+
+    def __init__(self, request: Request, runtime: Runtime) -> None:
+        self._request = request
+        self._runtime = runtime
+
+    async def __call__(
+        self,
+        event_type: str,
+        action: str,
+        *,
+        result: Result = "success",
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        await record(
+            self._request,
+            self._runtime,
+            event_type=event_type,
+            action=action,
+            result=result,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+            user_id=user_id,
+        )
+
+    def actor(self) -> Actor:
+        """Who asks, for the transitions the execution lifecycle audits itself."""
+        return actor(self._request, self._runtime)
+
+
+async def _audit(request: Request) -> Audit:
+    # The runtime as ``deps.get_runtime`` gets it (deps imports this module, not the reverse).
+    runtime: Runtime = await request.app.state.runtime_provider()
+    return Audit(request, runtime)
+
+
+AuditDep = Annotated[Audit, Depends(_audit)]
+"""A route's :class:`Audit`: ``await audit(event_type, action, resource_type=…, …)``."""
 
 
 async def record_refusal(request: Request, status: int, message: str) -> None:

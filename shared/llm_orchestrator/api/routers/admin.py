@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, status
 
 from llm_orchestrator import __version__
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.admin import CreateUserRequest, UserList, UserPublic
@@ -43,7 +43,7 @@ async def list_users(runtime: RuntimeDep, _: Admin, page: Page) -> UserList:
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
 async def create_user(
-    body: CreateUserRequest, request: Request, runtime: RuntimeDep, _: Admin
+    body: CreateUserRequest, audit: AuditDep, runtime: RuntimeDep, _: Admin
 ) -> UserPublic:
     user = await runtime.user_admin.create_user(
         username=body.username,
@@ -52,11 +52,9 @@ async def create_user(
         roles=body.roles,
         tier=body.tier,
     )
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="user_management",
-        action="Create user",
+    await audit(
+        "user_management",
+        "Create user",
         resource_type="user",
         resource_id=user.id,
         details={"username": user.username, "roles": list(user.roles), "tier": user.tier},
@@ -71,15 +69,13 @@ async def stats(runtime: RuntimeDep, _: Admin) -> SystemStatsPublic:
 
 @router.post("/secrets", response_model=SetSecretResponse)
 async def set_secret(
-    body: SetSecretRequest, request: Request, runtime: RuntimeDep, _: Admin
+    body: SetSecretRequest, audit: AuditDep, runtime: RuntimeDep, _: Admin
 ) -> SetSecretResponse:
     await runtime.secrets.put(body.key, body.value.get_secret_value(), ttl=body.ttl)
     # The name and expiry only: the value must never reach the audit trail.
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="secret",
-        action="Set secret",
+    await audit(
+        "secret",
+        "Set secret",
         resource_type="secret",
         resource_id=body.key,
         details={"ttl_seconds": body.ttl_seconds, "backend": runtime.secrets.backend},
@@ -112,15 +108,13 @@ async def get_budget(user_id: str, runtime: RuntimeDep, _: Admin) -> BudgetPubli
 
 @router.put("/users/{user_id}/budget", response_model=BudgetPublic)
 async def put_budget(
-    user_id: str, body: BudgetUpdate, request: Request, runtime: RuntimeDep, principal: Admin
+    user_id: str, body: BudgetUpdate, audit: AuditDep, runtime: RuntimeDep, principal: Admin
 ) -> BudgetPublic:
     """Set the user's monthly USD budget (null: none); it applies to the next step."""
     status = await runtime.budgets.set(user_id, body.monthly_usd, by=principal.user_id)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="user_management",
-        action="Set budget",
+    await audit(
+        "user_management",
+        "Set budget",
         resource_type="user",
         resource_id=user_id,
         details={"monthly_usd": body.monthly_usd},
@@ -136,7 +130,7 @@ async def get_pricing(runtime: RuntimeDep, _: Admin) -> PricingPublic:
 
 @router.put("/pricing", response_model=PricingPublic)
 async def put_pricing(
-    body: PricingUpdate, request: Request, runtime: RuntimeDep, principal: Admin
+    body: PricingUpdate, audit: AuditDep, runtime: RuntimeDep, principal: Admin
 ) -> PricingPublic:
     """Replace the overrides; calls made from now on are costed with them."""
     from llm_orchestrator.store.usage import PriceRow
@@ -161,11 +155,9 @@ async def put_pricing(
         ],
         updated_by=principal.user_id,
     )
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="configuration",
-        action="Set price overrides",
+    await audit(
+        "configuration",
+        "Set price overrides",
         resource_type="pricing",
         details={"overrides": len(body.prices)},
     )

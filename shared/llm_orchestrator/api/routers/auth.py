@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.audit_log import Audit, AuditDep
 from llm_orchestrator.api.deps import CurrentPrincipal, RuntimeDep, limit_by_client_ip, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.auth import (
@@ -26,7 +26,6 @@ from llm_orchestrator.errors import Unauthorized
 
 if TYPE_CHECKING:
     from llm_orchestrator.auth.service import TokenPair
-    from llm_orchestrator.runtime import Runtime
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
 
@@ -42,8 +41,7 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 
 async def _audited_exchange(
-    request: Request,
-    runtime: Runtime,
+    audit: Audit,
     action: str,
     exchange: Awaitable[TokenPair],
     failure_details: Callable[[Unauthorized], dict[str, Any]],
@@ -52,20 +50,16 @@ async def _audited_exchange(
     try:
         pair = await exchange
     except Unauthorized as exc:
-        await audit_log.record(
-            request,
-            runtime,
-            event_type="authentication",
-            action=action,
+        await audit(
+            "authentication",
+            action,
             result="failure",
             details=failure_details(exc),
         )
         raise
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="authentication",
-        action=action,
+    await audit(
+        "authentication",
+        action,
         user_id=pair.user.id,
         resource_type="user",
         resource_id=pair.user.id,
@@ -74,10 +68,9 @@ async def _audited_exchange(
 
 
 @router.post("/login", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+async def login(body: LoginRequest, audit: AuditDep, runtime: RuntimeDep) -> TokenResponse:
     return await _audited_exchange(
-        request,
-        runtime,
+        audit,
         "Login",
         runtime.auth.login(body.username, body.password),
         lambda _: {"username": body.username},
@@ -85,10 +78,9 @@ async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> To
 
 
 @router.post("/refresh", response_model=TokenResponse, dependencies=[Depends(limit_by_client_ip)])
-async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+async def refresh(body: RefreshRequest, audit: AuditDep, runtime: RuntimeDep) -> TokenResponse:
     return await _audited_exchange(
-        request,
-        runtime,
+        audit,
         "Refresh token",
         runtime.auth.refresh(body.refresh_token),
         lambda exc: {"reason": exc.message},
@@ -96,15 +88,13 @@ async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(request: Request, runtime: RuntimeDep, caller: CurrentPrincipal) -> Response:
+async def logout(audit: AuditDep, runtime: RuntimeDep, caller: CurrentPrincipal) -> Response:
     """End the session of the Bearer access token sent: every refresh and access token of
     that login stops working at once. API keys have no session (revoke them instead)."""
     await runtime.auth.logout(caller)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="authentication",
-        action="Logout",
+    await audit(
+        "authentication",
+        "Logout",
         resource_type="user",
         resource_id=caller.user_id,
     )
@@ -114,7 +104,7 @@ async def logout(request: Request, runtime: RuntimeDep, caller: CurrentPrincipal
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKeyResponse)
 async def create_key(
     body: CreateKeyRequest,
-    request: Request,
+    audit: AuditDep,
     runtime: RuntimeDep,
     caller: Annotated[Principal, Depends(require(Permission.ADMIN_ACCESS))],
 ) -> CreatedKeyResponse:
@@ -126,11 +116,9 @@ async def create_key(
         owner_id=body.user_id,
     )
     key = created.key
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="api_key",
-        action="Create API key",
+    await audit(
+        "api_key",
+        "Create API key",
         resource_type="api_key",
         resource_id=str(key.id),
         details={"name": key.name, "owner": key.user_id, "scopes": list(key.scopes)},
@@ -156,14 +144,12 @@ async def list_keys(runtime: RuntimeDep, caller: CurrentPrincipal, page: Page) -
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_key(
-    key_id: str, request: Request, runtime: RuntimeDep, caller: CurrentPrincipal
+    key_id: str, audit: AuditDep, runtime: RuntimeDep, caller: CurrentPrincipal
 ) -> Response:
     await runtime.auth.revoke_key(caller, key_id)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="api_key",
-        action="Revoke API key",
+    await audit(
+        "api_key",
+        "Revoke API key",
         resource_type="api_key",
         resource_id=key_id,
     )

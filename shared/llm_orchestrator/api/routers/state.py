@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
@@ -57,18 +57,16 @@ async def list_checkpoints(
 async def create_checkpoint(
     workflow_id: str,
     body: CreateCheckpointRequest,
-    request: Request,
+    audit: AuditDep,
     runtime: RuntimeDep,
     caller: Executor,
 ) -> CheckpointPublic:
     record = await runtime.executions.create_checkpoint(
         caller, workflow_id, body.execution_id, body.step_id
     )
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="checkpoint",
-        action="create",
+    await audit(
+        "checkpoint",
+        "create",
         resource_type="checkpoint",
         resource_id=record.id,
         details={"execution_id": record.execution_id, "step_id": record.step_id},
@@ -80,11 +78,9 @@ async def create_checkpoint(
 async def restore(
     workflow_id: str,
     body: RestoreRequest,
-    request: Request,
+    audit: AuditDep,
     runtime: RuntimeDep,
     caller: Executor,
 ) -> ExecutionPublic:
-    state = await runtime.executions.restore(
-        caller, workflow_id, body.checkpoint_id, audit_log.actor(request, runtime)
-    )
+    state = await runtime.executions.restore(caller, workflow_id, body.checkpoint_id, audit.actor())
     return ExecutionPublic.of(state)

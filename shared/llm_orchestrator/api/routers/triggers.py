@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
@@ -39,16 +39,14 @@ RESERVED_SOURCE_PREFIX = "aws."
 async def create_trigger(
     workflow_id: str,
     body: CreateTriggerRequest,
-    request: Request,
+    audit: AuditDep,
     runtime: RuntimeDep,
     caller: Writer,
 ) -> TriggerPublic:
     record = await runtime.triggers.create(caller, workflow_id, body.spec())
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_management",
-        action="Create trigger",
+    await audit(
+        "workflow_management",
+        "Create trigger",
         resource_type="trigger",
         resource_id=record.id,
         details={"workflow_id": str(record.workflow_id), "type": record.type},
@@ -73,14 +71,12 @@ async def list_triggers(
 
 @router.delete("/{workflow_id}/triggers/{trigger_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_trigger(
-    workflow_id: str, trigger_id: str, request: Request, runtime: RuntimeDep, caller: Writer
+    workflow_id: str, trigger_id: str, audit: AuditDep, runtime: RuntimeDep, caller: Writer
 ) -> Response:
     record = await runtime.triggers.delete(caller, workflow_id, trigger_id)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_management",
-        action="Delete trigger",
+    await audit(
+        "workflow_management",
+        "Delete trigger",
         resource_type="trigger",
         resource_id=record.id,
         details={"workflow_id": str(record.workflow_id)},

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import WithJsonSchema
 
-from llm_orchestrator.api import audit_log
+from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, require
 from llm_orchestrator.api.pagination import Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
@@ -37,14 +37,12 @@ DefinitionBody = Annotated[
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowPublic)
 async def create_workflow(
-    body: DefinitionBody, request: Request, runtime: RuntimeDep, caller: Writer
+    body: DefinitionBody, audit: AuditDep, runtime: RuntimeDep, caller: Writer
 ) -> WorkflowPublic:
     workflow = await runtime.workflows.create(caller, body)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_management",
-        action="Create workflow",
+    await audit(
+        "workflow_management",
+        "Create workflow",
         resource_type="workflow",
         resource_id=str(workflow.record.id),
         details={"name": workflow.record.name, "version": workflow.record.version},
@@ -78,14 +76,12 @@ async def get_workflow(workflow_id: str, runtime: RuntimeDep, caller: Reader) ->
 
 @router.put("/{workflow_id}", response_model=WorkflowPublic)
 async def update_workflow(
-    workflow_id: str, body: DefinitionBody, request: Request, runtime: RuntimeDep, caller: Writer
+    workflow_id: str, body: DefinitionBody, audit: AuditDep, runtime: RuntimeDep, caller: Writer
 ) -> WorkflowPublic:
     workflow = await runtime.workflows.update(caller, workflow_id, body)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_management",
-        action="Update workflow",
+    await audit(
+        "workflow_management",
+        "Update workflow",
         resource_type="workflow",
         resource_id=str(workflow.record.id),
         details={"name": workflow.record.name, "version": workflow.record.version},
@@ -95,14 +91,12 @@ async def update_workflow(
 
 @router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_workflow(
-    workflow_id: str, request: Request, runtime: RuntimeDep, caller: Deleter
+    workflow_id: str, audit: AuditDep, runtime: RuntimeDep, caller: Deleter
 ) -> Response:
     await runtime.workflows.delete(caller, workflow_id)
-    await audit_log.record(
-        request,
-        runtime,
-        event_type="workflow_management",
-        action="Delete workflow",
+    await audit(
+        "workflow_management",
+        "Delete workflow",
         resource_type="workflow",
         resource_id=workflow_id,
     )
