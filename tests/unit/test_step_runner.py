@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from llm_orchestrator.steps.errors import (
 )
 from llm_orchestrator.steps.runner import StepRunner
 from llm_orchestrator.store.step_runs import StepContext, StepUsage
+from llm_orchestrator.store.usage import CallRow
 
 EXECUTION = "exec-1"
 
@@ -92,7 +93,14 @@ class MemoryStore:
         return self.definition_json
 
     async def begin_step(
-        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        step_type: str,
+        provider: str | None,
+        month: date | None = None,
+        price_keys: Sequence[tuple[str, str]] = (),
     ) -> tuple[StepContext | None, bool]:
         # As the one statement does: the context as of its start, then the attempt counted
         # against the rows as they are once locked (``between_read_and_start`` plays a
@@ -122,6 +130,8 @@ class MemoryStore:
         outputs: dict[str, Any],
         usage: StepUsage,
         checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> bool:
         row = self.steps.get(step_id)
         if row is None or row["status"] != "running":
@@ -131,7 +141,14 @@ class MemoryStore:
         return True
 
     async def record_step_error(
-        self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+        self,
+        execution_id: str,
+        step_id: str,
+        error: dict[str, Any],
+        *,
+        final: bool,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> None:
         self.steps[step_id]["error"] = error
         if final:

@@ -3,7 +3,9 @@
 Three actions, one per payload shape in ``docs/asl.md``:
 
 - ``run``: render the step's templates from the inputs and its ancestors' outputs, call the
-  provider, and write outputs, status, usage and a checkpoint in one transaction.
+  provider, and write outputs, status, usage, the priced provider calls and a checkpoint in
+  one transaction. Two round trips per step: one to begin it (its context, the attempt
+  counted, the owner's budget and the prices its calls may need) and one to commit it.
   At-least-once delivery is expected: a step already completed returns its stored result and
   calls nothing. Pause and cancel flags are checked on entry (``WorkflowPaused`` /
   ``WorkflowCancelled``, which the state machine catches by name); a step of an execution
@@ -24,8 +26,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from llm_orchestrator import ids
@@ -54,8 +56,9 @@ from llm_orchestrator.steps.vectors import (
     upsert_records,
 )
 from llm_orchestrator.store.step_runs import StepContext, StepUsage
+from llm_orchestrator.store.usage import CallRow
 from llm_orchestrator.usage.budgets import Budgets
-from llm_orchestrator.usage.ledger import CallLog, UsageRecorder
+from llm_orchestrator.usage.ledger import CallLog, UsageRecorder, price_keys, price_table
 from llm_orchestrator.vectorstores.base import VectorStore
 from llm_orchestrator.workflows.models import (
     EMBEDDING_DIMENSIONS,
@@ -92,7 +95,14 @@ class StepStore(Protocol):
     async def step_context(self, execution_id: str, step_id: str) -> StepContext | None: ...
 
     async def begin_step(
-        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        step_type: str,
+        provider: str | None,
+        month: date | None = None,
+        price_keys: Sequence[tuple[str, str]] = (),
     ) -> tuple[StepContext | None, bool]: ...
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None: ...
@@ -109,10 +119,19 @@ class StepStore(Protocol):
         outputs: dict[str, Any],
         usage: StepUsage,
         checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> bool: ...
 
     async def record_step_error(
-        self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+        self,
+        execution_id: str,
+        step_id: str,
+        error: dict[str, Any],
+        *,
+        final: bool,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> None: ...
 
     async def park(self, execution_id: str, step_id: str | None, task_token: str) -> str: ...
@@ -161,12 +180,16 @@ class _Definitions:
     def remember(
         self, execution_id: str, raw: dict[str, Any]
     ) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
-        definition = WorkflowDefinition.model_validate(raw)
-        entry = (definition, ancestors(definition))
+        entry = _parse(raw)
         self._cache[execution_id] = entry
         if len(self._cache) > DEFINITION_CACHE_SIZE:
             self._cache.popitem(last=False)
         return entry
+
+
+def _parse(raw: dict[str, Any]) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
+    definition = WorkflowDefinition.model_validate(raw)
+    return definition, ancestors(definition)
 
 
 class StepRunner:
@@ -248,9 +271,17 @@ class StepRunner:
             if isinstance(step, VectorSearchStep | VectorUpsertStep)
             else step.provider
         )
-        # One round trip: the context to run with, and the attempt counted if it may run.
+        calls_provider = isinstance(step, LlmStep | EmbedStep)
+        month = self._month() if calls_provider else None
+        # One round trip: the context to run with, the attempt counted if it may run, and
+        # for a step that calls a provider, the owner's budget and the prices of its calls.
         context, began = await self._repo.begin_step(
-            execution_id, step_id, step_type=step.type, provider=provider
+            execution_id,
+            step_id,
+            step_type=step.type,
+            provider=provider,
+            month=month,
+            price_keys=_price_keys(step) if calls_provider and self._usage else (),
         )
         if context is None:
             raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
@@ -269,26 +300,48 @@ class StepRunner:
             # Completed by another delivery, or cancelled / ended, since the read.
             await self._refuse_if_stopped(execution_id, step_id)
             return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
+        calls = CallLog()
+        recorded = False
         try:
-            outputs, usage = await self._recorded(
-                execution_id, step, definition, ancestor_map, context, attempt
+            try:
+                outputs, usage = await self._checked(
+                    execution_id, step, definition, ancestor_map, context, calls, attempt
+                )
+            except ProviderError as exc:
+                error = error_record(type(exc).__name__, exc.message, step_id)
+                await self._repo.record_step_error(
+                    execution_id,
+                    step_id,
+                    error,
+                    final=not exc.retryable,
+                    **self._priced(calls, context, month),
+                )
+                recorded = True
+                await self._wait_out_retry_after(exc, step, attempt, started, time_left)
+                raise
+            except (TemplateError, StepConfigurationError) as exc:
+                error = error_record(type(exc).__name__, str(exc), step_id)
+                await self._repo.record_step_error(
+                    execution_id, step_id, error, final=True, **self._priced(calls, context, month)
+                )
+                recorded = True
+                if isinstance(exc, BudgetExhausted):
+                    raise  # its own name, so the execution's error says why it stopped
+                raise StepConfigurationError(str(exc)) from exc
+            committed = await self._repo.complete_step(
+                execution_id,
+                step_id,
+                outputs=outputs,
+                usage=usage,
+                checkpoint_id=ids.checkpoint_id(),
+                **self._priced(calls, context, month),
             )
-        except ProviderError as exc:
-            error = error_record(type(exc).__name__, exc.message, step_id)
-            await self._repo.record_step_error(
-                execution_id, step_id, error, final=not exc.retryable
-            )
-            await self._wait_out_retry_after(exc, step, attempt, started, time_left)
-            raise
-        except (TemplateError, StepConfigurationError) as exc:
-            error = error_record(type(exc).__name__, str(exc), step_id)
-            await self._repo.record_step_error(execution_id, step_id, error, final=True)
-            if isinstance(exc, BudgetExhausted):
-                raise  # its own name, so the execution's error says why it stopped
-            raise StepConfigurationError(str(exc)) from exc
-        committed = await self._repo.complete_step(
-            execution_id, step_id, outputs=outputs, usage=usage, checkpoint_id=ids.checkpoint_id()
-        )
+            recorded = True
+        finally:
+            if not recorded and calls.attempts and self._usage is not None:
+                # Anything else interrupted the step (a cancellation, an unexpected error, a
+                # failed write): the calls it made are still money spent.
+                await self._record_alone(execution_id, step_id, calls)
         if not committed:
             return {"step_id": step_id, "status": StepStatus.COMPLETED, "reused": True}
         return {
@@ -302,6 +355,28 @@ class StepRunner:
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
             },
+        }
+
+    async def _record_alone(self, execution_id: str, step_id: str, calls: CallLog) -> None:
+        assert self._usage is not None
+        try:
+            await self._usage.record(execution_id, step_id, calls)
+        except Exception:
+            # The step's own error (or cancellation) is what the caller must see.
+            log.exception("could not record the provider calls of step %s", step_id)
+
+    def _month(self) -> date:
+        if self._budgets is not None:
+            return self._budgets.month()
+        return self._now().astimezone(UTC).date().replace(day=1)
+
+    def _priced(self, calls: CallLog, context: StepContext, month: date | None) -> dict[str, Any]:
+        """The ``calls``/``month`` arguments that record ``calls`` with the step's write."""
+        if self._usage is None or not calls.attempts:
+            return {}
+        return {
+            "calls": self._usage.rows(calls, price_table(context.prices)),
+            "month": month or self._month(),
         }
 
     async def _wait_out_retry_after(
@@ -350,28 +425,41 @@ class StepRunner:
             raise WorkflowCancelled(f"execution '{execution_id}' was cancelled")
         raise ExecutionEnded(f"execution '{execution_id}' has already ended")
 
-    async def _recorded(
+    async def _checked(
         self,
         execution_id: str,
         step: AnyStep,
         definition: WorkflowDefinition,
         ancestor_map: dict[str, frozenset[str]],
         context: StepContext,
+        calls: CallLog,
         attempt: int | None,
     ) -> tuple[dict[str, Any], StepUsage]:
-        """``_execute``, with every provider call it made priced and recorded, whatever the
-        outcome: before the step completes (its status then shows them) or its error is
-        handled (a retry's wait must not hold the record back)."""
-        if self._budgets is not None and isinstance(step, LlmStep | EmbedStep):
+        """``_execute``, unless the owner's budget is spent.
+
+        The budget read with the context says whether one applies. Only then does the step
+        pay two more round trips, as before folding: the spend is read again right before
+        the call, and the calls are recorded (the spend counted) in a commit of their own
+        as soon as they return, not with the step's completion. Concurrent steps of the
+        owner see the spend at once, which keeps what they can overspend bounded by the
+        calls in flight when the budget ran out (``usage/budgets.py``)."""
+        if not (
+            self._budgets is not None
+            and isinstance(step, LlmStep | EmbedStep)
+            and self._budgets.applies(context.budget)
+        ):
+            return await self._execute(step, definition, ancestor_map, context, calls, attempt)
+        refusal = self._budgets.refusal(context.budget)
+        if refusal is None:
             refusal = await self._budgets.step_refusal(execution_id)
-            if refusal is not None:
-                raise BudgetExhausted(refusal)
-        calls = CallLog()
+        if refusal is not None:
+            raise BudgetExhausted(refusal)
         try:
             return await self._execute(step, definition, ancestor_map, context, calls, attempt)
         finally:
-            if self._usage is not None:
+            if calls.attempts and self._usage is not None:
                 await self._usage.record(execution_id, step.id, calls)
+                calls.attempts.clear()  # recorded: nothing left for the step's own write
 
     async def _execute(
         self,
@@ -462,6 +550,17 @@ class StepRunner:
         record = error_record(name, _readable_cause(name, cause), step_id)
         await self._repo.record_failure(execution_id, step_id, record)
         return {"failed": True}
+
+
+def _price_keys(step: AnyStep) -> list[tuple[str, str]]:
+    """The price overrides the calls of ``step`` (its primary and fallbacks) may need."""
+    if isinstance(step, LlmStep):
+        targets = provider_calls.llm_targets(step)
+    elif isinstance(step, EmbedStep):
+        targets = provider_calls.embed_targets(step)
+    else:
+        return []
+    return price_keys((target.provider, target.model) for target in targets)
 
 
 def _last_attempt(step: AnyStep, attempt: int | None) -> bool:

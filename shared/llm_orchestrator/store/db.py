@@ -236,8 +236,19 @@ class Database:
         task.add_done_callback(_log_drain_failure)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.connection() as conn, conn.transaction():
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Connection]:
+        """A transaction on a pooled connection.
+
+        ``pipelined``: in pipeline mode, so statements whose results are not fetched go out
+        together with the ``COMMIT``: a transaction of writes costs one round trip. A fetch
+        sends what is queued and waits for its answer; errors surface at the latest on
+        leaving the block.
+        """
+        if not pipelined:
+            async with self.connection() as conn, conn.transaction():
+                yield conn
+            return
+        async with self.connection() as conn, conn.pipeline(), conn.transaction():
             yield conn
 
     async def ping(self, *, timeout: float | None = None) -> None:

@@ -7,14 +7,16 @@ cancel, a restore or the run's end, cannot both win (see each method).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
+from llm_orchestrator.store.usage import BudgetRow, CallRow, PriceRow, record_calls
 
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -49,6 +51,10 @@ class StepContext:
     step_status: StepStatus | None
     outputs: dict[str, dict[str, Any]]
     """Outputs of every completed step of the execution, by step id."""
+    budget: BudgetRow | None = None
+    """The owner's budget and spend in the month asked for (None: not asked, or no owner)."""
+    prices: tuple[PriceRow, ...] = ()
+    """The price overrides of the ``(provider, model)`` pairs asked for."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,21 @@ class StepRunRepository:
         )
 
     async def begin_step(
-        self, execution_id: str, step_id: str, *, step_type: str, provider: str | None
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        step_type: str,
+        provider: str | None,
+        month: date | None = None,
+        price_keys: Sequence[tuple[str, str]] = (),
     ) -> tuple[StepContext | None, bool]:
         """The step's context (as :meth:`step_context`) and, when the step may run, its
-        attempt counted as :meth:`start_step` does: one round trip.
+        attempt counted as :meth:`start_step` does: one round trip, one statement.
+
+        With ``month``, the context also carries the owner's budget and spend that month
+        (what the budget check before a provider call needs); with ``price_keys``, the price
+        overrides of those ``(provider, model)`` pairs (what pricing the calls needs).
 
         Returns ``(context, started)``. ``started`` is False when the execution is missing,
         cancelled, paused or not active, or the step has completed; the context shows which
@@ -110,8 +127,8 @@ class StepRunRepository:
         """
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "WITH e AS (SELECT id, status, pause_requested, cancel_requested, inputs"
-                "   FROM executions WHERE id = %(execution)s FOR SHARE),"
+                "WITH e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
+                "   inputs FROM executions WHERE id = %(execution)s FOR SHARE),"
                 " started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
                 "   provider, status, attempts)"
                 "   SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM e"
@@ -126,8 +143,20 @@ class StepRunRepository:
                 " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
                 "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
                 "   AS outputs,"
-                " EXISTS (SELECT 1 FROM started) AS started"
-                " FROM e",
+                " EXISTS (SELECT 1 FROM started) AS started,"
+                " b.budget_user, b.budget_explicit, b.budget_monthly, b.budget_spent,"
+                " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
+                "   p.input_usd_per_million, p.output_usd_per_million))"
+                "   FROM model_prices p WHERE (p.provider, p.model) IN"
+                "   (SELECT * FROM unnest(%(price_providers)s::text[], %(price_models)s::text[])))"
+                "   AS prices"
+                " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
+                "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly,"
+                "   coalesce(us.spent_usd, 0) AS budget_spent FROM users u"
+                "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
+                "   LEFT JOIN user_spend us ON us.owner_id = u.id"
+                "   AND us.month = %(month)s::date"
+                "   WHERE u.id = e.owner_id AND %(month)s::date IS NOT NULL) b ON TRUE",
                 {
                     "execution": execution_id,
                     "active": _ACTIVE,
@@ -136,11 +165,22 @@ class StepRunRepository:
                     "provider": provider,
                     "running_step": StepStatus.RUNNING.value,
                     "completed_step": StepStatus.COMPLETED.value,
+                    "month": month,
+                    "price_providers": [key[0] for key in price_keys],
+                    "price_models": [key[1] for key in price_keys],
                 },
             )
             row = await cur.fetchone()
         if row is None:
             return None, False
+        budget = None
+        if row["budget_user"] is not None:
+            budget = BudgetRow(
+                row["budget_user"],
+                row["budget_explicit"],
+                None if row["budget_monthly"] is None else float(row["budget_monthly"]),
+                float(row["budget_spent"]),
+            )
         context = StepContext(
             status=ExecutionStatus(row["status"]),
             pause_requested=row["pause_requested"],
@@ -148,6 +188,11 @@ class StepRunRepository:
             inputs=row["inputs"],
             step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
             outputs=row["outputs"],
+            budget=budget,
+            prices=tuple(
+                PriceRow(provider, model, float(input_usd), float(output_usd))
+                for provider, model, input_usd, output_usd in row["prices"] or ()
+            ),
         )
         return context, bool(row["started"])
 
@@ -198,16 +243,24 @@ class StepRunRepository:
         outputs: dict[str, Any],
         usage: StepUsage,
         checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> bool:
-        """Outputs, status, usage and the automatic checkpoint, in one transaction.
+        """Outputs, status, usage, the automatic checkpoint and the provider ``calls`` the
+        attempt made (ledger, the step run's list, the owner's spend in ``month``), in one
+        transaction and one round trip.
 
-        False (and nothing written) if the attempt is no longer running: another delivery
-        completed it first, or the execution ended or was restored meanwhile.
+        False (and no outputs or checkpoint written) if the attempt is no longer running:
+        another delivery completed it first, or the execution ended or was restored
+        meanwhile. The calls are recorded either way: money spent stays spent.
         """
-        # One statement, so one round trip and one commit. The checkpoint's snapshot reads
-        # the other completed steps as of the statement's start and adds this step's
-        # outputs (the UPDATE in the CTE is not visible to the statement's own reads).
-        async with self._db.connection() as conn:
+        # Pipelined: the statements and the commit go out together, one round trip. The
+        # checkpoint's snapshot reads the other completed steps as of its statement's start
+        # and adds this step's outputs (the UPDATE in the CTE is not visible to the
+        # statement's own reads).
+        async with self._db.transaction(pipelined=True) as conn:
+            if calls:
+                await record_calls(conn, execution_id, step_id, calls, month=_month(month))
             cur = await conn.execute(
                 "WITH done AS (UPDATE step_runs SET status = %(completed_step)s,"
                 " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
@@ -242,10 +295,24 @@ class StepRunRepository:
             return await cur.fetchone() is not None
 
     async def record_step_error(
-        self, execution_id: str, step_id: str, error: dict[str, Any], *, final: bool
+        self,
+        execution_id: str,
+        step_id: str,
+        error: dict[str, Any],
+        *,
+        final: bool,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
     ) -> None:
-        """Keep the step's latest error; ``final`` marks it failed (no retry will follow)."""
-        async with self._db.connection() as conn:
+        """Keep the step's latest error; ``final`` marks it failed (no retry will follow).
+        The provider ``calls`` the attempt made are recorded in the same transaction (see
+        :meth:`complete_step`)."""
+        if not calls:
+            async with self._db.connection() as conn:
+                await step_error(conn, execution_id, step_id, error, final=final)
+            return
+        async with self._db.transaction(pipelined=True) as conn:
+            await record_calls(conn, execution_id, step_id, calls, month=_month(month))
             await step_error(conn, execution_id, step_id, error, final=final)
 
     async def step_runs(self, execution_id: str) -> list[StepRunRecord]:
@@ -341,3 +408,9 @@ async def close_running_steps(
             StepStatus.RUNNING.value,
         ),
     )
+
+
+def _month(month: date | None) -> date:
+    if month is None:
+        raise ValueError("recording provider calls needs the month their cost counts in")
+    return month

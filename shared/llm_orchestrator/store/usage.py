@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llm_orchestrator.store.db import Database
+    from llm_orchestrator.store.db import Connection, Database
 
 __all__ = ["BudgetRow", "CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
 
@@ -127,38 +127,13 @@ class UsageRepository:
         self, execution_id: str, step_id: str, calls: Sequence[CallRow], *, month: date
     ) -> None:
         """Append ``calls`` to the ledger and to the step run's list, and add their cost to
-        the execution owner's spend for ``month``: one statement, so all or nothing."""
+        the execution owner's spend for ``month``: one statement, so all or nothing. (The
+        step runner records a step's calls with its completion or error instead, in
+        ``store/step_runs.py``; this is for calls nothing else will record.)"""
         if not calls:
             return
-        from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
-
-        documents = [asdict(call) for call in calls]
         async with self._db.connection() as conn:
-            await conn.execute(
-                "WITH c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
-                "  provider text, model text, outcome text, latency_ms float8,"
-                "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
-                " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
-                " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
-                "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
-                "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
-                "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
-                "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
-                " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
-                "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
-                "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
-                "  ON CONFLICT (owner_id, month)"
-                "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
-                "  RETURNING 1)"
-                " UPDATE step_runs SET calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb"
-                " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s",
-                {
-                    "calls": Jsonb(documents),
-                    "execution_id": execution_id,
-                    "step_id": step_id,
-                    "month": month,
-                },
-            )
+            await record_calls(conn, execution_id, step_id, calls, month=month)
 
     async def known_dimension(self, provider: str, model: str) -> int | None:
         """The vector size an embedding model produced in any earlier call."""
@@ -248,3 +223,38 @@ class UsageRepository:
             if row["priced"]:
                 cost[key] = float(row["cost"])
         return UsageTotals(tokens, cost)
+
+
+async def record_calls(
+    conn: Connection, execution_id: str, step_id: str, calls: Sequence[CallRow], *, month: date
+) -> None:
+    """The statement of :meth:`UsageRepository.record_calls`, on ``conn`` (which may be in
+    a transaction, or a pipeline: nothing is fetched)."""
+    from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
+
+    documents = [asdict(call) for call in calls]
+    await conn.execute(
+        "WITH c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
+        "  provider text, model text, outcome text, latency_ms float8,"
+        "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
+        " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
+        " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
+        "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
+        "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
+        "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
+        "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
+        " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
+        "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
+        "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
+        "  ON CONFLICT (owner_id, month)"
+        "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
+        "  RETURNING 1)"
+        " UPDATE step_runs SET calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb"
+        " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s",
+        {
+            "calls": Jsonb(documents),
+            "execution_id": execution_id,
+            "step_id": step_id,
+            "month": month,
+        },
+    )

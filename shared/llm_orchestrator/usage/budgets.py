@@ -96,8 +96,22 @@ class Budgets:
         spent), or None. The step runner turns a reason into ``BudgetExhausted``."""
         now = self._now()
         row = await self._store.budget_of_execution(execution_id, month=month_of(now))
+        return self.refusal(row)
+
+    def month(self) -> date:
+        """The month whose budget and spend count now (its first day, UTC)."""
+        return month_of(self._now())
+
+    def applies(self, row: BudgetRow | None) -> bool:
+        """Whether the owner of ``row`` has a budget at all (their own or the default)."""
+        return row is not None and (row.monthly_usd if row.explicit else self._default) is not None
+
+    def refusal(self, row: BudgetRow | None) -> str | None:
+        """:meth:`step_refusal` for the owner's budget row, already read (the step runner
+        reads it with the step's context, in the same round trip)."""
         if row is None:
             return None
+        now = self._now()
         status = self._status(row, now)
         if not status.exhausted:
             return None

@@ -2,12 +2,14 @@
 
 A step's calls (the first attempt, the state machine's retries, fallbacks) each land in
 the ``provider_calls`` ledger with their tokens and cost, in the step run's own list (what
-``steps.<id>.usage`` shows), and in the owner's monthly spend, in one statement.
+``steps.<id>.usage`` shows), and in the owner's monthly spend, in one statement. The step
+runner writes that statement in the transaction that completes the step (or records its
+error), with prices read when the step began: no round trip of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
@@ -15,7 +17,15 @@ from typing import Any, Protocol
 from llm_orchestrator.store.usage import CallRow, PriceRow
 from llm_orchestrator.usage.pricing import ModelPrice, PriceTable, base_model, call_cost
 
-__all__ = ["SUCCEEDED", "Attempt", "CallLog", "UsageRecorder", "UsageStore", "step_usage"]
+__all__ = [
+    "SUCCEEDED",
+    "Attempt",
+    "CallLog",
+    "UsageRecorder",
+    "UsageStore",
+    "price_keys",
+    "step_usage",
+]
 
 SUCCEEDED = "succeeded"
 """The outcome of a call that answered; a failed call's outcome is its error's name."""
@@ -71,26 +81,23 @@ class UsageRecorder:
 
     async def prices(self, attempts: Sequence[Attempt]) -> PriceTable:
         """The price table for these calls: the shipped prices under the overrides."""
-        keys = list(
-            dict.fromkeys(
-                (a.provider, name) for a in attempts for name in (a.model, base_model(a.model))
-            )
-        )
-        rows = await self._store.price_overrides(keys)
-        return PriceTable(
-            {
-                (row.provider, row.model): ModelPrice(
-                    row.input_usd_per_million, row.output_usd_per_million
-                )
-                for row in rows
-            }
-        )
+        keys = price_keys((a.provider, a.model) for a in attempts)
+        return price_table(await self._store.price_overrides(keys))
+
+    def month(self) -> date:
+        """The month (its first day, UTC) whose spend a call made now counts in."""
+        return self._now().astimezone(UTC).date().replace(day=1)
 
     async def record(self, execution_id: str, step_id: str, log: CallLog) -> None:
+        """Price and record ``log``'s calls on their own (reading the prices first)."""
         if not log.attempts:
             return
-        table = await self.prices(log.attempts)
-        rows = [
+        rows = self.rows(log, await self.prices(log.attempts))
+        await self._store.record_calls(execution_id, step_id, rows, month=self.month())
+
+    def rows(self, log: CallLog, table: PriceTable) -> list[CallRow]:
+        """``log``'s calls priced with ``table``, as the ledger records them."""
+        return [
             CallRow(
                 provider=a.provider,
                 model=a.model,
@@ -105,8 +112,28 @@ class UsageRecorder:
             )
             for a in log.attempts
         ]
-        month = self._now().astimezone(UTC).date().replace(day=1)
-        await self._store.record_calls(execution_id, step_id, rows, month=month)
+
+
+def price_keys(targets: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``(provider, model)`` overrides that can price calls to ``targets``: each model
+    and its base model (without a snapshot suffix)."""
+    return list(
+        dict.fromkeys(
+            (provider, name) for provider, model in targets for name in (model, base_model(model))
+        )
+    )
+
+
+def price_table(overrides: Iterable[PriceRow]) -> PriceTable:
+    """The shipped prices under ``overrides``."""
+    return PriceTable(
+        {
+            (row.provider, row.model): ModelPrice(
+                row.input_usd_per_million, row.output_usd_per_million
+            )
+            for row in overrides
+        }
+    )
 
 
 def step_usage(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
