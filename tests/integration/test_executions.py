@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.fakes.embeddings import DEFAULT_DIM
@@ -18,6 +21,7 @@ from tests.integration.execution_support import (
     prompts,
     start_execution,
     wait_for,
+    wait_held,
 )
 from tests.samples import RAG_WORKFLOW
 
@@ -303,23 +307,62 @@ async def test_execution_events_are_audited(client: httpx.AsyncClient, admin: Se
     workflow_id, execution_id = await launch(client, admin, [SENTIMENT_STEP], {"input": "x"})
     await wait_for(client, admin, workflow_id, execution_id)
 
-    # The finish event is appended right after the end is written, not in its transaction
-    # (the lifecycle records an event only once its conditional write has won), so a read
-    # at the moment the status turns may come just before it: wait for it, bounded.
-    actions: list[str] = []
-    deadline = asyncio.get_running_loop().time() + 10.0
-    while actions != ["finish", "start"] and asyncio.get_running_loop().time() < deadline:
-        response = await client.get(
-            "/audit/events",
-            headers=admin.headers,
-            params={"event_type": "workflow_execution", "resource_id": execution_id},
-        )
-        assert response.status_code == 200, response.text
-        actions = sorted(event["action"] for event in response.json()["events"])
-        if actions != ["finish", "start"]:
-            await asyncio.sleep(0.05)
-
+    # The end and its finish event commit together: once the status reads as ended, the
+    # event is there, no waiting.
+    response = await client.get(
+        "/audit/events",
+        headers=admin.headers,
+        params={"event_type": "workflow_execution", "resource_id": execution_id},
+    )
+    assert response.status_code == 200, response.text
+    actions = sorted(event["action"] for event in response.json()["events"])
     assert actions == ["finish", "start"]
+
+
+async def test_an_execution_ends_only_together_with_its_finish_event(
+    client: httpx.AsyncClient,
+    admin: Session,
+    fake_openai: FakeOpenAI,
+    owner_database_url: str,
+) -> None:
+    """The end and its finish event are one transaction: while the audit chain's head is
+    locked by someone else, the run's end cannot commit either, so the execution is never
+    seen ended without its event."""
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+    fake_openai.hold()
+    execution_id = await start_execution(client, admin, workflow_id, {"input": "x"})
+    await wait_held(fake_openai)
+    async with await psycopg.AsyncConnection.connect(owner_database_url) as holder:
+        await holder.execute("SELECT 1 FROM audit_chain_head FOR UPDATE")  # a transaction
+        fake_openai.release()
+        # Until the run's end waits for the head (nothing else takes it meanwhile), then
+        # look before its statement times out.
+        await wait_until_async(lambda: _lock_waited_for(holder))
+        status = await get_status(client, admin, workflow_id, execution_id)
+        await holder.rollback()
+    assert status["status"] == "running"
+    assert status["steps"]["analyze"]["status"] == "completed"
+    final = await wait_for(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed"
+    response = await client.get(
+        "/audit/events",
+        headers=admin.headers,
+        params={"event_type": "workflow_execution", "resource_id": execution_id},
+    )
+    assert sorted(event["action"] for event in response.json()["events"]) == ["finish", "start"]
+
+
+async def _lock_waited_for(conn: psycopg.AsyncConnection[Any]) -> bool:
+    cur = await conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    row = await cur.fetchone()
+    return row is not None and row[0] > 0
+
+
+async def wait_until_async(predicate: Callable[[], Awaitable[bool]]) -> None:
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_another_users_checkpoint_cannot_be_restored(

@@ -25,12 +25,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import Anchor, AnchorStore, anchor_is_authentic, sign_anchor
 from llm_orchestrator.redaction import redact_data
 from llm_orchestrator.store.audit import AuditFilter, AuditRecord, AuditRepository
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,10 @@ class AuditTrail:
         resource_id: str | None = None,
         ip_address: str | None = None,
         details: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
     ) -> AuditRecord:
+        """Append an event; with ``conn`` (a store transaction), as part of that transaction,
+        so the event commits if and only if the caller's writes do."""
         # Stored timestamps have microsecond precision; hash exactly what is stored. No
         # secret value reaches the trail, even one quoted in a failure's reason.
         fields: dict[str, Any] = redact_data(
@@ -138,7 +144,7 @@ class AuditTrail:
         fields["id"] = ids.event_id()
         fields["occurred_at"] = self._now().astimezone(UTC)
         key = await self._get_key()
-        return await self._repo.append(fields, partial(chain_hash, key))
+        return await self._repo.append(fields, partial(chain_hash, key), conn=conn)
 
     async def get(self, event_id: str) -> AuditRecord | None:
         return await self._repo.get(event_id)

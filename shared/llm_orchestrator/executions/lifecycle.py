@@ -3,28 +3,36 @@
 Routers, the trigger service and both engines change an execution's status only through
 :class:`ExecutionLifecycle`; each transition is one conditional statement (or transaction)
 in :class:`~llm_orchestrator.store.executions.ExecutionRepository`, and the audit event
-follows only the write that won, so a transition that lost a race records nothing.
+follows only the write that won, so a transition that lost a race records nothing. The
+creation, the cancel and the end are written in one transaction with their audit events
+(``start``; ``cancel`` and ``finish``; ``finish``): once the execution shows the new status,
+its event is in the trail too, and neither exists without the other.
 
 An execution's end is written once, by :meth:`ExecutionLifecycle.finish` when the engine
 reports how its run ended (or by :meth:`ExecutionLifecycle.cancel`, whose answer is final at
 once). A step's failure handler (the ASL ``fail`` Task) does not end the execution: it
 records why it is failing (:meth:`~ExecutionRepository.record_failure`), and the run's end
 that follows keeps that reason and makes the ending ``failed``. The end is announced once:
-the ``finish`` audit event and ``on_ended`` (completion events) follow the one write.
+the ``finish`` audit event commits with the one write, and ``on_ended`` (completion
+events) follows it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_orchestrator.audit.trail import AuditTrail, Result
 from llm_orchestrator.executions.errors import cancelled_error
 from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Connection
 
 EVENT_TYPE = "workflow_execution"
 
@@ -61,11 +69,48 @@ class ExecutionLifecycle:
         self.on_ended = on_ended
         """Told about every execution whose end this lifecycle wrote."""
 
-    async def created(self, record: ExecutionRecord, actor: Actor, **details: Any) -> None:
-        """A new execution row exists (pending); its run has not been started yet."""
-        await self._record(
-            actor, "start", record, timeout_seconds=record.timeout_seconds, **details
-        )
+    async def create(
+        self,
+        actor: Actor,
+        *,
+        details: Mapping[str, Any] | None = None,
+        execution_id: str,
+        workflow_id: uuid.UUID,
+        owner_id: str,
+        inputs: dict[str, Any],
+        definition: dict[str, Any],
+        state_machine: dict[str, Any],
+        timeout_seconds: int,
+    ) -> ExecutionRecord:
+        """A new execution (pending, its run not started yet) with its ``start`` event, in
+        one transaction: two round trips, the audit chain's head locked for one."""
+
+        def insert(conn: Connection | None = None) -> Awaitable[ExecutionRecord]:
+            return self._repo.create(
+                execution_id=execution_id,
+                workflow_id=workflow_id,
+                owner_id=owner_id,
+                inputs=inputs,
+                definition=definition,
+                state_machine=state_machine,
+                timeout_seconds=timeout_seconds,
+                now=self._now(),
+                conn=conn,
+            )
+
+        if self._audit is None:
+            return await insert()
+        async with self._repo.transaction() as conn:
+            record = await insert(conn)
+            await self._record(
+                actor,
+                "start",
+                record,
+                conn=conn,
+                timeout_seconds=record.timeout_seconds,
+                **(details or {}),
+            )
+        return record
 
     async def running(self, execution_id: str) -> None:
         """A run has begun: pending becomes running (a paused one stays paused)."""
@@ -93,13 +138,17 @@ class ExecutionLifecycle:
     ) -> tuple[ExecutionRecord | None, list[str]]:
         """Active → cancelled, which ends the execution at once; returns it (None if it was
         not active) and the task tokens of its parked steps, which the engine must fail.
-        The run that is stopped afterwards finds the execution ended and writes nothing."""
-        record, tokens = await self._repo.request_cancel(
-            execution_id, error=cancelled_error(), now=self._now()
-        )
+        The run that is stopped afterwards finds the execution ended and writes nothing.
+        The ``cancel`` and ``finish`` events commit with the change."""
+        async with self._repo.transaction() as conn:
+            record, tokens = await self._repo.request_cancel(
+                execution_id, error=cancelled_error(), now=self._now(), conn=conn
+            )
+            if record is not None:
+                await self._record(actor, "cancel", record, conn=conn, status=record.status)
+                await self._record_end(record, conn)
         if record is not None:
-            await self._record(actor, "cancel", record, status=record.status)
-            await self._ended(record)
+            await self._announce(record)
         return record, tokens
 
     async def restore(
@@ -127,19 +176,29 @@ class ExecutionLifecycle:
         (the state machine's Fail says only ``StepFailed``). None, and nothing announced,
         when the execution has ended already (a cancel wrote its end first).
         """
-        ended = await self._repo.finish(execution_id, status, error=error, now=self._now())
+        async with self._repo.transaction() as conn:
+            ended = await self._repo.finish(
+                execution_id, status, error=error, now=self._now(), conn=conn
+            )
+            if ended is not None:
+                await self._record_end(ended, conn)
         if ended is not None:
-            await self._ended(ended)
+            await self._announce(ended)
         return ended
 
-    async def _ended(self, record: ExecutionRecord) -> None:
+    async def _record_end(self, record: ExecutionRecord, conn: Connection) -> None:
+        """The ``finish`` event, in the transaction that wrote the end."""
         await self._record(
             Actor(user_id=record.owner_id),
             "finish",
             record,
+            conn=conn,
             result="success" if record.status == ExecutionStatus.COMPLETED else "failure",
             status=record.status,
         )
+
+    async def _announce(self, record: ExecutionRecord) -> None:
+        """After the end has committed: completion events."""
         if self.on_ended is not None:
             await self.on_ended(record)
 
@@ -150,6 +209,7 @@ class ExecutionLifecycle:
         record: ExecutionRecord,
         *,
         result: Result = "success",
+        conn: Connection | None = None,
         **details: Any,
     ) -> None:
         if self._audit is None:
@@ -164,4 +224,5 @@ class ExecutionLifecycle:
             resource_id=record.id,
             ip_address=actor.ip_address,
             details={**request, "workflow_id": str(record.workflow_id), **details},
+            conn=conn,
         )

@@ -97,7 +97,9 @@ class ExecutionService:
             vector_runner_arn=self._vector_runner_arn,
             timeout_seconds=timeout,
         )
-        record = await self._repo.create(
+        record = await self._lifecycle.create(
+            actor or Actor(user_id=caller.user_id),
+            details=audit_details,
             execution_id=ids.execution_id(),
             workflow_id=workflow.record.id,
             owner_id=caller.user_id,
@@ -106,10 +108,6 @@ class ExecutionService:
             definition=workflow.record.definition,
             state_machine=state_machine,
             timeout_seconds=timeout,
-            now=self._now(),
-        )
-        await self._lifecycle.created(
-            record, actor or Actor(user_id=caller.user_id), **(audit_details or {})
         )
         await self.engine.start(record)
         return record

@@ -1,7 +1,11 @@
 """The audit trail: an append-only, hash-chained table.
 
 Writers lock the single chain-head row for the few statements of an append, so concurrent
-writers produce one unbroken chain: no two events ever share a predecessor.
+writers produce one unbroken chain: no two events ever share a predecessor. Every writer
+serialises on that row, so an append holds it as briefly as it can: one round trip reads
+and locks the head, the hash is computed, and the event, the new head and the ``COMMIT`` go
+out together (pipelined); the lock is released with that commit. An append may also run
+inside a caller's transaction (``conn``), which then commits the event with its own writes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from llm_orchestrator.store.db import Database, fetch_page
+from llm_orchestrator.store.db import Connection, Database, fetch_page
 
 
 @dataclass(frozen=True)
@@ -77,43 +81,16 @@ class AuditRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def append(self, fields: dict[str, Any], hasher: ChainHasher) -> AuditRecord:
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
-            )
-            head = await cur.fetchone()
-            assert head is not None, "migration 0002 seeds the chain head"
-            prev_hash = str(head["last_hash"])
-            event_hash = hasher(prev_hash, fields)
-            seq = int(head["seq"]) + 1
-            cur = await conn.execute(
-                "INSERT INTO audit_events (seq, id, occurred_at, event_type, user_id, action,"
-                " resource_type, resource_id, result, ip_address, details, prev_hash, event_hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-                (
-                    seq,
-                    fields["id"],
-                    fields["occurred_at"],
-                    fields["event_type"],
-                    fields["user_id"],
-                    fields["action"],
-                    fields["resource_type"],
-                    fields["resource_id"],
-                    fields["result"],
-                    fields["ip_address"],
-                    Jsonb(fields["details"]),
-                    prev_hash,
-                    event_hash,
-                ),
-            )
-            row = await cur.fetchone()
-            await conn.execute(
-                "UPDATE audit_chain_head SET seq = %s, last_hash = %s WHERE singleton",
-                (seq, event_hash),
-            )
-        assert row is not None
-        return _record(row)
+    async def append(
+        self, fields: dict[str, Any], hasher: ChainHasher, *, conn: Connection | None = None
+    ) -> AuditRecord:
+        """Append one event. With ``conn`` (in a transaction), the event is written on it and
+        commits, or not, with the caller's transaction; the chain head stays locked until
+        then, so the caller should commit promptly."""
+        if conn is not None:
+            return await append_event(conn, fields, hasher)
+        async with self._db.transaction(pipelined=True) as conn:
+            return await append_event(conn, fields, hasher)
 
     async def get(self, event_id: str) -> AuditRecord | None:
         async with self._db.connection() as conn:
@@ -159,3 +136,58 @@ class AuditRepository:
             row = await cur.fetchone()
         assert row is not None
         return int(row["seq"]), str(row["last_hash"])
+
+
+async def append_event(
+    conn: Connection, fields: dict[str, Any], hasher: ChainHasher
+) -> AuditRecord:
+    """Lock the chain head, link the event to it and write both (not yet committed).
+
+    One round trip to read the head (it also sends whatever ``conn`` has queued); the
+    writes are queued behind it and go out with the transaction's ``COMMIT`` when ``conn``
+    is pipelined. The record returned is what was written.
+    """
+    cur = await conn.execute(
+        "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
+    )
+    head = await cur.fetchone()
+    assert head is not None, "migration 0002 seeds the chain head"
+    prev_hash = str(head["last_hash"])
+    event_hash = hasher(prev_hash, fields)
+    seq = int(head["seq"]) + 1
+    await conn.execute(
+        "WITH head AS (UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(hash)s"
+        " WHERE singleton)"
+        " INSERT INTO audit_events (seq, id, occurred_at, event_type, user_id, action,"
+        " resource_type, resource_id, result, ip_address, details, prev_hash, event_hash)"
+        " VALUES (%(seq)s, %(id)s, %(occurred_at)s, %(event_type)s, %(user_id)s, %(action)s,"
+        " %(resource_type)s, %(resource_id)s, %(result)s, %(ip_address)s, %(details)s,"
+        " %(prev_hash)s, %(hash)s)",
+        {
+            **{name: fields[name] for name in _EVENT_FIELDS},
+            "details": Jsonb(fields["details"]),
+            "seq": seq,
+            "prev_hash": prev_hash,
+            "hash": event_hash,
+        },
+    )
+    return AuditRecord(
+        seq=seq,
+        **{name: fields[name] for name in _EVENT_FIELDS},
+        details=fields["details"],
+        prev_hash=prev_hash,
+        event_hash=event_hash,
+    )
+
+
+_EVENT_FIELDS = (
+    "id",
+    "occurred_at",
+    "event_type",
+    "user_id",
+    "action",
+    "resource_type",
+    "resource_id",
+    "result",
+    "ip_address",
+)

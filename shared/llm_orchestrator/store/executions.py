@@ -10,6 +10,7 @@ reads and writes are in ``store.step_runs``.
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,11 @@ class ExecutionRepository:
 
     # -- executions ----------------------------------------------------------------------
 
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A pipelined transaction for a transition and what must commit with it (its audit
+        event): pass the connection to the methods that take ``conn``."""
+        return self._db.transaction(pipelined=True)
+
     async def create(
         self,
         *,
@@ -83,29 +89,35 @@ class ExecutionRepository:
         state_machine: dict[str, Any],
         timeout_seconds: int,
         now: datetime,
+        conn: Connection | None = None,
     ) -> ExecutionRecord:
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
-                " state_machine, timeout_seconds, created_at, started_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-                (
-                    execution_id,
-                    workflow_id,
-                    owner_id,
-                    ExecutionStatus.PENDING.value,
-                    Jsonb(inputs),
-                    Jsonb(definition),
-                    Jsonb(state_machine),
-                    timeout_seconds,
-                    now,
-                    now,
-                    now,
-                ),
-            )
-            row = await cur.fetchone()
-        assert row is not None
-        return _execution(row)
+        """A new pending execution. Every column is written explicitly, so the record is
+        known without reading it back: on a pipelined ``conn`` the insert costs no round
+        trip of its own (it goes out with the transaction's next read or its commit)."""
+        record = ExecutionRecord(
+            id=execution_id,
+            workflow_id=workflow_id,
+            owner_id=owner_id,
+            status=ExecutionStatus.PENDING,
+            inputs=inputs,
+            definition=definition,
+            state_machine=state_machine,
+            timeout_seconds=timeout_seconds,
+            pause_requested=False,
+            cancel_requested=False,
+            error=None,
+            run_number=1,
+            created_at=now,
+            started_at=now,
+            completed_at=None,
+            updated_at=now,
+        )
+        if conn is not None:
+            await _insert(conn, record)
+        else:
+            async with self._db.connection() as own:
+                await _insert(own, record)
+        return record
 
     async def get(
         self,
@@ -178,12 +190,19 @@ class ExecutionRepository:
         *,
         error: dict[str, Any] | None,
         now: datetime,
+        conn: Connection | None = None,
     ) -> ExecutionRecord | None:
         """Record the end of the run; None (nothing written) if the execution has ended.
 
         A failure recorded by :meth:`record_failure` decides the ending: ``failed``, with
         that error. Steps left running are closed as failed, with the execution's error.
+        With ``conn`` (from :meth:`transaction`), all of it is part of that transaction.
         """
+        if conn is not None:
+            record = await _finish(conn, execution_id, status, error, now)
+            if record is not None and record.status != ExecutionStatus.COMPLETED:
+                await _after_failure(conn, execution_id, record.error, now)
+            return record
         if status == ExecutionStatus.COMPLETED:
             # The common ending needs no step clean-up, so no transaction round trips either.
             async with self._db.connection() as conn:
@@ -210,25 +229,22 @@ class ExecutionRepository:
         )
 
     async def request_cancel(
-        self, execution_id: str, *, error: dict[str, Any], now: datetime
+        self,
+        execution_id: str,
+        *,
+        error: dict[str, Any],
+        now: datetime,
+        conn: Connection | None = None,
     ) -> tuple[ExecutionRecord | None, list[str]]:
         """Active → cancelled with the cancel flag set, and the parked tokens taken.
 
-        Returns the execution (None if it was not active) and the tokens to fail.
+        Returns the execution (None if it was not active) and the tokens to fail. With
+        ``conn`` (from :meth:`transaction`), all of it is part of that transaction.
         """
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE executions SET status = %s, cancel_requested = true,"
-                " pause_requested = false, error = %s, completed_at = %s, updated_at = %s"
-                " WHERE id = %s AND status = ANY(%s) RETURNING *",
-                (ExecutionStatus.CANCELLED.value, Jsonb(error), now, now, execution_id, _ACTIVE),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                return None, []
-            tokens = await take_parked(conn, execution_id)
-            await close_running_steps(conn, execution_id, error, now)
-        return _execution(row), tokens
+        if conn is not None:
+            return await _cancel(conn, execution_id, error, now)
+        async with self._db.transaction() as own:
+            return await _cancel(own, execution_id, error, now)
 
     async def request_resume(self, execution_id: str) -> tuple[ExecutionRecord | None, list[str]]:
         """paused → running with the pause flag cleared, and the parked tokens taken."""
@@ -311,6 +327,48 @@ class ExecutionRepository:
                     ),
                 )
         return _execution(row)
+
+
+async def _insert(conn: Connection, record: ExecutionRecord) -> None:
+    await conn.execute(
+        "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
+        " state_machine, timeout_seconds, pause_requested, cancel_requested, error, run_number,"
+        " created_at, started_at, completed_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, NULL, %s)",
+        (
+            record.id,
+            record.workflow_id,
+            record.owner_id,
+            record.status.value,
+            Jsonb(record.inputs),
+            Jsonb(record.definition),
+            Jsonb(record.state_machine),
+            record.timeout_seconds,
+            record.pause_requested,
+            record.cancel_requested,
+            record.run_number,
+            record.created_at,
+            record.started_at,
+            record.updated_at,
+        ),
+    )
+
+
+async def _cancel(
+    conn: Connection, execution_id: str, error: dict[str, Any], now: datetime
+) -> tuple[ExecutionRecord | None, list[str]]:
+    cur = await conn.execute(
+        "UPDATE executions SET status = %s, cancel_requested = true,"
+        " pause_requested = false, error = %s, completed_at = %s, updated_at = %s"
+        " WHERE id = %s AND status = ANY(%s) RETURNING *",
+        (ExecutionStatus.CANCELLED.value, Jsonb(error), now, now, execution_id, _ACTIVE),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, []
+    tokens = await take_parked(conn, execution_id)
+    await close_running_steps(conn, execution_id, error, now)
+    return _execution(row), tokens
 
 
 async def _finish(
