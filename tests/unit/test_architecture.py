@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "executions.status": KERNEL,
     "redaction": KERNEL,
     "jsonvalues": KERNEL,
+    "memo": KERNEL,
     # All SQL.
     "store": STORE,
     # Rules and the adapters they call (providers, vector stores, secrets backends).

@@ -22,6 +22,7 @@ from typing import Any
 
 from llm_orchestrator.engine.asl import (
     ExecutionResult,
+    StateMachine,
     StopSignal,
     SystemTimers,
     TaskFailed,
@@ -40,12 +41,15 @@ from llm_orchestrator.executions.errors import (
 )
 from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
 from llm_orchestrator.executions.status import UNFINISHED, ExecutionStatus
+from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.providers.errors import ProviderError
 from llm_orchestrator.steps.runner import StepRunner
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
 log = logging.getLogger(__name__)
+
+LOADED_MACHINES_CACHED = 256
 
 
 @dataclass
@@ -88,6 +92,12 @@ class LocalEngine:
         self.tokens = tokens
         self.step_runner = step_runner
         self._runs: dict[str, _Run] = {}
+        self._machines: IdentityCache[dict[str, Any], StateMachine] = IdentityCache(
+            LOADED_MACHINES_CACHED
+        )
+        """Loaded state machines by the compiled document: executions of one workflow
+        started by this process share the document (the executions service caches it),
+        and loading a large machine costs more than running a step."""
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -215,7 +225,7 @@ class LocalEngine:
 
     async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
         try:
-            machine = load_state_machine(state_machine)
+            machine = self._machines.get(state_machine, load_state_machine)
             await self._lifecycle.running(execution_id)
             result = await run_execution(
                 machine,

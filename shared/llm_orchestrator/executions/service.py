@@ -18,6 +18,7 @@ from llm_orchestrator.errors import Conflict, FieldError, NotFound, ValidationFa
 from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
 from llm_orchestrator.executions.ports import Engine
 from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
+from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
@@ -25,6 +26,7 @@ from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, Work
 from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
 
 EXECUTION_NOT_FOUND = "Execution not found"
+COMPILED_CACHED = 256
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ class ExecutionService:
         self._step_runner_arn = step_runner_arn
         self._vector_runner_arn = vector_runner_arn
         self._now = clock
+        self._compiled: IdentityCache[dict[str, Any], dict[int, dict[str, Any]]] = IdentityCache(
+            COMPILED_CACHED
+        )
+        """Compiled state machines by stored definition (the very object the workflow
+        service hands out while the definition is unchanged) and timeout: compiling is the
+        costliest part of starting an execution, and the same machine object lets the
+        local engine reuse its parse too."""
 
     async def execute(
         self,
@@ -91,12 +100,16 @@ class ExecutionService:
                 [FieldError("timeout_override", f"Must be 1..{MAX_WORKFLOW_TIMEOUT_SECONDS}")],
             )
         timeout = timeout_override or workflow.definition.timeout_seconds
-        state_machine = compile_workflow(
-            workflow.definition,
-            step_runner_arn=self._step_runner_arn,
-            vector_runner_arn=self._vector_runner_arn,
-            timeout_seconds=timeout,
-        )
+        by_timeout = self._compiled.get(workflow.record.definition, _no_machines)
+        state_machine = by_timeout.get(timeout)
+        if state_machine is None:
+            state_machine = compile_workflow(
+                workflow.definition,
+                step_runner_arn=self._step_runner_arn,
+                vector_runner_arn=self._vector_runner_arn,
+                timeout_seconds=timeout,
+            )
+            by_timeout[timeout] = state_machine
         record = await self._lifecycle.create(
             actor or Actor(user_id=caller.user_id),
             details=audit_details,
@@ -214,6 +227,10 @@ class ExecutionService:
         runs = {run.step_id: run for run in await self._step_runs.step_runs(record.id)}
         step_ids = [step["id"] for step in record.definition.get("steps", [])]
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
+
+
+def _no_machines(_: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {}
 
 
 def _state_of(record: ExecutionRecord, runs: list[StepRunRecord]) -> ExecutionState:

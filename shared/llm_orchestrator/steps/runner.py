@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from llm_orchestrator import ids
 from llm_orchestrator.executions.errors import error_record
 from llm_orchestrator.executions.status import TERMINAL, StepStatus
+from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.providers import (
     ChatRequest,
     EmbedRequest,
@@ -166,6 +167,9 @@ class _Definitions:
         self._cache: OrderedDict[str, tuple[WorkflowDefinition, dict[str, frozenset[str]]]] = (
             OrderedDict()
         )
+        self._parsed: IdentityCache[
+            dict[str, Any], tuple[WorkflowDefinition, dict[str, frozenset[str]]]
+        ] = IdentityCache(DEFINITION_CACHE_SIZE)
 
     async def get(self, execution_id: str) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
         cached = self._cache.get(execution_id)
@@ -180,7 +184,9 @@ class _Definitions:
     def remember(
         self, execution_id: str, raw: dict[str, Any]
     ) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
-        entry = _parse(raw)
+        # Executions of one workflow started by this process pin the very same definition
+        # object (the workflow service hands it out while unchanged): parse it once.
+        entry = self._parsed.get(raw, _parse)
         self._cache[execution_id] = entry
         if len(self._cache) > DEFINITION_CACHE_SIZE:
             self._cache.popitem(last=False)

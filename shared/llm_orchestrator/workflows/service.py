@@ -4,8 +4,9 @@ another user's workflow is reported as missing (404), never as forbidden."""
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,8 @@ from llm_orchestrator.errors import Conflict, NotFound
 from llm_orchestrator.store.workflows import WorkflowRecord, WorkflowRepository
 from llm_orchestrator.workflows.models import WorkflowDefinition
 from llm_orchestrator.workflows.validation import parse_definition
+
+PARSED_DEFINITIONS_CACHED = 256
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class WorkflowService:
         self._repo = repository
         self._compile = compile
         self._now = clock
+        self._definitions: OrderedDict[uuid.UUID, tuple[dict[str, Any], WorkflowDefinition]] = (
+            OrderedDict()
+        )
 
     async def create(self, caller: Principal, body: Any) -> Workflow:
         definition = parse_definition(body)
@@ -68,7 +74,22 @@ class WorkflowService:
         )
         if record is None:
             raise NotFound("Workflow not found")
-        return Workflow(record, WorkflowDefinition.model_validate(record.definition))
+        return self._parsed(record)
+
+    def _parsed(self, record: WorkflowRecord) -> Workflow:
+        """The record with its definition parsed, once per stored definition: while the
+        definition is unchanged (equal to the one parsed before), the earlier parse and
+        the very same definition object are reused, so what is derived from that object
+        downstream (its compiled state machine, the step runner's parse) is cached too."""
+        cached = self._definitions.get(record.id)
+        if cached is not None and cached[0] == record.definition:
+            self._definitions.move_to_end(record.id)
+            return Workflow(replace(record, definition=cached[0]), cached[1])
+        definition = WorkflowDefinition.model_validate(record.definition)
+        self._definitions[record.id] = (record.definition, definition)
+        if len(self._definitions) > PARSED_DEFINITIONS_CACHED:
+            self._definitions.popitem(last=False)
+        return Workflow(record, definition)
 
     async def list(
         self,
