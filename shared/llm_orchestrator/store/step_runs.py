@@ -16,7 +16,13 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
-from llm_orchestrator.store.usage import BudgetRow, CallRow, PriceRow, record_calls
+from llm_orchestrator.store.usage import (
+    LEDGER_CTES,
+    BudgetRow,
+    CallRow,
+    PriceRow,
+    ledger_parameters,
+)
 
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -247,31 +253,67 @@ class StepRunRepository:
         month: date | None = None,
     ) -> bool:
         """Outputs, status, usage, the automatic checkpoint and the provider ``calls`` the
-        attempt made (ledger, the step run's list, the owner's spend in ``month``), in one
-        transaction and one round trip.
+        attempt made (ledger, the step run's list, the owner's spend in ``month``): one
+        statement, so one round trip and one commit.
 
         False (and no outputs or checkpoint written) if the attempt is no longer running:
         another delivery completed it first, or the execution ended or was restored
         meanwhile. The calls are recorded either way: money spent stays spent.
         """
-        # Pipelined: the statements and the commit go out together, one round trip. The
-        # checkpoint's snapshot reads the other completed steps as of its statement's start
-        # and adds this step's outputs (the UPDATE in the CTE is not visible to the
-        # statement's own reads).
-        async with self._db.transaction(pipelined=True) as conn:
-            if calls:
-                await record_calls(conn, execution_id, step_id, calls, month=_month(month))
-            cur = await conn.execute(
+        # The checkpoint's snapshot reads the other completed steps as of the statement's
+        # start and adds this step's outputs (the UPDATE in the CTE is not visible to the
+        # statement's own reads). Only the attempt still running completes: a step that
+        # cancel, a timeout or the fail handler has closed as failed meanwhile stays failed,
+        # and one that a restore has dropped stays dropped (no row).
+        parameters = {
+            "completed_step": StepStatus.COMPLETED.value,
+            "running_step": StepStatus.RUNNING.value,
+            "outputs": Jsonb(outputs),
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "latency_ms": usage.latency_ms,
+            "execution_id": execution_id,
+            "step_id": step_id,
+            "checkpoint_id": checkpoint_id,
+        }
+        if not calls:
+            statement = (
                 "WITH done AS (UPDATE step_runs SET status = %(completed_step)s,"
                 " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
                 " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
                 " completed_at = clock_timestamp()"
-                # Only the attempt still running completes: a step that cancel, a timeout or
-                # the fail handler has closed as failed meanwhile stays failed, and one that
-                # a restore has dropped stays dropped (no row).
                 " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s"
                 " AND status = %(running_step)s RETURNING 1)"
-                " INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
+            )
+        else:
+            # One UPDATE of the row (a statement may update a row once): the calls are
+            # appended whatever its status; the rest only if the attempt is still running,
+            # as the row locked by ``prior`` says (SET's own reads see the same version).
+            parameters.update(ledger_parameters(execution_id, step_id, calls, _month(month)))
+            running = "p.status = %(running_step)s"
+            statement = (
+                "WITH " + LEDGER_CTES + ","
+                " prior AS (SELECT status FROM step_runs WHERE execution_id = %(execution_id)s"
+                "   AND step_id = %(step_id)s FOR UPDATE),"
+                " done AS (UPDATE step_runs r SET"
+                "   calls = coalesce(r.calls, '[]'::jsonb) || %(calls)s::jsonb,"
+                f"  status = CASE WHEN {running} THEN %(completed_step)s ELSE r.status END,"
+                f"  outputs = CASE WHEN {running} THEN %(outputs)s ELSE r.outputs END,"
+                f"  error = CASE WHEN {running} THEN NULL ELSE r.error END,"
+                f"  input_tokens = CASE WHEN {running} THEN %(input_tokens)s::int"
+                "     ELSE r.input_tokens END,"
+                f"  output_tokens = CASE WHEN {running} THEN %(output_tokens)s::int"
+                "     ELSE r.output_tokens END,"
+                f"  latency_ms = CASE WHEN {running} THEN %(latency_ms)s ELSE r.latency_ms END,"
+                f"  completed_at = CASE WHEN {running} THEN clock_timestamp()"
+                "     ELSE r.completed_at END"
+                "   FROM prior p WHERE r.execution_id = %(execution_id)s"
+                "   AND r.step_id = %(step_id)s"
+                f"  RETURNING {running} AS completed)"
+            )
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                statement + " INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
                 " SELECT %(checkpoint_id)s, %(execution_id)s, %(step_id)s, 'auto',"
                 " jsonb_build_object("
                 "   'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),"
@@ -279,18 +321,12 @@ class StepRunRepository:
                 "     FROM step_runs WHERE execution_id = %(execution_id)s"
                 "     AND status = %(completed_step)s AND step_id <> %(step_id)s), '{}'::jsonb)"
                 "     || jsonb_build_object(%(step_id)s::text, %(outputs)s))"
-                " FROM done RETURNING 1",
-                {
-                    "completed_step": StepStatus.COMPLETED.value,
-                    "running_step": StepStatus.RUNNING.value,
-                    "outputs": Jsonb(outputs),
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "latency_ms": usage.latency_ms,
-                    "execution_id": execution_id,
-                    "step_id": step_id,
-                    "checkpoint_id": checkpoint_id,
-                },
+                + (
+                    " FROM done RETURNING 1"
+                    if not calls
+                    else " FROM done WHERE completed RETURNING 1"
+                ),
+                parameters,
             )
             return await cur.fetchone() is not None
 
@@ -305,15 +341,31 @@ class StepRunRepository:
         month: date | None = None,
     ) -> None:
         """Keep the step's latest error; ``final`` marks it failed (no retry will follow).
-        The provider ``calls`` the attempt made are recorded in the same transaction (see
+        The provider ``calls`` the attempt made are recorded in the same statement (see
         :meth:`complete_step`)."""
-        if not calls:
-            async with self._db.connection() as conn:
+        async with self._db.connection() as conn:
+            if not calls:
                 await step_error(conn, execution_id, step_id, error, final=final)
-            return
-        async with self._db.transaction(pipelined=True) as conn:
-            await record_calls(conn, execution_id, step_id, calls, month=_month(month))
-            await step_error(conn, execution_id, step_id, error, final=final)
+                return
+            # SET reads the row as it was: a completed step keeps its status and error and
+            # only gets the calls appended.
+            await conn.execute(
+                "WITH " + LEDGER_CTES + " UPDATE step_runs SET"
+                " calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb,"
+                " error = CASE WHEN status <> %(completed_step)s THEN %(error)s ELSE error END,"
+                " status = CASE WHEN %(final)s AND status <> %(completed_step)s"
+                "   THEN %(failed_step)s ELSE status END,"
+                " completed_at = CASE WHEN %(final)s AND status <> %(completed_step)s"
+                "   THEN clock_timestamp() ELSE completed_at END"
+                " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s",
+                {
+                    **ledger_parameters(execution_id, step_id, calls, _month(month)),
+                    "error": Jsonb(error),
+                    "final": final,
+                    "completed_step": StepStatus.COMPLETED.value,
+                    "failed_step": StepStatus.FAILED.value,
+                },
+            )
 
     async def step_runs(self, execution_id: str) -> list[StepRunRecord]:
         async with self._db.connection() as conn:

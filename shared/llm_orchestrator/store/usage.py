@@ -225,36 +225,49 @@ class UsageRepository:
         return UsageTotals(tokens, cost)
 
 
+LEDGER_CTES = (
+    "c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
+    "  provider text, model text, outcome text, latency_ms float8,"
+    "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
+    " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
+    " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
+    "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
+    "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
+    "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
+    "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
+    " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
+    "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
+    "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
+    "  ON CONFLICT (owner_id, month)"
+    "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
+    "  RETURNING 1)"
+)
+"""The ledger's part of a statement that records calls (``WITH`` + this): the calls in the
+ledger and the cost in the owner's spend. Parameters: :func:`ledger_parameters`. The step
+run's own list (``step_runs.calls``) is for the statement to append to, with whatever else
+it writes to that row (a row can be updated once per statement)."""
+
+
+def ledger_parameters(
+    execution_id: str, step_id: str, calls: Sequence[CallRow], month: date
+) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
+
+    return {
+        "calls": Jsonb([asdict(call) for call in calls]),
+        "execution_id": execution_id,
+        "step_id": step_id,
+        "month": month,
+    }
+
+
 async def record_calls(
     conn: Connection, execution_id: str, step_id: str, calls: Sequence[CallRow], *, month: date
 ) -> None:
-    """The statement of :meth:`UsageRepository.record_calls`, on ``conn`` (which may be in
-    a transaction, or a pipeline: nothing is fetched)."""
-    from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
-
-    documents = [asdict(call) for call in calls]
+    """The statement of :meth:`UsageRepository.record_calls`, on ``conn``."""
     await conn.execute(
-        "WITH c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
-        "  provider text, model text, outcome text, latency_ms float8,"
-        "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
-        " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
-        " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
-        "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
-        "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
-        "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
-        "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
-        " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
-        "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
-        "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
-        "  ON CONFLICT (owner_id, month)"
-        "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
-        "  RETURNING 1)"
-        " UPDATE step_runs SET calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb"
+        "WITH " + LEDGER_CTES + " UPDATE step_runs SET"
+        " calls = coalesce(calls, '[]'::jsonb) || %(calls)s::jsonb"
         " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s",
-        {
-            "calls": Jsonb(documents),
-            "execution_id": execution_id,
-            "step_id": step_id,
-            "month": month,
-        },
+        ledger_parameters(execution_id, step_id, calls, month),
     )
