@@ -59,7 +59,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Installs the `bench` extra first: the LangGraph and DBOS anchors (tests/perf/anchors.py).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m tests.perf
 
 # The CDK app's CloudFormation into cdk.out/: offline, no AWS credentials, cdk-nag on.
