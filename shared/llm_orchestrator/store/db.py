@@ -239,10 +239,12 @@ class Database:
     async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Connection]:
         """A transaction on a pooled connection.
 
-        ``pipelined``: in pipeline mode, so statements whose results are not fetched go out
-        together with the ``COMMIT``: a transaction of writes costs one round trip. A fetch
-        sends what is queued and waits for its answer; errors surface at the latest on
-        leaving the block.
+        ``pipelined``: in pipeline mode, so statements whose results are not fetched are
+        sent without waiting for each answer; a fetch sends what is queued and waits.
+        Errors surface at the latest on leaving the block. Not one round trip: psycopg
+        syncs on leaving the transaction and again on leaving the pipeline (measured: about
+        four waits for a transaction of two writes), so one statement is cheaper where one
+        statement can do the work.
         """
         if not pipelined:
             async with self.connection() as conn, conn.transaction():
