@@ -818,14 +818,18 @@ async def test_terminal_states_are_final(
     await assert_final(server, fake_openai, client, admin, workflow_id, cancelled, "cancelled")
 
     fake_openai.reset()
-    fake_openai.latency = 0.3
+    # Step a's call is held past the execution's 1 s, so the timeout ends it at any load
+    # (three 0.3 s calls once raced it: on a fast path they finished in time).
+    fake_openai.hold(lambda body: step_of(body) == "a")
     response = await client.post(
         f"/workflows/{workflow_id}/execute",
         headers=admin.headers,
         json={"inputs": {"x": "1"}, "timeout_override": 1},
     )
     timed_out = response.json()["execution_id"]
+    await wait_held(fake_openai)
     await wait_for(client, admin, workflow_id, timed_out)
+    fake_openai.release()  # the late answer changes nothing
     await assert_final(server, fake_openai, client, admin, workflow_id, timed_out, "timed_out")
 
 
