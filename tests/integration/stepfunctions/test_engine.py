@@ -29,6 +29,7 @@ from tests.integration.execution_support import (
     create_workflow,
     get_status,
     launch,
+    launch_held,
     llm_step,
     prompts,
     start_execution,
@@ -164,11 +165,11 @@ async def test_pause_parks_the_next_step_and_resume_sends_task_success(
     fake_openai: FakeOpenAI,
     step_runner: RoutedStepRunner,
 ) -> None:
-    fake_openai.latency = 0.5
-    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
-    await wait_step(client, admin, workflow_id, execution_id, "a", "running")
+    # Step a's call is held until the pause has landed, so b is the one that parks.
+    workflow_id, execution_id = await launch_held(client, admin, fake_openai, CHAIN, {"x": "1"})
 
     paused = await control(client, admin, "pause", workflow_id, execution_id)
+    fake_openai.release()
 
     assert paused.json()["status"] == "paused"
     for _ in range(1000):
