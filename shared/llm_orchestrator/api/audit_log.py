@@ -40,36 +40,10 @@ def actor(request: Request, runtime: Runtime) -> Actor:
     )
 
 
-async def record(
-    request: Request,
-    runtime: Runtime,
-    *,
-    event_type: str,
-    action: str,
-    result: Result = "success",
-    resource_type: str | None = None,
-    resource_id: str | None = None,
-    details: dict[str, Any] | None = None,
-    user_id: str | None = None,
-) -> None:
-    """One event: the caller (unless ``user_id`` names the user), the client's address and
-    the request id come from ``request``; ``details`` add to the request id."""
-    principal: Principal | None = getattr(request.state, "principal", None)
-    await runtime.audit.record(
-        event_type=event_type,
-        action=action,
-        result=result,
-        user_id=user_id or (principal.user_id if principal else None),
-        resource_type=resource_type,
-        resource_id=resource_id,
-        ip_address=client_ip(request, runtime),
-        details={"request_id": request.state.request_id, **(details or {})},
-    )
-    request.state.audited = True
-
-
 class Audit:
-    """The audit trail as one request sees it (see :func:`record`)."""
+    """The audit trail as one request sees it: a call records one event, with the caller
+    (unless ``user_id`` names the user), the client's address and the request id taken
+    from the request; ``details`` add to the request id."""
 
     __slots__ = ("_request", "_runtime")
 
@@ -88,17 +62,19 @@ class Audit:
         details: dict[str, Any] | None = None,
         user_id: str | None = None,
     ) -> None:
-        await record(
-            self._request,
-            self._runtime,
+        request = self._request
+        principal: Principal | None = getattr(request.state, "principal", None)
+        await self._runtime.audit.record(
             event_type=event_type,
             action=action,
             result=result,
+            user_id=user_id or (principal.user_id if principal else None),
             resource_type=resource_type,
             resource_id=resource_id,
-            details=details,
-            user_id=user_id,
+            ip_address=client_ip(request, self._runtime),
+            details={"request_id": request.state.request_id, **(details or {})},
         )
+        request.state.audited = True
 
     def actor(self) -> Actor:
         """Who asks, for the transitions the execution lifecycle audits itself."""
@@ -121,11 +97,9 @@ async def record_refusal(request: Request, status: int, message: str) -> None:
         return
     try:
         runtime: Runtime = await request.app.state.runtime_provider()
-        await record(
-            request,
-            runtime,
-            event_type="access_denied",
-            action=f"{request.method} {request.url.path}",
+        await Audit(request, runtime)(
+            "access_denied",
+            f"{request.method} {request.url.path}",
             result="failure",
             details={"status": status, "reason": message},
         )
