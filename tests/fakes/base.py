@@ -640,12 +640,14 @@ def serve_from_command_line(cls: type[FakeServer], argv: list[str] | None = None
     cls.add_arguments(parser)
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Blocked before the server thread starts (it inherits the mask) and taken with
+    # sigwait: a handler setting an Event could interrupt the main thread inside that
+    # Event's own wait, holding its lock, and hang the process on SIGTERM.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     fake = cls.start(host=args.host, port=args.port, **cls.options_from(args))
     try:
         print(fake.ready_line(), flush=True)
-        stop.wait()
+        signal.sigwait(stop_signals)
     finally:
         fake.stop()
