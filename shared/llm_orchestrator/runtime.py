@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from llm_orchestrator.audit.trail import AuditTrail
+    from llm_orchestrator.auth.passwords import Passwords
     from llm_orchestrator.auth.service import AuthService
     from llm_orchestrator.auth.users import UserService
     from llm_orchestrator.config import Settings
@@ -180,6 +181,7 @@ class Runtime:
         settings = self.settings
         return AuthService(
             users=self.users,
+            passwords=self.passwords,
             api_keys=self.api_keys,
             refresh_tokens=RefreshTokenRepository(self.db),
             codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
@@ -218,7 +220,18 @@ class Runtime:
     def user_admin(self) -> UserService:
         from llm_orchestrator.auth.users import UserService
 
-        return UserService(self.users)
+        return UserService(self.users, self.passwords)
+
+    @cached_property
+    def passwords(self) -> Passwords:
+        from llm_orchestrator.auth.passwords import Passwords
+
+        settings = self.settings
+        return Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
 
     @cached_property
     def secrets(self) -> SecretsStore:

@@ -64,13 +64,23 @@ def close_loaded() -> None:
 def seed_admin(database_url: str) -> None:
     import asyncio
 
+    from llm_orchestrator.auth.passwords import Passwords
     from llm_orchestrator.auth.users import UserService
+    from llm_orchestrator.config import Settings
     from llm_orchestrator.store.db import Database
     from llm_orchestrator.store.users import UserRepository
 
     async def seed() -> None:
         db = Database(database_url)
-        await UserService(UserRepository(db)).ensure_admin(ADMIN_USERNAME, ADMIN_PASSWORD)
+        settings = Settings()  # the suite's argon2id cost, from the environment
+        passwords = Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
+        await UserService(UserRepository(db), passwords).ensure_admin(
+            ADMIN_USERNAME, ADMIN_PASSWORD
+        )
         await db.close()
 
     asyncio.run(seed())

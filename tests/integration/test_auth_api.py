@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import statistics
-import time
 import uuid
 from datetime import timedelta
 
@@ -40,32 +38,6 @@ async def test_login_returns_the_documented_token_response(client):
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["typ"] == "access" and claims["sub"] == body["user_id"]
     assert claims["exp"] - claims["iat"] == 3600
-
-
-async def test_unknown_user_and_wrong_password_fail_identically(client):
-    async def attempt(username: str, password: str):
-        started = time.perf_counter()
-        response = await client.post(
-            "/auth/login", json={"username": username, "password": password}
-        )
-        return response, time.perf_counter() - started
-
-    wrong, _ = await attempt(ADMIN_USERNAME, "not-the-password")
-    unknown, _ = await attempt("nobody-here", "not-the-password")  # also builds the decoy hash
-
-    assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json()["message"] == unknown.json()["message"]
-    assert wrong.json()["code"] == unknown.json()["code"] == "unauthorized"
-
-    # Both paths run one argon2 verification. Single samples are noise on a loaded machine:
-    # interleave several, compare medians, and allow a generous ratio. Skipping the
-    # verification for unknown users makes them an order of magnitude faster.
-    wrong_times, unknown_times = [], []
-    for _ in range(7):
-        wrong_times.append((await attempt(ADMIN_USERNAME, "not-the-password"))[1])
-        unknown_times.append((await attempt("nobody-here", "not-the-password"))[1])
-    wrong_median, unknown_median = statistics.median(wrong_times), statistics.median(unknown_times)
-    assert wrong_median / 3 < unknown_median < wrong_median * 3, (wrong_times, unknown_times)
 
 
 async def test_login_updates_last_login(client, admin):

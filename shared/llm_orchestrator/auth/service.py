@@ -13,7 +13,7 @@ from llm_orchestrator.auth.keys import (
     generate_api_key,
     hash_secret,
 )
-from llm_orchestrator.auth.passwords import verify_password
+from llm_orchestrator.auth.passwords import Passwords
 from llm_orchestrator.auth.permissions import (
     SCOPES,
     key_permissions,
@@ -50,6 +50,7 @@ class AuthService:
         self,
         *,
         users: UserRepository,
+        passwords: Passwords,
         api_keys: ApiKeyRepository,
         refresh_tokens: RefreshTokenRepository,
         codec: TokenCodec,
@@ -58,6 +59,7 @@ class AuthService:
         clock: Callable[[], datetime],
     ) -> None:
         self._users = users
+        self._passwords = passwords
         self._keys = api_keys
         self._refresh = refresh_tokens
         self._codec = codec
@@ -68,7 +70,8 @@ class AuthService:
     async def login(self, username: str, password: str) -> TokenPair:
         user = await self._users.get_by_username(username)
         # Verify even for an unknown user so both failures take the same time.
-        if not verify_password(user.password_hash if user else None, password) or user is None:
+        verified = await self._passwords.verify(user.password_hash if user else None, password)
+        if not verified or user is None:
             raise Unauthorized(INVALID_LOGIN)
         now = self._now()
         await self._users.record_login(user.id, now)

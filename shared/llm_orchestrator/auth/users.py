@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Sequence
 
 from llm_orchestrator import ids
-from llm_orchestrator.auth.passwords import MIN_PASSWORD_LENGTH, hash_password
+from llm_orchestrator.auth.passwords import MIN_PASSWORD_LENGTH, Passwords
 from llm_orchestrator.auth.permissions import ROLES
 from llm_orchestrator.errors import Conflict, FieldError, ValidationFailed
 from llm_orchestrator.store.users import User, UserRepository
@@ -15,8 +15,9 @@ TIERS = ("free", "pro", "enterprise")
 
 
 class UserService:
-    def __init__(self, users: UserRepository) -> None:
+    def __init__(self, users: UserRepository, passwords: Passwords) -> None:
         self._users = users
+        self._passwords = passwords
 
     async def create_user(
         self,
@@ -45,7 +46,7 @@ class UserService:
                 user_id=ids.user_id(),
                 username=username,
                 email=email,
-                password_hash=hash_password(password),
+                password_hash=await self._passwords.hash(password),
                 roles=list(dict.fromkeys(roles)),
                 tier=tier,
             )
