@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from llm_orchestrator.runtime import resolve_secrets_key
 from llm_orchestrator.secrets import DbSecretsStore
@@ -17,6 +21,7 @@ from llm_orchestrator.server import LocalServer
 from llm_orchestrator.steps.vectors import document_id
 from llm_orchestrator.store.secrets import SecretRepository
 from llm_orchestrator.store.vector_tables import table_name
+from llm_orchestrator.vectorstores.pgvector import EXTERNAL_CONNECT_SECONDS
 from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
@@ -189,6 +194,48 @@ async def test_an_index_name_is_data_never_sql(
     assert rows == [(DOCUMENTS[0],)]
 
 
+@pytest.fixture
+def other_database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """A second database on the test server, with the ``vector`` extension and schema."""
+    name = f"llmo_vec_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield make_conninfo(pg_server_url, dbname=name)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+async def test_a_reachable_pgvector_url_holds_the_index_instead_of_the_own_database(
+    client: httpx.AsyncClient, admin: Session, database_url: str, other_database_url: str
+) -> None:
+    response = await client.post(
+        "/admin/secrets",
+        headers=admin.headers,
+        json={"key": "PGVECTOR_URL", "value": other_database_url},
+    )
+    assert response.status_code in (200, 201), response.text
+
+    ingested = await ingest(client, admin, "pgvector", "kb-elsewhere", DOCUMENTS)
+    first = await run_rag(client, admin, "pgvector", "kb-elsewhere", DOCUMENTS[3])
+    second = await run_rag(client, admin, "pgvector", "kb-elsewhere", DOCUMENTS[0])
+
+    assert ingested["status"] == "completed", ingested
+    for final, text in ((first, DOCUMENTS[3]), (second, DOCUMENTS[0])):
+        assert final["status"] == "completed", final
+        assert final["steps"]["search_docs"]["outputs"]["relevant_docs"][0]["text"] == text
+    table = f'vectors."{table_name("kb-elsewhere")}"'
+    with psycopg.connect(other_database_url) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (len(DOCUMENTS),)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
+
+
 async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_password(
     client: httpx.AsyncClient,
     admin: Session,
@@ -206,7 +253,11 @@ async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_pas
 
     final = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
 
-    assert time.monotonic() - started < 60
+    elapsed = time.monotonic() - started
+    assert elapsed < 60
+    # A refused connection fails its attempt at once: no attempt waits out the connection
+    # timeout that bounds a database that does not answer at all.
+    assert elapsed < 3 * EXTERNAL_CONNECT_SECONDS
     assert final["status"] == "failed"
     assert final["error"] == {
         "type": "ProviderUnavailable",
