@@ -186,13 +186,21 @@ async def test_an_execution_that_crosses_the_budget_finishes_its_step_then_stops
     assert_refused_for_budget(await execute(client, dev, workflow_id), 0.015, 0.02)
 
 
-async def test_the_calls_in_flight_when_the_budget_is_reached_are_its_only_overspend(
-    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, openai_fake: FakeOpenAI
-) -> None:
+async def one_step_on_a_nickel(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser
+) -> tuple[Session, str]:
+    """An enterprise user (no rate limit in the way) with a $0.05 budget, five calls' worth,
+    and a one-step workflow of theirs."""
     await priced(client, admin)
     dev = await create_user("dev", tier="enterprise")
     assert (await set_budget(client, admin, dev.user_id, 0.05)).status_code == 200
-    workflow_id = await create_workflow(client, dev, [step("a")])
+    return dev, await create_workflow(client, dev, [step("a")])
+
+
+async def test_the_calls_in_flight_when_the_budget_is_reached_are_its_only_overspend(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, openai_fake: FakeOpenAI
+) -> None:
+    dev, workflow_id = await one_step_on_a_nickel(client, admin, create_user)
     # Eight calls in flight at once, none paid yet: each was admitted against $0 spent.
     openai_fake.hold()
     started = [await execute(client, dev, workflow_id) for _ in range(8)]
@@ -217,10 +225,7 @@ async def test_the_calls_in_flight_when_the_budget_is_reached_are_its_only_overs
 async def test_concurrent_executions_count_every_call_once(
     client: httpx.AsyncClient, admin: Session, create_user: CreateUser, openai_fake: FakeOpenAI
 ) -> None:
-    await priced(client, admin)
-    dev = await create_user("dev", tier="enterprise")
-    assert (await set_budget(client, admin, dev.user_id, 0.05)).status_code == 200
-    workflow_id = await create_workflow(client, dev, [step("a")])
+    dev, workflow_id = await one_step_on_a_nickel(client, admin, create_user)
     openai_fake.latency = 0.05
 
     answers = await asyncio.gather(*(execute(client, dev, workflow_id) for _ in range(20)))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import build_runtime
 from llm_orchestrator.step_runner_lambda import make_step_runner_handler
@@ -20,7 +18,7 @@ from llm_orchestrator.steps.errors import WorkflowPaused
 from llm_orchestrator.store.executions import ExecutionRepository
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import JWT_SECRET
-from tests.support import FakeLambdaContext
+from tests.support import FakeLambdaContext, admin_principal, stored_execution
 
 DEFINITION = {
     "name": "w",
@@ -49,29 +47,13 @@ def _seed(settings: Settings, *, paused: bool) -> str:
     async def seed() -> str:
         runtime = build_runtime(settings, environ={})
         try:
-            await runtime.user_admin.ensure_admin("admin", "admin-password-x")
-            user = await runtime.users.get_by_username("admin")
-            assert user is not None
-            workflow_id = uuid.uuid4()
-            async with runtime.db.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO workflows (id, owner_id, name, version, definition,"
-                    " timeout_seconds) VALUES (%s, %s, 'w', '1.0', %s, 60)",
-                    (workflow_id, user.id, psycopg.types.json.Jsonb(DEFINITION)),
-                )
-            record = await ExecutionRepository(runtime.db).create(
-                execution_id=f"exec-{uuid.uuid4()}",
-                workflow_id=workflow_id,
-                owner_id=user.id,
-                inputs={"x": "there"},
-                definition=DEFINITION,
-                state_machine={},
-                timeout_seconds=60,
-                now=utcnow(),
+            admin = await admin_principal(runtime, "admin", "admin-password-x")
+            execution_id = await stored_execution(
+                runtime, admin.user_id, DEFINITION, timeout_seconds=60
             )
             if paused:
-                await ExecutionRepository(runtime.db).request_pause(record.id)
-            return record.id
+                await ExecutionRepository(runtime.db).request_pause(execution_id)
+            return execution_id
         finally:
             await runtime.close()
 

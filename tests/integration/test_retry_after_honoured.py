@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from llm_orchestrator.auth.permissions import ROLE_PERMISSIONS
-from llm_orchestrator.auth.principal import Principal
-from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.engine.asl import FakeTimers
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.step_runner_lambda import make_step_runner_handler
-from llm_orchestrator.store.executions import ExecutionRepository
 from tests.fakes.cohere_server import FakeCohere
 from tests.integration.conftest import JWT_SECRET
-from tests.support import FakeLambdaContext
+from tests.support import FakeLambdaContext, admin_principal, stored_execution
 
 KEY = "co-retry-after-test"
 
@@ -49,20 +43,6 @@ async def runtime(settings: Settings, fake: FakeCohere) -> AsyncIterator[Runtime
     built = build_runtime(settings, environ={"CO_API_KEY": KEY, "CO_API_URL": fake.base_url})
     yield built
     await built.close()
-
-
-async def admin_of(runtime: Runtime) -> Principal:
-    await runtime.user_admin.ensure_admin("retry-admin", "retry-admin-password")
-    user = await runtime.users.get_by_username("retry-admin")
-    assert user is not None
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        roles=("admin",),
-        tier="enterprise",
-        permissions=ROLE_PERMISSIONS["admin"],
-        via="jwt",
-    )
 
 
 def chat_step(**extra: Any) -> dict[str, Any]:
@@ -96,7 +76,7 @@ async def test_the_local_engine_does_not_retry_before_the_retry_after(
     )
     engine = runtime.engine
     service = runtime.executions
-    admin = await admin_of(runtime)
+    admin = await admin_principal(runtime, "retry-admin", "retry-admin-password")
     workflow = await runtime.workflows.create(admin, {"name": "w", "steps": [chat_step()]})
     fake.fail_next(429, retry_after=5)
 
@@ -122,25 +102,8 @@ def seed(settings: Settings, definition: dict[str, Any]) -> str:
     async def go() -> str:
         runtime = build_runtime(settings, environ={})
         try:
-            admin = await admin_of(runtime)
-            workflow_id = uuid.uuid4()
-            async with runtime.db.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO workflows (id, owner_id, name, version, definition,"
-                    " timeout_seconds) VALUES (%s, %s, 'w', '1.0', %s, 600)",
-                    (workflow_id, admin.user_id, psycopg.types.json.Jsonb(definition)),
-                )
-            record = await ExecutionRepository(runtime.db).create(
-                execution_id=f"exec-{uuid.uuid4()}",
-                workflow_id=workflow_id,
-                owner_id=admin.user_id,
-                inputs={"x": "there"},
-                definition=definition,
-                state_machine={},
-                timeout_seconds=600,
-                now=utcnow(),
-            )
-            return record.id
+            admin = await admin_principal(runtime, "retry-admin", "retry-admin-password")
+            return await stored_execution(runtime, admin.user_id, definition, timeout_seconds=600)
         finally:
             await runtime.close()
 

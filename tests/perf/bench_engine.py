@@ -31,8 +31,6 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from llm_orchestrator.auth.permissions import ROLE_PERMISSIONS
-from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.config import Settings
 from llm_orchestrator.providers import (
     ChatRequest,
@@ -43,6 +41,7 @@ from llm_orchestrator.providers import (
 )
 from llm_orchestrator.runtime import Runtime, build_runtime
 from llm_orchestrator.store.migrate import apply_migrations
+from tests.support import admin_principal
 
 CHAIN_STEPS = 20
 CHAIN_RUNS = 30
@@ -130,22 +129,8 @@ def _step(step_id: str, depends_on: list[str]) -> dict[str, object]:
     }
 
 
-async def _admin(runtime: Runtime) -> Principal:
-    await runtime.user_admin.ensure_admin("bench-admin", "bench-admin-password")
-    user = await runtime.users.get_by_username("bench-admin")
-    assert user is not None
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        roles=("admin",),
-        tier="enterprise",
-        permissions=ROLE_PERMISSIONS["admin"],
-        via="jwt",
-    )
-
-
 async def _step_overhead(runtime: Runtime) -> float:
-    admin = await _admin(runtime)
+    admin = await admin_principal(runtime, "bench-admin", "bench-admin-password")
     steps = [_step(f"s{i}", [f"s{i - 1}"] if i else []) for i in range(CHAIN_STEPS)]
     workflow = await runtime.workflows.create(admin, {"name": "chain", "steps": steps})
     service = runtime.executions
@@ -162,7 +147,7 @@ async def _step_overhead(runtime: Runtime) -> float:
 
 
 async def _concurrent(runtime: Runtime, base_url: str) -> float:
-    admin = await _admin(runtime)
+    admin = await admin_principal(runtime, "bench-admin", "bench-admin-password")
     workflow = await runtime.workflows.create(admin, {"name": "one", "steps": [_step("s", [])]})
     service = runtime.executions
     workflow_id = str(workflow.record.id)
