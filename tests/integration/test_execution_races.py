@@ -371,7 +371,7 @@ async def test_pause_inside_a_parallel_lets_the_other_branch_finish(
 
     assert (await control(client, admin, "pause", workflow_id, execution_id)).status_code == 200
     await wait_parked(server, execution_id, "")
-    await wait_step(client, admin, workflow_id, execution_id, "c", "completed", timeout=3)
+    await wait_step(client, admin, workflow_id, execution_id, "c", "completed", timeout=60)
     assert (await get_status(client, admin, workflow_id, execution_id))["status"] == "paused"
 
     assert (await control(client, admin, "resume", workflow_id, execution_id)).status_code == 200
@@ -683,7 +683,7 @@ async def test_concurrent_restores_start_one_run(
 
         codes = sorted(r.status_code for r in answers)
         assert codes == [200] + [409] * 5, [r.text for r in answers]
-        final = await wait_for(client, admin, workflow_id, execution_id, timeout=5)
+        final = await wait_for(client, admin, workflow_id, execution_id, timeout=60)
         runs += 1
         assert final["status"] == "completed"
         assert calls(fake_openai) == {"b": 1, "c": 1}
@@ -712,14 +712,14 @@ async def test_resume_and_restore_fired_together(
         # Whichever wins, the execution runs on to its end: never left active without a run.
         assert {resumed.status_code, restored.status_code} <= {200, 409}
         assert 200 in (resumed.status_code, restored.status_code)
-        final = await wait_for(client, admin, workflow_id, execution_id, timeout=5)
+        final = await wait_for(client, admin, workflow_id, execution_id, timeout=60)
         assert final["status"] == "completed"
         await settle(server, fake_openai)
         # Pause the next run again once it is parked before b.
         assert (await restore(client, admin, workflow_id, after_a["id"])).status_code == 200
         await control(client, admin, "pause", workflow_id, execution_id)
         body = await wait_for(
-            client, admin, workflow_id, execution_id, ("paused", *TERMINAL), timeout=5
+            client, admin, workflow_id, execution_id, ("paused", *TERMINAL), timeout=60
         )
         if body["status"] != "paused":
             break
@@ -871,7 +871,7 @@ async def test_timeout_while_paused(
     gate.set()
     await wait_parked(server, execution_id, "a")
 
-    final = await wait_for(client, admin, workflow_id, execution_id, timeout=5)
+    final = await wait_for(client, admin, workflow_id, execution_id, timeout=60)
 
     assert final["status"] == "timed_out"
     await check_invariants(
