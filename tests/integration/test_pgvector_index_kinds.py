@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from llm_orchestrator.providers.errors import ProviderBadRequest
 from llm_orchestrator.store.db import Database
 from llm_orchestrator.store.vector_tables import SCHEMA, halfvec_index_name, table_name
 from llm_orchestrator.vectorstores import EnvSettingResolver, VectorRecord
@@ -211,3 +212,31 @@ async def test_searches_differing_in_index_top_k_or_filter_each_get_their_own_an
     year_one = await ids("a", wide[0], 5, year=1)
     assert len(year_one) == 5 and all(int(i[2:]) % 3 == 1 for i in year_one)
     assert (await ids("a", wide[7], 1))[0] == "a-7"
+
+
+async def test_metadata_comes_back_exactly_as_stored(store: PgVectorStore) -> None:
+    metadata = {
+        "lang": "fr",
+        "tags": ["a", "ç", {"deep": [1, 2.5, None, True]}],
+        "quote": 'say "hi"\n',
+        "n": 12345678901234,
+    }
+    records = [
+        VectorRecord("with", [1.0, 0.0, 0.0], "with metadata", metadata),
+        VectorRecord("without", [0.0, 1.0, 0.0], "without metadata"),
+    ]
+    await store.upsert("meta", records, namespace=None)
+
+    found = await store.search("meta", [1.0, 0.1, 0.0], top_k=2, filter=None, namespace=None)
+
+    assert [(m.id, m.metadata) for m in found] == [("with", metadata), ("without", {})]
+
+
+async def test_a_query_value_beyond_float32_is_refused_as_bad_data(store: PgVectorStore) -> None:
+    await store.upsert("range", [VectorRecord("a", [1.0, 0.0], "a")], namespace=None)
+    # The query travels as float32: 1e39 does not fit (it becomes infinity, which pgvector
+    # refuses); a permanent error naming the data, not a crash.
+    with pytest.raises(ProviderBadRequest, match="refused the data"):
+        await store.search("range", [1e39, 0.0], top_k=1, filter=None, namespace=None)
+    found = await store.search("range", [1e4, 0.0], top_k=1, filter=None, namespace=None)
+    assert [m.id for m in found] == ["a"]

@@ -1,6 +1,8 @@
 """Vector benchmarks on a real PostgreSQL with pgvector.
 
-Run: ``python -m tests.perf.bench_vectors``. Prints
+Run: ``python -m tests.perf.bench_vectors`` (``--sizes 100000`` for one size only,
+``--no-recall`` and ``--no-steps`` to skip the recall check and the step overheads, e.g.
+for a quick measurement of the search alone against the kept index). Prints
 
 - ``pgvector_search_top5_{10000,100000}_p50_ms`` / ``_p99_ms``: one ``search`` through the
   pgvector adapter (the code a ``vector_search`` step runs), top 5 over that many stored
@@ -324,7 +326,13 @@ async def _chain_overhead(runtime: Runtime, base_url: str, kind: str) -> float:
     return statistics.median(per_step)
 
 
-async def _run(url: str, base_url: str) -> dict[str, float]:
+async def _run(
+    url: str,
+    base_url: str | None,
+    sizes: tuple[int, ...] = SIZES,
+    *,
+    recall: bool = True,
+) -> dict[str, float]:
     settings = Settings(
         database_url=url,
         data_dir=Path(tempfile.mkdtemp(prefix="llmo-bench-data-")),
@@ -336,7 +344,7 @@ async def _run(url: str, base_url: str) -> dict[str, float]:
     results: dict[str, float] = {}
     store = runtime.vector_stores.store("pgvector")
     try:
-        for size in SIZES:
+        for size in sizes:
             if _built(url, size):
                 print(f"# {size} vectors: indexed in an earlier run ({CACHE_DIR.name} cache)")
             else:
@@ -365,10 +373,10 @@ async def _run(url: str, base_url: str) -> dict[str, float]:
                 await asyncio.sleep(0.2)
                 searched = await asyncio.to_thread(_hnsw_scans, url, size) - scans
             results[f"pgvector_search_{size}_hnsw_scans"] = searched
-            for near, suffix in ((True, ""), (False, "_random")):
-                recall = await _recall(runtime, url, size, rng, near=near)
-                results[f"pgvector_search_top5_{size}_recall{suffix}"] = recall
-            if size == SIZES[0]:
+            for near, suffix in ((True, ""), (False, "_random")) if recall else ():
+                found = await _recall(runtime, url, size, rng, near=near)
+                results[f"pgvector_search_top5_{size}_recall{suffix}"] = found
+            if size == SIZES[0] and base_url is not None:
                 for kind in ("embed", "vector_search"):
                     overhead = await _chain_overhead(runtime, base_url, kind)
                     results[f"{kind}_step_overhead_ms_median"] = overhead
@@ -378,12 +386,42 @@ async def _run(url: str, base_url: str) -> dict[str, float]:
     return results
 
 
-def main() -> None:
-    with _vector_database() as url, _fake_provider(0.0) as base_url:
-        results = asyncio.run(_run(url, base_url))
+def _summary(results: dict[str, float], size: int) -> str | None:
+    """One line per size: the warm pass's wall times and where its CPU went."""
+    prefix = f"pgvector_search_top5_{size}"
+    if f"{prefix}_p50_ms" not in results:
+        return None
+    line = (
+        f"# pgvector top-5 of {size:,} (warm): p50 {results[f'{prefix}_p50_ms']:.2f} ms,"
+        f" p99 {results[f'{prefix}_p99_ms']:.2f} ms; CPU per search"
+        f" {results[f'{prefix}_client_cpu_ms']:.2f} ms client"
+    )
+    if f"{prefix}_server_cpu_ms" in results:
+        line += f" + {results[f'{prefix}_server_cpu_ms']:.2f} ms server"
+    return line + f"; load average {results[f'pgvector_search_{size}_load_average']:.1f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.perf.bench_vectors")
+    parser.add_argument("--sizes", type=int, nargs="+", choices=SIZES, default=list(SIZES))
+    parser.add_argument("--no-recall", action="store_true", help="skip the recall@5 check")
+    parser.add_argument("--no-steps", action="store_true", help="skip the step overheads")
+    args = parser.parse_args(argv or [])  # ``make bench`` (tests.perf) passes none
+    sizes = tuple(sorted(args.sizes))
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_vector_database())
+        base_url = None if args.no_steps else stack.enter_context(_fake_provider(0.0))
+        results = asyncio.run(_run(url, base_url, sizes, recall=not args.no_recall))
     for name, value in results.items():
         print(f"{name}={value:.3f}" if "recall" in name else f"{name}={value:.2f}", flush=True)
+    for size in sizes:
+        if (line := _summary(results, size)) is not None:
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

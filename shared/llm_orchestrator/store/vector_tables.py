@@ -17,8 +17,11 @@ the expression of whichever cosine HNSW index the table has.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
+import struct
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.rows import tuple_row
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 
@@ -132,7 +136,7 @@ class VectorTables:
         from pgvector import Vector
 
         dimension = len(rows[0][1])
-        table = _table(index)
+        table, qualified = _target(index)
         values = [
             (namespace, id_, Vector(list(vector)), text, Jsonb(dict(metadata)))
             for id_, vector, text, metadata in rows
@@ -146,10 +150,10 @@ class VectorTables:
         async with self._db.connection() as conn:
             await self._register(conn)
             for attempt in range(2):
-                shape = await self._shape(conn, table)
+                shape = await self._shape(conn, table, qualified)
                 if shape is None:
                     await self._create(conn, index, table, dimension)
-                    shape = await self._shape(conn, table)
+                    shape = await self._shape(conn, table, qualified)
                 existing = shape.dimension if shape else 0
                 if existing != dimension:
                     raise VectorDimensionMismatch(index, existing, dimension)
@@ -159,7 +163,7 @@ class VectorTables:
                     return
                 except pg_errors.UndefinedTable:
                     # Dropped behind our back since its dimension was cached: create it again.
-                    self._shapes.pop(table.as_string(conn), None)
+                    self._shapes.pop(qualified, None)
                     if attempt:
                         raise
 
@@ -172,36 +176,35 @@ class VectorTables:
         top_k: int,
         filter: Mapping[str, Any] | None,
     ) -> list[VectorRow]:
-        from pgvector import Vector
-
-        table = _table(index)
+        table, qualified = _target(index)
         filters = list((filter or {}).items())
         # The query vector travels once, in binary (the pgvector adapter's binary dumper),
         # however often the statement names it.
         query = vector if isinstance(vector, list) else list(vector)
-        params: dict[str, Any] = {"q": Vector(query), "ns": namespace}
+        params: dict[str, Any] = {"q": _query_vector(query), "ns": namespace}
         for n, (key, value) in enumerate(filters):
             params[f"k{n}"] = key
             params[f"v{n}"] = Jsonb(value)
         async with self._db.connection() as conn:
-            if not await self._register(conn):
+            # The common case (a known connection, a cached shape and statement) awaits
+            # nothing but the search itself.
+            if conn not in self._registered and not await self._register(conn):
                 raise VectorIndexMissing(index)
-            shape = await self._shape(conn, table)
+            shape = self._shapes.get(qualified) or await self._shape(conn, table, qualified)
             if shape is None:
                 raise VectorIndexMissing(index)
             if shape.dimension != len(vector):
                 raise VectorDimensionMismatch(index, shape.dimension, len(vector))
-            statement = self._statement(conn, table, shape, top_k, len(filters))
+            statement = self._statement(conn, table, qualified, shape, top_k, len(filters))
             try:
                 found = await _nearest(conn, statement, params, top_k=top_k, filtered=bool(filters))
             except pg_errors.UndefinedTable:
                 # Dropped behind our back since its dimension was cached.
-                self._shapes.pop(table.as_string(conn), None)
+                self._shapes.pop(qualified, None)
                 self._statements.clear()
                 raise VectorIndexMissing(index) from None
-        rows = [
-            VectorRow(row["id"], float(row["score"]), row["text"], row["metadata"]) for row in found
-        ]
+        # Rows are (id, score, text, metadata as JSON text) tuples.
+        rows = [VectorRow(id_, score, text, _metadata(meta)) for id_, score, text, meta in found]
         if shape.kind is IndexKind.HALFVEC:
             # The candidates come in half-precision order; the scores are exact: best first
             # by the score the caller sees (a stable sort keeps ties in index order).
@@ -209,7 +212,13 @@ class VectorTables:
         return rows
 
     def _statement(
-        self, conn: Connection, table: sql.Identifier, shape: _Shape, top_k: int, filters: int
+        self,
+        conn: Connection,
+        table: sql.Identifier,
+        qualified: str,
+        shape: _Shape,
+        top_k: int,
+        filters: int,
     ) -> bytes:
         """The search statement, composed once per table, index kind, ``top_k`` and number
         of filter keys (keys and values are parameters) and kept as the bytes psycopg sends:
@@ -220,7 +229,7 @@ class VectorTables:
         the number in the text every plan is the HNSW index scan. ``top_k`` is a validated
         int (1..1000). The ORDER BY is the index's own expression, or no index is used.
         """
-        key = (table.as_string(conn), shape, int(top_k), filters)
+        key = (qualified, shape, top_k, filters)
         cached = self._statements.get(key)
         if cached is None:
             conditions: list[sql.Composable] = [sql.SQL("namespace = %(ns)s")]
@@ -233,7 +242,7 @@ class VectorTables:
             ]
             cached = (
                 sql.SQL(
-                    "SELECT id, text, metadata, 1 - (embedding <=> %(q)s) AS score FROM {}"
+                    "SELECT id, 1 - (embedding <=> %(q)s) AS score, text, metadata::text FROM {}"
                     " WHERE {} ORDER BY {} LIMIT {}"
                 )
                 .format(
@@ -249,13 +258,14 @@ class VectorTables:
             self._statements[key] = cached
         return cached
 
-    async def _shape(self, conn: Connection, table: sql.Identifier) -> _Shape | None:
-        name = table.as_string(conn)
-        cached = self._shapes.get(name)
+    async def _shape(
+        self, conn: Connection, table: sql.Identifier, qualified: str
+    ) -> _Shape | None:
+        cached = self._shapes.get(qualified)
         if cached is None:
-            cached = await _shape(conn, table)
+            cached = await _shape(conn, qualified)
             if cached is not None:
-                self._shapes[name] = cached
+                self._shapes[qualified] = cached
         return cached
 
     async def _register(self, conn: Connection) -> bool:
@@ -315,8 +325,62 @@ def halfvec_index_name(index: str) -> str:
     return f"{table_name(index)}_hnsw_half"
 
 
-def _table(index: str) -> sql.Identifier:
-    return sql.Identifier(SCHEMA, table_name(index))
+def _query_vector(values: list[float]) -> Any:
+    """The query as the pgvector adapter's ``Vector``, its binary form packed in one
+    ``struct.pack`` call: the same bytes ``Vector(values).to_binary()`` makes (big-endian
+    float32 rounded to nearest, behind the dimension and a zero), in a third of the time
+    (``Vector`` copies the list into an array, then copies and byte-swaps it again). Values
+    that ``struct`` will not pack (a float32 overflow, a non-number) take ``Vector``'s own
+    path, so they fail exactly as before."""
+    try:
+        packed = struct.pack(f">HH{len(values)}f", len(values), 0, *values)
+    except (struct.error, OverflowError, TypeError):
+        from pgvector import Vector
+
+        return Vector(values)
+    return _packed_vector_class()(packed, values)
+
+
+@functools.cache
+def _packed_vector_class() -> type[Any]:
+    """Defined on first use: pgvector is imported lazily (cold starts of handlers that
+    never search). A ``Vector`` subclass, so the dumpers ``register_vector_info`` registers
+    for ``Vector`` take it, in binary or, should a text dumper be asked for, in text."""
+    from pgvector import Vector
+
+    class PackedVector(Vector):
+        __slots__ = ("_packed", "_values")
+
+        def __init__(self, packed: bytes, values: list[float]) -> None:
+            self._packed = packed
+            self._values = values
+
+        def to_binary(self) -> bytes:
+            return self._packed
+
+        def to_text(self) -> str:
+            return str(Vector(self._values).to_text())
+
+    return PackedVector
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    """A row's metadata from its JSON text: ``json.loads`` of a ``str`` (psycopg's jsonb
+    loader hands it bytes, which it first sniffs for an encoding), and no parse at all for
+    the empty object most documents have."""
+    if text == "{}":
+        return {}
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(index: str) -> tuple[sql.Identifier, str]:
+    """The index's table as an identifier, and as the qualified name its cached shape and
+    statements are kept under (computed once per index name, not hashed on every search).
+    ``table_name`` yields only ``[a-z0-9_]``, so the quoting is exactly ``as_string``'s."""
+    name = table_name(index)
+    return sql.Identifier(SCHEMA, name), f'"{SCHEMA}"."{name}"'
 
 
 def _order_by(shape: _Shape) -> sql.Composable:
@@ -328,11 +392,13 @@ def _order_by(shape: _Shape) -> sql.Composable:
 
 async def _nearest(
     conn: Connection, statement: bytes, params: dict[str, Any], *, top_k: int, filtered: bool
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
+    """The statement's rows as tuples (no dict built per row)."""
     ef_search = min(max(DEFAULT_EF_SEARCH, top_k), MAX_EF_SEARCH)
+    cur = conn.cursor(row_factory=tuple_row)
     if ef_search == DEFAULT_EF_SEARCH and not filtered:
         # The common case needs no session settings: one round trip.
-        cur = await conn.execute(statement, params)
+        await cur.execute(statement, params)
         return await cur.fetchall()
     # The HNSW candidate list must hold at least top_k rows, and with a filter the scan
     # goes on past the rows the filter drops (pgvector >= 0.8) rather than returning fewer
@@ -341,14 +407,13 @@ async def _nearest(
         await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
         if filtered:
             await conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
-        cur = await conn.execute(statement, params)
+        await cur.execute(statement, params)
     return await cur.fetchall()
 
 
-async def _shape(conn: Connection, table: sql.Identifier) -> _Shape | None:
+async def _shape(conn: Connection, qualified: str) -> _Shape | None:
     """The table's vector dimension (``atttypmod`` of ``vector(n)`` is n) and the kind of its
     valid cosine HNSW index (halfvec preferred when it has both), None if absent."""
-    qualified = table.as_string(conn)
     cur = await conn.execute(
         "SELECT a.atttypmod AS dim, ("
         "  SELECT array_agg(o.opcname::text) FROM pg_index i"
