@@ -62,7 +62,8 @@ from llm_orchestrator.store.embedded import DEFAULT_SHARED_BUFFERS, write_server
 from llm_orchestrator.store.migrate import apply_migrations
 from llm_orchestrator.store.vector_tables import SCHEMA, halfvec_index_name, table_name
 from llm_orchestrator.vectorstores import VectorRecord
-from tests.perf.bench_engine import ROOT, _admin, _fake_provider
+from tests.perf.bench_engine import ROOT, _fake_provider
+from tests.support import admin_principal
 
 DIMENSIONS = 1536
 SIZES = (10_000, 100_000)
@@ -290,7 +291,7 @@ async def _recall(
 
 
 async def _chain_overhead(runtime: Runtime, base_url: str, kind: str) -> float:
-    admin = await _admin(runtime)
+    admin = await admin_principal(runtime, "bench-admin", "bench-admin-password")
     steps: list[dict[str, Any]] = []
     for n in range(CHAIN_STEPS):
         depends = [f"s{n - 1}"] if n else []
