@@ -21,7 +21,6 @@ from llm_orchestrator.server import LocalServer
 from llm_orchestrator.steps.vectors import document_id
 from llm_orchestrator.store.secrets import SecretRepository
 from llm_orchestrator.store.vector_tables import table_name
-from llm_orchestrator.vectorstores.pgvector import EXTERNAL_CONNECT_SECONDS
 from tests.fakes.embeddings import DEFAULT_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
@@ -253,11 +252,11 @@ async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_pas
 
     final = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
 
-    elapsed = time.monotonic() - started
-    assert elapsed < 60
-    # A refused connection fails its attempt at once: no attempt waits out the connection
-    # timeout that bounds a database that does not answer at all.
-    assert elapsed < 3 * EXTERNAL_CONNECT_SECONDS
+    assert time.monotonic() - started < 60
+    # A refused connection fails its attempt at once: no attempt waits out the pool's
+    # connection timeout (three would take 3 x EXTERNAL_CONNECT_SECONDS), so the pool,
+    # whose background attempts log "error connecting", is never even opened.
+    assert "error connecting" not in caplog.text
     assert final["status"] == "failed"
     assert final["error"] == {
         "type": "ProviderUnavailable",
