@@ -22,8 +22,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/llmo serve --host $(HOST) --port $(PORT)
 
+# Bytecode is cached even where the environment says PYTHONDONTWRITEBYTECODE: without it every
+# worker and every Python process the tests start (`llmo serve`, the import checks of each
+# Lambda bundle, the crash-recovery servers) compiles all it imports again from source.
 test: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
 
 # The distribution as users install it: wheel → fresh venv per install line → checks
 # (see tests/smoke.py). Needs the package index; takes several minutes. CI runs it after test.
