@@ -20,6 +20,7 @@ import uvicorn
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime
 from llm_orchestrator.server import bootstrap, build_local_server
+from tests.fakes.base import PromptServer
 
 __all__ = ["LiveServer", "start_live_server"]
 
@@ -48,7 +49,7 @@ class LiveServer:
             lifespan="on",
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
+        self._server = PromptServer(config)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
@@ -72,7 +73,7 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        self._server.exit()
         self._thread.join(timeout=15.0)
         self._socket.close()
 
