@@ -53,6 +53,7 @@ class RoutedStepRunner:
     def __init__(self, runtime_factory: Callable[[], Runtime]) -> None:
         self.handler = StepRunnerLambda(runtime_factory)
         self._lock = threading.Lock()
+        self._closed = False
         self.payloads: list[dict[str, Any]] = []
 
     def invoke(self, body: str | bytes, response_headers: dict[str, str]) -> bytes:
@@ -60,6 +61,11 @@ class RoutedStepRunner:
         with self._lock:
             self.payloads.append(payload)
             try:
+                if self._closed:
+                    # moto's execution threads outlive a test that started executions and
+                    # did not wait for them: the handler would build a runtime (a pool, a
+                    # loop) that nothing closes. A deleted function fails instead.
+                    raise RuntimeError("the step runner function is gone (its test ended)")
                 answer: Any = self.handler(payload, FakeLambdaContext())
             except Exception as exc:
                 response_headers["x-amz-function-error"] = "Unhandled"
@@ -68,6 +74,7 @@ class RoutedStepRunner:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self.handler.close()
 
 
