@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -95,7 +96,7 @@ def resolved_extras(extras: tuple[str, ...]) -> frozenset[str]:
     return resolved(tuple(requirements(extras)))
 
 
-def undeclared(modules: list[str], allowed: frozenset[str]) -> dict[str, list[str]]:
+def undeclared(modules: Iterable[str], allowed: frozenset[str]) -> dict[str, list[str]]:
     """The third-party modules whose distribution is not in ``allowed`` (stdlib and our
     own package are fine); a module no installed distribution owns is reported too."""
     missing = {}
@@ -120,11 +121,14 @@ def _run_import(blocked: list[str], targets: tuple[str, ...]) -> subprocess.Comp
     )
 
 
-def imported_by(*targets: str) -> list[str]:
+@cache
+def imported_by(*targets: str) -> tuple[str, ...]:
+    """What importing ``targets`` in a fresh interpreter loads (see ``_IMPORT_SCRIPT``); one
+    interpreter per set of targets: a test asks twice, and the answer cannot change."""
     completed = _run_import([], targets)
     assert completed.returncode == 0, completed.stderr
     modules: list[str] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return modules
+    return tuple(modules)
 
 
 def missing_requirements(targets: tuple[str, ...], allowed: frozenset[str]) -> dict[str, list[str]]:
