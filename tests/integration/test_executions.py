@@ -178,6 +178,34 @@ async def test_outputs_flow_along_depends_on(
     }
 
 
+async def test_status_lists_steps_in_the_definitions_order_with_their_runs(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    # Written in the opposite order to the one they run in: the status follows the
+    # definition, and each step carries its own run.
+    fake_openai.responder = lambda body: body["messages"][-1]["content"].upper()
+    workflow_id = await create_workflow(
+        client,
+        admin,
+        [
+            llm_step("second", "repeat {{shout}}", "again", depends_on=["first"]),
+            llm_step("first", "say {{topic}}", "shout"),
+        ],
+    )
+
+    execution_id = await start_execution(client, admin, workflow_id, {"topic": "cats"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "completed"
+    assert list(final["steps"]) == ["second", "first"]
+    assert final["steps"]["first"]["outputs"] == {"shout": "SAY CATS"}
+    assert final["steps"]["second"]["outputs"] == {"again": "REPEAT SAY CATS"}
+    for step in final["steps"].values():
+        assert step["status"] == "completed"
+        assert step["attempts"] == 1
+        assert step["usage"]["attempts"][0]["outcome"] == "succeeded"
+
+
 async def test_rate_limited_call_is_retried_then_succeeds(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:

@@ -20,7 +20,11 @@ from llm_orchestrator.executions.ports import Engine
 from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
 from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
-from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+from llm_orchestrator.store.executions import (
+    ExecutionRecord,
+    ExecutionRepository,
+    ExecutionSummary,
+)
 from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
 from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, WorkflowDefinition
 from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
@@ -33,7 +37,7 @@ COMPILED_CACHED = 256
 class ExecutionState:
     """An execution with its step runs, in the definition's step order."""
 
-    record: ExecutionRecord
+    record: ExecutionSummary
     step_ids: list[str]
     runs: dict[str, StepRunRecord]
 
@@ -137,7 +141,7 @@ class ExecutionService:
             raise NotFound(EXECUTION_NOT_FOUND)
         return _state_of(*found)
 
-    async def state_of(self, record: ExecutionRecord) -> ExecutionState:
+    async def state_of(self, record: ExecutionSummary) -> ExecutionState:
         found = await self._repo.get_with_runs(record.id)
         return _state_of(*found) if found else await self._state(record)
 
@@ -193,7 +197,7 @@ class ExecutionService:
         restored = await self.engine.restore(record.id, checkpoint, actor)
         return await self._after(restored, record, "restored; pause or cancel it first")
 
-    async def wait(self, record: ExecutionRecord) -> ExecutionState:
+    async def wait(self, record: ExecutionSummary) -> ExecutionState:
         await self.engine.wait(record.id)
         return await self.state_of(record)
 
@@ -223,9 +227,12 @@ class ExecutionService:
             )
         return await self._state(changed)
 
-    async def _state(self, record: ExecutionRecord) -> ExecutionState:
+    async def _state(self, record: ExecutionSummary) -> ExecutionState:
         runs = {run.step_id: run for run in await self._step_runs.step_runs(record.id)}
-        step_ids = [step["id"] for step in record.definition.get("steps", [])]
+        if isinstance(record, ExecutionRecord):
+            step_ids = [step["id"] for step in record.definition.get("steps", [])]
+        else:  # an execution gone meanwhile, known by its summary: the steps that ran
+            step_ids = list(runs)
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
 
 
@@ -233,8 +240,9 @@ def _no_machines(_: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {}
 
 
-def _state_of(record: ExecutionRecord, runs: list[StepRunRecord]) -> ExecutionState:
-    step_ids = [step["id"] for step in record.definition.get("steps", [])]
+def _state_of(
+    record: ExecutionSummary, step_ids: list[str], runs: list[StepRunRecord]
+) -> ExecutionState:
     return ExecutionState(record=record, step_ids=step_ids, runs={r.step_id: r for r in runs})
 
 

@@ -37,14 +37,15 @@ _UNFINISHED = [status.value for status in UNFINISHED]
 
 
 @dataclass(frozen=True)
-class ExecutionRecord:
+class ExecutionSummary:
+    """An execution without its pinned definition and state machine: what a status read
+    shows (those two are the bulk of a row, and JSON to decode)."""
+
     id: str
     workflow_id: uuid.UUID
     owner_id: str
     status: ExecutionStatus
     inputs: dict[str, Any]
-    definition: dict[str, Any]
-    state_machine: dict[str, Any]
     timeout_seconds: int
     pause_requested: bool
     cancel_requested: bool
@@ -56,6 +57,36 @@ class ExecutionRecord:
     started_at: datetime
     completed_at: datetime | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ExecutionRecord(ExecutionSummary):
+    definition: dict[str, Any]
+    state_machine: dict[str, Any]
+
+
+_SUMMARY_COLUMNS = ", ".join(ExecutionSummary.__dataclass_fields__)
+
+
+def _summary(row: dict[str, Any]) -> ExecutionSummary:
+    return ExecutionSummary(
+        **{
+            **{k: row[k] for k in ExecutionSummary.__dataclass_fields__},
+            "status": ExecutionStatus(row["status"]),
+        }
+    )
+
+
+def _step_run_of_json(run: dict[str, Any]) -> StepRunRecord:
+    """A ``step_runs`` row as ``json_agg`` renders it (timestamps as ISO 8601 text)."""
+    completed = run["completed_at"]
+    return step_run_record(
+        {
+            **run,
+            "started_at": datetime.fromisoformat(run["started_at"]),
+            "completed_at": None if completed is None else datetime.fromisoformat(completed),
+        }
+    )
 
 
 def _execution(row: dict[str, Any]) -> ExecutionRecord:
@@ -145,26 +176,30 @@ class ExecutionRepository:
         *,
         owner_id: str | None = None,
         workflow_id: uuid.UUID | None = None,
-    ) -> tuple[ExecutionRecord, list[StepRunRecord]] | None:
-        """:meth:`get` and the execution's step runs, pipelined: one round trip (a status
-        read is the API's most frequent call)."""
+    ) -> tuple[ExecutionSummary, list[str], list[StepRunRecord]] | None:
+        """The execution (as :meth:`get` filters it), its definition's step ids in order,
+        and its step runs: one statement (a status read is the API's most frequent call).
+        The pinned definition and state machine are not read (the step ids come out of the
+        definition in the database), and the runs arrive as one JSON array: one row to
+        decode rather than a second result set."""
         owner_sql, owner_params = owner_clause(owner_id)
         workflow_sql = "TRUE" if workflow_id is None else "workflow_id = %s"
         workflow_params = () if workflow_id is None else (workflow_id,)
-        async with self._db.connection() as conn, conn.pipeline():
-            execution = await conn.execute(
-                f"SELECT * FROM executions WHERE id = %s AND {owner_sql} AND {workflow_sql}",
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS}, ARRAY(SELECT step ->> 'id'"
+                " FROM jsonb_array_elements(definition -> 'steps') WITH ORDINALITY"
+                " AS s (step, position) ORDER BY position) AS step_ids,"
+                " (SELECT json_agg(r ORDER BY r.started_at, r.step_id) FROM step_runs r"
+                "  WHERE r.execution_id = executions.id) AS step_runs"
+                f" FROM executions WHERE id = %s AND {owner_sql} AND {workflow_sql}",
                 (execution_id, *owner_params, *workflow_params),
             )
-            runs = await conn.execute(
-                "SELECT * FROM step_runs WHERE execution_id = %s ORDER BY started_at, step_id",
-                (execution_id,),
-            )
-            row = await execution.fetchone()
-            run_rows = await runs.fetchall()
+            row = await cur.fetchone()
         if row is None:
-            return None  # the runs read is dropped: not the caller's to see
-        return _execution(row), [step_run_record(run) for run in run_rows]
+            return None
+        runs = [_step_run_of_json(run) for run in row["step_runs"] or ()]
+        return _summary(row), row["step_ids"], runs
 
     async def ids_with_status(self, statuses: tuple[ExecutionStatus, ...]) -> list[str]:
         async with self._db.connection() as conn:

@@ -37,7 +37,27 @@ def _int_array(values: Sequence[int]) -> str:
     return "ARRAY[" + ", ".join(str(int(v)) for v in values) + "]::integer[]"
 
 
+_STATEMENTS: dict[tuple[str, str, int], tuple[RateCharge, str]] = {}
+"""``rate_hit_sql``'s answers by subject, tier and the limits table they were written for
+(a server has one table for its lifetime); each entry keeps the charge whose table it
+names, so an identity is never mistaken for a later table's."""
+
+
 def rate_hit_sql(subject_sql: str, tier_sql: str, charge: RateCharge) -> str:
+    """:func:`rate_hit_sql_text`, written once per subject, tier and limits table: every
+    authenticated request asks for the same text."""
+    key = (subject_sql, tier_sql, id(charge.limits))
+    known = _STATEMENTS.get(key)
+    if known is not None and known[0].limits is charge.limits and known[0].names == charge.names:
+        return known[1]
+    text = rate_hit_sql_text(subject_sql, tier_sql, charge)
+    if len(_STATEMENTS) >= 64:  # many servers in one process (tests): forget the old ones
+        _STATEMENTS.clear()
+    _STATEMENTS[key] = (charge, text)
+    return text
+
+
+def rate_hit_sql_text(subject_sql: str, tier_sql: str, charge: RateCharge) -> str:
     """``rate_limit_hit`` (migration 0060) as an expression of a query that knows the
     subject and tier as SQL, with :meth:`RateCharge.params` bound: the count rides on that
     query's round trip. Yields each window's hits including this request.

@@ -23,6 +23,16 @@ class User:
     last_login: datetime | None
 
 
+@dataclass(frozen=True)
+class UserIdentity:
+    """What authenticating a request needs of its user: read fresh on every request."""
+
+    id: str
+    username: str
+    roles: tuple[str, ...]
+    tier: str
+
+
 def user_of(row: dict[str, Any]) -> User:
     """A ``users`` row (extra columns ignored) as a ``User``."""
     return User(
@@ -73,7 +83,7 @@ class UserRepository:
         session_id: uuid.UUID,
         *,
         count: tuple[str, RateCharge] | None = None,
-    ) -> tuple[User | None, bool, list[int] | None]:
+    ) -> tuple[UserIdentity | None, bool, list[int] | None]:
         """The user, whether their login session (refresh family) has been revoked, and with
         ``count`` (a rate-limit subject and charge) the request counted at the user's tier.
 
@@ -81,7 +91,8 @@ class UserRepository:
         revocation check and the rate-limit count ride on the user lookup rather than adding
         queries. A family is revoked as soon as any of its tokens is (logout and reuse mark
         them all). Nothing is counted for a missing user or a revoked session; the hits
-        include this request (see ``store.rate_limits``).
+        include this request (see ``store.rate_limits``). Only the columns a request's
+        caller needs are read (no password hash, no timestamps to parse).
         """
         params: dict[str, Any] = {"user": user_id, "session": session_id}
         hits_sql = "NULL::integer[]"
@@ -91,7 +102,7 @@ class UserRepository:
             params.update(subject=subject, **charge.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "SELECT u.*, s.revoked AS session_revoked,"
+                "SELECT u.id, u.username, u.roles, u.tier, s.revoked AS session_revoked,"
                 " CASE WHEN s.revoked THEN NULL ELSE " + hits_sql + " END AS rate_hits"
                 " FROM users u CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM refresh_tokens r"
                 " WHERE r.family_id = %(session)s AND r.revoked_at IS NOT NULL) AS revoked) s"
@@ -102,7 +113,8 @@ class UserRepository:
         if row is None:
             return None, False, None
         hits = row["rate_hits"]
-        return user_of(row), bool(row["session_revoked"]), None if hits is None else list(hits)
+        user = UserIdentity(row["id"], row["username"], tuple(row["roles"]), row["tier"])
+        return user, bool(row["session_revoked"]), None if hits is None else list(hits)
 
     async def get_by_username(self, username: str) -> User | None:
         async with self._db.connection() as conn:

@@ -26,6 +26,22 @@ class WorkflowRecord:
     updated_at: datetime
 
 
+@dataclass(frozen=True)
+class WorkflowHeader:
+    """A workflow as a listing shows it: everything but the definition."""
+
+    id: uuid.UUID
+    owner_id: str
+    name: str
+    version: str
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+_HEADER_COLUMNS = ", ".join(WorkflowHeader.__dataclass_fields__)
+
+
 def _workflow(row: dict[str, Any]) -> WorkflowRecord:
     return WorkflowRecord(**{k: row[k] for k in WorkflowRecord.__dataclass_fields__})
 
@@ -86,7 +102,9 @@ class WorkflowRepository:
         version: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[WorkflowRecord], int]:
+    ) -> tuple[list[WorkflowHeader], int]:
+        """One page of headers: the definitions (the bulk of a row, and JSON to decode) are
+        not read."""
         owner_sql, owner_params = owner_clause(owner_id)
         clauses, params = [owner_sql], list(owner_params)
         if name:
@@ -105,8 +123,9 @@ class WorkflowRepository:
                 order_by="created_at, id",
                 limit=limit,
                 offset=offset,
+                columns=_HEADER_COLUMNS,
             )
-        return [_workflow(r) for r in rows], total
+        return [WorkflowHeader(**r) for r in rows], total
 
     async def update(
         self,

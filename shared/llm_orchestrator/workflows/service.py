@@ -12,7 +12,7 @@ from typing import Any
 
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import Conflict, NotFound
-from llm_orchestrator.store.workflows import WorkflowRecord, WorkflowRepository
+from llm_orchestrator.store.workflows import WorkflowHeader, WorkflowRecord, WorkflowRepository
 from llm_orchestrator.workflows.models import WorkflowDefinition
 from llm_orchestrator.workflows.validation import parse_definition
 
@@ -99,7 +99,7 @@ class WorkflowService:
         version: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[WorkflowRecord], int]:
+    ) -> tuple[list[WorkflowHeader], int]:
         return await self._repo.list(
             owner_id=caller.owner_filter(), name=name, version=version, limit=limit, offset=offset
         )

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.executions.lifecycle import Actor
     from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.runtime import Runtime
-    from llm_orchestrator.store.executions import ExecutionRecord
+    from llm_orchestrator.store.executions import ExecutionRecord, ExecutionSummary
 
 router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
 
@@ -74,6 +74,7 @@ async def execute(
     idempotency_key: IdempotencyKey = None,
 ) -> ExecutionAccepted | ExecutionFinished | JSONResponse:
     key = idempotency.parse_key(idempotency_key)
+    record: ExecutionSummary
     if key is None:
         record = await _start(workflow_id, body, request, runtime, caller)
         response.status_code, answer = await _answer(record, body, runtime)
@@ -116,7 +117,7 @@ async def _start(
 
 
 async def _answer(
-    record: ExecutionRecord, body: ExecuteRequest, runtime: Runtime
+    record: ExecutionSummary, body: ExecuteRequest, runtime: Runtime
 ) -> tuple[int, ExecutionAccepted | ExecutionFinished]:
     if body.run_async:
         return status.HTTP_202_ACCEPTED, ExecutionAccepted.of(record)

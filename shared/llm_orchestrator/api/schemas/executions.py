@@ -16,7 +16,7 @@ from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, Step
 if TYPE_CHECKING:
     from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.store.checkpoints import CheckpointRecord
-    from llm_orchestrator.store.executions import ExecutionRecord
+    from llm_orchestrator.store.executions import ExecutionSummary
 
 
 class ExecuteRequest(StrictModel):
@@ -43,7 +43,7 @@ class ExecutionAccepted(BaseModel):
     started_at: datetime | None
 
     @classmethod
-    def of(cls, record: ExecutionRecord) -> ExecutionAccepted:
+    def of(cls, record: ExecutionSummary) -> ExecutionAccepted:
         return cls(
             execution_id=record.id,
             workflow_id=str(record.workflow_id),

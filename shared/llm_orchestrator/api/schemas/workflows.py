@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from llm_orchestrator.api.schemas.common import PageMeta
 
 if TYPE_CHECKING:
-    from llm_orchestrator.store.workflows import WorkflowRecord
+    from llm_orchestrator.store.workflows import WorkflowHeader
     from llm_orchestrator.workflows.service import Workflow
 
 
@@ -55,7 +55,7 @@ class WorkflowSummary(BaseModel):
     created_by: str
 
     @classmethod
-    def of(cls, record: WorkflowRecord) -> WorkflowSummary:
+    def of(cls, record: WorkflowHeader) -> WorkflowSummary:
         return cls(
             id=record.id,
             name=record.name,
