@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llm_orchestrator.errors import RateLimited
-from llm_orchestrator.store.rate_limits import RateCharge, evaluate
+from llm_orchestrator.store.rate_limits import RateCharge, RateTable, evaluate
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.rate_limits import RateLimitRepository, WindowCount
@@ -79,10 +79,14 @@ class RateLimiter:
         self._now = clock
         self._purge_every = purge_every
         self._checks = 0
-        self._table = {
-            name: [limits.for_window(window) for window, _, _ in WINDOWS]
-            for name, limits in tiers.items()
-        }
+        self._table = RateTable(
+            [window for window, _, _ in WINDOWS],
+            {
+                name: [limits.for_window(window) for window, _, _ in WINDOWS]
+                for name, limits in tiers.items()
+            },
+            DEFAULT_TIER,
+        )
 
     def _limits(self, tier: str) -> TierLimits:
         return self._tiers.get(tier) or self._tiers[DEFAULT_TIER]
@@ -98,10 +102,8 @@ class RateLimiter:
             await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
         return RateCharge(
             at=now,
-            names=[name for name, _, _ in WINDOWS],
             starts=[_window_start(now, size) for _, size, _ in WINDOWS],
-            limits=self._table,
-            default_tier=DEFAULT_TIER,
+            table=self._table,
         )
 
     def settle(self, charge: RateCharge, tier: str, hits: Sequence[int]) -> RateLimitStatus:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from llm_orchestrator.store.db import Database, fetch_page
-from llm_orchestrator.store.rate_limits import RateCharge, rate_hit_sql
+from llm_orchestrator.store.rate_limits import RateCharge
 from llm_orchestrator.store.users import User, user_of
 
 
@@ -78,7 +78,7 @@ class ApiKeyRepository:
         params: dict[str, Any] = {"hash": key_hash, "now": now}
         hits_sql = "NULL::integer[]"
         if count is not None:
-            hits_sql = rate_hit_sql("'key:' || k.id::text", "u.tier", count)
+            hits_sql = count.table.hit_sql("'key:' || k.id::text", "u.tier")
             params.update(count.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(

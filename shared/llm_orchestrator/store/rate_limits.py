@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -11,21 +11,46 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.db import Database
 
 
+class RateTable:
+    """A server's rate-limit configuration as SQL: the windows' names and every tier's
+    limit for each (``default_tier`` for a tier not listed). Built once per limiter, it
+    writes :func:`rate_hit_sql_text` once per query shape that asks (a subject and tier
+    expression), so every authenticated request sends the same statement text."""
+
+    def __init__(
+        self, names: Sequence[str], limits: Mapping[str, Sequence[int]], default_tier: str
+    ) -> None:
+        self.names = tuple(names)
+        self.limits = {tier: tuple(values) for tier, values in limits.items()}
+        self.default_tier = default_tier
+        self._statements: dict[tuple[str, str], str] = {}
+
+    def hit_sql(self, subject_sql: str, tier_sql: str) -> str:
+        """:func:`rate_hit_sql_text` for this table (the repositories ask with a handful of
+        fixed expressions, so this never grows past them)."""
+        key = (subject_sql, tier_sql)
+        text = self._statements.get(key)
+        if text is None:
+            text = self._statements[key] = rate_hit_sql_text(subject_sql, tier_sql, self)
+        return text
+
+
 @dataclass(frozen=True)
 class RateCharge:
-    """One request to count, for a subject whose tier a query learns on the way: the
-    windows it counts in, and every tier's limit for each (``default_tier`` for a tier
-    not listed)."""
+    """One request to count, for a subject whose tier a query learns on the way: when it
+    was made, the start of each of ``table``'s windows it counts in, and the table."""
 
     at: datetime
-    names: list[str]
     starts: list[datetime]
-    limits: dict[str, list[int]]
-    default_tier: str
+    table: RateTable
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.table.names
 
     def params(self) -> dict[str, Any]:
-        """The parameters of :func:`rate_hit_sql`: only the windows' starts vary between
-        requests, and whole seconds are the cheapest values to send."""
+        """The parameters of :meth:`RateTable.hit_sql`'s statement: only the windows'
+        starts vary between requests, and whole seconds are the cheapest values to send."""
         return {f"rl_start_{i}": round(start.timestamp()) for i, start in enumerate(self.starts)}
 
 
@@ -37,27 +62,7 @@ def _int_array(values: Sequence[int]) -> str:
     return "ARRAY[" + ", ".join(str(int(v)) for v in values) + "]::integer[]"
 
 
-_STATEMENTS: dict[tuple[str, str, int], tuple[RateCharge, str]] = {}
-"""``rate_hit_sql``'s answers by subject, tier and the limits table they were written for
-(a server has one table for its lifetime); each entry keeps the charge whose table it
-names, so an identity is never mistaken for a later table's."""
-
-
-def rate_hit_sql(subject_sql: str, tier_sql: str, charge: RateCharge) -> str:
-    """:func:`rate_hit_sql_text`, written once per subject, tier and limits table: every
-    authenticated request asks for the same text."""
-    key = (subject_sql, tier_sql, id(charge.limits))
-    known = _STATEMENTS.get(key)
-    if known is not None and known[0].limits is charge.limits and known[0].names == charge.names:
-        return known[1]
-    text = rate_hit_sql_text(subject_sql, tier_sql, charge)
-    if len(_STATEMENTS) >= 64:  # many servers in one process (tests): forget the old ones
-        _STATEMENTS.clear()
-    _STATEMENTS[key] = (charge, text)
-    return text
-
-
-def rate_hit_sql_text(subject_sql: str, tier_sql: str, charge: RateCharge) -> str:
+def rate_hit_sql_text(subject_sql: str, tier_sql: str, table: RateTable) -> str:
     """``rate_limit_hit`` (migration 0060) as an expression of a query that knows the
     subject and tier as SQL, with :meth:`RateCharge.params` bound: the count rides on that
     query's round trip. Yields each window's hits including this request.
@@ -67,15 +72,15 @@ def rate_hit_sql_text(subject_sql: str, tier_sql: str, charge: RateCharge) -> st
     same, psycopg prepares it once per connection, and neither side encodes or parses them
     per request; only the windows' starts travel as parameters.
     """
-    names = "ARRAY[" + ", ".join(_literal(name) for name in charge.names) + "]::text[]"
+    names = "ARRAY[" + ", ".join(_literal(name) for name in table.names) + "]::text[]"
     starts = (
         "ARRAY["
-        + ", ".join(f"to_timestamp(%(rl_start_{i})s::bigint)" for i in range(len(charge.starts)))
+        + ", ".join(f"to_timestamp(%(rl_start_{i})s::bigint)" for i in range(len(table.names)))
         + "]"
     )
-    default = charge.limits[charge.default_tier]
+    default = table.limits[table.default_tier]
     tiers = " ".join(
-        f"WHEN {_literal(tier)} THEN {_int_array(limits)}" for tier, limits in charge.limits.items()
+        f"WHEN {_literal(tier)} THEN {_int_array(limits)}" for tier, limits in table.limits.items()
     )
     limits_sql = f"CASE {tier_sql} {tiers} ELSE {_int_array(default)} END"
     return f"rate_limit_hit({subject_sql}, {names}, {starts}, {limits_sql})"

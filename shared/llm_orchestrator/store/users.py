@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from llm_orchestrator.store.db import Database, fetch_page
-from llm_orchestrator.store.rate_limits import RateCharge, rate_hit_sql
+from llm_orchestrator.store.rate_limits import RateCharge
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class UserRepository:
         hits_sql = "NULL::integer[]"
         if count is not None:
             subject, charge = count
-            hits_sql = rate_hit_sql("%(subject)s", "u.tier", charge)
+            hits_sql = charge.table.hit_sql("%(subject)s", "u.tier")
             params.update(subject=subject, **charge.params())
         async with self._db.connection() as conn:
             cur = await conn.execute(
