@@ -57,3 +57,46 @@ def test_the_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: P
 def test_a_shared_buffers_postgresql_would_not_read_is_refused(value: str) -> None:
     with pytest.raises(ValidationError, match="embedded_shared_buffers"):
         Settings(embedded_shared_buffers=value)
+
+
+def _cached_blocks(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_buffercache WHERE reldatabase ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND relfilenode = pg_relation_filenode(%s)",
+            (table,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.slow
+def test_a_restarted_embedded_server_gets_its_buffer_pool_back(tmp_path: Path) -> None:
+    """The pages that were in ``shared_buffers`` when the server stopped are read back in
+    the background at its next start (autoprewarm), before anyone reads them."""
+    pgdata = (tmp_path / "pgdata").resolve()
+    try:
+        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+            conn.execute(
+                "CREATE TABLE warm AS SELECT n, repeat('x', 200) AS pad"
+                " FROM generate_series(1, 20000) AS n"
+            )
+            row = conn.execute("SELECT pg_relation_size('warm') / 8192").fetchone()
+        assert row is not None
+        blocks = int(row[0])
+        assert blocks > 100
+        assert _cached_blocks(url, "warm") == blocks
+        release_embedded_postgres(tmp_path)
+        _wait_stopped(pgdata)
+
+        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        deadline = time.monotonic() + 60
+        while (cached := _cached_blocks(url, "warm")) < blocks:
+            assert time.monotonic() < deadline, f"{cached} of {blocks} blocks read back"
+            time.sleep(0.2)
+    finally:
+        release_embedded_postgres(tmp_path)
+    _wait_stopped(pgdata)
