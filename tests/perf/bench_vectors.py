@@ -11,8 +11,10 @@ for a quick measurement of the search alone against the kept index). Prints
   ``pgvector_search_{size}_hnsw_scans`` counts the searches PostgreSQL answered from the
   HNSW index (``pg_stat_user_indexes``): fewer than the searches run means a plan without it.
   These are the second of two passes in one server session; ``..._after_start_...`` are
-  the first, right after the server started, while the index is being read into
-  ``shared_buffers`` and into the page tables of each pooled backend.
+  the first, right after the server started: the embedded server's autoprewarm reads the
+  pages that were in ``shared_buffers`` at the last stop back in the background (the first
+  run after the cache folder is made has none to read), and each pooled backend maps the
+  shared memory it touches into its page tables.
 - ``pgvector_search_top5_{size}_client_cpu_ms`` / ``_server_cpu_ms``: the CPU time one of
   those searches costs in this process and in PostgreSQL's backends (``/proc``; printed only
   when the server runs on this machine), and ``pgvector_search_{size}_load_average`` at
@@ -399,7 +401,18 @@ def _summary(results: dict[str, float], size: int) -> str | None:
     )
     if f"{prefix}_server_cpu_ms" in results:
         line += f" + {results[f'{prefix}_server_cpu_ms']:.2f} ms server"
-    return line + f"; load average {results[f'pgvector_search_{size}_load_average']:.1f}"
+    line += f"; load average {results[f'pgvector_search_{size}_load_average']:.1f}"
+    start = f"{prefix}_after_start"
+    line += (
+        f"; right after the server start: p50 {results[f'{start}_p50_ms']:.2f} ms,"
+        f" p99 {results[f'{start}_p99_ms']:.2f} ms"
+    )
+    if f"{prefix}_recall" in results:
+        line += (
+            f"; recall@5 {results[f'{prefix}_recall']:.3f} (document-like),"
+            f" {results[f'{prefix}_recall_random']:.3f} (random)"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> None:
