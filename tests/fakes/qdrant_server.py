@@ -79,6 +79,9 @@ class FakeQdrant(FakeServer):
 
     def __init__(self, *, api_key: str | None = None, latency: float = 0.0) -> None:
         self.collections: dict[str, _Collection] = {}
+        self.search_params: list[dict[str, Any] | None] = []
+        """Each ``points/query``'s ``params`` (``hnsw_ef``, …), in order (exact search
+        ignores them)."""
         self._data_lock = threading.Lock()
         super().__init__(api_key=api_key, latency=latency)
 
@@ -159,6 +162,7 @@ class FakeQdrant(FakeServer):
             query = query.get("nearest")
         conditions = ((body.get("filter") or {}).get("must")) or []
         limit = int(body.get("limit", 10))
+        self.search_params.append(body.get("params"))
         with self._data_lock:
             collection = self.collections.get(name)
             if collection is None:

@@ -23,6 +23,8 @@ from llm_orchestrator.vectorstores.pgvector import PgVectorStore
 DIM = 64
 STORED = 300
 QUERIES = 25
+EF_STORED = 1000
+EF_QUERIES = 40
 
 
 @pytest.fixture
@@ -240,3 +242,40 @@ async def test_a_query_value_beyond_float32_is_refused_as_bad_data(store: PgVect
         await store.search("range", [1e39, 0.0], top_k=1, filter=None, namespace=None)
     found = await store.search("range", [1e4, 0.0], top_k=1, filter=None, namespace=None)
     assert [m.id for m in found] == ["a"]
+
+
+async def test_ef_search_trades_time_for_finding_the_true_nearest_document(
+    store: PgVectorStore, owner_database_url: str
+) -> None:
+    """Random queries in random data, the hardest case for HNSW: a one-candidate search
+    often stops at a local optimum, a 1,000-candidate one finds the exact nearest."""
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        # A table this small is cheaper to scan and sort (an exact search): the plan must
+        # be the HNSW index for ef_search to mean anything (see the test above).
+        dbname = sql.Identifier(conn.info.dbname)
+        for setting in ("enable_seqscan", "enable_sort"):
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = off").format(dbname, sql.Identifier(setting))
+            )
+    rng = np.random.default_rng(64)
+    stored = _unit(EF_STORED, DIM, rng)
+    await _fill(store, "kb-ef", stored)
+    hits = {}
+    for ef_search in (1, None, 1000):
+        hits[ef_search] = 0
+        for query in _unit(EF_QUERIES, DIM, np.random.default_rng(7)):
+            best = int(np.argmax(stored @ query))
+            # ef_search 1 means top_k 1 (at least top_k candidates are searched); otherwise
+            # top 10: the candidates are ranked at half precision, the rows returned by
+            # their exact scores, so the true nearest comes first once it is a candidate.
+            matches = await store.search(
+                "kb-ef",
+                query.tolist(),
+                top_k=1 if ef_search == 1 else 10,
+                filter=None,
+                namespace=None,
+                ef_search=ef_search,
+            )
+            hits[ef_search] += matches[0].id == f"doc-{best}"
+    assert hits[1000] == EF_QUERIES, hits
+    assert hits[1] < hits[None], hits

@@ -324,6 +324,27 @@ def test_a_collection_is_created_with_cosine_distance_on_first_upsert() -> None:
         }
 
 
+def test_ef_search_reaches_qdrant_as_hnsw_ef() -> None:
+    """Checked on the fake: the search parameters qdrant-client sent, with and without."""
+    with FakeQdrant.start() as fake:
+        store = QdrantStore(EnvSettingResolver({"QDRANT_URL": fake.url}), timeout_seconds=5)
+
+        async def go() -> list[list[str]]:
+            records = [VectorRecord("a", [1.0, 0.0, 0.0], "alpha")]
+            await store.upsert("kb", records, namespace=None)
+            found = []
+            for ef_search in (64, None):
+                matches = await store.search(
+                    "kb", [1.0, 0.1, 0.0], top_k=1, filter=None, namespace=None, ef_search=ef_search
+                )
+                found.append([match.id for match in matches])
+            await store.aclose()
+            return found
+
+        assert asyncio.run(go()) == [["a"], ["a"]]
+        assert [(params or {}).get("hnsw_ef") for params in fake.search_params] == [64, None]
+
+
 # --- Pinecone -----------------------------------------------------------------------------
 
 

@@ -117,6 +117,8 @@ async def test_filter_and_namespace_narrow_the_search(
     in_acme = await search(namespace="acme")
     assert [m["id"] for m in in_acme][0] == "en-2"
     assert {m["id"] for m in in_acme} == {"en-1", "fr-1", "en-2"}
+    # A wider HNSW candidate list (ef_search) reaches the search: the same answers here.
+    assert await search(namespace="acme", ef_search=200) == in_acme
     english = await search(namespace="acme", filter={"lang": "{{lang}}"})
     assert [m["id"] for m in english] == ["en-2", "en-1"]
     assert english[0]["metadata"] == {"lang": "en", "year": 2023}

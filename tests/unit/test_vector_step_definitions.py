@@ -138,3 +138,31 @@ def test_a_namespace_variable_must_come_from_an_ancestor() -> None:
     errors = errors_of(embed(), other, search(namespace="{{ns}}"))
 
     assert [e.field for e in errors] == ["steps[2].namespace"]
+
+
+@pytest.mark.parametrize("database", ["pgvector", "qdrant"])
+def test_ef_search_is_taken_by_the_databases_that_search_with_it(database: str) -> None:
+    definition = parse_definition(
+        {"name": "w", "steps": [embed(), search(database=database, ef_search=200)]}
+    )
+
+    assert definition.steps[1].ef_search == 200  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [0, 1001, "64", 12.5])
+def test_ef_search_outside_1_to_1000_is_refused(value: Any) -> None:
+    errors = errors_of(embed(), search(ef_search=value))
+
+    assert [e.field for e in errors] == ["steps[1].ef_search"]
+
+
+@pytest.mark.parametrize("database", ["pinecone", "weaviate"])
+def test_ef_search_is_refused_where_a_query_cannot_set_it(database: str) -> None:
+    errors = errors_of(embed(), search(database=database, ef_search=100))
+
+    assert errors == [
+        FieldError(
+            "steps[1].ef_search",
+            f"{database} has no per-query HNSW setting: ef_search is for pgvector and qdrant",
+        )
+    ]

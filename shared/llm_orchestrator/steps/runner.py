@@ -530,7 +530,12 @@ class StepRunner:
         )
         started = time.perf_counter()
         matches = await self._vectors.store(step.database).search(
-            step.index, query, top_k=step.top_k, filter=filters, namespace=namespace
+            step.index,
+            query,
+            top_k=step.top_k,
+            filter=filters,
+            namespace=namespace,
+            ef_search=step.ef_search,
         )
         usage = StepUsage(None, None, _elapsed_ms(started))
         return value_outputs(step.output, [match.as_output() for match in matches]), usage

@@ -175,7 +175,10 @@ class VectorTables:
         *,
         top_k: int,
         filter: Mapping[str, Any] | None,
+        ef_search: int | None = None,
     ) -> list[VectorRow]:
+        """The ``top_k`` nearest rows, best first. ``ef_search``: the HNSW candidate list
+        (:data:`DEFAULT_EF_SEARCH` when None; never fewer than ``top_k``)."""
         table, qualified = _target(index)
         filters = list((filter or {}).items())
         # The query vector travels once, in binary (the pgvector adapter's binary dumper),
@@ -197,7 +200,14 @@ class VectorTables:
                 raise VectorDimensionMismatch(index, shape.dimension, len(vector))
             statement = self._statement(conn, table, qualified, shape, top_k, len(filters))
             try:
-                found = await _nearest(conn, statement, params, top_k=top_k, filtered=bool(filters))
+                found = await _nearest(
+                    conn,
+                    statement,
+                    params,
+                    top_k=top_k,
+                    ef_search=ef_search,
+                    filtered=bool(filters),
+                )
             except pg_errors.UndefinedTable:
                 # Dropped behind our back since its dimension was cached.
                 self._shapes.pop(qualified, None)
@@ -391,10 +401,17 @@ def _order_by(shape: _Shape) -> sql.Composable:
 
 
 async def _nearest(
-    conn: Connection, statement: bytes, params: dict[str, Any], *, top_k: int, filtered: bool
+    conn: Connection,
+    statement: bytes,
+    params: dict[str, Any],
+    *,
+    top_k: int,
+    ef_search: int | None,
+    filtered: bool,
 ) -> list[tuple[Any, ...]]:
     """The statement's rows as tuples (no dict built per row)."""
-    ef_search = min(max(DEFAULT_EF_SEARCH, top_k), MAX_EF_SEARCH)
+    wanted = DEFAULT_EF_SEARCH if ef_search is None else ef_search
+    ef_search = min(max(wanted, top_k), MAX_EF_SEARCH)
     cur = conn.cursor(row_factory=tuple_row)
     if ef_search == DEFAULT_EF_SEARCH and not filtered:
         # The common case needs no session settings: one round trip.

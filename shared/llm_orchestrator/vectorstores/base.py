@@ -72,8 +72,11 @@ class VectorStore(Protocol):
         top_k: int,
         filter: Mapping[str, FilterValue] | None,
         namespace: str | None,
+        ef_search: int | None = None,
     ) -> list[VectorMatch]:
-        """The ``top_k`` nearest records by cosine similarity, best first."""
+        """The ``top_k`` nearest records by cosine similarity, best first. ``ef_search``:
+        the HNSW candidate list where the database takes one per query (None: its default);
+        a database without one ignores it (definitions refuse it for those)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -84,12 +84,15 @@ class PgVectorStore:
         top_k: int,
         filter: Mapping[str, FilterValue] | None,
         namespace: str | None,
+        ef_search: int | None = None,
     ) -> list[VectorMatch]:
         tables, where, external = await self._tables()
         with _translated(index, where, external):
             if external is not None and not external.reached:
                 await external.probe()
-            rows = await tables.search(index, namespace or "", vector, top_k=top_k, filter=filter)
+            rows = await tables.search(
+                index, namespace or "", vector, top_k=top_k, filter=filter, ef_search=ef_search
+            )
             if external is not None:
                 external.reached = True
         return [VectorMatch(row.id, row.score, row.text, row.metadata) for row in rows]

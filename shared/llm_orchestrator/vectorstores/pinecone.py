@@ -110,6 +110,7 @@ class PineconeStore:
         top_k: int,
         filter: Mapping[str, FilterValue] | None,
         namespace: str | None,
+        ef_search: int | None = None,
     ) -> list[VectorMatch]:
         account = await self._account()
         conditions = [{key: {"$eq": value}} for key, value in (filter or {}).items()]

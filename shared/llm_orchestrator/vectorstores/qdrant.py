@@ -98,6 +98,7 @@ class QdrantStore:
         top_k: int,
         filter: Mapping[str, FilterValue] | None,
         namespace: str | None,
+        ef_search: int | None = None,
     ) -> list[VectorMatch]:
         from qdrant_client import models
 
@@ -122,6 +123,9 @@ class QdrantStore:
                 query=list(vector),
                 limit=top_k,
                 query_filter=models.Filter(must=conditions),
+                search_params=(
+                    None if ef_search is None else models.SearchParams(hnsw_ef=ef_search)
+                ),
                 with_payload=True,
             )
         matches = []

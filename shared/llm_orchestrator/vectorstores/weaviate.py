@@ -139,6 +139,7 @@ class WeaviateStore:
         top_k: int,
         filter: Mapping[str, FilterValue] | None,
         namespace: str | None,
+        ef_search: int | None = None,
     ) -> list[VectorMatch]:
         from weaviate.classes.query import Filter, MetadataQuery
 

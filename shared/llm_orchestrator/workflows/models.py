@@ -272,6 +272,12 @@ class VectorSearchStep(_StepBase):
     ``query`` is a template; exactly ``{{var}}`` passes the raw value, which is how an
     embedding vector reaches the search. ``filter`` is metadata equality
     (``{"lang": "en"}``); its string values are templates too, as is ``namespace``.
+
+    ``ef_search`` (optional, 1-1000) is the HNSW search's candidate list on the databases
+    that take one per query: pgvector (``hnsw.ef_search``, default 40) and Qdrant
+    (``hnsw_ef``). Larger finds the true nearest documents more often and costs time in
+    proportion (see the README's *Performance*); at least ``top_k`` candidates are always
+    searched. Pinecone and Weaviate have no such per-query setting: refused for them.
     """
 
     type: Literal["vector_search"]
@@ -279,10 +285,21 @@ class VectorSearchStep(_StepBase):
     index: IndexName
     query: Template
     top_k: int = Field(5, ge=1, le=1000)
+    ef_search: int | None = Field(None, ge=1, le=1000)
     filter: dict[str, Any] | None = None
     namespace: Namespace | None = None
 
     index_rules = field_validator("index")(_check_index)
+
+    @field_validator("ef_search")
+    @classmethod
+    def _per_query_ef(cls, value: int | None, info: ValidationInfo) -> int | None:
+        database = info.data.get("database")
+        if value is not None and database in ("pinecone", "weaviate"):
+            raise ValueError(
+                f"{database} has no per-query HNSW setting: ef_search is for pgvector and qdrant"
+            )
+        return value
 
     @field_validator("filter")
     @classmethod
