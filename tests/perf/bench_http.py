@@ -15,7 +15,12 @@ and a bare FastAPI app under the same ``uvicorn.run`` settings, then prints:
   (``pg_stat_database``) across those chain runs ÷ steps run.
 - ``concurrent_500_*``: 500 one-step executions against the 1 s fake, submitted through
   ``POST .../execute`` by ``CONNECTIONS`` connections; seconds from the first submit to the
-  last submit answered and to the last execution completed (goal ≤ 2.5 s).
+  last submit answered and to the last execution completed (goal ≤ 2.5 s), with the
+  server process's CPU over the submits (and its share of one core: below 100% the submits
+  wait on something other than the server's CPU) and per execution, submit included.
+- ``raw_sdk_500_concurrent_calls_s``: the same burst of calls made by the bare OpenAI SDK
+  from this process, and its CPU per call: the part of each execution's CPU that is the
+  official SDK's, whoever orchestrates.
 - ``status_read_server_cpu_ms``: the server process's CPU time (user + system) per
   ``GET .../status`` of a finished 3-step execution (goal ≤ 1 ms).
 - ``langgraph_*`` / ``dbos_*``: the chain and concurrent figures of LangGraph (Postgres
@@ -317,6 +322,33 @@ def _raw_sdk_call_ms(provider_url: str) -> float:
     return asyncio.run(calls())
 
 
+def _raw_sdk_burst_cpu_ms(provider_url: str, count: int) -> tuple[float, float]:
+    """``count`` concurrent raw OpenAI SDK calls from one fresh client (as a burst of
+    executions makes them): wall seconds and this process's CPU ms per call. The floor any
+    orchestrator calling the official SDK pays per step, measured in the same run."""
+    from openai import AsyncOpenAI
+
+    async def burst() -> tuple[float, float]:
+        client = AsyncOpenAI(api_key=FAKE_KEY, base_url=provider_url, max_retries=0)
+
+        async def call() -> None:
+            await client.chat.completions.create(
+                model="gpt-4", messages=[{"role": "user", "content": "say 1"}]
+            )
+
+        try:
+            await call()  # warm: the SDK's lazy imports
+            cpu_before = time.process_time()
+            started = time.perf_counter()
+            await asyncio.gather(*(call() for _ in range(count)))
+            wall = time.perf_counter() - started
+            return wall, (time.process_time() - cpu_before) * 1000 / count
+        finally:
+            await client.close()
+
+    return asyncio.run(burst())
+
+
 def _transactions(database_url: str) -> int:
     # Backends report their counters at most once a second when idle: wait for that.
     time.sleep(1.2)
@@ -484,11 +516,18 @@ def _bench_concurrent(
     )
     with psycopg.connect(database_url, autocommit=True) as conn:
         (db_start,) = conn.execute("SELECT clock_timestamp()").fetchone()  # type: ignore[misc]
+        watched = psutil.Process(server.pid) if server is not None else None
+        cpu_before = _cpu_seconds(watched) if watched is not None else 0.0
         with _profiled(server, "concurrent_submit"):
             started = time.perf_counter()
             answers = asyncio.run(_many(SERVER_PORT, [request] * CONCURRENT))
             submitted = time.perf_counter() - started
-        report(f"concurrent_{CONCURRENT}_submit_s", f"{submitted:.2f}")
+        submit_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
+        report(
+            f"concurrent_{CONCURRENT}_submit_s",
+            f"{submitted:.2f}; server CPU {submit_cpu:.2f} s"
+            f" ({submit_cpu / submitted:.0%} of one core)",
+        )
         refused = [(status, body) for status, body in answers if status != 202]
         if refused:
             # Counted, not fatal: the run goes on to the anchors with the accepted ones.
@@ -518,7 +557,18 @@ def _bench_concurrent(
             ).fetchall()
             raise AssertionError(f"{pending} unfinished, {failed} not completed: {rows}")
     ours = (last - db_start).total_seconds()
-    report(f"concurrent_{CONCURRENT}_all_completed_s", f"{ours:.2f} (goal <= 2.5)")
+    total_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
+    report(
+        f"concurrent_{CONCURRENT}_all_completed_s",
+        f"{ours:.2f} (goal <= 2.5); server CPU {total_cpu * 1000 / CONCURRENT:.1f} ms"
+        " per execution, submit included",
+    )
+    wall, cpu_ms = _raw_sdk_burst_cpu_ms(provider_url, CONCURRENT)
+    report(
+        f"raw_sdk_{CONCURRENT}_concurrent_calls_s",
+        f"{wall:.2f}; client CPU {cpu_ms:.1f} ms per call (the official SDK alone, no"
+        " orchestration)",
+    )
     for name, measure in anchors.CONCURRENT_ANCHORS.items():
         if not _wanted(f"anchor-{name}"):
             continue
