@@ -42,7 +42,7 @@ def test_a_given_id_is_kept() -> None:
         ([[1.0, float("inf")]], ["a"], "vectors[0][1] is not a finite number"),
         ([[1.0, 1e39]], ["a"], "vectors[0][1] is not a finite number"),
         ([[0.0, 0.0]], ["a"], "vectors[0] is all zeros"),
-        ([[]], ["a"], "vectors[0] must be a non-empty list of numbers"),
+        ([[]], ["a"], "vectors[0] must be a non-empty list of numbers, got an empty list"),
         ([1.0, 2.0], ["a", "b"], "vectors is one vector, not a list of vectors"),
         ("[1, 2]", ["a"], "vectors must be a list of vectors, got a string"),
         ([[1.0]], "a", "documents must be a list, got a string"),
