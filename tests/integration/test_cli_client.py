@@ -182,6 +182,24 @@ def test_run_json_and_execution_commands_by_id(logged_in: Llmo, workflow_file: P
     assert restored.code == 0 and restored.json()["id"] == execution["id"]
     human = logged_in("executions", "status", execution["id"])
     assert "completed" in human.out and "draft" in human.out
+    # The status carries no step types: no column of dashes for them.
+    assert "type" not in human.out
+
+
+def test_apply_without_a_version_updates_the_default_version(
+    logged_in: Llmo, tmp_path: Path
+) -> None:
+    path = tmp_path / "unversioned.yaml"
+    path.write_text(WORKFLOW_YAML.replace('version: "1.0"\n', ""), encoding="utf-8")
+    assert "version" not in path.read_text(encoding="utf-8")
+
+    created = logged_in("workflows", "apply", "-f", str(path), "--json")
+    again = logged_in("workflows", "apply", "-f", str(path), "--json")
+
+    assert created.code == 0 and created.json()["created"] is True
+    assert again.code == 0 and again.json()["created"] is False
+    assert again.json()["id"] == created.json()["id"]
+    assert len(logged_in("workflows", "list", "--json").json()) == 1
 
 
 def test_a_failing_workflow_exits_1(

@@ -30,6 +30,8 @@ MAX_RETRY_SLEEP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PAGE_SIZE = 100
+DEFAULT_VERSION = "1.0"
+"""The version a workflow defined without one gets (the server's default)."""
 """The server's maximum ``limit``: the fewest round trips per listing."""
 
 M = TypeVar("M", bound=BaseModel)

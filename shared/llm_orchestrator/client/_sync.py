@@ -13,6 +13,7 @@ import httpx
 
 from llm_orchestrator.client._core import (
     API_KEY_ENV,
+    DEFAULT_VERSION,
     LONG_POLL_SECONDS,
     MAX_RETRY_SLEEP,
     PAGE_SIZE,
@@ -337,9 +338,10 @@ class Workflows(_Resource):
     def apply(self, definition: Mapping[str, Any]) -> tuple[Workflow, bool]:
         """Create the workflow, or update the one with the same name and version.
 
-        Returns the workflow and whether it was created.
+        Returns the workflow and whether it was created. A definition without a
+        ``version`` is the server's default version, ``"1.0"``, as it would be created.
         """
-        name, version = definition.get("name"), definition.get("version")
+        name, version = definition.get("name"), definition.get("version", DEFAULT_VERSION)
         existing = None
         if isinstance(name, str) and isinstance(version, str):
             existing = self.find(name, version)

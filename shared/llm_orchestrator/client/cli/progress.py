@@ -51,18 +51,26 @@ def _tokens(step: StepState) -> str:
 
 
 def step_table(execution: Execution, step_types: dict[str, str]) -> Table:
+    """One row per step; the ``type`` column only when the caller knows the types (an
+    execution's status does not carry them: a column of dashes would say nothing)."""
     style = STYLES.get(execution.status, "")
     table = Table(title=f"{execution.id}  [{style}]{execution.status}[/]", title_justify="left")
-    for column in ("step", "type", "status", "latency", "tokens"):
+    columns = (
+        ("step", "type", "status", "latency", "tokens")
+        if step_types
+        else ("step", "status", "latency", "tokens")
+    )
+    for column in columns:
         table.add_column(column)
     for step_id, step in execution.steps.items():
-        table.add_row(
-            step_id,
-            step_types.get(step_id, "-"),
+        cells = [
             f"[{STYLES.get(step.status, '')}]{step.status}[/]",
             _latency(step),
             _tokens(step),
-        )
+        ]
+        if step_types:
+            cells.insert(0, step_types.get(step_id, "-"))
+        table.add_row(step_id, *cells)
     return table
 
 
