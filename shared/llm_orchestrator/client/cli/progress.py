@@ -104,6 +104,10 @@ class _LineReporter:
         self._seen: dict[str, str] = {}
 
     def __call__(self, execution: Execution) -> None:
+        # An execution that starts (or resumes) says so before its steps do, and one that
+        # ends says so after them: the lines read in the order things happened.
+        if not execution.is_terminal:
+            self._execution_line(execution)
         for step_id, step in execution.steps.items():
             if self._seen.get(step_id) == step.status:
                 continue
@@ -115,6 +119,9 @@ class _LineReporter:
                 detail = f"  {_latency(step)}  {_tokens(step)}"
             kind = self._types.get(step_id, "")
             self._out.console.print(f"  {step_id} ({kind}): {step.status}{detail}", markup=False)
+        self._execution_line(execution)
+
+    def _execution_line(self, execution: Execution) -> None:
         if self._seen.get("") != execution.status:
             self._seen[""] = execution.status
             self._out.console.print(f"execution {execution.id}: {execution.status}", markup=False)
