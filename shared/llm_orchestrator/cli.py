@@ -68,6 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         proxy_headers=False,
         http=EnvelopeH11Protocol,
+        # Without a bound, a stop waits for every request in flight: an `async: false`
+        # execute for as long as its execution runs.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
 

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     """The embedded PostgreSQL's ``shared_buffers`` (PostgreSQL units: ``kB``, ``MB``,
     ``GB``); applies when that server starts."""
 
+    shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    """``llmo serve``: how long a stop (SIGTERM, Ctrl-C) waits for requests in flight (an
+    ``async: false`` execute waits for its execution) before cutting them off; their
+    executions are durable and resume at the next start."""
+
     admin_username: str = "admin"
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None

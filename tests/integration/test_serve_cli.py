@@ -3,11 +3,17 @@ on the first start only, and works. (Its embedded PostgreSQL: ``test_embedded_or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import JWT_SECRET
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import ADMIN_PASSWORD, JWT_SECRET, fake_environ
+from tests.integration.execution_support import llm_step, wait_held
 from tests.integration.serve_support import ServeProcess, serve_env
 
 
@@ -34,3 +40,39 @@ def test_first_start_prints_a_working_admin_password_once(database_url: str, tmp
     assert "with password:" not in second_output
     assert login.status_code == 200, login.text
     assert f"listening on http://127.0.0.1:{second.port}" in second_output
+
+
+def test_a_stop_cuts_off_a_request_still_waiting_once_the_grace_is_over(
+    database_url: str, tmp_path: Path, fake_openai: FakeOpenAI
+):
+    env = serve_env(
+        LLMO_DATABASE_URL=database_url,
+        LLMO_DATA_DIR=str(tmp_path),
+        LLMO_JWT_SECRET=JWT_SECRET,
+        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LLMO_SHUTDOWN_GRACE_SECONDS="1",
+        **fake_environ(fake_openai),
+    )
+    fake_openai.hold()  # the step's provider call never answers: `async: false` waits on
+    server = ServeProcess(env).start()
+    assert server.process is not None
+    try:
+        api = httpx.Client(base_url=server.base_url, timeout=60)
+        login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        created = api.post("/workflows", json={"name": "held", "steps": [llm_step("s", "hi", "r")]})
+        execute = f"/workflows/{created.json()['id']}/execute"
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(api.post, execute, json={"async": False, "inputs": {}})
+            asyncio.run(wait_held(fake_openai))
+            server.process.terminate()
+            # Without a bound the server waits for that request as long as the call is held.
+            exit_code = server.process.wait(timeout=60)
+            with contextlib.suppress(httpx.TransportError):
+                waiting.result(timeout=60)  # cut off: it ends, with or without an answer
+    finally:
+        fake_openai.release()
+        server.stop()
+
+    # uvicorn ends by re-raising the signal it stopped for, as an unhandled SIGTERM would.
+    assert exit_code in (0, -signal.SIGTERM)
