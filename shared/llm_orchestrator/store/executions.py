@@ -13,7 +13,7 @@ import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.types.json import Jsonb
 
@@ -65,13 +65,15 @@ class ExecutionRecord(ExecutionSummary):
     state_machine: dict[str, Any]
 
 
+_Execution = TypeVar("_Execution", bound=ExecutionSummary)
 _SUMMARY_COLUMNS = ", ".join(ExecutionSummary.__dataclass_fields__)
 
 
-def _summary(row: dict[str, Any]) -> ExecutionSummary:
-    return ExecutionSummary(
+def _row_as(kind: type[_Execution], row: dict[str, Any]) -> _Execution:
+    """An ``executions`` row (extra columns ignored) as ``kind``."""
+    return kind(
         **{
-            **{k: row[k] for k in ExecutionSummary.__dataclass_fields__},
+            **{k: row[k] for k in kind.__dataclass_fields__},
             "status": ExecutionStatus(row["status"]),
         }
     )
@@ -90,12 +92,7 @@ def _step_run_of_json(run: dict[str, Any]) -> StepRunRecord:
 
 
 def _execution(row: dict[str, Any]) -> ExecutionRecord:
-    return ExecutionRecord(
-        **{
-            **{k: row[k] for k in ExecutionRecord.__dataclass_fields__},
-            "status": ExecutionStatus(row["status"]),
-        }
-    )
+    return _row_as(ExecutionRecord, row)
 
 
 class ExecutionRepository:
@@ -199,7 +196,7 @@ class ExecutionRepository:
         if row is None:
             return None
         runs = [_step_run_of_json(run) for run in row["step_runs"] or ()]
-        return _summary(row), row["step_ids"], runs
+        return _row_as(ExecutionSummary, row), row["step_ids"], runs
 
     async def ids_with_status(self, statuses: tuple[ExecutionStatus, ...]) -> list[str]:
         async with self._db.connection() as conn:

@@ -14,19 +14,6 @@ from llm_orchestrator.store.db import Database, fetch_page, owner_clause
 
 
 @dataclass(frozen=True)
-class WorkflowRecord:
-    id: uuid.UUID
-    owner_id: str
-    name: str
-    version: str
-    description: str | None
-    definition: dict[str, Any]
-    timeout_seconds: int
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
 class WorkflowHeader:
     """A workflow as a listing shows it: everything but the definition."""
 
@@ -37,6 +24,12 @@ class WorkflowHeader:
     description: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkflowRecord(WorkflowHeader):
+    definition: dict[str, Any]
+    timeout_seconds: int
 
 
 _HEADER_COLUMNS = ", ".join(WorkflowHeader.__dataclass_fields__)
