@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import importlib
 import io
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -164,9 +163,11 @@ def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Na
         if exit_.code != 2:
             sys.stderr.write(captured.getvalue())
             raise
+    from llm_orchestrator.client.cli.output import Output
+
     said = [line for line in captured.getvalue().splitlines() if ": error: " in line]
     message = said[-1].split(": error: ", 1)[1] if said else "invalid command line"
-    print(json.dumps({"code": "usage_error", "message": message}), flush=True)
+    Output(as_json=True).usage_error(message)
     return None
 
 

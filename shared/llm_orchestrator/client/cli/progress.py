@@ -55,22 +55,18 @@ def step_table(execution: Execution, step_types: dict[str, str]) -> Table:
     execution's status does not carry them: a column of dashes would say nothing)."""
     style = STYLES.get(execution.status, "")
     table = Table(title=f"{execution.id}  [{style}]{execution.status}[/]", title_justify="left")
-    columns = (
-        ("step", "type", "status", "latency", "tokens")
-        if step_types
-        else ("step", "status", "latency", "tokens")
-    )
-    for column in columns:
-        table.add_column(column)
+    for column in ("step", "type", "status", "latency", "tokens"):
+        if column != "type" or step_types:
+            table.add_column(column)
     for step_id, step in execution.steps.items():
-        cells = [
+        kind = [step_types.get(step_id, "-")] if step_types else []
+        table.add_row(
+            step_id,
+            *kind,
             f"[{STYLES.get(step.status, '')}]{step.status}[/]",
             _latency(step),
             _tokens(step),
-        ]
-        if step_types:
-            cells.insert(0, step_types.get(step_id, "-"))
-        table.add_row(step_id, *cells)
+        )
     return table
 
 
