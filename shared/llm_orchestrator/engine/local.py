@@ -226,7 +226,8 @@ class LocalEngine:
     async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
         try:
             machine = self._machines.get(state_machine, load_state_machine)
-            await self._lifecycle.running(execution_id)
+            # No ``lifecycle.running`` here: the first step's begin marks the execution
+            # running in its own statement (one round trip less per execution).
             result = await run_execution(
                 machine,
                 {"execution_id": execution_id},

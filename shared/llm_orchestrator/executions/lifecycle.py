@@ -113,7 +113,11 @@ class ExecutionLifecycle:
         return record
 
     async def running(self, execution_id: str) -> None:
-        """A run has begun: pending becomes running (a paused one stays paused)."""
+        """A run has begun: pending becomes running (a paused one stays paused).
+
+        The Step Functions engines say so when the state machine has started; under the
+        local engine the first step's begin does it in its own statement instead
+        (:meth:`~llm_orchestrator.store.step_runs.StepRunRepository.begin_step`)."""
         await self._repo.mark_running(execution_id)
 
     async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:

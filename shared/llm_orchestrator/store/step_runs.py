@@ -130,6 +130,10 @@ class StepRunRepository:
         cancelled, paused or not active, or the step has completed; the context shows which
         (read as of the statement's start), and a race it cannot show is for the caller to
         re-read. The execution row is locked FOR SHARE, as in :meth:`start_step`.
+
+        The first step to begin also marks a pending execution running (what
+        :meth:`ExecutionRepository.mark_running` does), so a run's start costs no round
+        trip of its own; an execution with a step under way is never shown pending.
         """
         async with self._db.connection() as conn:
             cur = await conn.execute(
@@ -142,7 +146,11 @@ class StepRunRepository:
                 "   AND NOT e.pause_requested"
                 "   ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
                 "   attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
-                "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts)"
+                "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts),"
+                " running AS (UPDATE executions SET status = %(running_execution)s,"
+                "   updated_at = now()"
+                "   WHERE id = %(execution)s AND status = %(pending_execution)s"
+                "   AND EXISTS (SELECT 1 FROM started))"
                 " SELECT e.status, e.pause_requested, e.cancel_requested, e.inputs,"
                 " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
                 "   AS step_status,"
@@ -171,6 +179,8 @@ class StepRunRepository:
                     "provider": provider,
                     "running_step": StepStatus.RUNNING.value,
                     "completed_step": StepStatus.COMPLETED.value,
+                    "pending_execution": ExecutionStatus.PENDING.value,
+                    "running_execution": ExecutionStatus.RUNNING.value,
                     "month": month,
                     "price_providers": [key[0] for key in price_keys],
                     "price_models": [key[1] for key in price_keys],
