@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .base import (
@@ -27,10 +26,12 @@ from .base import (
 from .common import (
     DEFAULT_TIMEOUT_SECONDS,
     clean_detail,
+    float_vector,
     from_status,
     message_of,
     missing_key,
     redact,
+    token_count,
     unreachable,
 )
 from .errors import (
@@ -43,14 +44,10 @@ from .errors import (
 
 if TYPE_CHECKING:
     from openai import APIStatusError, AsyncOpenAI, OpenAIError
-    from openai.types.chat import ChatCompletionMessageParam
-    from openai.types.shared_params import ResponseFormatJSONSchema
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-_T = TypeVar("_T")
 
 # Under load, concurrent requests spread over up to this many clients, each with its own
 # connection pool: httpcore's pool does work proportional to (waiting requests x open
@@ -102,81 +99,82 @@ class OpenAIProvider:
         return self._name
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
-        from openai import omit
-        from openai.types.chat import ChatCompletion
-
         cached, api_key = await self._client()
-        messages: list[ChatCompletionMessageParam] = []
+        messages: list[dict[str, str]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
         for turn in request.follow_up:
-            if turn.role == "assistant":
-                messages.append({"role": "assistant", "content": turn.content})
-            else:
-                messages.append({"role": "user", "content": turn.content})
-        limit = omit if request.max_tokens is None else request.max_tokens
-        completion, latency_ms = await self._timed(
-            cached,
-            api_key,
-            cached.client.chat.completions.create(
-                model=request.model,
-                messages=messages,
-                temperature=omit if request.temperature is None else request.temperature,
-                max_completion_tokens=limit if cached.is_openai else omit,
-                max_tokens=omit if cached.is_openai else limit,
-                response_format=_response_format(request) or omit,
-            ),
-        )
+            role = "assistant" if turn.role == "assistant" else "user"
+            messages.append({"role": role, "content": turn.content})
+        body: dict[str, object] = {"model": request.model, "messages": messages}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_completion_tokens" if cached.is_openai else "max_tokens"] = request.max_tokens
+        response_format = _response_format(request)
+        if response_format is not None:
+            body["response_format"] = response_format
+        reply, latency_ms = await self._timed(cached, api_key, "/chat/completions", body)
+        return self._chat_result(reply, request.model, latency_ms)
+
+    def _chat_result(self, reply: object, model: str, latency_ms: float) -> ChatResult:
         # A body that is JSON but not an object, or not JSON at all (an HTML page from a
-        # proxy), reaches us as a plain list or string rather than a ChatCompletion.
-        if not isinstance(completion, ChatCompletion) or not completion.choices:
-            raise ProviderInvalidResponse(
-                f"{self._name} returned a completion without choices", provider=self._name
-            )
-        usage = completion.usage
-        message = completion.choices[0].message
+        # proxy), reaches us as a plain list or string.
+        reply = _object(reply)
+        choices = reply.get("choices")
+        choice = _object(choices[0] if isinstance(choices, list) and choices else None)
+        message = _object(choice.get("message"))
+        if not message:
+            raise self._invalid("a completion without choices")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise self._invalid("a completion whose message content is not text")
+        usage = _object(reply.get("usage"))
+        refusal = message.get("refusal")
         return ChatResult(
-            text=message.content or "",
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            model=completion.model or request.model,
+            text=content or "",
+            input_tokens=token_count(usage.get("prompt_tokens")),
+            output_tokens=token_count(usage.get("completion_tokens")),
+            model=_text(reply.get("model")) or model,
             latency_ms=latency_ms,
             # With a schema, a model that declines says so here instead of in ``content``.
-            refusal=getattr(message, "refusal", None) or None,
-            cut_off=completion.choices[0].finish_reason == "length",
+            refusal=_text(refusal) or None,
+            cut_off=choice.get("finish_reason") == "length",
         )
 
     async def embed(self, request: EmbedRequest, /) -> EmbedResult:
-        from openai.types import CreateEmbeddingResponse
-
         cached, api_key = await self._client()
         expected = 1 if isinstance(request.input, str) else len(request.input)
-        response, latency_ms = await self._timed(
-            cached,
-            api_key,
-            # Asked for explicitly: the SDK may otherwise request base64, which not every
-            # compatible server implements.
-            cached.client.embeddings.create(
-                model=request.model, input=request.input, encoding_format="float"
-            ),
-        )
-        if not isinstance(response, CreateEmbeddingResponse) or not isinstance(response.data, list):
-            raise ProviderInvalidResponse(
-                f"{self._name} returned an embedding reply without data", provider=self._name
-            )
-        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        # ``encoding_format`` asked for explicitly: the SDK may otherwise request base64,
+        # which not every compatible server implements.
+        body: dict[str, object] = {
+            "model": request.model,
+            "input": request.input,
+            "encoding_format": "float",
+        }
+        reply, latency_ms = await self._timed(cached, api_key, "/embeddings", body)
+        reply = _object(reply)
+        data = reply.get("data")
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise self._invalid("an embedding reply without data")
+        vectors: list[list[float]] = []
+        for item in sorted(data, key=_index_of):
+            vector = float_vector(item.get("embedding"))
+            if vector is None:
+                raise self._invalid("an embedding that is not a list of numbers")
+            vectors.append(vector)
         if len(vectors) != expected:
-            raise ProviderInvalidResponse(
-                f"{self._name} returned {len(vectors)} embeddings for {expected} inputs",
-                provider=self._name,
-            )
+            raise self._invalid(f"{len(vectors)} embeddings for {expected} inputs")
         return EmbedResult(
             vectors=vectors,
-            input_tokens=response.usage.prompt_tokens if response.usage else 0,
-            model=response.model or request.model,
+            input_tokens=token_count(_object(reply.get("usage")).get("prompt_tokens")),
+            model=_text(reply.get("model")) or request.model,
             latency_ms=latency_ms,
         )
+
+    def _invalid(self, what: str) -> ProviderInvalidResponse:
+        return ProviderInvalidResponse(f"{self._name} returned {what}", provider=self._name)
 
     async def aclose(self) -> None:
         """Close the cached clients; call it before the event loop that used them ends."""
@@ -236,14 +234,23 @@ class OpenAIProvider:
         )
 
     async def _timed(
-        self, cached: _CachedClient, api_key: str, call: Awaitable[_T]
-    ) -> tuple[_T, float]:
+        self, cached: _CachedClient, api_key: str, path: str, body: dict[str, object]
+    ) -> tuple[object, float]:
+        """POST ``body`` to ``path`` through the SDK client; the reply's JSON as it came.
+
+        The SDK's typed methods (``chat.completions.create``) cost twice the CPU of the
+        call itself: they walk every parameter through the SDK's type-driven transform and
+        build a typed model of every reply, recursively. The bodies built here are plain
+        JSON already, and the few reply fields read are checked here, so the call goes
+        through the client's ``post`` with ``cast_to=object`` (the SDK's documented way to
+        reach an endpoint): same client, connections, headers, timeout and error types.
+        """
         from openai import OpenAIError
 
         started = time.perf_counter()
         cached.in_flight += 1
         try:
-            result = await call
+            reply: object = await cached.client.post(path, body=body, cast_to=object)
         except OpenAIError as exc:
             error = _translate(exc, self._name, api_key, self._timeout_seconds)
             # The SDK's exception text may quote a masked key ("sk-...abcd"); keep it out
@@ -257,10 +264,24 @@ class OpenAIProvider:
             ) from None
         finally:
             cached.in_flight -= 1
-        return result, (time.perf_counter() - started) * 1000.0
+        return reply, (time.perf_counter() - started) * 1000.0
 
 
-def _response_format(request: ChatRequest) -> ResponseFormatJSONSchema | None:
+def _object(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a reply's fields are optional)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _index_of(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
+def _response_format(request: ChatRequest) -> dict[str, Any] | None:
     """Structured Outputs: the schema as ``response_format``, strict only when the step's
     schema meets strict mode's rules (otherwise OpenAI would refuse the request)."""
     if request.output is None:
