@@ -197,8 +197,21 @@ async def test_retry_after_in_the_past_or_unreadable(
         ),
         ('{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4"}', "application/json"),
         ("[1, 2, 3]", "application/json"),
+        ('{"model": "gpt-4", "choices": [{"index": 0, "message": "hi"}]}', "application/json"),
+        (
+            '{"model": "gpt-4", "choices": [{"message": {"role": "assistant", "content": [1]}}]}',
+            "application/json",
+        ),
     ],
-    ids=["html", "truncated-json", "no-choices", "choices-missing", "not-an-object"],
+    ids=[
+        "html",
+        "truncated-json",
+        "no-choices",
+        "choices-missing",
+        "not-an-object",
+        "message-not-an-object",
+        "content-not-text",
+    ],
 )
 async def test_a_malformed_completion_is_an_invalid_response_not_a_crash(
     fake: FakeOpenAI, registry: ProviderRegistry, body: str, content_type: str
@@ -219,8 +232,12 @@ async def test_a_malformed_completion_is_an_invalid_response_not_a_crash(
         ' "embedding": [0.1]}]}',
         '{"object": "list", "model": "m", "data": []}',
         "not json at all",
+        '{"object": "list", "model": "m", "data": [{"index": 0, "embedding": [0.1, "x"]},'
+        ' {"index": 1, "embedding": [0.2, 0.3]}]}',
+        '{"object": "list", "model": "m", "data": [{"index": 0, "embedding": "AAAA"},'
+        ' {"index": 1, "embedding": [0.2, 0.3]}]}',
     ],
-    ids=["one-for-two", "none", "not-json"],
+    ids=["one-for-two", "none", "not-json", "not-numbers", "base64-not-asked-for"],
 )
 async def test_a_malformed_embedding_reply_is_an_invalid_response(
     fake: FakeOpenAI, registry: ProviderRegistry, body: str
