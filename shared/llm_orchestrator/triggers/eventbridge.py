@@ -15,10 +15,12 @@ fine: removal is idempotent). boto3 is imported on first use; calls run in worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from llm_orchestrator.errors import ServiceUnavailable
 from llm_orchestrator.store.triggers import TriggerRecord
 
 RULE_PREFIX = "llmo-"
@@ -64,10 +66,37 @@ class EventBridgeTriggers:
     fires_in_process = False
 
     async def install(self, trigger: TriggerRecord) -> None:
-        if trigger.type == "schedule":
-            await asyncio.to_thread(self._create_schedule, trigger)
+        """Create the trigger's schedule or rule; ``ServiceUnavailable`` (503) naming the
+        setting to check when AWS refuses (the caller then drops the trigger's row)."""
+        from botocore.exceptions import ClientError
+
+        schedule = trigger.type == "schedule"
+        try:
+            if schedule:
+                await asyncio.to_thread(self._create_schedule, trigger)
+            else:
+                await asyncio.to_thread(self._create_rule, trigger)
+        except ClientError as exc:
+            # A rule created before its target was refused must not stay behind.
+            with contextlib.suppress(ClientError):
+                await self.remove(trigger)
+            raise self._refused(exc, schedule) from None
+
+    def _refused(self, exc: Any, schedule: bool) -> ServiceUnavailable:
+        # AWS's own message may name the account and ARNs; the error code and the name the
+        # operator configured say what to fix.
+        code = str(exc.response.get("Error", {}).get("Code") or "an error")
+        if schedule:
+            where = f"EventBridge Scheduler group '{self._settings.schedule_group}'"
+            setting = "LLMO_SCHEDULE_GROUP"
         else:
-            await asyncio.to_thread(self._create_rule, trigger)
+            where = f"EventBridge event bus '{self._settings.event_bus}'"
+            setting = "LLMO_EVENT_BUS"
+        if code in _MISSING:
+            reason = f"the {where} does not exist: check {setting}"
+        else:
+            reason = f"AWS answered {code} creating it on the {where}"
+        return ServiceUnavailable(f"The trigger was not created: {reason}")
 
     async def remove(self, trigger: TriggerRecord) -> None:
         # Both kinds: a trigger known only by id (its row is gone) may be either.
