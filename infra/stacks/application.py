@@ -47,7 +47,6 @@ class ApplicationStack(Stack):
             "LLMO_SECRETS_BACKEND": "aws",
             "LLMO_DATABASE_SECRET_ARN": database.secret.secret_arn,
             "LLMO_DATABASE_HOST": database.proxy.endpoint,
-            "LLMO_JWT_SECRET_ARN": keys.jwt_signing_key.secret_arn,
             "LLMO_SECRETS_KEY_ARN": keys.secrets_encryption_key.secret_arn,
             "LLMO_EVENT_BUS": constants.EVENT_BUS_NAME,
             "LLMO_SCHEDULE_GROUP": constants.SCHEDULE_GROUP_NAME,
@@ -88,8 +87,12 @@ class ApplicationStack(Stack):
                 for key, value in triggers_environment.items():
                     function.add_environment(key, value)
             database.secret.grant_read(function)
-            keys.jwt_signing_key.grant_read(function)
             keys.secrets_encryption_key.grant_read(function)
+            if name in constants.API_GROUPS:
+                # Only what answers HTTP signs or verifies tokens; a runner that could read
+                # the key could mint an admin's token.
+                function.add_environment("LLMO_JWT_SECRET_ARN", keys.jwt_signing_key.secret_arn)
+                keys.jwt_signing_key.grant_read(function)
 
         migrate = by_name["migrate"]
         migrate.add_environment("LLMO_ADMIN_PASSWORD_ARN", keys.initial_admin_password.secret_arn)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def _runtime_from_environment() -> Runtime:
-    return build_runtime(get_settings())
+    return build_runtime(get_settings(), serves_http=False)
 
 
 class EventsLambda:

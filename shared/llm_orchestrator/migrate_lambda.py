@@ -67,7 +67,7 @@ def ensure_admin(settings: Settings, url: str) -> bool:
         return False  # nobody could learn a generated password here: no admin is made up
 
     async def create() -> bool:
-        runtime = build_runtime(settings, database_url=url)
+        runtime = build_runtime(settings, database_url=url, serves_http=False)
         try:
             known = await runtime.users.get_by_username(settings.admin_username)
             await runtime.user_admin.ensure_admin(

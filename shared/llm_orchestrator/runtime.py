@@ -496,8 +496,13 @@ def build_runtime(
     clock: Callable[[], datetime] | None = None,
     engine_timers: Timers | None = None,
     jitter: random.Random | None = None,
+    serves_http: bool = True,
 ) -> Runtime:
     """A runtime for ``settings``; refuses at once a configuration it cannot honour.
+
+    ``serves_http``: False for the functions that answer no HTTP request (the runners, the
+    events and migrate functions). They never sign or verify a token, so on AWS they are
+    given no JWT signing key and need none.
 
     ``environ``, ``provider_factories``, ``clock``, ``engine_timers``, ``jitter``: see
     :class:`Runtime`.
@@ -508,7 +513,12 @@ def build_runtime(
         raise RuntimeError(
             f"LLMO_ENGINE={settings.engine!r} is not available in this build; use 'local'"
         )
-    if settings.jwt_secret is None and not settings.jwt_secret_arn and not settings.is_local:
+    if (
+        serves_http
+        and settings.jwt_secret is None
+        and not settings.jwt_secret_arn
+        and not settings.is_local
+    ):
         resolve_jwt_secret(settings)  # raises: every HTTP route needs it, so say so now
     if settings.secrets_backend not in SECRETS_BACKENDS:
         raise RuntimeError(

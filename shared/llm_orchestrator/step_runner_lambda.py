@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def _runtime_from_environment() -> Runtime:
     from llm_orchestrator.config import get_settings
 
-    return build_runtime(get_settings())
+    return build_runtime(get_settings(), serves_http=False)
 
 
 class StepRunnerLambda:

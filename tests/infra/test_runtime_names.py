@@ -222,3 +222,16 @@ def test_secrets_stored_through_the_api_are_readable_where_they_are_used(
         assert environment(synthesized, name)["LLMO_SECRETS_PREFIX"] == prefix
         assert allows(synthesized, name, "secretsmanager:GetSecretValue", arn), name
         assert not allows(synthesized, name, "secretsmanager:PutSecretValue", arn), name
+
+
+def test_only_the_functions_answering_http_are_told_of_and_may_read_the_jwt_key(
+    synthesized: Synthesized,
+):
+    jwt_key = environment(synthesized, constants.API_GROUPS[0])["LLMO_JWT_SECRET_ARN"]
+    for name in constants.FUNCTIONS:
+        answers_http = name in constants.API_GROUPS
+        env = environment(synthesized, name)
+        assert (env.get("LLMO_JWT_SECRET_ARN") == jwt_key) is answers_http, name
+        assert allows(synthesized, name, "secretsmanager:GetSecretValue", jwt_key) is (
+            answers_http
+        ), name

@@ -42,6 +42,17 @@ def test_outside_local_a_jwt_secret_is_required(tmp_path: Path) -> None:
     assert not (tmp_path / "jwt-secret").exists()
 
 
+def test_outside_local_only_a_runtime_that_serves_http_needs_a_jwt_secret(tmp_path: Path) -> None:
+    settings = Settings(environment="aws", engine="stepfunctions", data_dir=tmp_path)
+
+    with pytest.raises(RuntimeError, match="LLMO_JWT_SECRET is required"):
+        build_runtime(settings, database_url=URL, environ={})
+    runner = build_runtime(settings, database_url=URL, environ={}, serves_http=False)
+
+    assert isinstance(runner.engine, StepFunctionsEngine)
+    assert not (tmp_path / "jwt-secret").exists()
+
+
 def test_outside_local_an_embedded_database_is_refused(tmp_path: Path) -> None:
     settings = Settings(environment="production", data_dir=tmp_path, jwt_secret="s" * 40)
     with pytest.raises(RuntimeError, match="LLMO_DATABASE_URL is required"):
