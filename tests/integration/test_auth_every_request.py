@@ -12,6 +12,7 @@ import pytest
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import LocalServer
 from tests.integration.conftest import CreateUser, Session
+from tests.support import stored_execution
 
 BURST = 40
 
@@ -132,3 +133,53 @@ async def test_a_keys_owner_losing_a_role_applies_to_the_next_request_right_afte
 
     assert refused.status_code == 403
     assert refused.json()["details"]["required_permission"] == "WorkflowRead"
+
+
+def _workflow(name: str) -> dict[str, object]:
+    step = {"id": "s", "type": "llm", "provider": "openai", "model": "gpt-4", "prompt": "hi"}
+    return {"name": name, "steps": [{**step, "output": ["o"]}]}
+
+
+async def test_a_role_change_decides_what_the_next_read_shows_right_after_a_burst(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, server: LocalServer
+) -> None:
+    """A read goes out with the authenticating lookup, built for the rows the caller saw
+    last time; the roles that lookup returns still decide what the answer holds."""
+    dev = await create_user("dev", roles=["developer"])
+    created = await client.post("/workflows", headers=dev.headers, json=_workflow("devs"))
+    assert created.status_code == 201, created.text
+    # The admin's workflow ("w") and a run of it.
+    execution_id = await stored_execution(
+        server.runtime, admin.user_id, _workflow("w"), timeout_seconds=60
+    )
+    async with server.runtime.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT workflow_id FROM executions WHERE id = %s", (execution_id,)
+        )
+        admins_id = (await cur.fetchone())["workflow_id"]
+    status = f"/workflows/{admins_id}/status?executionId={execution_id}"
+
+    async def set_roles(roles: list[str]) -> None:
+        async with server.runtime.db.connection() as conn:
+            await conn.execute("UPDATE users SET roles = %s WHERE id = %s", (roles, dev.user_id))
+
+    async def seen() -> tuple[list[str], int]:
+        listed = await client.get("/workflows", headers=dev.headers)
+        assert listed.status_code == 200, listed.text
+        read = await client.get(status, headers=dev.headers)
+        return sorted(w["name"] for w in listed.json()["workflows"]), read.status_code
+
+    await burst(client, dev.headers)
+    assert await seen() == (["devs"], 404)
+    await set_roles(["admin"])
+    assert await seen() == (["devs", "w"], 200)
+    assert await seen() == (["devs", "w"], 200)
+    await set_roles(["developer"])
+    assert await seen() == (["devs"], 404)
+    await set_roles([])
+    refused = await client.get("/workflows", headers=dev.headers)
+    assert refused.status_code == 403
+    assert refused.json()["details"]["required_permission"] == "WorkflowRead"
+    refused = await client.get(status, headers=dev.headers)
+    assert refused.status_code == 403
+    assert refused.json()["details"]["required_permission"] == "ExecutionRead"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
@@ -24,6 +24,12 @@ from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import RateLimited, ServiceUnavailable, Unauthorized
 from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER, RateLimitStatus
 from llm_orchestrator.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llm_orchestrator.auth.service import Carried
+    from llm_orchestrator.store.db import Read
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 PUBLIC_LIMIT_TIMEOUT_SECONDS = 1.0
@@ -109,9 +115,20 @@ def _bearer_token(authorization: str) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+RouteRead = Callable[[Request, Runtime, "str | None"], "Read[Any] | None"]
+"""The read a route is about to make for a caller with a given owner filter, from the raw
+request (None when it cannot tell): see :func:`carried`."""
+
+
 async def authenticate(request: Request) -> Principal:
     """The caller, authenticated and counted against their rate limits (once per request,
     however many dependencies ask)."""
+    return await _authenticate(request, None)
+
+
+async def _authenticate(request: Request, ride: RouteRead | None) -> Principal:
+    """:func:`authenticate`; with ``ride``, a bearer token's lookup also makes the route's
+    read in the same round trip (the route takes the answer with :func:`carried`)."""
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:
         return known
@@ -126,7 +143,12 @@ async def authenticate(request: Request) -> Principal:
         if bearer is not None:
             # The user lookup counts the request too: one round trip for both.
             charge = await runtime.limiter.prepare() if counting else None
-            principal, counted = await runtime.auth.authenticate_bearer_counted(bearer, charge)
+            principal, counted, answer = await runtime.auth.authenticate_bearer_counted(
+                bearer,
+                charge,
+                None if ride is None else lambda owner: ride(request, runtime, owner),
+            )
+            request.state.carried = answer
         elif authorization is not None:
             # A credential that is sent is checked, even beside a valid X-API-Key: a request
             # never succeeds while carrying one that is malformed.
@@ -153,11 +175,24 @@ authenticate.authenticates_caller = True  # type: ignore[attr-defined]
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency that authenticates and then insists on ``permission``."""
+def carried(request: Request, read: Read[T]) -> tuple[T] | None:
+    """The answer to ``read`` if it went out with the request's authentication (the same
+    statement with the same parameters: the owner filter guessed then is the caller's
+    real one), as a 1-tuple; None when the route must make the read itself."""
+    answer: Carried | None = getattr(request.state, "carried", None)
+    if answer is None or answer.read.key != read.key:
+        return None
+    return (answer.answer,)
+
+
+def require(
+    permission: Permission, ride: RouteRead | None = None
+) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency that authenticates and then insists on ``permission``; with ``ride``,
+    the route's read goes with the authentication (see :func:`authenticate`)."""
 
     async def dependency(request: Request) -> Principal:
-        principal = await authenticate(request)
+        principal = await _authenticate(request, ride)
         principal.require(permission)
         return principal
 

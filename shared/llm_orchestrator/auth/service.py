@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from llm_orchestrator.auth.keys import (
     KEY_PREFIX,
@@ -24,11 +25,24 @@ from llm_orchestrator.auth.principal import Principal, user_subject
 from llm_orchestrator.auth.tokens import TokenCodec
 from llm_orchestrator.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from llm_orchestrator.store.api_keys import ApiKey, ApiKeyRepository
+from llm_orchestrator.store.db import Read
 from llm_orchestrator.store.rate_limits import RateCharge
 from llm_orchestrator.store.refresh_tokens import Redemption, RefreshTokenRepository
 from llm_orchestrator.store.users import User, UserRepository
 
 INVALID_LOGIN = "Invalid username or password"
+OWNER_FILTERS_REMEMBERED = 10_000
+
+Ride = Callable[[str | None], "Read[Any] | None"]
+"""Given the owner filter a caller is expected to have, the read their request will make."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A read that went out with the authenticating statement, and its answer."""
+
+    read: Read[Any]
+    answer: Any
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,9 @@ class AuthService:
         self._access_ttl = access_ttl
         self._refresh_ttl = refresh_ttl
         self._now = clock
+        self._owner_filters: dict[str, str | None] = {}
+        """Each user's owner filter as their last request found it: the guess a read
+        riding on the next authentication is built with (see ``authenticate_bearer_counted``)."""
 
     async def login(self, username: str, password: str) -> TokenPair:
         user = await self._users.get_by_username(username)
@@ -119,21 +136,35 @@ class AuthService:
         return TokenPair(access, refresh, int(self._access_ttl.total_seconds()), user)
 
     async def authenticate_bearer(self, token: str) -> Principal:
-        principal, _ = await self.authenticate_bearer_counted(token, None)
+        principal, _, _ = await self.authenticate_bearer_counted(token, None)
         return principal
 
     async def authenticate_bearer_counted(
-        self, token: str, charge: RateCharge | None
-    ) -> tuple[Principal, list[int] | None]:
+        self,
+        token: str,
+        charge: RateCharge | None,
+        ride: Ride | None = None,
+    ) -> tuple[Principal, list[int] | None, Carried | None]:
         """The caller, and with ``charge`` this request counted against their rate limits
-        in the same round trip (the hits the limiter settles; None without a charge)."""
+        in the same round trip (the hits the limiter settles; None without a charge).
+
+        ``ride``, given the owner filter the caller is expected to have, names the read the
+        request will make (or None): it goes out with the user lookup, and comes back with
+        its answer when the session is live. The guess is the filter the user's previous
+        request had (their own rows before that); the caller compares it with the
+        principal's real one, from this very lookup, before using the answer.
+        """
         claims = self._codec.decode(token, expected_type="access", now=self._now())
         if claims.family_id is None:
             raise Unauthorized("Invalid token")  # every access token names its session
-        user, revoked, hits = await self._users.get_in_session(
+        read = None
+        if ride is not None:
+            read = ride(self._owner_filters.get(claims.subject, claims.subject))
+        user, revoked, hits, answer = await self._users.get_in_session(
             claims.subject,
             claims.family_id,
             count=None if charge is None else (user_subject(claims.subject), charge),
+            ride=read,
         )
         if user is None:
             raise Unauthorized("Invalid token")
@@ -148,7 +179,12 @@ class AuthService:
             via="jwt",
             session_id=claims.family_id,
         )
-        return principal, hits
+        if read is not None:
+            if len(self._owner_filters) >= OWNER_FILTERS_REMEMBERED:
+                self._owner_filters.clear()
+            self._owner_filters[user.id] = principal.owner_filter()
+        carried = None if read is None or answer is None else Carried(read, answer[0])
+        return principal, hits, carried
 
     async def logout(self, caller: Principal) -> None:
         """End the caller's login session: its refresh and access tokens stop working."""

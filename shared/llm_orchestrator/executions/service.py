@@ -20,6 +20,7 @@ from llm_orchestrator.executions.ports import Engine
 from llm_orchestrator.executions.status import ExecutionStatus, StepStatus
 from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.store.checkpoints import CheckpointRecord, CheckpointRepository
+from llm_orchestrator.store.db import Read
 from llm_orchestrator.store.executions import (
     ExecutionRecord,
     ExecutionRepository,
@@ -128,6 +129,18 @@ class ExecutionService:
         )
         await self.engine.start(record)
         return record
+
+    def state_read(
+        self, owner_filter: str | None, workflow_id: str, execution_id: str
+    ) -> Read[ExecutionState | None] | None:
+        """What :meth:`state` reads for a caller with ``owner_filter``, as a read that can
+        go with the request's authentication (None for an id no execution can have)."""
+        try:
+            parsed = parse_workflow_id(workflow_id)
+        except NotFound:
+            return None
+        read = self._repo.status_read(execution_id, owner_id=owner_filter, workflow_id=parsed)
+        return read.then(_found_state)
 
     async def state(self, caller: Principal, workflow_id: str, execution_id: str) -> ExecutionState:
         try:
@@ -244,6 +257,12 @@ def _state_of(
     record: ExecutionSummary, step_ids: list[str], runs: list[StepRunRecord]
 ) -> ExecutionState:
     return ExecutionState(record=record, step_ids=step_ids, runs={r.step_id: r for r in runs})
+
+
+def _found_state(
+    found: tuple[ExecutionSummary, list[str], list[StepRunRecord]] | None,
+) -> ExecutionState | None:
+    return None if found is None else _state_of(*found)
 
 
 def _check_inputs(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> None:

@@ -20,14 +20,15 @@ import os
 import select
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from llm_orchestrator.store.deadlines import serving_request
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 Connection = psycopg.AsyncConnection[dict[str, Any]]
+Row = tuple[Any, ...]
+T = TypeVar("T")
+U = TypeVar("U")
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,31 @@ class _Watchdog:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+@dataclass(frozen=True, eq=False)
+class Read(Generic[T]):
+    """A read built without I/O: one ``SELECT`` (named ``%(name)s`` parameters only), its
+    parameters, and what its rows (tuples) mean.
+
+    Run on its own (:meth:`Database.fetch`), or carried by the statement that authenticates
+    a request (``UserRepository.get_in_session``), so that an authenticated read costs one
+    round trip. Two reads with the same :attr:`key` send the same statement with the same
+    parameters: the carried answer stands for the one the request would have asked for.
+    """
+
+    sql: str
+    params: Mapping[str, Any]
+    decode: Callable[[list[Row]], T]
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        return self.sql, tuple(self.params.items())
+
+    def then(self, use: Callable[[T], U]) -> Read[U]:
+        """The same read, its answer passed through ``use``."""
+        decode = self.decode
+        return Read(self.sql, self.params, lambda rows: use(decode(rows)))
 
 
 class Database:
@@ -252,6 +281,13 @@ class Database:
             return
         async with self.connection() as conn, conn.pipeline(), conn.transaction():
             yield conn
+
+    async def fetch(self, read: Read[T]) -> T:
+        """``read`` on its own: one round trip."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(read.sql, read.params)
+            return read.decode(await cur.fetchall())
 
     async def ping(self, *, timeout: float | None = None) -> None:
         """One round trip: raises ``ServiceUnavailable`` if the database cannot answer."""

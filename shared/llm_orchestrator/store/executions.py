@@ -24,7 +24,7 @@ from llm_orchestrator.executions.status import (
     StepStatus,
 )
 from llm_orchestrator.store.checkpoints import CheckpointRecord
-from llm_orchestrator.store.db import Connection, Database, owner_clause
+from llm_orchestrator.store.db import Connection, Database, Read, Row, owner_clause
 from llm_orchestrator.store.step_runs import (
     StepRunRecord,
     close_running_steps,
@@ -89,6 +89,22 @@ def _step_run_of_json(run: dict[str, Any]) -> StepRunRecord:
             "completed_at": None if completed is None else datetime.fromisoformat(completed),
         }
     )
+
+
+_SUMMARY_STATUS = list(ExecutionSummary.__dataclass_fields__).index("status")
+_SUMMARY_WIDTH = len(ExecutionSummary.__dataclass_fields__)
+
+
+def _with_runs(rows: list[Row]) -> tuple[ExecutionSummary, list[str], list[StepRunRecord]] | None:
+    """A :meth:`ExecutionRepository.status_read` row: the summary's columns in order, then
+    the step ids and the runs as ``json_agg`` renders them."""
+    if not rows:
+        return None
+    row = rows[0]
+    summary = list(row[:_SUMMARY_WIDTH])
+    summary[_SUMMARY_STATUS] = ExecutionStatus(summary[_SUMMARY_STATUS])
+    runs = [_step_run_of_json(run) for run in row[_SUMMARY_WIDTH + 1] or ()]
+    return ExecutionSummary(*summary), row[_SUMMARY_WIDTH], runs
 
 
 def _execution(row: dict[str, Any]) -> ExecutionRecord:
@@ -167,6 +183,33 @@ class ExecutionRepository:
             row = await cur.fetchone()
         return _execution(row) if row else None
 
+    def status_read(
+        self,
+        execution_id: str,
+        *,
+        owner_id: str | None = None,
+        workflow_id: uuid.UUID | None = None,
+    ) -> Read[tuple[ExecutionSummary, list[str], list[StepRunRecord]] | None]:
+        """:meth:`get_with_runs` as a :class:`Read`."""
+        clauses = ["id = %(r_execution)s"]
+        params: dict[str, Any] = {"r_execution": execution_id}
+        if owner_id is not None:
+            clauses.append("owner_id = %(r_owner)s")
+            params["r_owner"] = owner_id
+        if workflow_id is not None:
+            clauses.append("workflow_id = %(r_workflow)s")
+            params["r_workflow"] = workflow_id
+        return Read(
+            f"SELECT {_SUMMARY_COLUMNS}, ARRAY(SELECT step ->> 'id'"
+            " FROM jsonb_array_elements(definition -> 'steps') WITH ORDINALITY"
+            " AS s (step, position) ORDER BY position) AS step_ids,"
+            " (SELECT json_agg(r ORDER BY r.started_at, r.step_id) FROM step_runs r"
+            "  WHERE r.execution_id = executions.id) AS step_runs"
+            f" FROM executions WHERE {' AND '.join(clauses)}",
+            params,
+            _with_runs,
+        )
+
     async def get_with_runs(
         self,
         execution_id: str,
@@ -179,24 +222,9 @@ class ExecutionRepository:
         The pinned definition and state machine are not read (the step ids come out of the
         definition in the database), and the runs arrive as one JSON array: one row to
         decode rather than a second result set."""
-        owner_sql, owner_params = owner_clause(owner_id)
-        workflow_sql = "TRUE" if workflow_id is None else "workflow_id = %s"
-        workflow_params = () if workflow_id is None else (workflow_id,)
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS}, ARRAY(SELECT step ->> 'id'"
-                " FROM jsonb_array_elements(definition -> 'steps') WITH ORDINALITY"
-                " AS s (step, position) ORDER BY position) AS step_ids,"
-                " (SELECT json_agg(r ORDER BY r.started_at, r.step_id) FROM step_runs r"
-                "  WHERE r.execution_id = executions.id) AS step_runs"
-                f" FROM executions WHERE id = %s AND {owner_sql} AND {workflow_sql}",
-                (execution_id, *owner_params, *workflow_params),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        runs = [_step_run_of_json(run) for run in row["step_runs"] or ()]
-        return _row_as(ExecutionSummary, row), row["step_ids"], runs
+        return await self._db.fetch(
+            self.status_read(execution_id, owner_id=owner_id, workflow_id=workflow_id)
+        )
 
     async def ids_with_status(self, statuses: tuple[ExecutionStatus, ...]) -> list[str]:
         async with self._db.connection() as conn:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llm_orchestrator.store.db import Database, fetch_page
+from psycopg.rows import tuple_row
+
+from llm_orchestrator.store.db import Database, Read, fetch_page
 from llm_orchestrator.store.rate_limits import RateCharge
 
 
@@ -83,16 +85,19 @@ class UserRepository:
         session_id: uuid.UUID,
         *,
         count: tuple[str, RateCharge] | None = None,
-    ) -> tuple[UserIdentity | None, bool, list[int] | None]:
-        """The user, whether their login session (refresh family) has been revoked, and with
-        ``count`` (a rate-limit subject and charge) the request counted at the user's tier.
+        ride: Read[Any] | None = None,
+    ) -> tuple[UserIdentity | None, bool, list[int] | None, tuple[Any] | None]:
+        """The user, whether their login session (refresh family) has been revoked, with
+        ``count`` (a rate-limit subject and charge) the request counted at the user's tier,
+        and with ``ride`` the answer of that read (as a 1-tuple; None when not read).
 
         One round trip: every request authenticated by an access token pays for this, so the
-        revocation check and the rate-limit count ride on the user lookup rather than adding
-        queries. A family is revoked as soon as any of its tokens is (logout and reuse mark
-        them all). Nothing is counted for a missing user or a revoked session; the hits
-        include this request (see ``store.rate_limits``). Only the columns a request's
-        caller needs are read (no password hash, no timestamps to parse).
+        revocation check, the rate-limit count and the request's own read (``ride``) go with
+        the user lookup rather than adding queries. A family is revoked as soon as any of
+        its tokens is (logout and reuse mark them all). Nothing is counted, and nothing is
+        read for ``ride``, for a missing user or a revoked session; the hits include this
+        request (see ``store.rate_limits``). Only the columns a request's caller needs are
+        read (no password hash, no timestamps to parse).
         """
         params: dict[str, Any] = {"user": user_id, "session": session_id}
         hits_sql = "NULL::integer[]"
@@ -100,21 +105,37 @@ class UserRepository:
             subject, charge = count
             hits_sql = charge.table.hit_sql("%(subject)s", "u.tier")
             params.update(subject=subject, **charge.params())
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT u.id, u.username, u.roles, u.tier, s.revoked AS session_revoked,"
-                " CASE WHEN s.revoked THEN NULL ELSE " + hits_sql + " END AS rate_hits"
-                " FROM users u CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM refresh_tokens r"
-                " WHERE r.family_id = %(session)s AND r.revoked_at IS NOT NULL) AS revoked) s"
-                " WHERE u.id = %(user)s",
-                params,
+        sql = (
+            "SELECT u.id, u.username, u.roles, u.tier, s.revoked AS session_revoked,"
+            " CASE WHEN s.revoked THEN NULL ELSE " + hits_sql + " END AS rate_hits"
+            " FROM users u CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM refresh_tokens r"
+            " WHERE r.family_id = %(session)s AND r.revoked_at IS NOT NULL) AS revoked) s"
+            " WHERE u.id = %(user)s"
+        )
+        if ride is not None:
+            # The caller's row once (materialized: the count is not repeated per row of the
+            # ride), then the ride's rows beside it. The ride runs only for a live session:
+            # ``OFFSET 0`` keeps the planner from flattening the lateral subquery, so the
+            # condition on the caller's row stays a one-time filter that gates the ride
+            # before it reads anything ("never executed" in EXPLAIN ANALYZE when revoked).
+            sql = (
+                f"WITH a AS MATERIALIZED ({sql}) SELECT a.*, r.* FROM a LEFT JOIN LATERAL"
+                f" (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q"
+                " WHERE NOT a.session_revoked OFFSET 0) r ON TRUE"
             )
-            row = await cur.fetchone()
-        if row is None:
-            return None, False, None
-        hits = row["rate_hits"]
-        user = UserIdentity(row["id"], row["username"], tuple(row["roles"]), row["tier"])
-        return user, bool(row["session_revoked"]), None if hits is None else list(hits)
+            params.update(ride.params)
+        async with self._db.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+        if not rows:
+            return None, False, None, None
+        user_id, username, roles, tier, revoked, hits = rows[0][:6]
+        user = UserIdentity(user_id, username, tuple(roles), tier)
+        carried = None
+        if ride is not None and not revoked:
+            carried = (ride.decode([row[7:] for row in rows if row[6]]),)
+        return user, bool(revoked), None if hits is None else list(hits), carried
 
     async def get_by_username(self, username: str) -> User | None:
         async with self._db.connection() as conn:

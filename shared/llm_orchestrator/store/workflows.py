@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE
-from llm_orchestrator.store.db import Database, fetch_page, owner_clause
+from llm_orchestrator.store.db import Database, Read, Row, owner_clause
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,35 @@ class WorkflowRecord(WorkflowHeader):
 
 
 _HEADER_COLUMNS = ", ".join(WorkflowHeader.__dataclass_fields__)
+
+
+def _list_filter(
+    owner_id: str | None, name: str | None, version: str | None
+) -> tuple[str, dict[str, Any]]:
+    clauses = ["TRUE" if owner_id is None else "owner_id = %(r_owner)s"]
+    params: dict[str, Any] = {} if owner_id is None else {"r_owner": owner_id}
+    if name:
+        escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("lower(name) LIKE %(r_name)s")
+        params["r_name"] = f"%{escaped}%"
+    if version:
+        clauses.append("version = %(r_version)s")
+        params["r_version"] = version
+    return " AND ".join(clauses), params
+
+
+def _page_of_headers(rows: list[Row]) -> tuple[list[WorkflowHeader], int] | None:
+    if not rows:
+        return None
+    return [WorkflowHeader(*row[:-1]) for row in rows], int(rows[0][-1])
+
+
+def _first_page_of_headers(rows: list[Row]) -> tuple[list[WorkflowHeader], int]:
+    return _page_of_headers(rows) or ([], 0)
+
+
+def _single_value(rows: list[Row]) -> Any:
+    return rows[0][0]
 
 
 def _workflow(row: dict[str, Any]) -> WorkflowRecord:
@@ -87,6 +116,27 @@ class WorkflowRepository:
             row = await cur.fetchone()
         return _workflow(row) if row else None
 
+    def list_read(
+        self,
+        *,
+        owner_id: str | None,
+        name: str | None,
+        version: str | None,
+        limit: int,
+        offset: int,
+    ) -> Read[tuple[list[WorkflowHeader], int] | None]:
+        """One page of headers and the total that matches, as a :class:`Read` (None for a
+        page past the end, which has no row to carry the total). The definitions (the bulk
+        of a row, and JSON to decode) are not read."""
+        where, params = _list_filter(owner_id, name, version)
+        # The total rides on every row of the page (one round trip).
+        return Read(
+            f"SELECT {_HEADER_COLUMNS}, count(*) OVER () FROM workflows WHERE {where}"
+            " ORDER BY created_at, id LIMIT %(r_limit)s OFFSET %(r_offset)s",
+            {**params, "r_limit": limit, "r_offset": offset},
+            _page_of_headers if offset else _first_page_of_headers,
+        )
+
     async def list(
         self,
         *,
@@ -96,29 +146,18 @@ class WorkflowRepository:
         limit: int,
         offset: int,
     ) -> tuple[list[WorkflowHeader], int]:
-        """One page of headers: the definitions (the bulk of a row, and JSON to decode) are
-        not read."""
-        owner_sql, owner_params = owner_clause(owner_id)
-        clauses, params = [owner_sql], list(owner_params)
-        if name:
-            escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("lower(name) LIKE %s")
-            params.append(f"%{escaped}%")
-        if version:
-            clauses.append("version = %s")
-            params.append(version)
-        async with self._db.connection() as conn:
-            rows, total = await fetch_page(
-                conn,
-                source="workflows",
-                where=" AND ".join(clauses),
-                params=tuple(params),
-                order_by="created_at, id",
-                limit=limit,
-                offset=offset,
-                columns=_HEADER_COLUMNS,
+        """One page of headers (:meth:`list_read`), and the total."""
+        page = await self._db.fetch(
+            self.list_read(
+                owner_id=owner_id, name=name, version=version, limit=limit, offset=offset
             )
-        return [WorkflowHeader(**r) for r in rows], total
+        )
+        if page is not None:
+            return page
+        # Past the end: no row carried the total.
+        where, params = _list_filter(owner_id, name, version)
+        count = Read(f"SELECT count(*) FROM workflows WHERE {where}", params, _single_value)
+        return [], int(await self._db.fetch(count))
 
     async def update(
         self,

@@ -12,6 +12,7 @@ from typing import Any
 
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import Conflict, NotFound
+from llm_orchestrator.store.db import Read
 from llm_orchestrator.store.workflows import WorkflowHeader, WorkflowRecord, WorkflowRepository
 from llm_orchestrator.workflows.models import WorkflowDefinition
 from llm_orchestrator.workflows.validation import parse_definition
@@ -90,6 +91,21 @@ class WorkflowService:
         if len(self._definitions) > PARSED_DEFINITIONS_CACHED:
             self._definitions.popitem(last=False)
         return Workflow(record, definition)
+
+    def list_read(
+        self,
+        owner_filter: str | None,
+        *,
+        name: str | None,
+        version: str | None,
+        limit: int,
+        offset: int,
+    ) -> Read[tuple[list[WorkflowHeader], int] | None]:
+        """What :meth:`list` reads for a caller with ``owner_filter``, as a read that can go
+        with the request's authentication (its answer None for a page past the end)."""
+        return self._repo.list_read(
+            owner_id=owner_filter, name=name, version=version, limit=limit, offset=offset
+        )
 
     async def list(
         self,

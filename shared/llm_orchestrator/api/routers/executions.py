@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log, idempotency, long_poll
-from llm_orchestrator.api.deps import RuntimeDep, require
+from llm_orchestrator.api.deps import RuntimeDep, carried, require
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     ExecuteRequest,
@@ -29,12 +29,30 @@ if TYPE_CHECKING:
     from llm_orchestrator.executions.lifecycle import Actor
     from llm_orchestrator.executions.service import ExecutionState
     from llm_orchestrator.runtime import Runtime
+    from llm_orchestrator.store.db import Read
     from llm_orchestrator.store.executions import ExecutionRecord, ExecutionSummary
 
 router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
 
 Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
+
+
+def _status_read(
+    request: Request, runtime: Runtime, owner_filter: str | None
+) -> Read[ExecutionState | None] | None:
+    """The state ``execution_status`` is about to read, from the raw request (validated
+    only after the caller is authenticated)."""
+    execution_id = request.query_params.get("executionId")
+    if not execution_id:
+        return None
+    return runtime.executions.state_read(
+        owner_filter, request.path_params["workflow_id"], execution_id
+    )
+
+
+# Authenticating goes with the state read: one round trip for the whole request.
+StatusReader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ, ride=_status_read))]
 Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
 ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
 WaitSeconds = Annotated[
@@ -130,10 +148,15 @@ async def execution_status(
     execution_id: ExecutionId,
     request: Request,
     runtime: RuntimeDep,
-    caller: Reader,
+    caller: StatusReader,
     wait: WaitSeconds = 0,
 ) -> ExecutionPublic:
-    state = await runtime.executions.state(caller, workflow_id, execution_id)
+    read = runtime.executions.state_read(caller.owner_filter(), workflow_id, execution_id)
+    answer = None if read is None else carried(request, read)
+    if answer is not None and answer[0] is not None:
+        state = answer[0]
+    else:
+        state = await runtime.executions.state(caller, workflow_id, execution_id)
     if wait and not long_poll.has_ended(state):
         await long_poll.changed_within(ExecutionWatchRepository(runtime.db), state, wait, request)
         # Changed or not, the answer is the state as it is now.

@@ -3,14 +3,14 @@ GET /workflows/{workflowId}/state-machine (the compiled Amazon States Language).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import WithJsonSchema
 
 from llm_orchestrator.api.audit_log import AuditDep
-from llm_orchestrator.api.deps import RuntimeDep, require
-from llm_orchestrator.api.pagination import Page
+from llm_orchestrator.api.deps import RuntimeDep, carried, require
+from llm_orchestrator.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.workflows import (
     StateMachine,
@@ -21,9 +21,39 @@ from llm_orchestrator.api.schemas.workflows import (
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 
+if TYPE_CHECKING:
+    from llm_orchestrator.runtime import Runtime
+    from llm_orchestrator.store.db import Read
+    from llm_orchestrator.store.workflows import WorkflowHeader
+
 router = APIRouter(prefix="/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
 Reader = Annotated[Principal, Depends(require(Permission.WORKFLOW_READ))]
+
+
+def _list_read(
+    request: Request, runtime: Runtime, owner_filter: str | None
+) -> Read[tuple[list[WorkflowHeader], int] | None] | None:
+    """The page ``list_workflows`` is about to read, from the raw query (the route's
+    parameters are validated only after the caller is authenticated); None for a query
+    that is not plainly well-formed, which FastAPI will answer or the route read itself."""
+    query = request.query_params
+    limit, offset = query.get("limit", str(DEFAULT_LIMIT)), query.get("offset", "0")
+    if not (limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()):
+        return None
+    if not 1 <= int(limit) <= MAX_LIMIT or int(offset) > MAX_OFFSET:
+        return None
+    return runtime.workflows.list_read(
+        owner_filter,
+        name=query.get("name"),
+        version=query.get("version"),
+        limit=int(limit),
+        offset=int(offset),
+    )
+
+
+# Authenticating goes with the page read: one round trip for the whole request.
+ListReader = Annotated[Principal, Depends(require(Permission.WORKFLOW_READ, ride=_list_read))]
 Writer = Annotated[Principal, Depends(require(Permission.WORKFLOW_WRITE))]
 Deleter = Annotated[Principal, Depends(require(Permission.WORKFLOW_DELETE))]
 # Validated by ``parse_definition`` (every problem at once, graph rules included); the
@@ -52,15 +82,23 @@ async def create_workflow(
 
 @router.get("", response_model=WorkflowList)
 async def list_workflows(
+    request: Request,
     runtime: RuntimeDep,
-    caller: Reader,
+    caller: ListReader,
     page: Page,
     name: Annotated[str | None, Query(max_length=128, description="Partial match")] = None,
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> WorkflowList:
-    records, total = await runtime.workflows.list(
-        caller, name=name, version=version, limit=page.limit, offset=page.offset
+    read = runtime.workflows.list_read(
+        caller.owner_filter(), name=name, version=version, limit=page.limit, offset=page.offset
     )
+    answer = carried(request, read)
+    if answer is not None and answer[0] is not None:
+        records, total = answer[0]
+    else:
+        records, total = await runtime.workflows.list(
+            caller, name=name, version=version, limit=page.limit, offset=page.offset
+        )
     return WorkflowList(
         workflows=[WorkflowSummary.of(r) for r in records],
         total=total,
