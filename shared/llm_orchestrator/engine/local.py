@@ -43,7 +43,7 @@ from llm_orchestrator.executions.lifecycle import Actor, ExecutionLifecycle
 from llm_orchestrator.executions.status import UNFINISHED, ExecutionStatus
 from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.providers.errors import ProviderError
-from llm_orchestrator.steps.runner import StepRunner
+from llm_orchestrator.steps.runner import Chain, StepRunner
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
 
@@ -98,6 +98,10 @@ class LocalEngine:
         """Loaded state machines by the compiled document: executions of one workflow
         started by this process share the document (the executions service caches it),
         and loading a large machine costs more than running a step."""
+        self._next_steps: IdentityCache[dict[str, Any], dict[str, str]] = IdentityCache(
+            LOADED_MACHINES_CACHED
+        )
+        """Step id → the step the machine runs right after it, by compiled document."""
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -226,13 +230,18 @@ class LocalEngine:
     async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
         try:
             machine = self._machines.get(state_machine, load_state_machine)
+            chain = Chain(self._next_steps.get(state_machine, next_steps))
+
+            async def invoke(function_name: str, payload: dict[str, Any]) -> Any:
+                return await self._invoke(function_name, payload, chain)
+
             # No ``lifecycle.running`` here: the first step's begin marks the execution
             # running in its own statement (one round trip less per execution).
             result = await run_execution(
                 machine,
                 {"execution_id": execution_id},
                 execution_arn=execution_id,
-                invoker=self._invoke,
+                invoker=invoke,
                 token_registry=self.tokens,
                 timers=self._timers,
                 rng=self._rng,
@@ -257,9 +266,11 @@ class LocalEngine:
             # again (every step returns its stored result).
             log.exception("could not record the end of execution %s", execution_id)
 
-    async def _invoke(self, function_name: str, payload: dict[str, Any]) -> Any:
+    async def _invoke(
+        self, function_name: str, payload: dict[str, Any], chain: Chain | None = None
+    ) -> Any:
         try:
-            return await self.step_runner.handle(payload)
+            return await self.step_runner.handle(payload, chain=chain)
         except ProviderError as exc:
             # The provider's Retry-After rides along, so the Retry waits at least that long
             # (on the engine's timers) instead of its own, possibly shorter, backoff.
@@ -274,3 +285,32 @@ class LocalEngine:
         except TaskTokenNotFound:
             # A token of a run that ended or died with an earlier server process.
             log.debug("parked task token no longer waited on")
+
+
+def next_steps(state_machine: dict[str, Any]) -> dict[str, str]:
+    """Step id → the step whose Task the compiled machine enters right after that step's
+    Task succeeds (its ``Next``), in every scope; what a run's :class:`Chain` begins early."""
+    found: dict[str, str] = {}
+
+    def walk(states: dict[str, Any]) -> None:
+        for state in states.values():
+            for branch in state.get("Branches", ()):
+                walk(branch.get("States", {}))
+            step = _run_step(state)
+            following = states.get(state.get("Next") or "")
+            if step is not None and following is not None:
+                next_step = _run_step(following)
+                if next_step is not None:
+                    found[step] = next_step
+
+    walk(state_machine.get("States", {}))
+    return found
+
+
+def _run_step(state: dict[str, Any]) -> str | None:
+    """The step a ``run`` Task runs (None for any other state)."""
+    if state.get("Type") != "Task" or str(state.get("Resource", "")).endswith(".waitForTaskToken"):
+        return None
+    payload = state.get("Parameters", {}).get("Payload", {})
+    step = payload.get("step_id")
+    return step if payload.get("action") == "run" and isinstance(step, str) else None

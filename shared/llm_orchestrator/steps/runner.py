@@ -56,7 +56,7 @@ from llm_orchestrator.steps.vectors import (
     search_namespace,
     upsert_records,
 )
-from llm_orchestrator.store.step_runs import StepContext, StepUsage
+from llm_orchestrator.store.step_runs import NextStep, StepContext, StepUsage
 from llm_orchestrator.store.usage import CallRow
 from llm_orchestrator.usage.budgets import Budgets
 from llm_orchestrator.usage.ledger import CallLog, UsageRecorder, price_keys, price_table
@@ -124,6 +124,19 @@ class StepStore(Protocol):
         month: date | None = None,
     ) -> bool: ...
 
+    async def complete_and_begin(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
+        next_step: NextStep,
+    ) -> tuple[bool, StepContext | None]: ...
+
     async def record_step_error(
         self,
         execution_id: str,
@@ -153,6 +166,23 @@ class NoVectorStores:
 
     def store(self, name: str, /) -> VectorStore:
         raise StepConfigurationError(f"vector database '{name}' is not configured in this build")
+
+
+class Chain:
+    """One local run's chained begins (the local engine's, never the Lambda's).
+
+    Where the state machine goes from one step's Task straight to the next one's
+    (``next_steps``: step id → the step after it), the statement that completes a step also
+    begins the next (:meth:`~llm_orchestrator.store.step_runs.StepRunRepository.complete_and_begin`)
+    and its context waits here until the interpreter invokes that step: one round trip per
+    step instead of two. A context is used once, by the step's first attempt; one that is
+    never used (the run was stopped) leaves the step running in the database, as a run
+    stopped just after a begin does, and goes with the run.
+    """
+
+    def __init__(self, next_steps: Mapping[str, str]) -> None:
+        self.next_steps = next_steps
+        self.begun: dict[str, StepContext] = {}
 
 
 class _Definitions:
@@ -232,11 +262,16 @@ class StepRunner:
         self._definitions.remember(execution_id, definition)
 
     async def handle(
-        self, payload: Mapping[str, Any], *, time_left: Callable[[], float] | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        time_left: Callable[[], float] | None = None,
+        chain: Chain | None = None,
     ) -> dict[str, Any]:
         """Dispatch one Task payload; raises the errors the state machine routes by name.
 
         ``time_left``: seconds this invocation may still run (a Lambda's remaining time).
+        ``chain``: the local run's chained begins (see :class:`Chain`).
         """
         action = payload.get("action")
         execution_id = str(payload["execution_id"])
@@ -248,6 +283,7 @@ class StepRunner:
                 str(step_id),
                 attempt=attempt if isinstance(attempt, int) else None,
                 time_left=time_left,
+                chain=chain,
             )
         if action == "park":
             return await self.park(execution_id, step_id, str(payload["task_token"]))
@@ -264,6 +300,7 @@ class StepRunner:
         *,
         attempt: int | None = None,
         time_left: Callable[[], float] | None = None,
+        chain: Chain | None = None,
     ) -> dict[str, Any]:
         """``attempt`` is ``$$.State.RetryCount`` (0 on the first call of the step)."""
         started = time.monotonic()
@@ -277,18 +314,25 @@ class StepRunner:
             if isinstance(step, VectorSearchStep | VectorUpsertStep)
             else step.provider
         )
-        calls_provider = isinstance(step, LlmStep | EmbedStep)
-        month = self._month() if calls_provider else None
-        # One round trip: the context to run with, the attempt counted if it may run, and
-        # for a step that calls a provider, the owner's budget and the prices of its calls.
-        context, began = await self._repo.begin_step(
-            execution_id,
-            step_id,
-            step_type=step.type,
-            provider=provider,
-            month=month,
-            price_keys=_price_keys(step) if calls_provider and self._usage else (),
-        )
+        month = self._month() if isinstance(step, LlmStep | EmbedStep) else None
+        begun = chain.begun.pop(step_id, None) if chain is not None else None
+        context: StepContext | None
+        if begun is not None and not attempt:
+            # Begun by the statement that completed the step before it.
+            context, began = begun, True
+        else:
+            # One round trip: the context to run with, the attempt counted if it may run,
+            # and for a step that calls a provider, the owner's budget and the prices of
+            # its calls.
+            begin = self._begin_of(step, month)
+            context, began = await self._repo.begin_step(
+                execution_id,
+                step_id,
+                step_type=begin.step_type,
+                provider=begin.provider,
+                month=begin.month,
+                price_keys=begin.price_keys,
+            )
         if context is None:
             raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
         if not began:
@@ -334,14 +378,29 @@ class StepRunner:
                 if isinstance(exc, BudgetExhausted):
                     raise  # its own name, so the execution's error says why it stopped
                 raise StepConfigurationError(str(exc)) from exc
-            committed = await self._repo.complete_step(
-                execution_id,
-                step_id,
-                outputs=outputs,
-                usage=usage,
-                checkpoint_id=ids.checkpoint_id(),
-                **self._priced(calls, context, month),
-            )
+            following = chain.next_steps.get(step_id) if chain is not None else None
+            if following is None:
+                committed = await self._repo.complete_step(
+                    execution_id,
+                    step_id,
+                    outputs=outputs,
+                    usage=usage,
+                    checkpoint_id=ids.checkpoint_id(),
+                    **self._priced(calls, context, month),
+                )
+            else:
+                assert chain is not None
+                committed, next_context = await self._repo.complete_and_begin(
+                    execution_id,
+                    step_id,
+                    outputs=outputs,
+                    usage=usage,
+                    checkpoint_id=ids.checkpoint_id(),
+                    **self._priced(calls, context, month),
+                    next_step=self._begin_of(definition.step(following), self._month()),
+                )
+                if next_context is not None:
+                    chain.begun[following] = next_context
             recorded = True
         finally:
             if not recorded and calls.attempts and self._usage is not None:
@@ -362,6 +421,22 @@ class StepRunner:
                 "output_tokens": usage.output_tokens,
             },
         }
+
+    def _begin_of(self, step: AnyStep, month: date | None) -> NextStep:
+        """What beginning ``step`` needs; ``month`` counts only for a provider's steps."""
+        provider = (
+            step.database
+            if isinstance(step, VectorSearchStep | VectorUpsertStep)
+            else step.provider
+        )
+        calls_provider = isinstance(step, LlmStep | EmbedStep)
+        return NextStep(
+            step.id,
+            step.type,
+            provider,
+            month if calls_provider else None,
+            _price_keys(step) if calls_provider and self._usage else (),
+        )
 
     async def _record_alone(self, execution_id: str, step_id: str, calls: CallLog) -> None:
         assert self._usage is not None

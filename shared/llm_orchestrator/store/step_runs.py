@@ -7,6 +7,7 @@ cancel, a restore or the run's end, cannot both win (see each method).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -79,6 +80,125 @@ def step_run_record(row: dict[str, Any]) -> StepRunRecord:
     )
 
 
+@dataclass(frozen=True)
+class NextStep:
+    """The step to begin in the statement that completes the one before it
+    (:meth:`StepRunRepository.complete_and_begin`); fields as :meth:`~StepRunRepository.begin_step`
+    takes them."""
+
+    step_id: str
+    step_type: str
+    provider: str | None
+    month: date | None = None
+    price_keys: Sequence[tuple[str, str]] = ()
+
+
+# The pieces of a step's begin, shared by begin_step and complete_and_begin. The execution
+# row is locked FOR SHARE first: request_cancel and finish lock it before the step runs, so
+# either they see the step running and close it, or the begin sees them and starts nothing.
+_LOCKED_EXECUTION = (
+    "e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
+    " inputs FROM executions WHERE id = %(execution_id)s FOR SHARE)"
+)
+_BEGIN = (
+    "started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
+    "   provider, status, attempts)"
+    "   SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM e"
+    "   WHERE e.status = ANY(%(active)s) AND NOT e.cancel_requested"
+    "   AND NOT e.pause_requested{guard}"
+    "   ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
+    "   attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
+    "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts),"
+    # The first step to begin marks a pending execution running (mark_running's write).
+    " running AS (UPDATE executions SET status = %(running_execution)s,"
+    "   updated_at = now()"
+    "   WHERE id = %(execution_id)s AND status = %(pending_execution)s"
+    "   AND EXISTS (SELECT 1 FROM started))"
+)
+_CONTEXT = (
+    " e.status, e.pause_requested, e.cancel_requested, e.inputs,"
+    " EXISTS (SELECT 1 FROM started) AS started,"
+    " b.*,"
+    " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
+    "   p.input_usd_per_million, p.output_usd_per_million))"
+    "   FROM model_prices p WHERE (p.provider, p.model) IN"
+    "   (SELECT * FROM unnest(%(price_providers)s::text[], %(price_models)s::text[])))"
+    "   AS prices"
+)
+_CONTEXT_FROM = (
+    " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
+    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly,"
+    "   coalesce(us.spent_usd, 0) AS budget_spent FROM users u"
+    "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
+    "   LEFT JOIN user_spend us ON us.owner_id = u.id"
+    "   AND us.month = %({month})s::date"
+    "   WHERE u.id = e.owner_id AND %({month})s::date IS NOT NULL) b ON TRUE"
+)
+# The automatic checkpoint of a completed step: the other completed steps as of the
+# statement's start, plus this step's outputs (the UPDATE in ``done`` is not visible to the
+# statement's own reads). ``snap`` is read again by the next step's begin when folded in.
+_CHECKPOINT = (
+    "snap AS (SELECT COALESCE((SELECT jsonb_object_agg(step_id, outputs)"
+    "   FROM step_runs WHERE execution_id = %(execution_id)s"
+    "   AND status = %(completed_step)s AND step_id <> %(step_id)s), '{{}}'::jsonb)"
+    "   || jsonb_build_object(%(step_id)s::text, %(outputs)s) AS steps),"
+    " ckpt AS (INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
+    " SELECT %(checkpoint_id)s, %(execution_id)s, %(step_id)s, 'auto',"
+    " jsonb_build_object("
+    "   'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),"
+    "   'steps', (SELECT steps FROM snap))"
+    " FROM done{guard} RETURNING 1)"
+)
+
+
+def _begin_parameters(
+    step_id: str,
+    step_type: str,
+    provider: str | None,
+    month: date | None,
+    price_keys: Sequence[tuple[str, str]],
+    *,
+    month_name: str = "month",
+) -> dict[str, Any]:
+    return {
+        "active": _ACTIVE,
+        "step": step_id,
+        "type": step_type,
+        "provider": provider,
+        "running_step": StepStatus.RUNNING.value,
+        "completed_step": StepStatus.COMPLETED.value,
+        "pending_execution": ExecutionStatus.PENDING.value,
+        "running_execution": ExecutionStatus.RUNNING.value,
+        month_name: month,
+        "price_providers": [key[0] for key in price_keys],
+        "price_models": [key[1] for key in price_keys],
+    }
+
+
+def _context(row: dict[str, Any]) -> StepContext:
+    budget = None
+    if row["budget_user"] is not None:
+        budget = BudgetRow(
+            row["budget_user"],
+            row["budget_explicit"],
+            None if row["budget_monthly"] is None else float(row["budget_monthly"]),
+            float(row["budget_spent"]),
+        )
+    return StepContext(
+        status=ExecutionStatus(row["status"]),
+        pause_requested=row["pause_requested"],
+        cancel_requested=row["cancel_requested"],
+        inputs=row["inputs"],
+        step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
+        outputs=row["outputs"],
+        budget=budget,
+        prices=tuple(
+            PriceRow(provider, model, float(input_usd), float(output_usd))
+            for provider, model, input_usd, output_usd in row["prices"] or ()
+        ),
+    )
+
+
 class StepRunRepository:
     """The step runner's store (its ``StepStore``), and the step runs an execution shows."""
 
@@ -137,80 +257,71 @@ class StepRunRepository:
         """
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "WITH e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
-                "   inputs FROM executions WHERE id = %(execution)s FOR SHARE),"
-                " started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
-                "   provider, status, attempts)"
-                "   SELECT id, %(step)s, %(type)s, %(provider)s, %(running_step)s, 1 FROM e"
-                "   WHERE e.status = ANY(%(active)s) AND NOT e.cancel_requested"
-                "   AND NOT e.pause_requested"
-                "   ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
-                "   attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
-                "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts),"
-                " running AS (UPDATE executions SET status = %(running_execution)s,"
-                "   updated_at = now()"
-                "   WHERE id = %(execution)s AND status = %(pending_execution)s"
-                "   AND EXISTS (SELECT 1 FROM started))"
-                " SELECT e.status, e.pause_requested, e.cancel_requested, e.inputs,"
+                "WITH "
+                + _LOCKED_EXECUTION
+                + ", "
+                + _BEGIN.format(guard="")
+                + " SELECT "
+                + _CONTEXT
+                + ","
                 " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
                 "   AS step_status,"
                 " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
                 "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
-                "   AS outputs,"
-                " EXISTS (SELECT 1 FROM started) AS started,"
-                " b.budget_user, b.budget_explicit, b.budget_monthly, b.budget_spent,"
-                " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
-                "   p.input_usd_per_million, p.output_usd_per_million))"
-                "   FROM model_prices p WHERE (p.provider, p.model) IN"
-                "   (SELECT * FROM unnest(%(price_providers)s::text[], %(price_models)s::text[])))"
-                "   AS prices"
-                " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
-                "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly,"
-                "   coalesce(us.spent_usd, 0) AS budget_spent FROM users u"
-                "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
-                "   LEFT JOIN user_spend us ON us.owner_id = u.id"
-                "   AND us.month = %(month)s::date"
-                "   WHERE u.id = e.owner_id AND %(month)s::date IS NOT NULL) b ON TRUE",
+                "   AS outputs" + _CONTEXT_FROM.format(month="month"),
                 {
-                    "execution": execution_id,
-                    "active": _ACTIVE,
-                    "step": step_id,
-                    "type": step_type,
-                    "provider": provider,
-                    "running_step": StepStatus.RUNNING.value,
-                    "completed_step": StepStatus.COMPLETED.value,
-                    "pending_execution": ExecutionStatus.PENDING.value,
-                    "running_execution": ExecutionStatus.RUNNING.value,
-                    "month": month,
-                    "price_providers": [key[0] for key in price_keys],
-                    "price_models": [key[1] for key in price_keys],
+                    "execution_id": execution_id,
+                    **_begin_parameters(step_id, step_type, provider, month, price_keys),
                 },
             )
             row = await cur.fetchone()
         if row is None:
             return None, False
-        budget = None
-        if row["budget_user"] is not None:
-            budget = BudgetRow(
-                row["budget_user"],
-                row["budget_explicit"],
-                None if row["budget_monthly"] is None else float(row["budget_monthly"]),
-                float(row["budget_spent"]),
+        return _context(row), bool(row["started"])
+
+    async def complete_and_begin(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
+        next_step: NextStep,
+    ) -> tuple[bool, StepContext | None]:
+        """:meth:`complete_step` and, once the step has committed, :meth:`begin_step` of
+        ``next_step`` (the step the state machine runs next when this one succeeds): one
+        statement, so a chain of steps costs one round trip per step instead of two.
+
+        Returns ``(committed, context)``: the context is the next step's, as
+        :meth:`begin_step` would have read it after this commit (this step's outputs
+        included), or None when the next step was not begun (this one did not commit, or
+        the execution is paused, cancelled or ended, or the next step has completed): the
+        caller then begins it on its own when it comes to it. The execution row is locked
+        FOR SHARE before the step's row, the order cancel and the run's end lock them in.
+        """
+        parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
+        parameters.update(
+            _begin_parameters(
+                next_step.step_id,
+                next_step.step_type,
+                next_step.provider,
+                next_step.month,
+                next_step.price_keys,
+                month_name="next_month",
             )
-        context = StepContext(
-            status=ExecutionStatus(row["status"]),
-            pause_requested=row["pause_requested"],
-            cancel_requested=row["cancel_requested"],
-            inputs=row["inputs"],
-            step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
-            outputs=row["outputs"],
-            budget=budget,
-            prices=tuple(
-                PriceRow(provider, model, float(input_usd), float(output_usd))
-                for provider, model, input_usd, output_usd in row["prices"] or ()
-            ),
         )
-        return context, bool(row["started"])
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_complete_and_begin_sql(calls=bool(calls)), parameters)
+            row = await cur.fetchone()
+        if row is None:  # the execution is gone
+            return False, None
+        committed = bool(row["committed"])
+        if not (committed and row["started"]):
+            return committed, None
+        return committed, _context(row)
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         async with self._db.connection() as conn:
@@ -270,72 +381,10 @@ class StepRunRepository:
         another delivery completed it first, or the execution ended or was restored
         meanwhile. The calls are recorded either way: money spent stays spent.
         """
-        # The checkpoint's snapshot reads the other completed steps as of the statement's
-        # start and adds this step's outputs (the UPDATE in the CTE is not visible to the
-        # statement's own reads). Only the attempt still running completes: a step that
-        # cancel, a timeout or the fail handler has closed as failed meanwhile stays failed,
-        # and one that a restore has dropped stays dropped (no row).
-        parameters = {
-            "completed_step": StepStatus.COMPLETED.value,
-            "running_step": StepStatus.RUNNING.value,
-            "outputs": Jsonb(outputs),
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "latency_ms": usage.latency_ms,
-            "execution_id": execution_id,
-            "step_id": step_id,
-            "checkpoint_id": checkpoint_id,
-        }
-        if not calls:
-            statement = (
-                "WITH done AS (UPDATE step_runs SET status = %(completed_step)s,"
-                " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
-                " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
-                " completed_at = clock_timestamp()"
-                " WHERE execution_id = %(execution_id)s AND step_id = %(step_id)s"
-                " AND status = %(running_step)s RETURNING 1)"
-            )
-        else:
-            # One UPDATE of the row (a statement may update a row once): the calls are
-            # appended whatever its status; the rest only if the attempt is still running,
-            # as the row locked by ``prior`` says (SET's own reads see the same version).
-            parameters.update(ledger_parameters(execution_id, step_id, calls, _month(month)))
-            running = "p.status = %(running_step)s"
-            statement = (
-                "WITH " + LEDGER_CTES + ","
-                " prior AS (SELECT status FROM step_runs WHERE execution_id = %(execution_id)s"
-                "   AND step_id = %(step_id)s FOR UPDATE),"
-                " done AS (UPDATE step_runs r SET"
-                "   calls = coalesce(r.calls, '[]'::jsonb) || %(calls)s::jsonb,"
-                f"  status = CASE WHEN {running} THEN %(completed_step)s ELSE r.status END,"
-                f"  outputs = CASE WHEN {running} THEN %(outputs)s ELSE r.outputs END,"
-                f"  error = CASE WHEN {running} THEN NULL ELSE r.error END,"
-                f"  input_tokens = CASE WHEN {running} THEN %(input_tokens)s::int"
-                "     ELSE r.input_tokens END,"
-                f"  output_tokens = CASE WHEN {running} THEN %(output_tokens)s::int"
-                "     ELSE r.output_tokens END,"
-                f"  latency_ms = CASE WHEN {running} THEN %(latency_ms)s ELSE r.latency_ms END,"
-                f"  completed_at = CASE WHEN {running} THEN clock_timestamp()"
-                "     ELSE r.completed_at END"
-                "   FROM prior p WHERE r.execution_id = %(execution_id)s"
-                "   AND r.step_id = %(step_id)s"
-                f"  RETURNING {running} AS completed)"
-            )
+        parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                statement + " INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
-                " SELECT %(checkpoint_id)s, %(execution_id)s, %(step_id)s, 'auto',"
-                " jsonb_build_object("
-                "   'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),"
-                "   'steps', COALESCE((SELECT jsonb_object_agg(step_id, outputs)"
-                "     FROM step_runs WHERE execution_id = %(execution_id)s"
-                "     AND status = %(completed_step)s AND step_id <> %(step_id)s), '{}'::jsonb)"
-                "     || jsonb_build_object(%(step_id)s::text, %(outputs)s))"
-                + (
-                    " FROM done RETURNING 1"
-                    if not calls
-                    else " FROM done WHERE completed RETURNING 1"
-                ),
+                "WITH " + _completion_sql(calls=bool(calls), locked=False) + " SELECT 1 FROM ckpt",
                 parameters,
             )
             return await cur.fetchone() is not None
@@ -470,6 +519,104 @@ async def close_running_steps(
             StepStatus.RUNNING.value,
         ),
     )
+
+
+def _completion(
+    execution_id: str,
+    step_id: str,
+    outputs: dict[str, Any],
+    usage: StepUsage,
+    checkpoint_id: str,
+    calls: Sequence[CallRow],
+    month: date | None,
+) -> dict[str, Any]:
+    """The parameters of :func:`_completion_sql`."""
+    parameters: dict[str, Any] = {
+        "completed_step": StepStatus.COMPLETED.value,
+        "running_step": StepStatus.RUNNING.value,
+        "outputs": Jsonb(outputs),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "latency_ms": usage.latency_ms,
+        "execution_id": execution_id,
+        "step_id": step_id,
+        "checkpoint_id": checkpoint_id,
+    }
+    if calls:
+        parameters.update(ledger_parameters(execution_id, step_id, calls, _month(month)))
+    return parameters
+
+
+@functools.cache
+def _completion_sql(*, calls: bool, locked: bool) -> str:
+    """The CTEs that complete a step (``done``; with ``calls``, the ledger's too) and write
+    its checkpoint (``ckpt``, a row once the step has completed). ``locked``: the statement
+    has the execution row locked as ``e``, and the step's row is locked after it (joined to
+    ``e``), not before."""
+    # Only the attempt still running completes: a step that cancel, a timeout or the fail
+    # handler has closed as failed meanwhile stays failed, and one that a restore has
+    # dropped stays dropped (no row).
+    checkpoint = _CHECKPOINT.format(guard=" WHERE completed" if calls else "")
+    if not calls:
+        return _compact(
+            "done AS (UPDATE step_runs SET status = %(completed_step)s,"
+            " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
+            " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
+            " completed_at = clock_timestamp()"
+            + (" FROM e WHERE step_runs.execution_id = e.id AND" if locked else " WHERE")
+            + " step_runs.execution_id = %(execution_id)s AND step_id = %(step_id)s"
+            " AND step_runs.status = %(running_step)s RETURNING 1), " + checkpoint
+        )
+    # One UPDATE of the row (a statement may update a row once): the calls are appended
+    # whatever its status; the rest only if the attempt is still running, as the row locked
+    # by ``prior`` says (SET's own reads see the same version).
+    running = "p.live"
+    return _compact(
+        LEDGER_CTES + ","
+        " prior AS (SELECT r.status = %(running_step)s AS live FROM step_runs r"
+        + (" JOIN e ON e.id = r.execution_id" if locked else "")
+        + " WHERE r.execution_id = %(execution_id)s"
+        "   AND r.step_id = %(step_id)s FOR UPDATE OF r),"
+        " done AS (UPDATE step_runs r SET"
+        "   calls = coalesce(r.calls, '[]'::jsonb) || %(calls)s::jsonb,"
+        f"  status = CASE WHEN {running} THEN %(completed_step)s ELSE r.status END,"
+        f"  outputs = CASE WHEN {running} THEN %(outputs)s ELSE r.outputs END,"
+        f"  error = CASE WHEN {running} THEN NULL ELSE r.error END,"
+        f"  input_tokens = CASE WHEN {running} THEN %(input_tokens)s::int"
+        "     ELSE r.input_tokens END,"
+        f"  output_tokens = CASE WHEN {running} THEN %(output_tokens)s::int"
+        "     ELSE r.output_tokens END,"
+        f"  latency_ms = CASE WHEN {running} THEN %(latency_ms)s ELSE r.latency_ms END,"
+        f"  completed_at = CASE WHEN {running} THEN clock_timestamp()"
+        "     ELSE r.completed_at END"
+        "   FROM prior p WHERE r.execution_id = %(execution_id)s"
+        "   AND r.step_id = %(step_id)s"
+        f"  RETURNING {running} AS completed), " + checkpoint
+    )
+
+
+@functools.cache
+def _complete_and_begin_sql(*, calls: bool) -> str:
+    return _compact(
+        "WITH "
+        + _LOCKED_EXECUTION
+        + ", "
+        + _completion_sql(calls=calls, locked=True)
+        + ", "
+        + _BEGIN.format(guard=" AND EXISTS (SELECT 1 FROM ckpt)")
+        + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, "
+        + _CONTEXT
+        # This step's outputs are not visible to the statement's reads: ``snap`` adds them.
+        + ", NULL AS step_status, (SELECT steps FROM snap) AS outputs"
+        + _CONTEXT_FROM.format(month="next_month")
+    )
+
+
+def _compact(sql: str) -> str:
+    """One space between words: psycopg parses a statement once and caches it only up to
+    4,096 characters (``MAX_CACHED_STATEMENT_LENGTH``), and a step's completion with its
+    next step's begin is near that once indented; beyond it every execution re-parses it."""
+    return " ".join(sql.split())
 
 
 def _month(month: date | None) -> date:
