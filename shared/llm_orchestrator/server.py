@@ -52,6 +52,7 @@ async def bootstrap(runtime: Runtime) -> str | None:
     # Crash recovery: executions a previous process left unfinished continue from their
     # last checkpoint, on this process's event loop.
     await runtime.engine.recover()
+    runtime.audit.start_linking()
     runtime.audit.start_anchoring(settings.audit_anchor_interval_seconds)
     return generated
 

@@ -353,9 +353,11 @@ async def test_an_execution_ends_only_together_with_its_finish_event(
     fake_openai: FakeOpenAI,
     owner_database_url: str,
 ) -> None:
-    """The end and its finish event are one transaction: while the audit chain's head is
-    locked by someone else, the run's end cannot commit either, so the execution is never
-    seen ended without its event."""
+    """The end and its finish event are one transaction, and a read of the trail links what
+    is pending first: while the audit chain's head is locked by someone else, the run still
+    ends (writers do not wait for the head), and a read of the trail started after the end
+    waits for the head and then shows the finish event; the execution is never seen ended
+    without its event."""
     workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
     fake_openai.hold()
     execution_id = await start_execution(client, admin, workflow_id, {"input": "x"})
@@ -363,20 +365,21 @@ async def test_an_execution_ends_only_together_with_its_finish_event(
     async with await psycopg.AsyncConnection.connect(owner_database_url) as holder:
         await holder.execute("SELECT 1 FROM audit_chain_head FOR UPDATE")  # a transaction
         fake_openai.release()
-        # Until the run's end waits for the head (nothing else takes it meanwhile), then
-        # look before its statement times out.
+        ended = await wait_for(client, admin, workflow_id, execution_id)
+        reading = asyncio.ensure_future(
+            client.get(
+                "/audit/events",
+                headers=admin.headers,
+                params={"event_type": "workflow_execution", "resource_id": execution_id},
+            )
+        )
+        # Until the read waits for the head, then let the head go.
         await wait_until_async(lambda: _lock_waited_for(holder))
-        status = await get_status(client, admin, workflow_id, execution_id)
+        assert not reading.done()
         await holder.rollback()
-    assert status["status"] == "running"
-    assert status["steps"]["analyze"]["status"] == "completed"
-    final = await wait_for(client, admin, workflow_id, execution_id)
-    assert final["status"] == "completed"
-    response = await client.get(
-        "/audit/events",
-        headers=admin.headers,
-        params={"event_type": "workflow_execution", "resource_id": execution_id},
-    )
+        response = await reading
+    assert ended["status"] == "completed"
+    assert response.status_code == 200, response.text
     assert sorted(event["action"] for event in response.json()["events"]) == ["finish", "start"]
 
 

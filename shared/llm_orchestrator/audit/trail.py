@@ -12,6 +12,15 @@ catches a chain cut back to an earlier head.
 Events written before the HMAC (``sha256:`` links, plain SHA-256, which anyone can
 recompute) are accepted only as the chain's prefix, and only up to an authentic anchor,
 which vouches for them: a local server anchors the head as soon as it starts.
+
+Writers do not wait for one another (``store/audit.py``): a writer that finds the chain's
+head free links its event at once; one that finds it taken commits its event to an outbox
+instead, which whoever holds the head next links, in a batch. Nothing is left there: each
+holder looks at the outbox again after letting the head go, in a local server through one
+linker task woken then, elsewhere (a Lambda, which may be frozen as soon as it answers)
+before the request answers. Every read of the trail (events, an event, verify, an anchor)
+links what is pending first, so a reader never sees a gap: an event whose request has
+returned is in the chain it reads.
 """
 
 from __future__ import annotations
@@ -30,7 +39,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import Anchor, AnchorStore, anchor_is_authentic, sign_anchor
 from llm_orchestrator.redaction import redact_data
-from llm_orchestrator.store.audit import AuditFilter, AuditRecord, AuditRepository
+from llm_orchestrator.store.audit import (
+    AuditFilter,
+    AuditRecord,
+    AuditRepository,
+    ChainHasher,
+)
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.db import Connection
@@ -106,6 +120,13 @@ class AuditTrail:
         self._anchors = anchors
         self._anchored_seq: int | None = None
         self._anchoring: asyncio.Task[None] | None = None
+        self._linker: asyncio.Task[None] | None = None
+        self._link_wanted = asyncio.Event()
+        self._linking_stops = False
+        # Whether the last writer here found the chain's head taken (until the outbox is
+        # found empty again): then writers skip the try and go straight to the outbox. Only
+        # a guess, for speed; what is linked when does not depend on it.
+        self._contended = False
 
     async def _get_key(self) -> bytes:
         if self._key is None:
@@ -124,9 +145,11 @@ class AuditTrail:
         ip_address: str | None = None,
         details: Mapping[str, Any] | None = None,
         conn: Connection | None = None,
-    ) -> AuditRecord:
+    ) -> None:
         """Append an event; with ``conn`` (a store transaction), as part of that transaction,
-        so the event commits if and only if the caller's writes do."""
+        so the event commits if and only if the caller's writes do: the caller then calls
+        :meth:`link_pending` after its commit. Without ``conn`` it is committed (and, unless
+        another writer is linking at that moment, linked) when this returns."""
         # Stored timestamps have microsecond precision; hash exactly what is stored. No
         # secret value reaches the trail, even one quoted in a failure's reason.
         fields: dict[str, Any] = redact_data(
@@ -143,10 +166,61 @@ class AuditTrail:
         )
         fields["id"] = ids.event_id()
         fields["occurred_at"] = self._now().astimezone(UTC)
-        key = await self._get_key()
-        return await self._repo.append(fields, partial(chain_hash, key), conn=conn)
+        if self._contended and self._linker is not None:
+            # Busy: straight to the outbox, which the linker task links in batches.
+            await self._repo.queue(fields, conn=conn)
+            if conn is None:
+                self._link_wanted.set()
+            return
+        appended = await self._repo.append(
+            fields, await self._hasher(), conn=conn, try_head=not self._contended
+        )
+        self._contended = appended.head_taken
+        if conn is None and appended.look_again:
+            await self.link_pending()
+
+    async def _hasher(self) -> ChainHasher:
+        return partial(chain_hash, await self._get_key())
+
+    async def link_pending(self) -> None:
+        """After the commit of a transaction that recorded events (``record(conn=…)``): link
+        them. With a linker task (a local server), wake it; otherwise link now, unless
+        another writer holds the head (which then links them before it is done). Never
+        raises: the events are committed, and the next link or read picks them up."""
+        if self._linker is not None:
+            self._link_wanted.set()
+            return
+        try:
+            await self._link(wait=False)
+        except Exception:
+            log.exception("could not link the audit outbox; the next write or read will")
+
+    async def _link(self, *, wait: bool) -> None:
+        linked = await self._repo.link(await self._hasher(), wait=wait)
+        if linked.settled:
+            self._contended = False
+
+    async def _link_for_reading(self) -> None:
+        """Readers see every event committed before they asked: link what is pending."""
+        await self._link(wait=True)
+
+    def start_linking(self) -> None:
+        """Link in a task of this process, woken after each commit (a local server)."""
+        if self._linker is None:
+            self._linker = asyncio.get_running_loop().create_task(self._link_continuously())
+
+    async def _link_continuously(self) -> None:
+        self._link_wanted.set()  # whatever a previous process left in the outbox
+        while not self._linking_stops:
+            await self._link_wanted.wait()
+            self._link_wanted.clear()
+            try:
+                await self._link(wait=False)
+            except Exception:  # the next wake-up, or a reader, links them
+                log.exception("could not link the audit outbox")
 
     async def get(self, event_id: str) -> AuditRecord | None:
+        await self._link_for_reading()
         return await self._repo.get(event_id)
 
     async def query(
@@ -163,6 +237,7 @@ class AuditTrail:
         end_time: datetime | None = None,
     ) -> tuple[list[AuditRecord], int]:
         """Events matching every filter given (None: any), newest first."""
+        await self._link_for_reading()
         audit_filter = AuditFilter(
             user_id=user_id,
             event_type=event_type,
@@ -177,6 +252,7 @@ class AuditTrail:
     async def anchor(self) -> Anchor:
         """Sign the chain's head now and write it to the anchor store."""
         key = await self._get_key()
+        await self._link_for_reading()
         seq, head_hash = await self._repo.head()
         anchor = sign_anchor(key, seq, head_hash, self._now().astimezone(UTC))
         await self._anchors.write(anchor)
@@ -197,6 +273,7 @@ class AuditTrail:
                 await asyncio.sleep(interval_seconds)
             first = False
             try:
+                await self._link_for_reading()
                 seq, _ = await self._repo.head()
                 if seq != self._anchored_seq:
                     await self.anchor()
@@ -204,6 +281,17 @@ class AuditTrail:
                 log.exception("could not anchor the audit chain")
 
     async def close(self) -> None:
+        if self._linker is not None:
+            # Not cancelled: a task cancelled inside a statement would make psycopg wait for
+            # the server's answer to a cancel request. It finishes its round and stops.
+            self._linking_stops = True
+            self._link_wanted.set()
+            await self._linker
+            self._linker = None
+            try:
+                await self._link_for_reading()
+            except Exception:
+                log.warning("could not link the audit outbox on shutdown")
         if self._anchoring is not None:
             self._anchoring.cancel()
             self._anchoring = None
@@ -219,6 +307,7 @@ class AuditTrail:
         anchor = await self._anchors.latest()
         if anchor is not None and not anchor_is_authentic(key, anchor):
             return Verification(False, 0, None, anchor, "the latest anchor's signature is invalid")
+        await self._link_for_reading()
         head_seq, head_hash = await self._repo.head()
         expected_prev = GENESIS_HASH
         checked = 0

@@ -6,7 +6,8 @@ in :class:`~llm_orchestrator.store.executions.ExecutionRepository`, and the audi
 follows only the write that won, so a transition that lost a race records nothing. The
 creation, the cancel and the end are written in one transaction with their audit events
 (``start``; ``cancel`` and ``finish``; ``finish``): once the execution shows the new status,
-its event is in the trail too, and neither exists without the other.
+its event is in the trail too (committed to the trail's outbox, which every read of the
+trail links first), and neither exists without the other.
 
 An execution's end is written once, by :meth:`ExecutionLifecycle.finish` when the engine
 reports how its run ended (or by :meth:`ExecutionLifecycle.cancel`, whose answer is final at
@@ -83,7 +84,8 @@ class ExecutionLifecycle:
         timeout_seconds: int,
     ) -> ExecutionRecord:
         """A new execution (pending, its run not started yet) with its ``start`` event, in
-        one transaction: two round trips, the audit chain's head locked for one."""
+        one transaction that locks nothing shared; the event is linked into the audit
+        chain after the commit."""
 
         def insert(conn: Connection | None = None) -> Awaitable[ExecutionRecord]:
             return self._repo.create(
@@ -110,6 +112,7 @@ class ExecutionLifecycle:
                 timeout_seconds=record.timeout_seconds,
                 **(details or {}),
             )
+        await self._audit.link_pending()
         return record
 
     async def running(self, execution_id: str) -> None:
@@ -152,6 +155,7 @@ class ExecutionLifecycle:
                 await self._record(actor, "cancel", record, conn=conn, status=record.status)
                 await self._record_end(record, conn)
         if record is not None:
+            await self._linked()
             await self._announce(record)
         return record, tokens
 
@@ -187,6 +191,7 @@ class ExecutionLifecycle:
             if ended is not None:
                 await self._record_end(ended, conn)
         if ended is not None:
+            await self._linked()
             await self._announce(ended)
         return ended
 
@@ -200,6 +205,11 @@ class ExecutionLifecycle:
             result="success" if record.status == ExecutionStatus.COMPLETED else "failure",
             status=record.status,
         )
+
+    async def _linked(self) -> None:
+        """After a commit that recorded audit events: they are linked into the chain."""
+        if self._audit is not None:
+            await self._audit.link_pending()
 
     async def _announce(self, record: ExecutionRecord) -> None:
         """After the end has committed: completion events."""

@@ -1,11 +1,23 @@
-"""The audit trail: an append-only, hash-chained table.
+"""The audit trail: an append-only, hash-chained table, and its outbox.
 
-Writers lock the single chain-head row for the few statements of an append, so concurrent
-writers produce one unbroken chain: no two events ever share a predecessor. Every writer
-serialises on that row, so an append holds it as briefly as it can: one round trip reads
-and locks the head, the hash is computed, and the event, the new head and the ``COMMIT`` go
-out together (pipelined); the lock is released with that commit. An append may also run
-inside a caller's transaction (``conn``), which then commits the event with its own writes.
+No writer waits for another. A writer tries the single chain-head row without waiting
+(``FOR UPDATE SKIP LOCKED``): if it is free, the writer links its event at once (read the
+head, compute the link with ``hasher``, write the event and the new head), together with
+whatever the outbox holds, and keeps the head until its commit. If another writer holds
+it, the event goes to the outbox, ``audit_pending``, and the writer does not wait: whoever
+holds the head next links the outbox, in a batch, in ``position`` order (one statement
+deletes the batch from the outbox and inserts the linked events). The seq order is the
+link order. An append may run inside a caller's transaction (``conn``): the event then
+commits, or not, with the caller's writes.
+
+Nothing is left in the outbox: a writer whose event went there tries the head again after
+its commit (:meth:`AuditRepository.link` with ``wait=False``), and every holder of the head
+looks at the outbox again after letting it go, which covers a writer whose second try
+found the head taken too. Readers link with ``wait=True`` first, so an event whose request
+has returned is in the chain anyone reads.
+
+Statements that link go out as multi-statement queries (client-side binding: psycopg's
+pipeline would add a round trip of its own for its final sync), two round trips per batch.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.db import Connection, Database, fetch_page
@@ -77,20 +90,191 @@ def _record(row: dict[str, Any]) -> AuditRecord:
 ChainHasher = Callable[[str, dict[str, Any]], str]
 
 
+LINK_BATCH = 1000
+"""At most this many pending events are linked per transaction."""
+
+_EVENT_FIELDS = (
+    "id",
+    "occurred_at",
+    "event_type",
+    "user_id",
+    "action",
+    "resource_type",
+    "resource_id",
+    "result",
+    "ip_address",
+)
+_HASHED_FIELDS = (*_EVENT_FIELDS, "details")
+_COLUMNS = ", ".join(_HASHED_FIELDS)
+_VALUES = ", ".join(f"%({name})s" for name in _HASHED_FIELDS)
+_QUEUE = f"INSERT INTO audit_pending ({_COLUMNS}) VALUES ({_VALUES})"
+_TRY_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED"
+_WAIT_FOR_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
+# A second statement reads the outbox, so that its snapshot is taken after the head's lock
+# was granted (what a linker committed just before is seen as moved); it reads nothing
+# unless this transaction holds the head (its own lock does not block it; another's does).
+_READ_PENDING = (
+    "WITH held AS (SELECT FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED)"
+    f" SELECT position, {_COLUMNS} FROM audit_pending WHERE EXISTS (SELECT FROM held)"
+    " ORDER BY position LIMIT %(limit)s"
+)
+_MOVE = (
+    "WITH moved AS (DELETE FROM audit_pending WHERE position = ANY(%(positions)s)"
+    f" RETURNING position, {_COLUMNS})"
+    f" INSERT INTO audit_events (seq, {_COLUMNS}, prev_hash, event_hash)"
+    f" SELECT link.seq, {', '.join(f'moved.{c}' for c in _HASHED_FIELDS)},"
+    " link.prev_hash, link.event_hash FROM moved JOIN unnest(%(positions)s::bigint[],"
+    " %(seqs)s::bigint[], %(prevs)s::text[], %(hashes)s::text[])"
+    " AS link(position, seq, prev_hash, event_hash) USING (position)"
+)
+_LINK_OWN = (
+    "WITH head AS (UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(event_hash)s"
+    " WHERE singleton)"
+    f" INSERT INTO audit_events (seq, {_COLUMNS}, prev_hash, event_hash)"
+    f" VALUES (%(seq)s, {_VALUES}, %(prev_hash)s, %(event_hash)s)"
+)
+_SET_HEAD = "UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(event_hash)s WHERE singleton"
+_ANY_PENDING = "SELECT EXISTS (SELECT FROM audit_pending) AS queued"
+
+
+def _event_params(fields: dict[str, Any]) -> dict[str, Any]:
+    return {**{name: fields[name] for name in _EVENT_FIELDS}, "details": Jsonb(fields["details"])}
+
+
+@dataclass
+class _Links:
+    """The links of one batch: the pending events moved, then (optionally) the writer's own
+    event, each linked to the one before, from the head's ``(seq, last_hash)``."""
+
+    seq: int
+    event_hash: str
+    move: dict[str, list[Any]]
+    own: dict[str, Any] | None = None
+
+    @classmethod
+    def compute(
+        cls,
+        head: dict[str, Any],
+        pending: list[dict[str, Any]],
+        own: dict[str, Any] | None,
+        hasher: ChainHasher,
+    ) -> _Links:
+        seq, prev = int(head["seq"]), str(head["last_hash"])
+        move: dict[str, list[Any]] = {"positions": [], "seqs": [], "prevs": [], "hashes": []}
+        for row in pending:
+            seq += 1
+            event_hash = hasher(prev, {name: row[name] for name in _HASHED_FIELDS})
+            move["positions"].append(int(row["position"]))
+            move["seqs"].append(seq)
+            move["prevs"].append(prev)
+            move["hashes"].append(event_hash)
+            prev = event_hash
+        links = cls(seq, prev, move)
+        if own is not None:
+            seq += 1
+            event_hash = hasher(prev, own)
+            links.own = {
+                **_event_params(own),
+                "seq": seq,
+                "prev_hash": prev,
+                "event_hash": event_hash,
+            }
+            links.seq, links.event_hash = seq, event_hash
+        return links
+
+    def statements(self) -> list[tuple[str, dict[str, Any]]]:
+        """What writes the batch and moves the head (the head moves once, last)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        if self.move["positions"]:
+            out.append((_MOVE, dict(self.move)))
+        if self.own is not None:
+            out.append((_LINK_OWN, self.own))
+        else:
+            out.append((_SET_HEAD, {"seq": self.seq, "event_hash": self.event_hash}))
+        return out
+
+
+@dataclass(frozen=True)
+class Appended:
+    head_taken: bool
+    """Another writer held the chain's head: the event went to the outbox."""
+    look_again: bool
+    """The outbox must be looked at after the commit (:meth:`AuditRepository.link`)."""
+    linked: int = 0
+    """Events linked by this transaction (the writer's own included)."""
+
+
+@dataclass(frozen=True)
+class Linked:
+    linked: int
+    """Events linked."""
+    settled: bool
+    """The outbox was found empty after the last link (not left to another writer)."""
+
+
 class AuditRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def append(
-        self, fields: dict[str, Any], hasher: ChainHasher, *, conn: Connection | None = None
-    ) -> AuditRecord:
-        """Append one event. With ``conn`` (in a transaction), the event is written on it and
-        commits, or not, with the caller's transaction; the chain head stays locked until
-        then, so the caller should commit promptly."""
+        self,
+        fields: dict[str, Any],
+        hasher: ChainHasher,
+        *,
+        conn: Connection | None = None,
+        try_head: bool = True,
+    ) -> Appended:
+        """Append one event without waiting for any other writer.
+
+        With ``try_head``, if the chain's head is free the event is linked at once, with
+        whatever the outbox holds, and the head stays held until the commit; if another
+        writer holds it, or without ``try_head`` (a caller that expects it taken), the event
+        goes to the outbox. With ``conn`` (a pipelined transaction) this happens in the
+        caller's transaction: the event commits, or not, with the caller's writes, and the
+        caller links (:meth:`link`) after its commit, always: while it held the head, another
+        writer may have left an event in the outbox. Without, in a transaction of its own,
+        and :attr:`Appended.look_again` says whether to link after.
+        """
         if conn is not None:
-            return await append_event(conn, fields, hasher)
-        async with self._db.transaction(pipelined=True) as conn:
-            return await append_event(conn, fields, hasher)
+            if not try_head:
+                await self.queue(fields, conn=conn)
+                return Appended(head_taken=True, look_again=True)
+            return await _append_in(conn, fields, hasher)
+        async with self._db.connection() as own:
+            return await _append_alone(own, fields, hasher, try_head)
+
+    async def queue(self, fields: dict[str, Any], *, conn: Connection | None = None) -> None:
+        """Only commit the event to the outbox (with ``conn``: in the caller's transaction, no
+        round trip of its own); someone must link it after the commit."""
+        if conn is not None:
+            await conn.execute(_QUEUE, _event_params(fields))
+            return
+        async with self._db.connection() as own:
+            await own.execute(_QUEUE, _event_params(fields))
+
+    async def link(self, hasher: ChainHasher, *, wait: bool, batch: int = LINK_BATCH) -> Linked:
+        """Link what the outbox holds into the chain.
+
+        ``wait=False`` gives up at once when another writer holds the chain head (that one
+        looks at the outbox after it lets the head go); ``wait=True`` (a reader, which must
+        see every committed event) waits for the head. One round trip when the outbox is
+        empty; otherwise two per batch.
+        """
+        linked = 0
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_ANY_PENDING)
+            row = await cur.fetchone()
+            if not (row and row["queued"]):
+                return Linked(0, settled=True)
+            client = psycopg.AsyncClientCursor(conn)
+            while True:
+                lock = _WAIT_FOR_HEAD if wait else _TRY_HEAD
+                await client.execute(f"BEGIN; {lock}; {_read_pending(client, batch)}")
+                done = await _finish(client, hasher, None)
+                linked += done.linked
+                wait = False  # later rounds only pick up what arrived meanwhile
+                if not done.look_again:
+                    return Linked(linked, settled=not done.head_taken)
 
     async def get(self, event_id: str) -> AuditRecord | None:
         async with self._db.connection() as conn:
@@ -138,56 +322,85 @@ class AuditRepository:
         return int(row["seq"]), str(row["last_hash"])
 
 
-async def append_event(
-    conn: Connection, fields: dict[str, Any], hasher: ChainHasher
-) -> AuditRecord:
-    """Lock the chain head, link the event to it and write both (not yet committed).
-
-    One round trip to read the head (it also sends whatever ``conn`` has queued); the
-    writes are queued behind it and go out with the transaction's ``COMMIT`` when ``conn``
-    is pipelined. The record returned is what was written.
-    """
-    cur = await conn.execute(
-        "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
-    )
-    head = await cur.fetchone()
-    assert head is not None, "migration 0002 seeds the chain head"
-    prev_hash = str(head["last_hash"])
-    event_hash = hasher(prev_hash, fields)
-    seq = int(head["seq"]) + 1
-    await conn.execute(
-        "WITH head AS (UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(hash)s"
-        " WHERE singleton)"
-        " INSERT INTO audit_events (seq, id, occurred_at, event_type, user_id, action,"
-        " resource_type, resource_id, result, ip_address, details, prev_hash, event_hash)"
-        " VALUES (%(seq)s, %(id)s, %(occurred_at)s, %(event_type)s, %(user_id)s, %(action)s,"
-        " %(resource_type)s, %(resource_id)s, %(result)s, %(ip_address)s, %(details)s,"
-        " %(prev_hash)s, %(hash)s)",
-        {
-            **{name: fields[name] for name in _EVENT_FIELDS},
-            "details": Jsonb(fields["details"]),
-            "seq": seq,
-            "prev_hash": prev_hash,
-            "hash": event_hash,
-        },
-    )
-    return AuditRecord(
-        seq=seq,
-        **{name: fields[name] for name in _EVENT_FIELDS},
-        details=fields["details"],
-        prev_hash=prev_hash,
-        event_hash=event_hash,
-    )
+def _read_pending(cur: psycopg.AsyncClientCursor[dict[str, Any]], batch: int) -> str:
+    return cur.mogrify(_READ_PENDING, {"limit": batch})
 
 
-_EVENT_FIELDS = (
-    "id",
-    "occurred_at",
-    "event_type",
-    "user_id",
-    "action",
-    "resource_type",
-    "resource_id",
-    "result",
-    "ip_address",
-)
+async def _append_in(conn: Connection, fields: dict[str, Any], hasher: ChainHasher) -> Appended:
+    """In the caller's (pipelined) transaction: one round trip tries the head and reads the
+    outbox; the writes go out with the caller's next read or its commit."""
+    head_cur = await conn.execute(_TRY_HEAD)
+    pending_cur = await conn.execute(_READ_PENDING, {"limit": LINK_BATCH})
+    head = await head_cur.fetchone()
+    if head is None:
+        await conn.execute(_QUEUE, _event_params(fields))
+        return Appended(head_taken=True, look_again=True)
+    pending = await pending_cur.fetchall()
+    for statement, params in _Links.compute(head, pending, fields, hasher).statements():
+        await conn.execute(statement, params)
+    return Appended(head_taken=False, look_again=True, linked=len(pending) + 1)
+
+
+async def _append_alone(
+    conn: Connection, fields: dict[str, Any], hasher: ChainHasher, try_head: bool
+) -> Appended:
+    """Two round trips when the head is free (try it and read the outbox; link, commit and
+    look at the outbox again), as many as an append that waited for the head took. When
+    another writer holds it (or without ``try_head``): commit the event to the outbox and
+    try the head once more, since the holder may have read the outbox before this commit;
+    one round trip, and another to let go if the head is still taken."""
+    cur = psycopg.AsyncClientCursor(conn)
+    read = f"BEGIN; {_TRY_HEAD}; {_read_pending(cur, LINK_BATCH)}"
+    if try_head:
+        await cur.execute(read)
+        head, pending = await _selected(cur)
+        if head:
+            return await _finish(cur, hasher, fields, head=head, pending=pending)
+        read = f"ROLLBACK; {read}"
+    queue = cur.mogrify(_QUEUE, _event_params(fields))
+    await cur.execute(f"BEGIN; {queue}; COMMIT; {read}")
+    done = await _finish(cur, hasher, None)
+    return Appended(head_taken=True, look_again=done.look_again, linked=done.linked)
+
+
+async def _finish(
+    cur: psycopg.AsyncClientCursor[dict[str, Any]],
+    hasher: ChainHasher,
+    own: dict[str, Any] | None,
+    *,
+    head: list[dict[str, Any]] | None = None,
+    pending: list[dict[str, Any]] | None = None,
+) -> Appended:
+    """After ``BEGIN``, a lock of the head and the outbox's read (the results on ``cur``
+    unless given): link the batch (and ``own``) and commit, or let go."""
+    if head is None or pending is None:
+        selected = await _selected(cur)
+        head, pending = selected[-2], selected[-1]
+    if not head:
+        # Someone else holds the head: it looks at the outbox after letting the head go.
+        await cur.execute("ROLLBACK")
+        return Appended(head_taken=True, look_again=False)
+    if not pending and own is None:
+        # Whatever committed while this transaction held the head is looked for after.
+        await cur.execute(f"ROLLBACK; {_ANY_PENDING}")
+        return Appended(head_taken=False, look_again=await _pending_after(cur))
+    links = _Links.compute(head[0], pending, own, hasher)
+    writes = "; ".join(cur.mogrify(sql, params) for sql, params in links.statements())
+    await cur.execute(f"{writes}; COMMIT; {_ANY_PENDING}")
+    again = await _pending_after(cur) or len(pending) == LINK_BATCH
+    return Appended(head_taken=False, look_again=again, linked=len(pending) + (own is not None))
+
+
+async def _selected(cur: psycopg.AsyncClientCursor[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows of every SELECT of a multi-statement query, in order."""
+    sets: list[list[dict[str, Any]]] = []
+    while True:
+        if cur.description is not None:
+            sets.append(await cur.fetchall())
+        if not cur.nextset():
+            return sets
+
+
+async def _pending_after(cur: psycopg.AsyncClientCursor[dict[str, Any]]) -> bool:
+    sets = await _selected(cur)
+    return bool(sets and sets[-1] and sets[-1][0]["queued"])

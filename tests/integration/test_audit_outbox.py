@@ -1,0 +1,294 @@
+"""The audit trail's outbox: writers commit their events without waiting for one another,
+the events are linked into one unbroken chain, and a reader never sees a gap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from llm_orchestrator import ids
+from llm_orchestrator.audit.anchors import LogAnchorStore
+from llm_orchestrator.audit.trail import AuditTrail, canonical_json, chain_hash
+from llm_orchestrator.clock import utcnow
+from llm_orchestrator.config import Settings
+from llm_orchestrator.runtime import resolve_audit_key
+from llm_orchestrator.store.audit import AuditRepository
+from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.migrate import apply_migrations
+from tests.integration.conftest import serving
+
+
+@asynccontextmanager
+async def another_process(server: Any) -> AsyncIterator[tuple[AuditTrail, Database]]:
+    """A second writer as another process (a Lambda container) would be: its own pool and
+    trail on the same database and key, and no linker task."""
+    runtime = server.runtime
+    db = Database(runtime.db.url, max_size=4)
+    trail = AuditTrail(
+        AuditRepository(db),
+        utcnow,
+        key_source=resolve_audit_key(runtime.settings, runtime.secrets),
+        anchors=LogAnchorStore(None),
+    )
+    try:
+        yield trail, db
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def head_held(owner_url: str) -> AsyncIterator[None]:
+    """The chain's head locked by someone who then dies without linking anything: what is
+    written meanwhile goes to the outbox."""
+    async with await psycopg.AsyncConnection.connect(owner_url) as holder:
+        await holder.execute("SELECT 1 FROM audit_chain_head FOR UPDATE")  # a transaction
+        yield
+        await holder.rollback()
+
+
+def _owner_rows(owner_url: str, query: str) -> list[dict[str, Any]]:
+    with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+async def _events(client: Any, admin: Any, **params: Any) -> dict[str, Any]:
+    response = await client.get("/audit/events", headers=admin.headers, params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _verify(client: Any, admin: Any) -> dict[str, Any]:
+    response = await client.get("/audit/verify", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_writers_in_several_processes_leave_one_chain_with_every_event_once(
+    client, admin, server, owner_database_url
+):
+    """Four processes write at once, alone and inside transactions; when the last write has
+    returned (before any read), nothing is left unlinked, and the chain holds each event
+    exactly once, unbroken."""
+    async with (
+        another_process(server) as (a, a_db),
+        another_process(server) as (b, b_db),
+        another_process(server) as (c, c_db),
+        another_process(server) as (d, d_db),
+    ):
+
+        async def alone(trail: AuditTrail, name: str) -> None:
+            await trail.record(event_type="test", action=name)
+
+        async def in_transaction(trail: AuditTrail, db: Database, name: str) -> None:
+            async with db.transaction(pipelined=True) as conn:
+                await trail.record(event_type="test", action=name, conn=conn)
+            await trail.link_pending()
+
+        writes = []
+        for p, (trail, db) in enumerate(((a, a_db), (b, b_db), (c, c_db), (d, d_db))):
+            for i in range(25):
+                name = f"p{p} w{i}"
+                writes.append(alone(trail, name) if i % 2 else in_transaction(trail, db, name))
+        await asyncio.gather(*writes)
+
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    linked = _owner_rows(
+        owner_database_url,
+        "SELECT action, count(*) AS n FROM audit_events WHERE event_type = 'test' GROUP BY 1",
+    )
+    assert sorted(r["action"] for r in linked) == sorted(
+        f"p{p} w{i}" for p in range(4) for i in range(25)
+    )
+    assert {r["n"] for r in linked} == {1}
+    verification = await _verify(client, admin)
+    assert verification["valid"] is True
+    seqs = [r["seq"] for r in _owner_rows(owner_database_url, "SELECT seq FROM audit_events")]
+    assert sorted(seqs) == list(range(1, verification["checked"] + 1))
+
+
+async def test_a_writer_that_finds_the_head_taken_is_linked_by_its_holder(
+    client, admin, server, owner_database_url
+):
+    """A linker holds the head (stopped, in another thread, in the middle of its batch); a
+    writer commits, finds the head taken and returns at once. The holder, once it lets the
+    head go, looks at the outbox again and links that event: nothing is left behind."""
+    runtime = server.runtime
+    key = await resolve_audit_key(runtime.settings, runtime.secrets)()
+    async with another_process(server) as (trail, db), head_held(owner_database_url):
+        async with db.transaction(pipelined=True) as conn:
+            await trail.record(event_type="test", action="before", conn=conn)
+    holding, go = threading.Event(), threading.Event()
+
+    def held_hasher(prev: str, fields: dict[str, Any]) -> str:
+        holding.set()
+        assert go.wait(60), "the test never let the linker go on"
+        return chain_hash(key, prev, fields)
+
+    async def link_in_another_process() -> int:
+        db = Database(runtime.db.url, max_size=1)
+        try:
+            return (await AuditRepository(db).link(held_hasher, wait=False)).linked
+        finally:
+            await db.close()
+
+    linker = threading.Thread(target=lambda: linked.append(asyncio.run(link_in_another_process())))
+    linked: list[int] = []
+    linker.start()
+    try:
+        assert await asyncio.to_thread(holding.wait, 60)
+        await runtime.audit.record(event_type="test", action="while held")
+        pending = _owner_rows(owner_database_url, "SELECT action FROM audit_pending")
+        assert [p["action"] for p in pending] == ["before", "while held"]
+    finally:
+        go.set()
+        await asyncio.to_thread(linker.join, 60)
+
+    assert linked == [2]
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    assert (await _verify(client, admin))["valid"] is True
+
+
+async def test_an_event_whose_transaction_rolls_back_never_appears(
+    client, admin, server, owner_database_url
+):
+    runtime = server.runtime
+    with pytest.raises(RuntimeError):
+        async with runtime.db.transaction(pipelined=True) as conn:
+            await runtime.audit.record(event_type="test", action="rolled back", conn=conn)
+            await conn.execute("SELECT 1")  # the event has reached the server
+            raise RuntimeError("the caller's write failed")
+    await runtime.audit.record(event_type="test", action="committed")
+
+    listed = await _events(client, admin, event_type="test")
+
+    assert [e["action"] for e in listed["events"]] == ["committed"]
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    assert (await _verify(client, admin))["valid"] is True
+
+
+async def test_an_event_committed_but_never_linked_is_linked_by_the_next_reader(
+    client, admin, server, owner_database_url
+):
+    """Its writer committed it and died before linking it: the next read links it first."""
+    checked_before = (await _verify(client, admin))["checked"]
+    async with another_process(server) as (trail, db), head_held(owner_database_url):
+        for action in ("orphan one", "orphan two"):
+            async with db.transaction(pipelined=True) as conn:
+                await trail.record(event_type="test", action=action, conn=conn)
+        # ... and no link_pending(): the writer is gone.
+    pending = _owner_rows(owner_database_url, "SELECT id, action FROM audit_pending")
+    assert [p["action"] for p in pending] == ["orphan one", "orphan two"]
+
+    one = await client.get(f"/audit/events/{pending[0]['id']}", headers=admin.headers)
+
+    assert one.status_code == 200, one.text
+    assert one.json()["action"] == "orphan one"
+    assert one.json()["event_hash"].startswith("hmac-sha256:")
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    verification = await _verify(client, admin)
+    assert verification["valid"] is True
+    assert verification["checked"] == checked_before + 2
+
+
+async def test_a_read_sees_every_event_written_before_it(client, admin, server):
+    """Twenty writers in another process commit without linking and at once read the trail,
+    while the others write: each finds its own event, and the chain stays unbroken."""
+    async with another_process(server) as (trail, db):
+
+        async def write_then_read(i: int) -> None:
+            async with db.transaction(pipelined=True) as conn:
+                await trail.record(
+                    event_type="test", action="write", resource_id=f"r{i}", conn=conn
+                )
+            found = await _events(client, admin, resource_id=f"r{i}")
+            assert [e["resource_id"] for e in found["events"]] == [f"r{i}"]
+            total = (await _events(client, admin, event_type="test", limit=1))["total"]
+            assert total >= 1
+
+        await asyncio.gather(*(write_then_read(i) for i in range(20)))
+
+    assert (await _events(client, admin, event_type="test", limit=100))["total"] == 20
+    verification = await _verify(client, admin)
+    assert verification["valid"] is True
+
+
+def _write_old_chain(owner_url: str, key: bytes, count: int) -> list[dict[str, Any]]:
+    """Events as the appends before the outbox wrote them: the head locked, the link
+    computed, the event and the new head written in one transaction."""
+    with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        for i in range(count):
+            with conn.transaction():
+                head = conn.execute(
+                    "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
+                ).fetchone()
+                assert head is not None
+                fields: dict[str, Any] = {
+                    "event_type": "test",
+                    "user_id": None,
+                    "action": f"old {i}",
+                    "resource_type": None,
+                    "resource_id": None,
+                    "result": "success",
+                    "ip_address": "203.0.113.9",
+                    "details": json.loads(canonical_json({"n": i, "nested": {"b": 1, "a": 2}})),
+                    "id": ids.event_id(),
+                    "occurred_at": datetime.now(UTC),
+                }
+                event_hash = chain_hash(key, head["last_hash"], fields)
+                conn.execute(
+                    "INSERT INTO audit_events (seq, id, occurred_at, event_type, user_id,"
+                    " action, resource_type, resource_id, result, ip_address, details,"
+                    " prev_hash, event_hash) VALUES (%(seq)s, %(id)s, %(occurred_at)s,"
+                    " %(event_type)s, %(user_id)s, %(action)s, %(resource_type)s,"
+                    " %(resource_id)s, %(result)s, %(ip_address)s, %(details)s, %(prev)s,"
+                    " %(hash)s)",
+                    {
+                        **fields,
+                        "details": Jsonb(fields["details"]),
+                        "seq": head["seq"] + 1,
+                        "prev": head["last_hash"],
+                        "hash": event_hash,
+                    },
+                )
+                conn.execute(
+                    "UPDATE audit_chain_head SET seq = %s, last_hash = %s",
+                    (head["seq"] + 1, event_hash),
+                )
+        return conn.execute("SELECT * FROM audit_events ORDER BY seq").fetchall()
+
+
+async def test_a_chain_written_before_the_outbox_still_verifies_after_the_migration(
+    owner_database_url: str, settings: Settings, data_dir: Path
+):
+    key = "k" * 48
+    (data_dir / "audit-hmac.key").write_text(key)
+    # The database as it was before migration 0070.
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE audit_pending")
+        conn.execute("DELETE FROM schema_migrations WHERE name = '0070_audit_outbox.sql'")
+    old = _write_old_chain(owner_database_url, key.encode(), 5)
+
+    assert apply_migrations(owner_database_url) == ["0070_audit_outbox.sql"]
+    async with serving(settings) as local:
+        before = await local.runtime.audit.verify()
+        await local.runtime.audit.record(event_type="test", action="new")
+        after = await local.runtime.audit.verify()
+
+    assert before.valid is True
+    assert after.valid is True
+    assert after.checked == before.checked + 1
+    rows = _owner_rows(owner_database_url, "SELECT * FROM audit_events ORDER BY seq")
+    assert rows[: len(old)] == old
