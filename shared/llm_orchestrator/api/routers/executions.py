@@ -5,14 +5,21 @@ The execution lifecycle records the audit events of every transition these ask f
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log, idempotency, long_poll
-from llm_orchestrator.api.deps import RuntimeDep, carried, require
+from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
+from llm_orchestrator.api.fast_path import (
+    NOT_PLAIN,
+    FastPathRoute,
+    fast_path,
+    plain_int,
+    plain_query,
+)
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     ExecuteRequest,
@@ -20,6 +27,7 @@ from llm_orchestrator.api.schemas.executions import (
     ExecutionFinished,
     ExecutionPublic,
 )
+from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.clock import utcnow
@@ -32,10 +40,28 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.db import Read
     from llm_orchestrator.store.executions import ExecutionRecord, ExecutionSummary
 
-router = APIRouter(prefix="/workflows", tags=["executions"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/workflows",
+    tags=["executions"],
+    responses=ERROR_RESPONSES,
+    route_class=FastPathRoute,
+)
 
 Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
+
+
+def _plain_status_query(request: Request) -> tuple[str, int] | None:
+    """``executionId`` and ``wait`` of a status read if plainly well-formed (what FastAPI
+    would accept, with the values it would give); None for anything else."""
+    query = plain_query(request, ("executionId", "wait"))
+    if query is None:
+        return None
+    execution_id = query.get("executionId")
+    wait = plain_int(query.get("wait"), 0, 0, long_poll.MAX_WAIT_SECONDS)
+    if execution_id is None or not 1 <= len(execution_id) <= 200 or wait is None:
+        return None
+    return execution_id, wait
 
 
 def _status_read(
@@ -43,16 +69,15 @@ def _status_read(
 ) -> Read[ExecutionState | None] | None:
     """The state ``execution_status`` is about to read, from the raw request (validated
     only after the caller is authenticated)."""
-    execution_id = request.query_params.get("executionId")
-    if not execution_id:
+    query = _plain_status_query(request)
+    if query is None:
         return None
-    return runtime.executions.state_read(
-        owner_filter, request.path_params["workflow_id"], execution_id
-    )
+    return runtime.executions.state_read(owner_filter, request.path_params["workflow_id"], query[0])
 
 
 # Authenticating goes with the state read: one round trip for the whole request.
-StatusReader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ, ride=_status_read))]
+_status_reader = require(Permission.EXECUTION_READ, ride=_status_read)
+StatusReader = Annotated[Principal, Depends(_status_reader)]
 Canceller = Annotated[Principal, Depends(require(Permission.EXECUTION_CANCEL))]
 ExecutionId = Annotated[str, Query(alias="executionId", min_length=1, max_length=200)]
 WaitSeconds = Annotated[
@@ -142,7 +167,22 @@ async def _answer(
     return status.HTTP_200_OK, ExecutionFinished.finished(await runtime.executions.wait(record))
 
 
+async def _status_plainly(request: Request) -> Any:
+    """``execution_status``'s fast path: what its dependencies and body do, in order."""
+    query = _plain_status_query(request)
+    if query is None:
+        return NOT_PLAIN
+    await reject_unstorable_input(request)
+    runtime = await get_runtime(request)
+    caller = await _status_reader(request)
+    execution_id, wait = query
+    return await _status(
+        request, runtime, caller, request.path_params["workflow_id"], execution_id, wait
+    )
+
+
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)
+@fast_path(_status_plainly)
 async def execution_status(
     workflow_id: str,
     execution_id: ExecutionId,
@@ -150,6 +190,17 @@ async def execution_status(
     runtime: RuntimeDep,
     caller: StatusReader,
     wait: WaitSeconds = 0,
+) -> ExecutionPublic:
+    return await _status(request, runtime, caller, workflow_id, execution_id, wait)
+
+
+async def _status(
+    request: Request,
+    runtime: Runtime,
+    caller: Principal,
+    workflow_id: str,
+    execution_id: str,
+    wait: int,
 ) -> ExecutionPublic:
     read = runtime.executions.state_read(caller.owner_filter(), workflow_id, execution_id)
     answer = None if read is None else carried(request, read)

@@ -3,13 +3,21 @@ GET /workflows/{workflowId}/state-machine (the compiled Amazon States Language).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import WithJsonSchema
 
 from llm_orchestrator.api.audit_log import AuditDep
-from llm_orchestrator.api.deps import RuntimeDep, carried, require
+from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
+from llm_orchestrator.api.fast_path import (
+    NOT_PLAIN,
+    FastPathRoute,
+    fast_path,
+    plain_int,
+    plain_query,
+)
 from llm_orchestrator.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.workflows import (
@@ -18,6 +26,7 @@ from llm_orchestrator.api.schemas.workflows import (
     WorkflowPublic,
     WorkflowSummary,
 )
+from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 
@@ -26,34 +35,60 @@ if TYPE_CHECKING:
     from llm_orchestrator.store.db import Read
     from llm_orchestrator.store.workflows import WorkflowHeader
 
-router = APIRouter(prefix="/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/workflows",
+    tags=["workflows"],
+    responses=ERROR_RESPONSES,
+    route_class=FastPathRoute,
+)
 
 Reader = Annotated[Principal, Depends(require(Permission.WORKFLOW_READ))]
+
+
+@dataclass(frozen=True)
+class _ListQuery:
+    limit: int
+    offset: int
+    name: str | None
+    version: str | None
+
+
+def _plain_list_query(request: Request) -> _ListQuery | None:
+    """The query of ``GET /workflows`` if plainly well-formed (what FastAPI would accept,
+    with the values it would give); None for anything else, which FastAPI answers."""
+    query = plain_query(request, ("limit", "offset", "name", "version"))
+    if query is None:
+        return None
+    limit = plain_int(query.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = plain_int(query.get("offset"), 0, 0, MAX_OFFSET)
+    name, version = query.get("name"), query.get("version")
+    if limit is None or offset is None:
+        return None
+    if (name is not None and len(name) > 128) or (version is not None and len(version) > 32):
+        return None
+    return _ListQuery(limit, offset, name, version)
 
 
 def _list_read(
     request: Request, runtime: Runtime, owner_filter: str | None
 ) -> Read[tuple[list[WorkflowHeader], int] | None] | None:
     """The page ``list_workflows`` is about to read, from the raw query (the route's
-    parameters are validated only after the caller is authenticated); None for a query
-    that is not plainly well-formed, which FastAPI will answer or the route read itself."""
-    query = request.query_params
-    limit, offset = query.get("limit", str(DEFAULT_LIMIT)), query.get("offset", "0")
-    if not (limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()):
-        return None
-    if not 1 <= int(limit) <= MAX_LIMIT or int(offset) > MAX_OFFSET:
+    parameters are validated only after the caller is authenticated)."""
+    query = _plain_list_query(request)
+    if query is None:
         return None
     return runtime.workflows.list_read(
         owner_filter,
-        name=query.get("name"),
-        version=query.get("version"),
-        limit=int(limit),
-        offset=int(offset),
+        name=query.name,
+        version=query.version,
+        limit=query.limit,
+        offset=query.offset,
     )
 
 
 # Authenticating goes with the page read: one round trip for the whole request.
-ListReader = Annotated[Principal, Depends(require(Permission.WORKFLOW_READ, ride=_list_read))]
+_list_reader = require(Permission.WORKFLOW_READ, ride=_list_read)
+ListReader = Annotated[Principal, Depends(_list_reader)]
 Writer = Annotated[Principal, Depends(require(Permission.WORKFLOW_WRITE))]
 Deleter = Annotated[Principal, Depends(require(Permission.WORKFLOW_DELETE))]
 # Validated by ``parse_definition`` (every problem at once, graph rules included); the
@@ -80,7 +115,19 @@ async def create_workflow(
     return WorkflowPublic.of(workflow)
 
 
+async def _list_plainly(request: Request) -> Any:
+    """``list_workflows``'s fast path: what its dependencies and body do, in order."""
+    query = _plain_list_query(request)
+    if query is None:
+        return NOT_PLAIN
+    await reject_unstorable_input(request)
+    runtime = await get_runtime(request)
+    caller = await _list_reader(request)
+    return await _list(request, runtime, caller, query)
+
+
 @router.get("", response_model=WorkflowList)
+@fast_path(_list_plainly)
 async def list_workflows(
     request: Request,
     runtime: RuntimeDep,
@@ -89,21 +136,35 @@ async def list_workflows(
     name: Annotated[str | None, Query(max_length=128, description="Partial match")] = None,
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> WorkflowList:
+    return await _list(request, runtime, caller, _ListQuery(page.limit, page.offset, name, version))
+
+
+async def _list(
+    request: Request, runtime: Runtime, caller: Principal, query: _ListQuery
+) -> WorkflowList:
     read = runtime.workflows.list_read(
-        caller.owner_filter(), name=name, version=version, limit=page.limit, offset=page.offset
+        caller.owner_filter(),
+        name=query.name,
+        version=query.version,
+        limit=query.limit,
+        offset=query.offset,
     )
     answer = carried(request, read)
     if answer is not None and answer[0] is not None:
         records, total = answer[0]
     else:
         records, total = await runtime.workflows.list(
-            caller, name=name, version=version, limit=page.limit, offset=page.offset
+            caller,
+            name=query.name,
+            version=query.version,
+            limit=query.limit,
+            offset=query.offset,
         )
     return WorkflowList(
         workflows=[WorkflowSummary.of(r) for r in records],
         total=total,
-        limit=page.limit,
-        offset=page.offset,
+        limit=query.limit,
+        offset=query.offset,
     )
 
 
