@@ -5,7 +5,9 @@ Three actions, one per payload shape in ``docs/asl.md``:
 - ``run``: render the step's templates from the inputs and its ancestors' outputs, call the
   provider, and write outputs, status, usage, the priced provider calls and a checkpoint in
   one transaction. Two round trips per step: one to begin it (its context, the attempt
-  counted, the owner's budget and the prices its calls may need) and one to commit it.
+  counted, the owner's budget and the prices its calls may need) and one to commit it;
+  under the local engine, one per step of a chain, whose commit also begins the next step
+  (:class:`Chain`).
   At-least-once delivery is expected: a step already completed returns its stored result and
   calls nothing. Pause and cancel flags are checked on entry (``WorkflowPaused`` /
   ``WorkflowCancelled``, which the state machine catches by name); a step of an execution
