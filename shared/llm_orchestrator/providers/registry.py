@@ -45,6 +45,10 @@ class ProviderRegistry:
         self._timeout_seconds = timeout_seconds
         self._factories = dict(DEFAULT_FACTORIES if factories is None else factories)
         self._instances: dict[str, LLMProvider | EmbeddingProvider] = {}
+        # What ``llm`` / ``embedding`` already checked: an ``isinstance`` against a
+        # runtime-checkable protocol inspects every member, on every step otherwise.
+        self._llms: dict[str, LLMProvider] = {}
+        self._embedders: dict[str, EmbeddingProvider] = {}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,21 +56,30 @@ class ProviderRegistry:
         return tuple(sorted(self._factories))
 
     def llm(self, name: str) -> LLMProvider:
+        checked = self._llms.get(name)
+        if checked is not None:
+            return checked
         provider = self._instance(name)
         if not isinstance(provider, LLMProvider):
             raise UnsupportedProvider(
                 f"provider '{name}' does not offer chat completions", provider=name
             )
+        self._llms[name] = provider
         return provider
 
     def embedding(self, name: str) -> EmbeddingProvider:
+        checked = self._embedders.get(name)
+        if checked is not None:
+            return checked
         provider = self._instance(name)
         if not isinstance(provider, EmbeddingProvider):
             raise UnsupportedProvider(f"provider '{name}' does not offer embeddings", provider=name)
+        self._embedders[name] = provider
         return provider
 
     async def aclose(self) -> None:
         instances, self._instances = self._instances, {}
+        self._llms, self._embedders = {}, {}
         for provider in instances.values():
             await provider.aclose()
 
