@@ -183,3 +183,37 @@ async def test_a_role_change_decides_what_the_next_read_shows_right_after_a_burs
     refused = await client.get(status, headers=dev.headers)
     assert refused.status_code == 403
     assert refused.json()["details"]["required_permission"] == "ExecutionRead"
+
+
+async def test_a_role_change_decides_what_an_api_keys_next_read_shows(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, server: LocalServer
+) -> None:
+    """As above for an API key: its admin scope counts only while its owner is an admin."""
+    boss = await create_user("boss", roles=["admin"])
+    for owner, name in ((boss, "boss"), (admin, "admins")):
+        created = await client.post("/workflows", headers=owner.headers, json=_workflow(name))
+        assert created.status_code == 201, created.text
+    key = await client.post(
+        "/auth/keys",
+        headers=admin.headers,
+        json={"name": "ci", "scopes": ["workflow:read", "admin"], "user_id": boss.user_id},
+    )
+    assert key.status_code == 201, key.text
+    headers = {"X-API-Key": key.json()["key"]}
+
+    async def set_roles(roles: list[str]) -> None:
+        async with server.runtime.db.connection() as conn:
+            await conn.execute("UPDATE users SET roles = %s WHERE id = %s", (roles, boss.user_id))
+
+    async def seen() -> list[str]:
+        listed = await client.get("/workflows", headers=headers)
+        assert listed.status_code == 200, listed.text
+        return sorted(w["name"] for w in listed.json()["workflows"])
+
+    await burst(client, headers)
+    assert await seen() == ["admins", "boss"]
+    await set_roles(["developer"])
+    assert await seen() == ["boss"]
+    assert await seen() == ["boss"]
+    await set_roles(["admin"])
+    assert await seen() == ["admins", "boss"]

@@ -156,7 +156,12 @@ async def _authenticate(request: Request, ride: RouteRead | None) -> Principal:
         elif api_key:
             # The key lookup counts the request too, like the user lookup above.
             charge = await runtime.limiter.prepare() if counting else None
-            principal, counted = await runtime.auth.authenticate_api_key_counted(api_key, charge)
+            principal, counted, answer = await runtime.auth.authenticate_api_key_counted(
+                api_key,
+                charge,
+                None if ride is None else lambda owner: ride(request, runtime, owner),
+            )
+            request.state.carried = answer
         else:
             raise Unauthorized("Authentication required: send a Bearer token or an X-API-Key")
     except Unauthorized:

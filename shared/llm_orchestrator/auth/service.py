@@ -81,8 +81,9 @@ class AuthService:
         self._refresh_ttl = refresh_ttl
         self._now = clock
         self._owner_filters: dict[str, str | None] = {}
-        """Each user's owner filter as their last request found it: the guess a read
-        riding on the next authentication is built with (see ``authenticate_bearer_counted``)."""
+        """Each user's (by id) and API key's (by hash) owner filter as their last request
+        found it: the guess a read riding on the next authentication is built with (see
+        ``authenticate_bearer_counted``)."""
 
     async def login(self, username: str, password: str) -> TokenPair:
         user = await self._users.get_by_username(username)
@@ -180,9 +181,7 @@ class AuthService:
             session_id=claims.family_id,
         )
         if read is not None:
-            if len(self._owner_filters) >= OWNER_FILTERS_REMEMBERED:
-                self._owner_filters.clear()
-            self._owner_filters[user.id] = principal.owner_filter()
+            self._remember_owner_filter(user.id, principal)
         carried = None if read is None or answer is None else Carried(read, answer[0])
         return principal, hits, carried
 
@@ -197,20 +196,26 @@ class AuthService:
         await self._refresh.revoke_family(caller.session_id, caller.user_id, self._now())
 
     async def authenticate_api_key(self, raw_key: str) -> Principal:
-        principal, _ = await self.authenticate_api_key_counted(raw_key, None)
+        principal, _, _ = await self.authenticate_api_key_counted(raw_key, None)
         return principal
 
     async def authenticate_api_key_counted(
-        self, raw_key: str, charge: RateCharge | None
-    ) -> tuple[Principal, list[int] | None]:
+        self, raw_key: str, charge: RateCharge | None, ride: Ride | None = None
+    ) -> tuple[Principal, list[int] | None, Carried | None]:
         """The caller of an API key, and with ``charge`` this request counted against the
-        key's rate limits, in one round trip (as ``authenticate_bearer_counted``)."""
+        key's rate limits, in one round trip (as ``authenticate_bearer_counted``, ``ride``
+        too: its guess is the owner filter the key's previous request had; a key not seen
+        before carries no read, its owner being unknown until the lookup)."""
         if not raw_key.startswith(KEY_PREFIX):
             raise Unauthorized("Invalid API key")
-        found = await self._keys.authenticate(hash_secret(raw_key), self._now(), count=charge)
+        key_hash = hash_secret(raw_key)
+        read = None
+        if ride is not None and key_hash in self._owner_filters:
+            read = ride(self._owner_filters[key_hash])
+        found = await self._keys.authenticate(key_hash, self._now(), count=charge, ride=read)
         if found is None:
             raise Unauthorized("Invalid, expired or revoked API key")
-        key, user, hits = found
+        key, user, hits, answer = found
         principal = Principal(
             user_id=user.id,
             username=user.username,
@@ -220,7 +225,15 @@ class AuthService:
             via="api_key",
             api_key_id=key.id,
         )
-        return principal, hits
+        if ride is not None:
+            self._remember_owner_filter(key_hash, principal)
+        carried = None if read is None or answer is None else Carried(read, answer[0])
+        return principal, hits, carried
+
+    def _remember_owner_filter(self, caller: str, principal: Principal) -> None:
+        if len(self._owner_filters) >= OWNER_FILTERS_REMEMBERED:
+            self._owner_filters.clear()
+        self._owner_filters[caller] = principal.owner_filter()
 
     async def create_key(
         self,

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llm_orchestrator.store.db import Database, fetch_page
+from psycopg.rows import tuple_row
+
+from llm_orchestrator.store.db import Database, Read, fetch_page
 from llm_orchestrator.store.rate_limits import RateCharge
 from llm_orchestrator.store.users import User, user_of
 
@@ -64,41 +66,67 @@ class ApiKeyRepository:
         return _key(row)
 
     async def authenticate(
-        self, key_hash: str, now: datetime, *, count: RateCharge | None = None
-    ) -> tuple[ApiKey, User, list[int] | None] | None:
-        """The live key with this hash and its owner, the key marked used, and with
-        ``count`` this request counted against the key's limits at the owner's tier; None
-        (nothing marked or counted) when no live key has this hash.
+        self,
+        key_hash: str,
+        now: datetime,
+        *,
+        count: RateCharge | None = None,
+        ride: Read[Any] | None = None,
+    ) -> tuple[ApiKey, User, list[int] | None, tuple[Any] | None] | None:
+        """The live key with this hash and its owner, the key marked used, with ``count``
+        this request counted against the key's limits at the owner's tier, and with
+        ``ride`` the answer of that read (as a 1-tuple); None (nothing marked, counted or
+        read) when no live key has this hash.
 
         One round trip, like a bearer token's (``UserRepository.get_in_session``): the key
-        lookup, its ``last_used_at``, the owner and the rate-limit count ride on one
-        statement, so a revoked key, a changed role or tier, and the count are all read
-        fresh on every request.
+        lookup, its ``last_used_at``, the owner, the rate-limit count and the request's own
+        read (``ride``) go in one statement, so a revoked key, a changed role or tier, and
+        the count are all read fresh on every request.
         """
         params: dict[str, Any] = {"hash": key_hash, "now": now}
         hits_sql = "NULL::integer[]"
         if count is not None:
             hits_sql = count.table.hit_sql("'key:' || k.id::text", "u.tier")
             params.update(count.params())
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                "WITH k AS (UPDATE api_keys SET last_used_at = %(now)s"
-                " WHERE key_hash = %(hash)s AND revoked_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > %(now)s) RETURNING *)"
-                " SELECT k.id AS key_id, k.user_id AS key_user_id, k.name AS key_name,"
-                " k.key_hash AS key_key_hash, k.scopes AS key_scopes,"
-                " k.created_at AS key_created_at, k.expires_at AS key_expires_at,"
-                " k.last_used_at AS key_last_used_at, k.revoked_at AS key_revoked_at, u.*,"
-                f" {hits_sql} AS rate_hits"
-                " FROM k JOIN users u ON u.id = k.user_id",
-                params,
+        marked = (
+            "WITH k AS (UPDATE api_keys SET last_used_at = %(now)s"
+            " WHERE key_hash = %(hash)s AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > %(now)s) RETURNING *)"
+        )
+        found = (
+            "SELECT k.id AS key_id, k.user_id AS key_user_id, k.name AS key_name,"
+            " k.key_hash AS key_key_hash, k.scopes AS key_scopes,"
+            " k.created_at AS key_created_at, k.expires_at AS key_expires_at,"
+            " k.last_used_at AS key_last_used_at, k.revoked_at AS key_revoked_at, u.*,"
+            f" {hits_sql} AS rate_hits"
+            " FROM k JOIN users u ON u.id = k.user_id"
+        )
+        sql = f"{marked} {found}"
+        if ride is not None:
+            # The key's row once (materialized: the count is not repeated per row of the
+            # ride), then the ride's rows beside it; no live key, no row, no ride.
+            sql = (
+                f"{marked}, a AS MATERIALIZED ({found}) SELECT a.*, r.* FROM a"
+                f" LEFT JOIN LATERAL (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q"
+                " OFFSET 0) r ON TRUE"
             )
-            row = await cur.fetchone()
-        if row is None:
+            params.update(ride.params)
+        async with self._db.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+            names = [column.name for column in cur.description or ()]
+        if not rows:
             return None
+        # The key and owner's columns, by name, up to the ride's (names repeat after it).
+        width = names.index("ridden__") if ride is not None else len(names)
+        row = dict(zip(names[:width], rows[0][:width], strict=True))
         key = _key({name[4:]: value for name, value in row.items() if name.startswith("key_")})
         hits = row["rate_hits"]
-        return key, user_of(row), None if hits is None else list(hits)
+        carried = None
+        if ride is not None:
+            carried = (ride.decode([r[width + 1 :] for r in rows if r[width]]),)
+        return key, user_of(row), None if hits is None else list(hits), carried
 
     async def list_for_user(
         self, user_id: str, *, limit: int, offset: int
