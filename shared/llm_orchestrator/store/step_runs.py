@@ -94,11 +94,15 @@ class NextStep:
 
 
 # The pieces of a step's begin, shared by begin_step and complete_and_begin. The execution
-# row is locked FOR SHARE first: request_cancel and finish lock it before the step runs, so
-# either they see the step running and close it, or the begin sees them and starts nothing.
+# row is locked first: request_cancel and finish lock it before the step runs, so either
+# they see the step running and close it, or the begin sees them and starts nothing. The
+# lock is FOR NO KEY UPDATE, not FOR SHARE, because a begin may update the row (``running``:
+# a pending execution's first step marks it running): two first steps of a Parallel
+# beginning at once would each hold a share lock and wait for the other's to update the row,
+# a deadlock PostgreSQL breaks by failing one of them. Begins of one execution queue instead.
 _LOCKED_EXECUTION = (
     "e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
-    " inputs FROM executions WHERE id = %(execution_id)s FOR SHARE)"
+    " inputs FROM executions WHERE id = %(execution_id)s FOR NO KEY UPDATE)"
 )
 _BEGIN = (
     "started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
@@ -249,7 +253,8 @@ class StepRunRepository:
         Returns ``(context, started)``. ``started`` is False when the execution is missing,
         cancelled, paused or not active, or the step has completed; the context shows which
         (read as of the statement's start), and a race it cannot show is for the caller to
-        re-read. The execution row is locked FOR SHARE, as in :meth:`start_step`.
+        re-read. The execution row is locked before the step's row (FOR NO KEY UPDATE:
+        see ``_LOCKED_EXECUTION``).
 
         The first step to begin also marks a pending execution running (what
         :meth:`ExecutionRepository.mark_running` does), so a run's start costs no round
@@ -300,7 +305,7 @@ class StepRunRepository:
         included), or None when the next step was not begun (this one did not commit, or
         the execution is paused, cancelled or ended, or the next step has completed): the
         caller then begins it on its own when it comes to it. The execution row is locked
-        FOR SHARE before the step's row, the order cancel and the run's end lock them in.
+        before the step's row, the order cancel and the run's end lock them in.
         """
         parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
         parameters.update(
