@@ -20,12 +20,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llm_orchestrator.errors import ServiceUnavailable
+from llm_orchestrator.errors import ServiceUnavailable, ValidationFailed
 from llm_orchestrator.store.triggers import TriggerRecord
 
 RULE_PREFIX = "llmo-"
 TARGET_ID = "llmo-events"
 _MISSING = ("ResourceNotFoundException",)
+# What AWS says of a schedule expression or an event pattern it will not take.
+_INVALID = ("ValidationException", "InvalidEventPatternException")
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ class EventBridgeTriggers:
     fires_in_process = False
 
     async def install(self, trigger: TriggerRecord) -> None:
-        """Create the trigger's schedule or rule; ``ServiceUnavailable`` (503) naming the
-        setting to check when AWS refuses (the caller then drops the trigger's row)."""
-        from botocore.exceptions import ClientError
+        """Create the trigger's schedule or rule. When AWS refuses: ``ValidationFailed``
+        (400) for what it finds wrong in the trigger itself, else ``ServiceUnavailable``
+        (503) naming the setting to check (the caller then drops the trigger's row)."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         schedule = trigger.type == "schedule"
         try:
@@ -77,15 +80,19 @@ class EventBridgeTriggers:
             else:
                 await asyncio.to_thread(self._create_rule, trigger)
         except ClientError as exc:
-            # A rule created before its target was refused must not stay behind.
-            with contextlib.suppress(ClientError):
+            # A rule created before its target was refused must not stay behind; failing to
+            # remove it must not hide why the trigger was refused.
+            with contextlib.suppress(ClientError, BotoCoreError):
                 await self.remove(trigger)
             raise self._refused(exc, schedule) from None
 
-    def _refused(self, exc: Any, schedule: bool) -> ServiceUnavailable:
+    def _refused(self, exc: Any, schedule: bool) -> ServiceUnavailable | ValidationFailed:
         # AWS's own message may name the account and ARNs; the error code and the name the
         # operator configured say what to fix.
         code = str(exc.response.get("Error", {}).get("Code") or "an error")
+        what = "schedule expression" if schedule else "event pattern"
+        if code in _INVALID:
+            return ValidationFailed(f"EventBridge refused the trigger's {what} ({code})")
         if schedule:
             where = f"EventBridge Scheduler group '{self._settings.schedule_group}'"
             setting = "LLMO_SCHEDULE_GROUP"
