@@ -246,6 +246,13 @@ class Database:
                 await pool.putconn(conn)
         except PoolTimeout as exc:
             raise _unavailable("no database connection became available in time") from exc
+        except _CONFLICTS as exc:
+            # A deadlock or a serialization failure: PostgreSQL chose this transaction to
+            # lose a conflict with another. The connection is fine (no drain), and trying
+            # again is the whole remedy.
+            raise _unavailable(
+                "the database aborted the transaction in a conflict with another; retry"
+            ) from exc
         except psycopg.OperationalError as exc:
             self._drain_soon()
             if watchdog is not None and watchdog.fired:
@@ -298,6 +305,14 @@ class Database:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+# SQLSTATE class 40 (psycopg does not make its subclasses children of TransactionRollback).
+_CONFLICTS = (
+    pg_errors.TransactionRollback,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+)
 
 
 def _unavailable(reason: str) -> ServiceUnavailable:
