@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,11 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import LogAnchorStore
-from llm_orchestrator.audit.trail import AuditTrail, canonical_json, chain_hash
+from llm_orchestrator.audit.trail import AuditTrail, canonical_json, chain_hash, pending_mac
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import resolve_audit_key
-from llm_orchestrator.store.audit import AuditRepository
+from llm_orchestrator.store.audit import AuditRepository, Sealer
 from llm_orchestrator.store.db import Database
 from llm_orchestrator.store.migrate import apply_migrations
 from tests.integration.conftest import serving
@@ -137,10 +139,15 @@ async def test_a_writer_that_finds_the_head_taken_is_linked_by_its_holder(
         assert go.wait(60), "the test never let the linker go on"
         return chain_hash(key, prev, fields)
 
+    def refuse(row: dict[str, Any], reason: str) -> dict[str, Any]:
+        raise AssertionError(f"pending row {row['position']} refused: {reason}")
+
+    sealer = Sealer(held_hasher, partial(pending_mac, key), refuse)
+
     async def link_in_another_process() -> int:
         db = Database(runtime.db.url, max_size=1)
         try:
-            return (await AuditRepository(db).link(held_hasher, wait=False)).linked
+            return (await AuditRepository(db).link(sealer, wait=False)).linked
         finally:
             await db.close()
 
@@ -225,6 +232,22 @@ async def test_a_read_sees_every_event_written_before_it(client, admin, server):
     assert verification["valid"] is True
 
 
+OUTBOX_MIGRATION = "0070_audit_outbox.sql"
+MAC_MIGRATION = "0071_audit_pending_mac.sql"
+
+
+def _undo_migrations(owner_url: str, *, outbox: bool) -> None:
+    """The database as it was before the pending events' MAC (0071), and with ``outbox``
+    before the outbox itself (0070)."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE audit_pending_rejected")
+        conn.execute("ALTER TABLE audit_pending DROP COLUMN mac, DROP COLUMN legacy")
+        conn.execute("DELETE FROM schema_migrations WHERE name = %s", (MAC_MIGRATION,))
+        if outbox:
+            conn.execute("DROP TABLE audit_pending")
+            conn.execute("DELETE FROM schema_migrations WHERE name = %s", (OUTBOX_MIGRATION,))
+
+
 def _write_old_chain(owner_url: str, key: bytes, count: int) -> list[dict[str, Any]]:
     """Events as the appends before the outbox wrote them: the head locked, the link
     computed, the event and the new head written in one transaction."""
@@ -276,12 +299,10 @@ async def test_a_chain_written_before_the_outbox_still_verifies_after_the_migrat
     key = "k" * 48
     (data_dir / "audit-hmac.key").write_text(key)
     # The database as it was before migration 0070.
-    with psycopg.connect(owner_database_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE audit_pending")
-        conn.execute("DELETE FROM schema_migrations WHERE name = '0070_audit_outbox.sql'")
+    _undo_migrations(owner_database_url, outbox=True)
     old = _write_old_chain(owner_database_url, key.encode(), 5)
 
-    assert apply_migrations(owner_database_url) == ["0070_audit_outbox.sql"]
+    assert apply_migrations(owner_database_url) == [OUTBOX_MIGRATION, MAC_MIGRATION]
     async with serving(settings) as local:
         before = await local.runtime.audit.verify()
         await local.runtime.audit.record(event_type="test", action="new")
@@ -292,3 +313,104 @@ async def test_a_chain_written_before_the_outbox_still_verifies_after_the_migrat
     assert after.checked == before.checked + 1
     rows = _owner_rows(owner_database_url, "SELECT * FROM audit_events ORDER BY seq")
     assert rows[: len(old)] == old
+
+
+async def test_a_pending_event_written_before_the_mac_is_still_linked(
+    owner_database_url: str, settings: Settings, data_dir: Path
+):
+    """An event left in the outbox by a writer before migration 0071 has no MAC (only the
+    application holds the key, the migration cannot give it one): it is marked legacy and
+    linked, not lost."""
+    _undo_migrations(owner_database_url, outbox=False)
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_pending (id, occurred_at, event_type, action, result)"
+            " VALUES ('evt_before_the_mac', now(), 'test', 'left pending', 'success')"
+        )
+
+    assert apply_migrations(owner_database_url) == [MAC_MIGRATION]
+    async with serving(settings) as local:
+        linked = await local.runtime.audit.get("evt_before_the_mac")
+        verification = await local.runtime.audit.verify()
+
+    assert linked is not None and linked.action == "left pending"
+    assert verification.valid is True
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending_rejected") == []
+
+
+def _insert_pending(url: str, event_id: str, *, mac: str | None, action: str = "delete") -> None:
+    """What someone holding only the app role's credentials can put in the outbox."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_pending (id, occurred_at, event_type, user_id, action,"
+            " resource_type, resource_id, result, ip_address, details, mac)"
+            " VALUES (%s, '2020-01-01T00:00:00Z', 'secret', 'usr_someone', %s, 'secret',"
+            " 'prod-db', 'success', '10.0.0.1', %s, %s)",
+            (event_id, action, Jsonb({"forged": True}), mac),
+        )
+
+
+def _pending_fields(event_id: str, action: str = "delete") -> dict[str, Any]:
+    """The fields `_insert_pending` writes, as the chain hashes them."""
+    return {
+        "id": event_id,
+        "occurred_at": datetime(2020, 1, 1, tzinfo=UTC),
+        "event_type": "secret",
+        "user_id": "usr_someone",
+        "action": action,
+        "resource_type": "secret",
+        "resource_id": "prod-db",
+        "result": "success",
+        "ip_address": "10.0.0.1",
+        "details": {"forged": True},
+    }
+
+
+async def test_an_event_forged_into_the_outbox_without_the_key_is_never_linked(
+    client, admin, server, database_url, owner_database_url, caplog
+):
+    """The app role inserts backdated events into the outbox, without a MAC and with one it
+    made up: neither is ever listed nor chained, verify stays valid, and each leaves a
+    warning, a quarantined row and an `audit.pending_rejected` event."""
+    caplog.set_level(logging.WARNING, logger="llm_orchestrator.audit.trail")
+    _insert_pending(database_url, "evt_forged_no_mac", mac=None)
+    _insert_pending(database_url, "evt_forged_made_up", mac="hmac-sha256:" + "0" * 64)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # cannot pass as legacy
+        for column, value in (("legacy", "true"), ("position", "1")):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(
+                    f"INSERT INTO audit_pending (id, occurred_at, event_type, action, result,"
+                    f" {column}) OVERRIDING SYSTEM VALUE"
+                    f" VALUES ('evt_x', now(), 'x', 'x', 'success', {value})"
+                )
+
+    listed = await _events(client, admin, limit=100)
+    one = await client.get("/audit/events/evt_forged_no_mac", headers=admin.headers)
+
+    ids_listed = [e["id"] for e in listed["events"]]
+    assert "evt_forged_no_mac" not in ids_listed and "evt_forged_made_up" not in ids_listed
+    assert one.status_code == 404
+    assert (await _verify(client, admin))["valid"] is True
+    rejected = await _events(client, admin, event_type="audit.pending_rejected")
+    assert sorted(
+        (e["details"]["pending_id"], e["details"]["reason"], e["result"])
+        for e in rejected["events"]
+    ) == [
+        ("evt_forged_made_up", "mac_mismatch", "failure"),
+        ("evt_forged_no_mac", "mac_mismatch", "failure"),
+    ]
+    quarantined = _owner_rows(
+        owner_database_url, "SELECT id, reason FROM audit_pending_rejected ORDER BY position"
+    )
+    assert quarantined == [
+        {"id": "evt_forged_no_mac", "reason": "mac_mismatch"},
+        {"id": "evt_forged_made_up", "reason": "mac_mismatch"},
+    ]
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "refused the pending event" in w]) == 2
+    key = await resolve_audit_key(server.runtime.settings, server.runtime.secrets)()
+    assert not any(key.decode() in w for w in warnings)
+    # Once quarantined, never linked later either.
+    assert (await _events(client, admin, event_type="secret"))["total"] == 0

@@ -21,6 +21,14 @@ linker task woken then, elsewhere (a Lambda, which may be frozen as soon as it a
 before the request answers. Every read of the trail (events, an event, verify, an anchor)
 links what is pending first, so a reader never sees a gap: an event whose request has
 returned is in the chain it reads.
+
+Someone holding only the database's credentials can insert into the outbox, but cannot
+have what they insert chained: each pending event carries ``pending_mac`` (HMAC-SHA-256
+under the same key over ``"audit-pending\0"`` + the event's canonical JSON, so it is never
+equal to a chain link), and the linker links only events whose MAC it recomputes. A pending
+row it refuses (a bad MAC, an id already chained or repeated) is quarantined in
+``audit_pending_rejected``, logged as a warning, and recorded by an
+``audit.pending_rejected`` event in the chain, linked like any other.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from llm_orchestrator.store.audit import (
     AuditFilter,
     AuditRecord,
     AuditRepository,
-    ChainHasher,
+    Sealer,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +77,17 @@ def canonical_json(fields: Mapping[str, Any]) -> str:
 
 def chain_hash(key: bytes, prev_hash: str, fields: Mapping[str, Any]) -> str:
     digest = hmac.new(key, (prev_hash + canonical_json(fields)).encode(), hashlib.sha256)
+    return f"{HMAC_PREFIX}{digest.hexdigest()}"
+
+
+PENDING_DOMAIN = b"audit-pending\0"
+REJECTED_EVENT_TYPE = "audit.pending_rejected"
+
+
+def pending_mac(key: bytes, fields: Mapping[str, Any]) -> str:
+    """The MAC a writer seals a pending event with (the linker links it only if it matches);
+    domain-separated from the chain's links, which hash ``prev_hash`` + the same JSON."""
+    digest = hmac.new(key, PENDING_DOMAIN + canonical_json(fields).encode(), hashlib.sha256)
     return f"{HMAC_PREFIX}{digest.hexdigest()}"
 
 
@@ -117,6 +136,7 @@ class AuditTrail:
         self._now = clock
         self._key_source = key_source
         self._key: bytes | None = None
+        self._sealer: Sealer | None = None
         self._anchors = anchors
         self._anchored_seq: int | None = None
         self._anchoring: asyncio.Task[None] | None = None
@@ -168,19 +188,52 @@ class AuditTrail:
         fields["occurred_at"] = self._now().astimezone(UTC)
         if self._contended and self._linker is not None:
             # Busy: straight to the outbox, which the linker task links in batches.
-            await self._repo.queue(fields, conn=conn)
+            await self._repo.queue(fields, await self._get_sealer(), conn=conn)
             if conn is None:
                 self._link_wanted.set()
             return
         appended = await self._repo.append(
-            fields, await self._hasher(), conn=conn, try_head=not self._contended
+            fields, await self._get_sealer(), conn=conn, try_head=not self._contended
         )
         self._contended = appended.head_taken
         if conn is None and appended.look_again:
             await self.link_pending()
 
-    async def _hasher(self) -> ChainHasher:
-        return partial(chain_hash, await self._get_key())
+    async def _get_sealer(self) -> Sealer:
+        if self._sealer is None:
+            key = await self._get_key()
+            self._sealer = Sealer(
+                chain=partial(chain_hash, key),
+                pending_mac=partial(pending_mac, key),
+                rejection=self._rejection,
+            )
+        return self._sealer
+
+    def _rejection(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
+        """The event recording a pending row the linker refused (quarantined, never linked).
+        Its details name the row; the row's content stays in ``audit_pending_rejected``."""
+        log.warning(
+            "audit outbox: refused the pending event at position %s (%s); it is quarantined"
+            " in audit_pending_rejected and never linked",
+            row["position"],
+            reason,
+        )
+        details = {"pending_position": int(row["position"]), "pending_id": str(row["id"])[:200]}
+        fields: dict[str, Any] = redact_data(
+            {
+                "event_type": REJECTED_EVENT_TYPE,
+                "user_id": None,
+                "action": "reject",
+                "resource_type": "audit_pending",
+                "resource_id": str(row["position"]),
+                "result": "failure",
+                "ip_address": None,
+                "details": json.loads(canonical_json({**details, "reason": reason})),
+            }
+        )
+        fields["id"] = ids.event_id()
+        fields["occurred_at"] = self._now().astimezone(UTC)
+        return fields
 
     async def link_pending(self) -> None:
         """After the commit of a transaction that recorded events (``record(conn=…)``): link
@@ -196,7 +249,7 @@ class AuditTrail:
             log.exception("could not link the audit outbox; the next write or read will")
 
     async def _link(self, *, wait: bool) -> None:
-        linked = await self._repo.link(await self._hasher(), wait=wait)
+        linked = await self._repo.link(await self._get_sealer(), wait=wait)
         if linked.settled:
             self._contended = False
 

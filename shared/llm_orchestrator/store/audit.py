@@ -2,7 +2,7 @@
 
 No writer waits for another. A writer tries the single chain-head row without waiting
 (``FOR UPDATE SKIP LOCKED``): if it is free, the writer links its event at once (read the
-head, compute the link with ``hasher``, write the event and the new head), together with
+head, compute the link with the ``sealer``, write the event and the new head), together with
 whatever the outbox holds, and keeps the head until its commit. If another writer holds
 it, the event goes to the outbox, ``audit_pending``, and the writer does not wait: whoever
 holds the head next links the outbox, in a batch, in ``position`` order (one statement
@@ -16,12 +16,24 @@ looks at the outbox again after letting it go, which covers a writer whose secon
 found the head taken too. Readers link with ``wait=True`` first, so an event whose request
 has returned is in the chain anyone reads.
 
+Only what this application wrote is linked. The app's database role may INSERT into the
+outbox (writers must), so a writer seals each pending event with a MAC under the chain's key
+(:attr:`Sealer.pending_mac`, domain-separated from the chain's hash), and the linker links a
+pending event only if the MAC it recomputes matches: someone holding only the database's
+credentials cannot have an event of theirs chained. A pending event whose MAC does not match
+is never linked: the linker moves it to ``audit_pending_rejected``, which nothing links
+from, and chains an event of its own saying so (:attr:`Sealer.rejection`). Events pending
+before the MAC existed (migration 0071) are marked ``legacy``, which the app role cannot set,
+and are linked without one.
+
 Statements that link go out as multi-statement queries (client-side binding: psycopg's
 pipeline would add a round trip of its own for its final sync), two round trips per batch.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +43,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.db import Connection, Database, fetch_page
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,17 @@ def _record(row: dict[str, Any]) -> AuditRecord:
 ChainHasher = Callable[[str, dict[str, Any]], str]
 
 
+@dataclass(frozen=True)
+class Sealer:
+    """What linking needs of the audit key (``audit/trail.py`` makes one)."""
+
+    chain: ChainHasher
+    pending_mac: Callable[[dict[str, Any]], str]
+    """A pending event's fields (those the chain hashes) -> its MAC."""
+    rejection: Callable[[dict[str, Any], str], dict[str, Any]]
+    """A pending row refused and why -> the fields of the event that records it."""
+
+
 LINK_BATCH = 1000
 """At most this many pending events are linked per transaction."""
 
@@ -107,7 +132,7 @@ _EVENT_FIELDS = (
 _HASHED_FIELDS = (*_EVENT_FIELDS, "details")
 _COLUMNS = ", ".join(_HASHED_FIELDS)
 _VALUES = ", ".join(f"%({name})s" for name in _HASHED_FIELDS)
-_QUEUE = f"INSERT INTO audit_pending ({_COLUMNS}) VALUES ({_VALUES})"
+_QUEUE = f"INSERT INTO audit_pending ({_COLUMNS}, mac) VALUES ({_VALUES}, %(mac)s)"
 _TRY_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED"
 _WAIT_FOR_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FOR UPDATE"
 # A second statement reads the outbox, so that its snapshot is taken after the head's lock
@@ -115,8 +140,8 @@ _WAIT_FOR_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FO
 # unless this transaction holds the head (its own lock does not block it; another's does).
 _READ_PENDING = (
     "WITH held AS (SELECT FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED)"
-    f" SELECT position, {_COLUMNS} FROM audit_pending WHERE EXISTS (SELECT FROM held)"
-    " ORDER BY position LIMIT %(limit)s"
+    f" SELECT position, {_COLUMNS}, mac, legacy"
+    " FROM audit_pending p WHERE EXISTS (SELECT FROM held) ORDER BY position LIMIT %(limit)s"
 )
 _MOVE = (
     "WITH moved AS (DELETE FROM audit_pending WHERE position = ANY(%(positions)s)"
@@ -126,6 +151,18 @@ _MOVE = (
     " link.prev_hash, link.event_hash FROM moved JOIN unnest(%(positions)s::bigint[],"
     " %(seqs)s::bigint[], %(prevs)s::text[], %(hashes)s::text[])"
     " AS link(position, seq, prev_hash, event_hash) USING (position)"
+)
+_QUARANTINE = (
+    "WITH bad AS (DELETE FROM audit_pending WHERE position = ANY(%(positions)s)"
+    f" RETURNING position, {_COLUMNS}, mac, legacy)"
+    f" INSERT INTO audit_pending_rejected (position, {_COLUMNS}, mac, legacy, reason)"
+    f" SELECT bad.position, {', '.join(f'bad.{c}' for c in _HASHED_FIELDS)}, bad.mac,"
+    " bad.legacy, bad_why.reason FROM bad JOIN unnest(%(positions)s::bigint[],"
+    " %(reasons)s::text[]) AS bad_why(position, reason) USING (position)"
+)
+_INSERT_EVENT = (
+    f"INSERT INTO audit_events (seq, {_COLUMNS}, prev_hash, event_hash)"
+    f" VALUES (%(seq)s, {_VALUES}, %(prev_hash)s, %(event_hash)s)"
 )
 _LINK_OWN = (
     "WITH head AS (UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(event_hash)s"
@@ -141,15 +178,42 @@ def _event_params(fields: dict[str, Any]) -> dict[str, Any]:
     return {**{name: fields[name] for name in _EVENT_FIELDS}, "details": Jsonb(fields["details"])}
 
 
+def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    mac = sealer.pending_mac({name: fields[name] for name in _HASHED_FIELDS})
+    return {**_event_params(fields), "mac": mac}
+
+
+MAC_MISMATCH = "mac_mismatch"
+
+
+def _screen(
+    pending: list[dict[str, Any]], own: dict[str, Any] | None, sealer: Sealer
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """The pending rows that may be linked, and those that may not (with the reason): a MAC
+    that does not match (not written by this application)."""
+    accepted: list[dict[str, Any]] = []
+    rejected: list[tuple[dict[str, Any], str]] = []
+    for row in pending:
+        if not row["legacy"]:
+            expected = sealer.pending_mac({name: row[name] for name in _HASHED_FIELDS})
+            if not hmac.compare_digest(str(row["mac"] or ""), expected):
+                rejected.append((row, MAC_MISMATCH))
+                continue
+        accepted.append(row)
+    return accepted, rejected
+
+
 @dataclass
 class _Links:
-    """The links of one batch: the pending events moved, then (optionally) the writer's own
-    event, each linked to the one before, from the head's ``(seq, last_hash)``."""
+    """The links of one batch: the pending events moved, then the events recording the
+    pending rows refused, then (optionally) the writer's own event, each linked to the one
+    before, from the head's ``(seq, last_hash)``."""
 
     seq: int
     event_hash: str
     move: dict[str, list[Any]]
-    own: dict[str, Any] | None = None
+    quarantine: dict[str, list[Any]]
+    direct: list[dict[str, Any]]
 
     @classmethod
     def compute(
@@ -157,38 +221,48 @@ class _Links:
         head: dict[str, Any],
         pending: list[dict[str, Any]],
         own: dict[str, Any] | None,
-        hasher: ChainHasher,
+        sealer: Sealer,
     ) -> _Links:
         seq, prev = int(head["seq"]), str(head["last_hash"])
+        accepted, rejected = _screen(pending, own, sealer)
         move: dict[str, list[Any]] = {"positions": [], "seqs": [], "prevs": [], "hashes": []}
-        for row in pending:
+        for row in accepted:
             seq += 1
-            event_hash = hasher(prev, {name: row[name] for name in _HASHED_FIELDS})
+            event_hash = sealer.chain(prev, {name: row[name] for name in _HASHED_FIELDS})
             move["positions"].append(int(row["position"]))
             move["seqs"].append(seq)
             move["prevs"].append(prev)
             move["hashes"].append(event_hash)
             prev = event_hash
-        links = cls(seq, prev, move)
-        if own is not None:
+        quarantine: dict[str, list[Any]] = {
+            "positions": [int(row["position"]) for row, _ in rejected],
+            "reasons": [reason for _, reason in rejected],
+        }
+        direct: list[dict[str, Any]] = []
+        events = [sealer.rejection(row, reason) for row, reason in rejected]
+        for fields in [*events, *([own] if own is not None else [])]:
             seq += 1
-            event_hash = hasher(prev, own)
-            links.own = {
-                **_event_params(own),
-                "seq": seq,
-                "prev_hash": prev,
-                "event_hash": event_hash,
-            }
-            links.seq, links.event_hash = seq, event_hash
-        return links
+            event_hash = sealer.chain(prev, fields)
+            direct.append(
+                {**_event_params(fields), "seq": seq, "prev_hash": prev, "event_hash": event_hash}
+            )
+            prev = event_hash
+        return cls(seq, prev, move, quarantine, direct)
+
+    @property
+    def linked(self) -> int:
+        return len(self.move["positions"]) + len(self.direct)
 
     def statements(self) -> list[tuple[str, dict[str, Any]]]:
         """What writes the batch and moves the head (the head moves once, last)."""
         out: list[tuple[str, dict[str, Any]]] = []
         if self.move["positions"]:
             out.append((_MOVE, dict(self.move)))
-        if self.own is not None:
-            out.append((_LINK_OWN, self.own))
+        if self.quarantine["positions"]:
+            out.append((_QUARANTINE, dict(self.quarantine)))
+        out.extend((_INSERT_EVENT, event) for event in self.direct[:-1])
+        if self.direct:
+            out.append((_LINK_OWN, self.direct[-1]))
         else:
             out.append((_SET_HEAD, {"seq": self.seq, "event_hash": self.event_hash}))
         return out
@@ -219,7 +293,7 @@ class AuditRepository:
     async def append(
         self,
         fields: dict[str, Any],
-        hasher: ChainHasher,
+        sealer: Sealer,
         *,
         conn: Connection | None = None,
         try_head: bool = True,
@@ -237,22 +311,25 @@ class AuditRepository:
         """
         if conn is not None:
             if not try_head:
-                await self.queue(fields, conn=conn)
+                await self.queue(fields, sealer, conn=conn)
                 return Appended(head_taken=True, look_again=True)
-            return await _append_in(conn, fields, hasher)
+            return await _append_in(conn, fields, sealer)
         async with self._db.connection() as own:
-            return await _append_alone(own, fields, hasher, try_head)
+            return await _append_alone(own, fields, sealer, try_head)
 
-    async def queue(self, fields: dict[str, Any], *, conn: Connection | None = None) -> None:
+    async def queue(
+        self, fields: dict[str, Any], sealer: Sealer, *, conn: Connection | None = None
+    ) -> None:
         """Only commit the event to the outbox (with ``conn``: in the caller's transaction, no
         round trip of its own); someone must link it after the commit."""
+        params = _queue_params(fields, sealer)
         if conn is not None:
-            await conn.execute(_QUEUE, _event_params(fields))
+            await conn.execute(_QUEUE, params)
             return
         async with self._db.connection() as own:
-            await own.execute(_QUEUE, _event_params(fields))
+            await own.execute(_QUEUE, params)
 
-    async def link(self, hasher: ChainHasher, *, wait: bool, batch: int = LINK_BATCH) -> Linked:
+    async def link(self, sealer: Sealer, *, wait: bool, batch: int = LINK_BATCH) -> Linked:
         """Link what the outbox holds into the chain.
 
         ``wait=False`` gives up at once when another writer holds the chain head (that one
@@ -270,7 +347,7 @@ class AuditRepository:
             while True:
                 lock = _WAIT_FOR_HEAD if wait else _TRY_HEAD
                 await client.execute(f"BEGIN; {lock}; {_read_pending(client, batch)}")
-                done = await _finish(client, hasher, None)
+                done = await _finish(client, sealer, None)
                 linked += done.linked
                 wait = False  # later rounds only pick up what arrived meanwhile
                 if not done.look_again:
@@ -326,23 +403,23 @@ def _read_pending(cur: psycopg.AsyncClientCursor[dict[str, Any]], batch: int) ->
     return cur.mogrify(_READ_PENDING, {"limit": batch})
 
 
-async def _append_in(conn: Connection, fields: dict[str, Any], hasher: ChainHasher) -> Appended:
+async def _append_in(conn: Connection, fields: dict[str, Any], sealer: Sealer) -> Appended:
     """In the caller's (pipelined) transaction: one round trip tries the head and reads the
     outbox; the writes go out with the caller's next read or its commit."""
     head_cur = await conn.execute(_TRY_HEAD)
     pending_cur = await conn.execute(_READ_PENDING, {"limit": LINK_BATCH})
     head = await head_cur.fetchone()
     if head is None:
-        await conn.execute(_QUEUE, _event_params(fields))
+        await conn.execute(_QUEUE, _queue_params(fields, sealer))
         return Appended(head_taken=True, look_again=True)
-    pending = await pending_cur.fetchall()
-    for statement, params in _Links.compute(head, pending, fields, hasher).statements():
+    links = _Links.compute(head, await pending_cur.fetchall(), fields, sealer)
+    for statement, params in links.statements():
         await conn.execute(statement, params)
-    return Appended(head_taken=False, look_again=True, linked=len(pending) + 1)
+    return Appended(head_taken=False, look_again=True, linked=links.linked)
 
 
 async def _append_alone(
-    conn: Connection, fields: dict[str, Any], hasher: ChainHasher, try_head: bool
+    conn: Connection, fields: dict[str, Any], sealer: Sealer, try_head: bool
 ) -> Appended:
     """Two round trips when the head is free (try it and read the outbox; link, commit and
     look at the outbox again), as many as an append that waited for the head took. When
@@ -351,21 +428,21 @@ async def _append_alone(
     one round trip, and another to let go if the head is still taken."""
     cur = psycopg.AsyncClientCursor(conn)
     read = f"BEGIN; {_TRY_HEAD}; {_read_pending(cur, LINK_BATCH)}"
+    queue = cur.mogrify(_QUEUE, _queue_params(fields, sealer))
     if try_head:
         await cur.execute(read)
         head, pending = await _selected(cur)
         if head:
-            return await _finish(cur, hasher, fields, head=head, pending=pending)
+            return await _finish(cur, sealer, fields, head=head, pending=pending)
         read = f"ROLLBACK; {read}"
-    queue = cur.mogrify(_QUEUE, _event_params(fields))
     await cur.execute(f"BEGIN; {queue}; COMMIT; {read}")
-    done = await _finish(cur, hasher, None)
+    done = await _finish(cur, sealer, None)
     return Appended(head_taken=True, look_again=done.look_again, linked=done.linked)
 
 
 async def _finish(
     cur: psycopg.AsyncClientCursor[dict[str, Any]],
-    hasher: ChainHasher,
+    sealer: Sealer,
     own: dict[str, Any] | None,
     *,
     head: list[dict[str, Any]] | None = None,
@@ -384,11 +461,11 @@ async def _finish(
         # Whatever committed while this transaction held the head is looked for after.
         await cur.execute(f"ROLLBACK; {_ANY_PENDING}")
         return Appended(head_taken=False, look_again=await _pending_after(cur))
-    links = _Links.compute(head[0], pending, own, hasher)
+    links = _Links.compute(head[0], pending, own, sealer)
     writes = "; ".join(cur.mogrify(sql, params) for sql, params in links.statements())
     await cur.execute(f"{writes}; COMMIT; {_ANY_PENDING}")
     again = await _pending_after(cur) or len(pending) == LINK_BATCH
-    return Appended(head_taken=False, look_again=again, linked=len(pending) + (own is not None))
+    return Appended(head_taken=False, look_again=again, linked=links.linked)
 
 
 async def _selected(cur: psycopg.AsyncClientCursor[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -4,7 +4,9 @@ The owner (the role that runs migrations and owns every table) grants after ever
 run, so tables that later migrations create are covered too; ``ALTER DEFAULT PRIVILEGES``
 covers tables the owner creates in between. The app role may read and write the ordinary
 tables, only INSERT and SELECT ``audit_events`` (and only INSERT, SELECT and DELETE its outbox
-``audit_pending``, whose events a linker moves into the chain), only read
+``audit_pending``, whose events a linker moves into the chain, INSERT there only into the
+event's columns and ``mac``, never ``position`` or ``legacy``; only INSERT and SELECT the
+quarantine ``audit_pending_rejected``), only read
 ``schema_migrations``, and CREATE in the ``vectors`` schema (per-index tables made at run
 time), when that schema exists.
 """
@@ -25,7 +27,10 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role};
 REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit_events FROM {role};
-REVOKE UPDATE, TRUNCATE, REFERENCES, TRIGGER ON audit_pending FROM {role};
+REVOKE INSERT, UPDATE, TRUNCATE, REFERENCES, TRIGGER ON audit_pending FROM {role};
+GRANT INSERT (id, occurred_at, event_type, user_id, action, resource_type, resource_id, result,
+    ip_address, details, mac) ON audit_pending TO {role};
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit_pending_rejected FROM {role};
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {role};
 """
 
