@@ -414,3 +414,70 @@ async def test_an_event_forged_into_the_outbox_without_the_key_is_never_linked(
     assert not any(key.decode() in w for w in warnings)
     # Once quarantined, never linked later either.
     assert (await _events(client, admin, event_type="secret"))["total"] == 0
+
+
+async def test_a_pending_row_that_cannot_be_linked_blocks_neither_reads_nor_writers(
+    client, admin, server, database_url, owner_database_url
+):
+    """Pending rows whose id is already chained (a forged one, and a replay with a valid MAC)
+    or repeated in the outbox are set aside: reads answer, verify is valid, and the events of
+    every writer meanwhile (a request, writers in another process) are all chained."""
+    key = await resolve_audit_key(server.runtime.settings, server.runtime.secrets)()
+    chained = (await _events(client, admin, limit=1))["events"][0]["id"]
+    _insert_pending(database_url, chained, mac=None)
+    _insert_pending(database_url, chained, mac=pending_mac(key, _pending_fields(chained)))
+    twice = _pending_fields("evt_twice")
+    _insert_pending(database_url, "evt_twice", mac=pending_mac(key, twice))
+    _insert_pending(database_url, "evt_twice", mac=pending_mac(key, twice))
+
+    listed = await client.get("/audit/events", headers=admin.headers, params={"limit": 100})
+    created = await client.post(
+        "/workflows",
+        headers=admin.headers,
+        json={
+            "name": "after the jam",
+            "steps": [
+                {
+                    "id": "s",
+                    "type": "llm",
+                    "provider": "openai",
+                    "model": "m",
+                    "prompt": "p",
+                    "output": ["o"],
+                }
+            ],
+        },
+    )
+    async with another_process(server) as (trail, db):
+        for i in range(3):
+            async with db.transaction(pipelined=True) as conn:
+                await trail.record(event_type="test", action=f"other {i}", conn=conn)
+            await trail.link_pending()
+        await trail.record(event_type="test", action="other alone")
+    verification = await client.get("/audit/verify", headers=admin.headers)
+
+    assert listed.status_code == 200, listed.text
+    assert created.status_code == 201, created.text
+    assert verification.status_code == 200, verification.text
+    assert verification.json()["valid"] is True
+    workflow_id = created.json()["id"]
+    assert (await _events(client, admin, resource_id=workflow_id))["total"] == 1
+    others = await _events(client, admin, event_type="test")
+    assert sorted(e["action"] for e in others["events"]) == [
+        "other 0",
+        "other 1",
+        "other 2",
+        "other alone",
+    ]
+    assert (await _events(client, admin, event_type="secret"))["total"] == 1  # evt_twice once
+    assert _owner_rows(owner_database_url, "SELECT * FROM audit_pending") == []
+    quarantined = _owner_rows(
+        owner_database_url, "SELECT id, reason FROM audit_pending_rejected ORDER BY position"
+    )
+    assert quarantined == [
+        {"id": chained, "reason": "mac_mismatch"},
+        {"id": chained, "reason": "duplicate_id"},
+        {"id": "evt_twice", "reason": "duplicate_id"},
+    ]
+    rejected = await _events(client, admin, event_type="audit.pending_rejected")
+    assert rejected["total"] == 3

@@ -20,8 +20,9 @@ Only what this application wrote is linked. The app's database role may INSERT i
 outbox (writers must), so a writer seals each pending event with a MAC under the chain's key
 (:attr:`Sealer.pending_mac`, domain-separated from the chain's hash), and the linker links a
 pending event only if the MAC it recomputes matches: someone holding only the database's
-credentials cannot have an event of theirs chained. A pending event whose MAC does not match
-is never linked: the linker moves it to ``audit_pending_rejected``, which nothing links
+credentials cannot have an event of theirs chained. A pending event that cannot be linked
+(its MAC does not match, or its id is in the chain already or earlier in the batch) does not
+hold up the others: the linker moves it to ``audit_pending_rejected``, which nothing links
 from, and chains an event of its own saying so (:attr:`Sealer.rejection`). Events pending
 before the MAC existed (migration 0071) are marked ``legacy``, which the app role cannot set,
 and are linked without one.
@@ -33,7 +34,6 @@ pipeline would add a round trip of its own for its final sync), two round trips 
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,8 +43,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.store.db import Connection, Database, fetch_page
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,8 @@ _WAIT_FOR_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FO
 # unless this transaction holds the head (its own lock does not block it; another's does).
 _READ_PENDING = (
     "WITH held AS (SELECT FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED)"
-    f" SELECT position, {_COLUMNS}, mac, legacy"
+    f" SELECT position, {_COLUMNS}, mac, legacy,"
+    " EXISTS (SELECT FROM audit_events e WHERE e.id = p.id) AS taken"
     " FROM audit_pending p WHERE EXISTS (SELECT FROM held) ORDER BY position LIMIT %(limit)s"
 )
 _MOVE = (
@@ -184,21 +183,29 @@ def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
 
 
 MAC_MISMATCH = "mac_mismatch"
+DUPLICATE_ID = "duplicate_id"
 
 
 def _screen(
     pending: list[dict[str, Any]], own: dict[str, Any] | None, sealer: Sealer
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
     """The pending rows that may be linked, and those that may not (with the reason): a MAC
-    that does not match (not written by this application)."""
+    that does not match (not written by this application), or an id already in the chain,
+    earlier in the batch or the writer's own (the insert would fail, and with it the whole
+    batch and the writer's event)."""
     accepted: list[dict[str, Any]] = []
     rejected: list[tuple[dict[str, Any], str]] = []
+    seen = {own["id"]} if own is not None else set()
     for row in pending:
         if not row["legacy"]:
             expected = sealer.pending_mac({name: row[name] for name in _HASHED_FIELDS})
             if not hmac.compare_digest(str(row["mac"] or ""), expected):
                 rejected.append((row, MAC_MISMATCH))
                 continue
+        if row["taken"] or row["id"] in seen:
+            rejected.append((row, DUPLICATE_ID))
+            continue
+        seen.add(row["id"])
         accepted.append(row)
     return accepted, rejected
 
