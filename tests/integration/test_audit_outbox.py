@@ -481,3 +481,35 @@ async def test_a_pending_row_that_cannot_be_linked_blocks_neither_reads_nor_writ
     ]
     rejected = await _events(client, admin, event_type="audit.pending_rejected")
     assert rejected["total"] == 3
+
+
+async def test_an_append_that_finds_the_head_taken_raises_no_warning(
+    client, admin, server, owner_database_url
+):
+    """It lets its try go before it queues: PostgreSQL sees no ROLLBACK outside a
+    transaction (a warning in its log, and to the client, on every contended append)."""
+    runtime = server.runtime
+    db = Database(runtime.db.url, min_size=1, max_size=1)  # one connection: the one watched
+    trail = AuditTrail(
+        AuditRepository(db),
+        utcnow,
+        key_source=resolve_audit_key(runtime.settings, runtime.secrets),
+        anchors=LogAnchorStore(None),
+    )
+    notices: list[str] = []
+    try:
+        async with db.connection() as conn:
+            conn.add_notice_handler(lambda d: notices.append(f"{d.severity}: {d.message_primary}"))
+            await conn.execute("ROLLBACK")  # the handler sees what the test looks for
+        assert notices == ["WARNING: there is no transaction in progress"]
+        notices.clear()
+        async with head_held(owner_database_url):
+            await trail.record(event_type="test", action="while held")
+            pending = _owner_rows(owner_database_url, "SELECT action FROM audit_pending")
+    finally:
+        await db.close()
+
+    assert [p["action"] for p in pending] == ["while held"]
+    assert notices == []
+    listed = await _events(client, admin, event_type="test")
+    assert [e["action"] for e in listed["events"]] == ["while held"]

@@ -436,13 +436,14 @@ async def _append_alone(
     cur = psycopg.AsyncClientCursor(conn)
     read = f"BEGIN; {_TRY_HEAD}; {_read_pending(cur, LINK_BATCH)}"
     queue = cur.mogrify(_QUEUE, _queue_params(fields, sealer))
+    let_go = ""
     if try_head:
         await cur.execute(read)
         head, pending = await _selected(cur)
         if head:
             return await _finish(cur, sealer, fields, head=head, pending=pending)
-        read = f"ROLLBACK; {read}"
-    await cur.execute(f"BEGIN; {queue}; COMMIT; {read}")
+        let_go = "ROLLBACK; "  # first: a ROLLBACK outside a transaction is a warning
+    await cur.execute(f"{let_go}BEGIN; {queue}; COMMIT; {read}")
     done = await _finish(cur, sealer, None)
     return Appended(head_taken=True, look_again=done.look_again, linked=done.linked)
 
