@@ -306,7 +306,8 @@ class Runtime:
         lifecycle = ExecutionLifecycle(self.execution_store, clock=self.clock, audit=self.audit)
         # Late-bound: the publisher needs the triggers, which need the executions service,
         # which needs the engine, which needs this lifecycle.
-        lifecycle.on_ended = lambda record: self.completion.publish(record)
+        lifecycle.on_ended = lambda record, live: self.completion.publish(record, live)
+        lifecycle.live_triggers_at_end = lambda: self.completion.reads_live_triggers
         return lifecycle
 
     @cached_property

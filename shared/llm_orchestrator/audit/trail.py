@@ -52,6 +52,7 @@ from llm_orchestrator.store.audit import (
     AuditRecord,
     AuditRepository,
     Sealer,
+    outbox_insert,
 )
 
 if TYPE_CHECKING:
@@ -170,6 +171,58 @@ class AuditTrail:
         so the event commits if and only if the caller's writes do: the caller then calls
         :meth:`link_pending` after its commit. Without ``conn`` it is committed (and, unless
         another writer is linking at that moment, linked) when this returns."""
+        fields = self._fields(
+            event_type, action, result, user_id, resource_type, resource_id, ip_address, details
+        )
+        if self._contended and self._linker is not None:
+            # Busy: straight to the outbox, which the linker task links in batches.
+            await self._repo.queue(fields, await self._get_sealer(), conn=conn)
+            if conn is None:
+                self._link_wanted.set()
+            return
+        appended = await self._repo.append(
+            fields, await self._get_sealer(), conn=conn, try_head=not self._contended
+        )
+        self._contended = appended.head_taken
+        if conn is None and appended.look_again:
+            await self.link_pending()
+
+    async def outbox_write(
+        self,
+        *,
+        prefix: str,
+        event_type: str,
+        action: str,
+        result: Result = "success",
+        user_id: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        ip_address: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The event as a sealed outbox insert (``store.audit.outbox_insert``) for a caller
+        to send in the statement that makes its own write, which saves a transaction around
+        the two; the caller calls :meth:`link_pending` after it. Only where a linker task
+        links the outbox (a local server): there, a contended writer's event goes to the
+        outbox anyway. None elsewhere: :meth:`record` with ``conn`` then."""
+        if self._linker is None:
+            return None
+        fields = self._fields(
+            event_type, action, result, user_id, resource_type, resource_id, ip_address, details
+        )
+        return outbox_insert(fields, await self._get_sealer(), prefix=prefix)
+
+    def _fields(
+        self,
+        event_type: str,
+        action: str,
+        result: Result,
+        user_id: str | None,
+        resource_type: str | None,
+        resource_id: str | None,
+        ip_address: str | None,
+        details: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         # Stored timestamps have microsecond precision; hash exactly what is stored. No
         # secret value reaches the trail, even one quoted in a failure's reason.
         fields: dict[str, Any] = redact_data(
@@ -186,18 +239,7 @@ class AuditTrail:
         )
         fields["id"] = ids.event_id()
         fields["occurred_at"] = self._now().astimezone(UTC)
-        if self._contended and self._linker is not None:
-            # Busy: straight to the outbox, which the linker task links in batches.
-            await self._repo.queue(fields, await self._get_sealer(), conn=conn)
-            if conn is None:
-                self._link_wanted.set()
-            return
-        appended = await self._repo.append(
-            fields, await self._get_sealer(), conn=conn, try_head=not self._contended
-        )
-        self._contended = appended.head_taken
-        if conn is None and appended.look_again:
-            await self.link_pending()
+        return fields
 
     async def _get_sealer(self) -> Sealer:
         if self._sealer is None:

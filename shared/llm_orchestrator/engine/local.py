@@ -110,7 +110,7 @@ class LocalEngine:
 
     async def start(self, execution: ExecutionRecord) -> None:
         self.step_runner.remember_definition(execution.id, execution.definition)
-        self._launch(execution.id, execution.state_machine)
+        self._launch(execution)
 
     async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         return await self._lifecycle.pause(execution_id, actor)
@@ -125,7 +125,7 @@ class LocalEngine:
             if execution_id not in self._runs:
                 # Paused before a restart: the parked run is gone, so start one; completed
                 # steps return their stored results and the rest run.
-                self._launch(execution_id, record.state_machine)
+                self._launch(record)
             return record
 
     async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
@@ -150,7 +150,7 @@ class LocalEngine:
             await self._detach(execution_id)
             record = await self._lifecycle.restore(execution_id, checkpoint, actor)
             if record is not None:
-                self._launch(execution_id, record.state_machine)
+                self._launch(record)
             return record
 
     def _control(self, execution_id: str) -> asyncio.Lock:
@@ -188,7 +188,7 @@ class LocalEngine:
                 # run would only have reached its Fail state, so end it as that would have.
                 await self._lifecycle.finish(execution_id, ExecutionStatus.FAILED)
                 continue
-            self._launch(execution_id, record.state_machine)
+            self._launch(record)
             recovered.append(execution_id)
         if recovered:
             log.info("resumed %d unfinished execution(s)", len(recovered))
@@ -204,11 +204,12 @@ class LocalEngine:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def _launch(self, execution_id: str, state_machine: dict[str, Any]) -> None:
+    def _launch(self, execution: ExecutionRecord) -> None:
+        execution_id = execution.id
         run = _Run(task=None)
         self._runs[execution_id] = run
         task = asyncio.get_running_loop().create_task(
-            self._drive(execution_id, state_machine, run), name=f"execution {execution_id}"
+            self._drive(execution, run), name=f"execution {execution_id}"
         )
         run.task = task
 
@@ -227,7 +228,8 @@ class LocalEngine:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await run.task
 
-    async def _drive(self, execution_id: str, state_machine: dict[str, Any], run: _Run) -> None:
+    async def _drive(self, execution: ExecutionRecord, run: _Run) -> None:
+        execution_id, state_machine = execution.id, execution.state_machine
         try:
             machine = self._machines.get(state_machine, load_state_machine)
             chain = Chain(self._next_steps.get(state_machine, next_steps))
@@ -260,7 +262,7 @@ class LocalEngine:
         status, error = _ending(result)
         try:
             # Nothing is written when a cancel has ended the execution already.
-            await self._lifecycle.finish(execution_id, status, error=error)
+            await self._lifecycle.finish(execution_id, status, error=error, execution=execution)
         except Exception:
             # Unrecorded, the execution stays active and the next start runs it to its end
             # again (every step returns its stored result).

@@ -30,15 +30,21 @@ from llm_orchestrator.audit.trail import AuditTrail, Result
 from llm_orchestrator.executions.errors import cancelled_error
 from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.checkpoints import CheckpointRecord
-from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+from llm_orchestrator.store.executions import (
+    ExecutionRecord,
+    ExecutionRepository,
+    ExecutionSummary,
+)
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.db import Connection
+    from llm_orchestrator.store.triggers import TriggerRecord
 
 EVENT_TYPE = "workflow_execution"
 
-OnEnded = Callable[[ExecutionRecord], Awaitable[None]]
-"""Told about every execution that has ended (completion events)."""
+OnEnded = Callable[[ExecutionRecord, "list[TriggerRecord] | None"], Awaitable[None]]
+"""Told about every execution that has ended (completion events), with the live event
+triggers when the statement that wrote the end read them (see ``live_triggers_at_end``)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class ExecutionLifecycle:
         self._audit = audit
         self.on_ended = on_ended
         """Told about every execution whose end this lifecycle wrote."""
+        self.live_triggers_at_end: Callable[[], bool] = lambda: False
+        """Whether ``on_ended`` matches the event triggers itself: then the statement that
+        writes an end reads them too (one round trip less per execution)."""
 
     async def create(
         self,
@@ -87,7 +96,9 @@ class ExecutionLifecycle:
         one transaction that locks nothing shared; the event is linked into the audit
         chain after the commit."""
 
-        def insert(conn: Connection | None = None) -> Awaitable[ExecutionRecord]:
+        def insert(
+            conn: Connection | None = None, event: tuple[str, dict[str, Any]] | None = None
+        ) -> Awaitable[ExecutionRecord]:
             return self._repo.create(
                 execution_id=execution_id,
                 workflow_id=workflow_id,
@@ -98,10 +109,28 @@ class ExecutionLifecycle:
                 timeout_seconds=timeout_seconds,
                 now=self._now(),
                 conn=conn,
+                event=event,
             )
 
         if self._audit is None:
             return await insert()
+        event = await self._audit.outbox_write(
+            prefix="audit_",
+            **self._event(
+                actor,
+                "start",
+                owner_id=owner_id,
+                execution_id=execution_id,
+                workflow_id=workflow_id,
+                timeout_seconds=timeout_seconds,
+                **(details or {}),
+            ),
+        )
+        if event is not None:
+            # One statement writes both (the event to the outbox): no transaction around it.
+            record = await insert(event=event)
+            await self._audit.link_pending()
+            return record
         async with self._repo.transaction() as conn:
             record = await insert(conn)
             await self._record(
@@ -177,23 +206,66 @@ class ExecutionLifecycle:
         status: ExecutionStatus,
         *,
         error: dict[str, Any] | None = None,
+        execution: ExecutionSummary | None = None,
     ) -> ExecutionRecord | None:
         """The engine's report of how the run ended: the one write of the execution's end.
 
         A failure recorded by a step's failure handler wins over the run's own account
         (the state machine's Fail says only ``StepFailed``). None, and nothing announced,
-        when the execution has ended already (a cancel wrote its end first).
+        when the execution has ended already (a cancel wrote its end first). ``execution``
+        (as the engine started it: its owner and workflow, which never change) lets the end
+        and its ``finish`` event be written by one statement.
         """
-        async with self._repo.transaction() as conn:
-            ended = await self._repo.finish(
-                execution_id, status, error=error, now=self._now(), conn=conn
+        events = None if execution is None else await self._end_events(execution, status)
+        live: list[TriggerRecord] | None = None
+        if events is not None:
+            # One statement writes the end and its event (to the outbox).
+            ended, live = await self._repo.finish_recorded(
+                execution_id,
+                status,
+                error=error,
+                now=self._now(),
+                events=events,
+                live_triggers=self.on_ended is not None and self.live_triggers_at_end(),
             )
-            if ended is not None:
-                await self._record_end(ended, conn)
+        else:
+            async with self._repo.transaction() as conn:
+                ended = await self._repo.finish(
+                    execution_id, status, error=error, now=self._now(), conn=conn
+                )
+                if ended is not None:
+                    await self._record_end(ended, conn)
         if ended is not None:
             await self._linked()
-            await self._announce(ended)
+            await self._announce(ended, live)
         return ended
+
+    async def _end_events(
+        self, execution: ExecutionSummary, status: ExecutionStatus
+    ) -> dict[ExecutionStatus, tuple[str, dict[str, Any]]] | None:
+        """The ``finish`` event :meth:`_record_end` writes, for each status the end may
+        have (``status``, or ``failed`` after a recorded failure), as outbox inserts; None
+        when the trail does not take events that way."""
+        if self._audit is None:
+            return None
+        events: dict[ExecutionStatus, tuple[str, dict[str, Any]]] = {}
+        for number, ending in enumerate(dict.fromkeys((status, ExecutionStatus.FAILED))):
+            event = await self._audit.outbox_write(
+                prefix=f"audit{number}_",
+                **self._event(
+                    Actor(user_id=execution.owner_id),
+                    "finish",
+                    owner_id=execution.owner_id,
+                    execution_id=execution.id,
+                    workflow_id=execution.workflow_id,
+                    result="success" if ending == ExecutionStatus.COMPLETED else "failure",
+                    status=ending,
+                ),
+            )
+            if event is None:
+                return None
+            events[ending] = event
+        return events
 
     async def _record_end(self, record: ExecutionRecord, conn: Connection) -> None:
         """The ``finish`` event, in the transaction that wrote the end."""
@@ -211,10 +283,12 @@ class ExecutionLifecycle:
         if self._audit is not None:
             await self._audit.link_pending()
 
-    async def _announce(self, record: ExecutionRecord) -> None:
+    async def _announce(
+        self, record: ExecutionRecord, live: list[TriggerRecord] | None = None
+    ) -> None:
         """After the end has committed: completion events."""
         if self.on_ended is not None:
-            await self.on_ended(record)
+            await self.on_ended(record, live)
 
     async def _record(
         self,
@@ -228,15 +302,40 @@ class ExecutionLifecycle:
     ) -> None:
         if self._audit is None:
             return
-        request = {"request_id": actor.request_id} if actor.request_id is not None else {}
         await self._audit.record(
-            event_type=EVENT_TYPE,
-            action=action,
-            result=result,
-            user_id=actor.user_id or record.owner_id,
-            resource_type="execution",
-            resource_id=record.id,
-            ip_address=actor.ip_address,
-            details={**request, "workflow_id": str(record.workflow_id), **details},
+            **self._event(
+                actor,
+                action,
+                owner_id=record.owner_id,
+                execution_id=record.id,
+                workflow_id=record.workflow_id,
+                result=result,
+                **details,
+            ),
             conn=conn,
         )
+
+    @staticmethod
+    def _event(
+        actor: Actor,
+        action: str,
+        *,
+        owner_id: str,
+        execution_id: str,
+        workflow_id: uuid.UUID,
+        result: Result = "success",
+        **details: Any,
+    ) -> dict[str, Any]:
+        """The audit event of a transition of this execution, as ``AuditTrail.record``
+        takes it."""
+        request = {"request_id": actor.request_id} if actor.request_id is not None else {}
+        return {
+            "event_type": EVENT_TYPE,
+            "action": action,
+            "result": result,
+            "user_id": actor.user_id or owner_id,
+            "resource_type": "execution",
+            "resource_id": execution_id,
+            "ip_address": actor.ip_address,
+            "details": {**request, "workflow_id": str(workflow_id), **details},
+        }

@@ -182,6 +182,20 @@ def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     return {**_event_params(fields), "mac": mac}
 
 
+def outbox_insert(
+    fields: dict[str, Any], sealer: Sealer, *, prefix: str
+) -> tuple[str, dict[str, Any]]:
+    """One event's ``audit_pending`` insert (sealed, as :meth:`AuditRepository.queue` seals
+    it) for a caller to send inside a statement of its own (a data-modifying CTE beside its
+    write): the event then commits, or not, with that write, and the caller links after the
+    commit, as after :meth:`AuditRepository.queue`. ``INSERT ... SELECT`` (the caller may
+    add ``FROM`` and ``WHERE``), parameters named ``prefix`` + field so that they do not
+    collide with the caller's."""
+    params = {prefix + name: value for name, value in _queue_params(fields, sealer).items()}
+    values = ", ".join(f"%({prefix}{name})s" for name in (*_HASHED_FIELDS, "mac"))
+    return f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {values}", params
+
+
 MAC_MISMATCH = "mac_mismatch"
 DUPLICATE_ID = "duplicate_id"
 

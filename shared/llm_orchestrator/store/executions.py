@@ -10,11 +10,13 @@ reads and writes are in ``store.step_runs``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import (
@@ -31,6 +33,7 @@ from llm_orchestrator.store.step_runs import (
     step_run_record,
     take_parked,
 )
+from llm_orchestrator.store.triggers import LIVE_EVENT_TRIGGERS, TriggerRecord, trigger_record
 
 _ACTIVE = [status.value for status in ACTIVE]
 _UNFINISHED = [status.value for status in UNFINISHED]
@@ -134,10 +137,13 @@ class ExecutionRepository:
         timeout_seconds: int,
         now: datetime,
         conn: Connection | None = None,
+        event: tuple[str, dict[str, Any]] | None = None,
     ) -> ExecutionRecord:
         """A new pending execution. Every column is written explicitly, so the record is
         known without reading it back: on a pipelined ``conn`` the insert costs no round
-        trip of its own (it goes out with the transaction's next read or its commit)."""
+        trip of its own (it goes out with the transaction's next read or its commit).
+        ``event`` (an outbox insert, ``AuditTrail.outbox_write``) is committed to the audit
+        outbox by the same statement: one statement, no transaction around it."""
         record = ExecutionRecord(
             id=execution_id,
             workflow_id=workflow_id,
@@ -157,10 +163,10 @@ class ExecutionRepository:
             updated_at=now,
         )
         if conn is not None:
-            await _insert(conn, record)
+            await _insert(conn, record, event)
         else:
             async with self._db.connection() as own:
-                await _insert(own, record)
+                await _insert(own, record, event)
         return record
 
     async def get(
@@ -279,6 +285,83 @@ class ExecutionRepository:
                 await _after_failure(conn, execution_id, record.error, now)
         return record
 
+    async def finish_recorded(
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        error: dict[str, Any] | None,
+        now: datetime,
+        events: Mapping[ExecutionStatus, tuple[str, dict[str, Any]]],
+        live_triggers: bool = False,
+    ) -> tuple[ExecutionRecord | None, list[TriggerRecord] | None]:
+        """:meth:`finish` with its audit event, in one statement (no transaction around
+        it): ``events`` holds the event's outbox insert (``AuditTrail.outbox_write``) for
+        each status the execution may end with (``status``, or ``failed`` when a failure was
+        recorded); the one that matches is committed to the audit outbox with the end. The
+        running steps are closed and the parked tokens dropped by the same statement when
+        the ending is not ``completed``. None (nothing written) if the execution has ended.
+        With ``live_triggers`` the statement also reads the live event triggers
+        (``store.triggers.LIVE_EVENT_TRIGGERS``, in their order), returned beside the
+        execution for its completion event (None without)."""
+        params: dict[str, Any] = {
+            "status": status.value,
+            "failed_status": ExecutionStatus.FAILED.value,
+            "error": Jsonb(error) if error is not None else None,
+            "now": now,
+            "id": execution_id,
+            "active": _ACTIVE,
+            "completed_status": ExecutionStatus.COMPLETED.value,
+            "step_failed": StepStatus.FAILED.value,
+            "step_running": StepStatus.RUNNING.value,
+        }
+        ctes = [
+            "ended AS (UPDATE executions SET"
+            " status = CASE WHEN error IS NULL THEN %(status)s ELSE %(failed_status)s END,"
+            " error = COALESCE(error, %(error)s),"
+            " completed_at = %(now)s, updated_at = %(now)s, pause_requested = false"
+            " WHERE id = %(id)s AND status = ANY(%(active)s) RETURNING *)",
+            # What _after_failure does, for an ending other than completed.
+            "closed AS (UPDATE step_runs r SET status = %(step_failed)s,"
+            " error = COALESCE(r.error, ended.error), completed_at = %(now)s FROM ended"
+            " WHERE r.execution_id = ended.id AND ended.status <> %(completed_status)s"
+            " AND r.status = %(step_running)s)",
+            "unparked AS (DELETE FROM parked_tasks t USING ended"
+            " WHERE t.execution_id = ended.id AND ended.status <> %(completed_status)s)",
+        ]
+        for number, (ending, (audit_sql, audit_params)) in enumerate(events.items()):
+            ctes.append(
+                f"audit{number} AS ({audit_sql} FROM ended WHERE ended.status = %(ending{number})s)"
+            )
+            params.update(audit_params)
+            params[f"ending{number}"] = ending.value
+        sql = f"WITH {', '.join(ctes)} SELECT * FROM ended"
+        if not live_triggers:
+            async with self._db.connection() as conn:
+                cur = await conn.execute(sql, params)
+                row = await cur.fetchone()
+            return (_execution(row) if row else None), None
+        sql = (
+            f"WITH {', '.join(ctes)} SELECT ended.*, t.id IS NOT NULL AS trigger__, t.*"
+            f" FROM ended LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON TRUE"
+            " ORDER BY t.created_at, t.id"
+        )
+        async with self._db.connection() as conn:
+            tuples = conn.cursor(row_factory=tuple_row)
+            await tuples.execute(sql, params)
+            rows = await tuples.fetchall()
+            names = [column.name for column in tuples.description or ()]
+        if not rows:
+            return None, None
+        split = names.index("trigger__")
+        record = _execution(dict(zip(names[:split], rows[0][:split], strict=True)))
+        triggers = [
+            trigger_record(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
+            for row in rows
+            if row[split]
+        ]
+        return record, triggers
+
     async def request_pause(self, execution_id: str) -> ExecutionRecord | None:
         """pending/running → paused with the pause flag set; None if not in those statuses."""
         return await self._transition(
@@ -389,29 +472,41 @@ class ExecutionRepository:
         return _execution(row)
 
 
-async def _insert(conn: Connection, record: ExecutionRecord) -> None:
-    await conn.execute(
-        "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
-        " state_machine, timeout_seconds, pause_requested, cancel_requested, error, run_number,"
-        " created_at, started_at, completed_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, NULL, %s)",
-        (
-            record.id,
-            record.workflow_id,
-            record.owner_id,
-            record.status.value,
-            Jsonb(record.inputs),
-            Jsonb(record.definition),
-            Jsonb(record.state_machine),
-            record.timeout_seconds,
-            record.pause_requested,
-            record.cancel_requested,
-            record.run_number,
-            record.created_at,
-            record.started_at,
-            record.updated_at,
-        ),
-    )
+_INSERT = (
+    "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
+    " state_machine, timeout_seconds, pause_requested, cancel_requested, error, run_number,"
+    " created_at, started_at, completed_at, updated_at)"
+    " VALUES (%(id)s, %(workflow_id)s, %(owner_id)s, %(status)s, %(inputs)s, %(definition)s,"
+    " %(state_machine)s, %(timeout_seconds)s, %(pause_requested)s, %(cancel_requested)s,"
+    " NULL, %(run_number)s, %(created_at)s, %(started_at)s, NULL, %(updated_at)s)"
+)
+
+
+async def _insert(
+    conn: Connection, record: ExecutionRecord, event: tuple[str, dict[str, Any]] | None = None
+) -> None:
+    sql = _INSERT
+    params: dict[str, Any] = {
+        "id": record.id,
+        "workflow_id": record.workflow_id,
+        "owner_id": record.owner_id,
+        "status": record.status.value,
+        "inputs": Jsonb(record.inputs),
+        "definition": Jsonb(record.definition),
+        "state_machine": Jsonb(record.state_machine),
+        "timeout_seconds": record.timeout_seconds,
+        "pause_requested": record.pause_requested,
+        "cancel_requested": record.cancel_requested,
+        "run_number": record.run_number,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "updated_at": record.updated_at,
+    }
+    if event is not None:
+        audit_sql, audit_params = event
+        sql = f"WITH audit AS ({audit_sql}) {sql}"
+        params.update(audit_params)
+    await conn.execute(sql, params)
 
 
 async def _cancel(

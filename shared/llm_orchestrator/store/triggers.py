@@ -36,6 +36,14 @@ def _trigger(row: dict[str, Any]) -> TriggerRecord:
 
 
 _LIVE = "enabled AND status = 'active'"
+LIVE_EVENT_TRIGGERS = f"SELECT * FROM triggers WHERE type = 'event' AND {_LIVE}"
+"""The event triggers a completion event is matched against (order them by
+``created_at, id``); another statement may carry it (an execution's end)."""
+
+
+def trigger_record(row: dict[str, Any]) -> TriggerRecord:
+    """A ``triggers`` row as a record."""
+    return _trigger(row)
 
 
 class TriggerRepository:
@@ -157,9 +165,7 @@ class TriggerRepository:
 
     async def live_event_triggers(self) -> list[TriggerRecord]:
         async with self._db.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT * FROM triggers WHERE type = 'event' AND {_LIVE} ORDER BY created_at, id"
-            )
+            cur = await conn.execute(f"{LIVE_EVENT_TRIGGERS} ORDER BY created_at, id")
             return [_trigger(r) for r in await cur.fetchall()]
 
     async def record_fire(

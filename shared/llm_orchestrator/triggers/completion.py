@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from llm_orchestrator.executions.status import ExecutionStatus
 from llm_orchestrator.store.executions import ExecutionRecord
+from llm_orchestrator.store.triggers import TriggerRecord
 from llm_orchestrator.triggers.events import envelope
 from llm_orchestrator.triggers.service import COMPLETION_SOURCE, TriggerService
 
@@ -48,17 +49,28 @@ def completion_detail(record: ExecutionRecord) -> dict[str, Any]:
 
 
 class CompletionPublisher(Protocol):
-    async def publish(self, record: ExecutionRecord) -> None: ...
+    reads_live_triggers: bool
+    """Whether it matches the event triggers itself (then the statement that writes the
+    end can read them for it: ``live``)."""
+
+    async def publish(
+        self, record: ExecutionRecord, live: list[TriggerRecord] | None = None
+    ) -> None: ...
 
 
 class LocalCompletionEvents:
     """Logged, and matched against the event triggers in this process."""
 
+    reads_live_triggers = True
+
     def __init__(self, triggers: TriggerService, clock: Callable[[], datetime]) -> None:
         self._triggers = triggers
         self._now = clock
 
-    async def publish(self, record: ExecutionRecord) -> None:
+    async def publish(
+        self, record: ExecutionRecord, live: list[TriggerRecord] | None = None
+    ) -> None:
+        """``live``: the live event triggers, if read with the end (else read here)."""
         detail_type = DETAIL_TYPES.get(record.status)
         if detail_type is None:
             return
@@ -71,7 +83,7 @@ class LocalCompletionEvents:
         )
         log.info("completion event %s", json.dumps(event, sort_keys=True))
         try:
-            for firing in await self._triggers.dispatch(event):
+            for firing in await self._triggers.dispatch(event, live):
                 log.info(
                     "completion of %s fired trigger %s: %s",
                     record.id,
@@ -87,11 +99,15 @@ class LocalCompletionEvents:
 class EventBridgeCompletionEvents:
     """PutEvents on ``LLMO_EVENT_BUS``; boto3 imported on first use."""
 
+    reads_live_triggers = False
+
     def __init__(self, event_bus: str, *, client: Any = None) -> None:
         self._bus = event_bus
         self._client = client
 
-    async def publish(self, record: ExecutionRecord) -> None:
+    async def publish(
+        self, record: ExecutionRecord, live: list[TriggerRecord] | None = None
+    ) -> None:
         detail_type = DETAIL_TYPES.get(record.status)
         if detail_type is None:
             return

@@ -192,10 +192,15 @@ class TriggerService:
         await self._repo.delete(record.id, workflow_id=record.workflow_id)
         return record
 
-    async def dispatch(self, event: Mapping[str, Any]) -> list[Firing]:
-        """Fire every live event trigger whose pattern matches ``event`` (an envelope)."""
+    async def dispatch(
+        self, event: Mapping[str, Any], live: list[TriggerRecord] | None = None
+    ) -> list[Firing]:
+        """Fire every live event trigger whose pattern matches ``event`` (an envelope);
+        ``live``: those triggers, when a statement that ran anyway read them already."""
         firings: list[Firing] = []
-        for trigger in await self._repo.live_event_triggers():
+        if live is None:
+            live = await self._repo.live_event_triggers()
+        for trigger in live:
             assert trigger.event_pattern is not None
             if _own_completion(trigger, event) or not matches(trigger.event_pattern, event):
                 continue
