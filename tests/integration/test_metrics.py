@@ -129,6 +129,10 @@ async def test_provider_tokens_are_summed_by_provider_and_direction(
     await insert_step_run(
         db, second, "e", step_type="embed", provider="cohere", latency_ms=5, input_tokens=4
     )
+    # A vector step records its database where a model step records its provider.
+    await insert_step_run(
+        db, second, "v", step_type="vector_search", provider="pgvector", latency_ms=3
+    )
 
     tokens = (await scrape(client))["orchestrator_provider_tokens"]
 
@@ -137,6 +141,7 @@ async def test_provider_tokens_are_summed_by_provider_and_direction(
     assert value(tokens, sample, provider="openai", direction="output") == 12
     assert value(tokens, sample, provider="cohere", direction="input") == 4
     assert value(tokens, sample, provider="cohere", direction="output") == 0
+    assert not [row for row in tokens.samples if row.labels["provider"] == "pgvector"]
 
 
 async def test_http_requests_are_counted_by_route_template_not_raw_path(

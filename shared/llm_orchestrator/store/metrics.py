@@ -135,7 +135,9 @@ async def _tokens(conn: Connection) -> dict[tuple[str, str], int]:
     cur = await conn.execute(
         "SELECT provider, coalesce(sum(input_tokens), 0) AS input,"
         " coalesce(sum(output_tokens), 0) AS output"
-        " FROM step_run_ledger WHERE provider IS NOT NULL GROUP BY provider ORDER BY provider"
+        " FROM step_run_ledger WHERE provider IS NOT NULL AND step_type IN ('llm', 'embed')"
+        # Vector steps record their database as the provider: no tokens, no series.
+        " GROUP BY provider ORDER BY provider"
     )
     tokens: dict[tuple[str, str], int] = {}
     for row in await cur.fetchall():
