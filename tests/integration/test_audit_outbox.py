@@ -21,7 +21,14 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import LogAnchorStore
-from llm_orchestrator.audit.trail import AuditTrail, canonical_json, chain_hash, pending_mac
+from llm_orchestrator.audit.trail import (
+    AuditTrail,
+    canonical_json,
+    chain_hash,
+    link_hash,
+    pending_mac,
+    pending_mac_of,
+)
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import resolve_audit_key
@@ -134,15 +141,15 @@ async def test_a_writer_that_finds_the_head_taken_is_linked_by_its_holder(
             await trail.record(event_type="test", action="before", conn=conn)
     holding, go = threading.Event(), threading.Event()
 
-    def held_hasher(prev: str, fields: dict[str, Any]) -> str:
+    def held_link(prev: str, canonical: str) -> str:
         holding.set()
         assert go.wait(60), "the test never let the linker go on"
-        return chain_hash(key, prev, fields)
+        return link_hash(key, prev, canonical)
 
     def refuse(row: dict[str, Any], reason: str) -> dict[str, Any]:
         raise AssertionError(f"pending row {row['position']} refused: {reason}")
 
-    sealer = Sealer(held_hasher, partial(pending_mac, key), refuse)
+    sealer = Sealer(canonical_json, held_link, partial(pending_mac_of, key), refuse)
 
     async def link_in_another_process() -> int:
         db = Database(runtime.db.url, max_size=1)

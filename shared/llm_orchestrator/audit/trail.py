@@ -77,7 +77,12 @@ def canonical_json(fields: Mapping[str, Any]) -> str:
 
 
 def chain_hash(key: bytes, prev_hash: str, fields: Mapping[str, Any]) -> str:
-    digest = hmac.new(key, (prev_hash + canonical_json(fields)).encode(), hashlib.sha256)
+    return link_hash(key, prev_hash, canonical_json(fields))
+
+
+def link_hash(key: bytes, prev_hash: str, canonical: str) -> str:
+    """:func:`chain_hash` of fields whose canonical JSON is given."""
+    digest = hmac.new(key, (prev_hash + canonical).encode(), hashlib.sha256)
     return f"{HMAC_PREFIX}{digest.hexdigest()}"
 
 
@@ -88,7 +93,12 @@ REJECTED_EVENT_TYPE = "audit.pending_rejected"
 def pending_mac(key: bytes, fields: Mapping[str, Any]) -> str:
     """The MAC a writer seals a pending event with (the linker links it only if it matches);
     domain-separated from the chain's links, which hash ``prev_hash`` + the same JSON."""
-    digest = hmac.new(key, PENDING_DOMAIN + canonical_json(fields).encode(), hashlib.sha256)
+    return pending_mac_of(key, canonical_json(fields))
+
+
+def pending_mac_of(key: bytes, canonical: str) -> str:
+    """:func:`pending_mac` of fields whose canonical JSON is given."""
+    digest = hmac.new(key, PENDING_DOMAIN + canonical.encode(), hashlib.sha256)
     return f"{HMAC_PREFIX}{digest.hexdigest()}"
 
 
@@ -245,8 +255,9 @@ class AuditTrail:
         if self._sealer is None:
             key = await self._get_key()
             self._sealer = Sealer(
-                chain=partial(chain_hash, key),
-                pending_mac=partial(pending_mac, key),
+                canonical=canonical_json,
+                link=partial(link_hash, key),
+                pending_mac=partial(pending_mac_of, key),
                 rejection=self._rejection,
             )
         return self._sealer

@@ -98,19 +98,23 @@ def _record(row: dict[str, Any]) -> AuditRecord:
     return AuditRecord(**{k: row[k] for k in AuditRecord.__dataclass_fields__})
 
 
-# (previous hash, event fields without hashes) -> this event's hash
-ChainHasher = Callable[[str, dict[str, Any]], str]
-
-
 @dataclass(frozen=True)
 class Sealer:
-    """What linking needs of the audit key (``audit/trail.py`` makes one)."""
+    """What linking needs of the audit key (``audit/trail.py`` makes one). Both hashes are
+    over the same canonical JSON of an event's fields, which the linker computes once per
+    pending event."""
 
-    chain: ChainHasher
-    pending_mac: Callable[[dict[str, Any]], str]
-    """A pending event's fields (those the chain hashes) -> its MAC."""
+    canonical: Callable[[dict[str, Any]], str]
+    """An event's fields (those the chain hashes) -> their canonical JSON."""
+    link: Callable[[str, str], str]
+    """(previous hash, canonical JSON) -> the event's hash in the chain."""
+    pending_mac: Callable[[str], str]
+    """A pending event's canonical JSON -> its MAC."""
     rejection: Callable[[dict[str, Any], str], dict[str, Any]]
     """A pending row refused and why -> the fields of the event that records it."""
+
+    def chain(self, prev_hash: str, fields: dict[str, Any]) -> str:
+        return self.link(prev_hash, self.canonical(fields))
 
 
 LINK_BATCH = 1000
@@ -178,7 +182,7 @@ def _event_params(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
-    mac = sealer.pending_mac({name: fields[name] for name in _HASHED_FIELDS})
+    mac = sealer.pending_mac(sealer.canonical({name: fields[name] for name in _HASHED_FIELDS}))
     return {**_event_params(fields), "mac": mac}
 
 
@@ -202,17 +206,19 @@ DUPLICATE_ID = "duplicate_id"
 
 def _screen(
     pending: list[dict[str, Any]], own: dict[str, Any] | None, sealer: Sealer
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
-    """The pending rows that may be linked, and those that may not (with the reason): a MAC
+) -> tuple[list[tuple[dict[str, Any], str]], list[tuple[dict[str, Any], str]]]:
+    """The pending rows that may be linked (with their canonical JSON, which their link
+    hashes too), and those that may not (with the reason): a MAC
     that does not match (not written by this application), or an id already in the chain,
     earlier in the batch or the writer's own (the insert would fail, and with it the whole
     batch and the writer's event)."""
-    accepted: list[dict[str, Any]] = []
+    accepted: list[tuple[dict[str, Any], str]] = []
     rejected: list[tuple[dict[str, Any], str]] = []
     seen = {own["id"]} if own is not None else set()
     for row in pending:
+        canonical = sealer.canonical({name: row[name] for name in _HASHED_FIELDS})
         if not row["legacy"]:
-            expected = sealer.pending_mac({name: row[name] for name in _HASHED_FIELDS})
+            expected = sealer.pending_mac(canonical)
             if not hmac.compare_digest(str(row["mac"] or ""), expected):
                 rejected.append((row, MAC_MISMATCH))
                 continue
@@ -220,7 +226,7 @@ def _screen(
             rejected.append((row, DUPLICATE_ID))
             continue
         seen.add(row["id"])
-        accepted.append(row)
+        accepted.append((row, canonical))
     return accepted, rejected
 
 
@@ -247,9 +253,9 @@ class _Links:
         seq, prev = int(head["seq"]), str(head["last_hash"])
         accepted, rejected = _screen(pending, own, sealer)
         move: dict[str, list[Any]] = {"positions": [], "seqs": [], "prevs": [], "hashes": []}
-        for row in accepted:
+        for row, canonical in accepted:
             seq += 1
-            event_hash = sealer.chain(prev, {name: row[name] for name in _HASHED_FIELDS})
+            event_hash = sealer.link(prev, canonical)
             move["positions"].append(int(row["position"]))
             move["seqs"].append(seq)
             move["prevs"].append(prev)
