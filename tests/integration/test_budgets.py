@@ -374,3 +374,28 @@ async def test_a_schedule_of_a_user_over_budget_starts_nothing_and_says_why(
     assert listed["status"] == "active"
     assert datetime.fromisoformat(listed["next_fire_at"]) == due + timedelta(minutes=1)
     assert openai_fake.requests_to("/v1/chat/completions") == []
+
+
+async def test_a_spent_budget_is_refused_before_the_workflow_and_its_inputs_are_looked_at(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser
+) -> None:
+    dev = await create_user("dev")
+    workflow_id = await create_workflow(client, dev, [step("a")])
+    assert (await set_budget(client, admin, dev.user_id, 0)).status_code == 200
+
+    for target, body in (
+        (workflow_id, {"inputs": INPUTS}),
+        (workflow_id, {"inputs": {}}),  # a required input missing: 400 within budget
+        ("3b0b5e2c-6a8e-4a9c-9a3e-8f1f0b6f8d11", {"inputs": INPUTS}),  # no such workflow
+        ("not-a-workflow-id", {"inputs": INPUTS}),  # no workflow can have this id
+    ):
+        response = await client.post(f"/workflows/{target}/execute", headers=dev.headers, json=body)
+        assert_refused_for_budget(response, 0.0, 0.0)
+
+    assert (await set_budget(client, admin, dev.user_id, None)).status_code == 200
+    assert (await execute(client, dev, "3b0b5e2c-6a8e-4a9c-9a3e-8f1f0b6f8d11")).status_code == 404
+    assert (await execute(client, dev, "not-a-workflow-id")).status_code == 404
+    missing = await client.post(
+        f"/workflows/{workflow_id}/execute", headers=dev.headers, json={"inputs": {}}
+    )
+    assert missing.status_code == 400, missing.text

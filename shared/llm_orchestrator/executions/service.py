@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_orchestrator import ids
 from llm_orchestrator.auth.principal import Principal
@@ -28,7 +28,15 @@ from llm_orchestrator.store.executions import (
 )
 from llm_orchestrator.store.step_runs import StepRunRecord, StepRunRepository
 from llm_orchestrator.workflows.models import MAX_WORKFLOW_TIMEOUT_SECONDS, WorkflowDefinition
-from llm_orchestrator.workflows.service import WorkflowService, parse_workflow_id
+from llm_orchestrator.workflows.service import (
+    WORKFLOW_NOT_FOUND,
+    Workflow,
+    WorkflowService,
+    parse_workflow_id,
+)
+
+if TYPE_CHECKING:
+    from llm_orchestrator.usage.budgets import Budgets
 
 EXECUTION_NOT_FOUND = "Execution not found"
 COMPILED_CACHED = 256
@@ -92,10 +100,16 @@ class ExecutionService:
         timeout_override: int | None = None,
         actor: Actor | None = None,
         audit_details: Mapping[str, Any] | None = None,
+        budgets: Budgets | None = None,
     ) -> ExecutionRecord:
         """Create the execution and start its run; ``actor`` (default: the caller) and
-        ``audit_details`` go into its ``start`` audit event."""
-        workflow = await self._workflows.get(caller, workflow_id)
+        ``audit_details`` go into its ``start`` audit event. With ``budgets``, the caller's
+        budget is checked first (``OverBudget`` before anything else is refused), read by
+        the statement that reads the workflow."""
+        if budgets is None:
+            workflow = await self._workflows.get(caller, workflow_id)
+        else:
+            workflow = await self._workflow_within_budget(caller, workflow_id, budgets)
         _check_inputs(workflow.definition, inputs)
         if timeout_override is not None and not 1 <= timeout_override <= (
             MAX_WORKFLOW_TIMEOUT_SECONDS
@@ -129,6 +143,22 @@ class ExecutionService:
         )
         await self.engine.start(record)
         return record
+
+    async def _workflow_within_budget(
+        self, caller: Principal, workflow_id: str, budgets: Budgets
+    ) -> Workflow:
+        try:
+            found, row = await self._workflows.get_with(
+                caller, workflow_id, budgets.execute_read(caller.user_id)
+            )
+        except NotFound:
+            # An id no workflow can have: nothing was read, and the budget comes first.
+            await budgets.check_execute(caller.user_id)
+            raise
+        budgets.check_execute_row(row)
+        if found is None:
+            raise NotFound(WORKFLOW_NOT_FOUND)
+        return found
 
     def state_read(
         self, owner_filter: str | None, workflow_id: str, execution_id: str

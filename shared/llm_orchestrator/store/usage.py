@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llm_orchestrator.store.db import Connection, Database
+    from llm_orchestrator.store.db import Connection, Database, Read, Row
 
 __all__ = ["BudgetRow", "CallRow", "PriceRow", "UsageRepository", "UsageTotals"]
 
@@ -63,6 +63,21 @@ class UsageTotals:
     """``(provider, model, direction)`` → tokens, direction ``input`` or ``output``."""
     cost_usd: dict[tuple[str, str], float]
     """``(provider, model)`` → USD of the calls whose price was known."""
+
+
+_BUDGET = (
+    "SELECT u.id, b.user_id IS NOT NULL AS explicit, b.monthly_usd,"
+    " coalesce(s.spent_usd, 0) AS spent FROM users u"
+    " LEFT JOIN user_budgets b ON b.user_id = u.id"
+    " LEFT JOIN user_spend s ON s.owner_id = u.id AND s.month = %(month)s "
+)
+
+
+def _budget_of_rows(rows: list[Row]) -> BudgetRow | None:
+    if not rows:
+        return None
+    user_id, explicit, monthly_usd, spent = rows[0]
+    return BudgetRow(user_id, explicit, _float(monthly_usd), float(spent))
 
 
 def _float(value: Decimal | float | None) -> float | None:
@@ -158,15 +173,20 @@ class UsageRepository:
             "WHERE u.id = (SELECT owner_id FROM executions WHERE id = %(key)s)", execution_id, month
         )
 
+    def budget_read(self, user_id: str, *, month: date) -> Read[BudgetRow | None]:
+        """:meth:`budget` as a :class:`Read`, for a statement that runs anyway to carry."""
+        from llm_orchestrator.store.db import Read
+
+        return Read(
+            _BUDGET.replace("%(key)s", "%(b_key)s").replace("%(month)s", "%(b_month)s")
+            + "WHERE u.id = %(b_key)s",
+            {"b_key": user_id, "b_month": month},
+            _budget_of_rows,
+        )
+
     async def _budget(self, where: str, key: str, month: date) -> BudgetRow | None:
         async with self._db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT u.id, b.user_id IS NOT NULL AS explicit, b.monthly_usd,"
-                " coalesce(s.spent_usd, 0) AS spent FROM users u"
-                " LEFT JOIN user_budgets b ON b.user_id = u.id"
-                " LEFT JOIN user_spend s ON s.owner_id = u.id AND s.month = %(month)s " + where,
-                {"key": key, "month": month},
-            )
+            cur = await conn.execute(_BUDGET + where, {"key": key, "month": month})
             row = await cur.fetchone()
         if row is None:
             return None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE
 from llm_orchestrator.store.db import Database, Read, Row, owner_clause
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,34 @@ class WorkflowRepository:
             )
             row = await cur.fetchone()
         return _workflow(row) if row else None
+
+    async def get_with(
+        self, workflow_id: uuid.UUID, *, owner_id: str | None, ride: Read[T]
+    ) -> tuple[WorkflowRecord | None, T]:
+        """:meth:`get`, and ``ride`` (a read of at most one row) in the same statement."""
+        params: dict[str, Any] = {"w_id": workflow_id, **ride.params}
+        owner_sql = ""
+        if owner_id is not None:
+            owner_sql = " AND owner_id = %(w_owner)s"
+            params["w_owner"] = owner_id
+        sql = (
+            "SELECT r.*, w.* FROM (SELECT) one"
+            f" LEFT JOIN LATERAL (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q) r ON TRUE"
+            " LEFT JOIN LATERAL (SELECT TRUE AS found__, * FROM workflows"
+            f" WHERE id = %(w_id)s{owner_sql}) w ON TRUE"
+        )
+        async with self._db.connection() as conn:
+            tuples = conn.cursor(row_factory=tuple_row)
+            await tuples.execute(sql, params)
+            row = await tuples.fetchone()
+            names = [column.name for column in tuples.description or ()]
+        assert row is not None
+        split = names.index("found__")
+        ridden = [row[1:split]] if row[0] else []
+        record = None
+        if row[split]:
+            record = _workflow(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
+        return record, ride.decode(ridden)
 
     def list_read(
         self,

@@ -16,10 +16,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llm_orchestrator.errors import NotFound, OverBudget
 from llm_orchestrator.store.usage import BudgetRow
+
+if TYPE_CHECKING:
+    from llm_orchestrator.store.db import Read
 
 __all__ = ["BudgetStatus", "BudgetStore", "Budgets"]
 
@@ -28,6 +31,8 @@ class BudgetStore(Protocol):
     """``UsageRepository`` in production."""
 
     async def budget(self, user_id: str, *, month: date) -> BudgetRow | None: ...
+
+    def budget_read(self, user_id: str, *, month: date) -> Read[BudgetRow | None]: ...
 
     async def budget_of_execution(self, execution_id: str, *, month: date) -> BudgetRow | None: ...
 
@@ -76,8 +81,16 @@ class Budgets:
 
     async def check_execute(self, user_id: str) -> None:
         """Raises ``OverBudget`` when ``user_id``'s budget is spent."""
+        self.check_execute_row(await self._store.budget(user_id, month=month_of(self._now())))
+
+    def execute_read(self, user_id: str) -> Read[BudgetRow | None]:
+        """What :meth:`check_execute` reads, for a statement that runs anyway to carry;
+        :meth:`check_execute_row` checks its answer."""
+        return self._store.budget_read(user_id, month=month_of(self._now()))
+
+    def check_execute_row(self, row: BudgetRow | None) -> None:
+        """:meth:`check_execute` for the budget row, already read."""
         now = self._now()
-        row = await self._store.budget(user_id, month=month_of(now))
         if row is None:
             return
         status = self._status(row, now)

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import Conflict, NotFound
@@ -16,6 +16,9 @@ from llm_orchestrator.store.db import Read
 from llm_orchestrator.store.workflows import WorkflowHeader, WorkflowRecord, WorkflowRepository
 from llm_orchestrator.workflows.models import WorkflowDefinition
 from llm_orchestrator.workflows.validation import parse_definition
+
+T = TypeVar("T")
+WORKFLOW_NOT_FOUND = "Workflow not found"
 
 PARSED_DEFINITIONS_CACHED = 256
 
@@ -30,7 +33,7 @@ def parse_workflow_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError as exc:
-        raise NotFound("Workflow not found") from exc
+        raise NotFound(WORKFLOW_NOT_FOUND) from exc
 
 
 def _stored(definition: WorkflowDefinition) -> dict[str, Any]:
@@ -74,8 +77,19 @@ class WorkflowService:
             parse_workflow_id(workflow_id), owner_id=caller.owner_filter()
         )
         if record is None:
-            raise NotFound("Workflow not found")
+            raise NotFound(WORKFLOW_NOT_FOUND)
         return self._parsed(record)
+
+    async def get_with(
+        self, caller: Principal, workflow_id: str, ride: Read[T]
+    ) -> tuple[Workflow | None, T]:
+        """:meth:`get` (None for a workflow not found, which :meth:`get` refuses), and the
+        answer of ``ride`` (a read of at most one row), in one statement. Raises
+        ``NotFound`` for an id no workflow can have, before reading anything."""
+        record, answer = await self._repo.get_with(
+            parse_workflow_id(workflow_id), owner_id=caller.owner_filter(), ride=ride
+        )
+        return (None if record is None else self._parsed(record)), answer
 
     def _parsed(self, record: WorkflowRecord) -> Workflow:
         """The record with its definition parsed, once per stored definition: while the
@@ -124,7 +138,7 @@ class WorkflowService:
         parsed_id = parse_workflow_id(workflow_id)
         # Existence first: another user's id is a 404 even when the body is invalid.
         if await self._repo.get(parsed_id, owner_id=caller.owner_filter()) is None:
-            raise NotFound("Workflow not found")
+            raise NotFound(WORKFLOW_NOT_FOUND)
         definition = parse_definition(body)
         record = await self._repo.update(
             parsed_id,
@@ -137,7 +151,7 @@ class WorkflowService:
             now=self._now(),
         )
         if record is None:
-            raise NotFound("Workflow not found")
+            raise NotFound(WORKFLOW_NOT_FOUND)
         return Workflow(record, definition)
 
     async def delete(self, caller: Principal, workflow_id: str) -> None:
@@ -145,7 +159,7 @@ class WorkflowService:
             parse_workflow_id(workflow_id), owner_id=caller.owner_filter()
         )
         if outcome == "missing":
-            raise NotFound("Workflow not found")
+            raise NotFound(WORKFLOW_NOT_FOUND)
         if outcome == "busy":
             raise Conflict("Workflow has active executions; cancel them before deleting")
 

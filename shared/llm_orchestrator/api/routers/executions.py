@@ -148,7 +148,6 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
-    await runtime.budgets.check_execute(caller.user_id)
     return await runtime.executions.execute(
         caller,
         workflow_id,
@@ -156,6 +155,8 @@ async def _start(
         timeout_override=body.timeout_override,
         actor=audit_log.actor(request, runtime),
         audit_details={"async": body.run_async},
+        # Checked first, read with the workflow (one round trip less per submit).
+        budgets=runtime.budgets,
     )
 
 
