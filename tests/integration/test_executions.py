@@ -432,3 +432,26 @@ async def test_another_users_checkpoint_cannot_be_restored(
         json={"checkpointId": checkpoint_id},
     )
     assert own.status_code == 200, own.text
+
+
+async def test_a_failure_inside_a_parallel_names_the_step_that_failed(
+    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id = await create_workflow(
+        client,
+        admin,
+        [
+            llm_step("good", "fine {{name}}", "ok"),
+            llm_step("bad", "hi {{name}}", "reply", model="no-such-model"),
+            llm_step("after", "{{good.ok}} {{bad.reply}}", "end", depends_on=["good", "bad"]),
+        ],
+    )
+    fake_openai.models = frozenset({"gpt-4"})
+
+    execution_id = await start_execution(client, admin, workflow_id, {"name": "bob"})
+    final = await wait_for(client, admin, workflow_id, execution_id)
+
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "ProviderBadRequest"
+    assert final["error"]["step_id"] == "bad"
+    assert final["steps"]["bad"]["error"]["type"] == "ProviderBadRequest"

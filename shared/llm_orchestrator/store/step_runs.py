@@ -449,10 +449,25 @@ class StepRunRepository:
         async with self._db.transaction() as conn:
             if step_id is not None:
                 await step_error(conn, execution_id, step_id, error, final=True)
+            # A Parallel's failure handler knows the error but not the step (its Catch sees
+            # the branch fail): name the step that recorded an error of that type, the one
+            # begun last if several did.
             await conn.execute(
-                "UPDATE executions SET error = COALESCE(error, %s), updated_at = now()"
+                "UPDATE executions SET error = COALESCE(error, %s::jsonb || COALESCE("
+                " (SELECT jsonb_build_object('step_id', r.step_id) FROM step_runs r"
+                "  WHERE %s AND r.execution_id = %s AND r.status <> %s"
+                "  AND r.error->>'type' = %s ORDER BY r.started_at DESC LIMIT 1),"
+                " '{}'::jsonb)), updated_at = now()"
                 " WHERE id = %s AND status = ANY(%s)",
-                (Jsonb(error), execution_id, _ACTIVE),
+                (
+                    Jsonb(error),
+                    step_id is None,
+                    execution_id,
+                    StepStatus.COMPLETED.value,
+                    error.get("type"),
+                    execution_id,
+                    _ACTIVE,
+                ),
             )
 
     # -- parking -------------------------------------------------------------------------
