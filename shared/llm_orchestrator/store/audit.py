@@ -98,7 +98,7 @@ def _record(row: dict[str, Any]) -> AuditRecord:
     return AuditRecord(**{k: row[k] for k in AuditRecord.__dataclass_fields__})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Sealer:
     """What linking needs of the audit key (``audit/trail.py`` makes one). Both hashes are
     over the same canonical JSON of an event's fields, which the linker computes once per
