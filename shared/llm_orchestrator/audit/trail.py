@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict
 
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import Anchor, AnchorStore, anchor_is_authentic, sign_anchor
@@ -56,11 +56,29 @@ from llm_orchestrator.store.audit import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from llm_orchestrator.store.db import Connection
 
 log = logging.getLogger(__name__)
 
 Result = Literal["success", "failure", "partial_success"]
+
+
+class AuditEvent(TypedDict, total=False):
+    """What a caller says of an event (``record`` and ``outbox_write`` take it as keywords);
+    the trail adds its id and time."""
+
+    event_type: Required[str]
+    action: Required[str]
+    result: Result
+    user_id: str | None
+    resource_type: str | None
+    resource_id: str | None
+    ip_address: str | None
+    details: Mapping[str, Any] | None
+
+
 GENESIS_HASH = "sha256:genesis"
 HMAC_PREFIX = "hmac-sha256:"
 LEGACY_PREFIX = "sha256:"
@@ -164,26 +182,12 @@ class AuditTrail:
             self._key = await self._key_source()
         return self._key
 
-    async def record(
-        self,
-        *,
-        event_type: str,
-        action: str,
-        result: Result = "success",
-        user_id: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        ip_address: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        conn: Connection | None = None,
-    ) -> None:
+    async def record(self, *, conn: Connection | None = None, **event: Unpack[AuditEvent]) -> None:
         """Append an event; with ``conn`` (a store transaction), as part of that transaction,
         so the event commits if and only if the caller's writes do: the caller then calls
         :meth:`link_pending` after its commit. Without ``conn`` it is committed (and, unless
         another writer is linking at that moment, linked) when this returns."""
-        fields = self._fields(
-            event_type, action, result, user_id, resource_type, resource_id, ip_address, details
-        )
+        fields = self._fields(event)
         if self._contended and self._linker is not None:
             # Busy: straight to the outbox, which the linker task links in batches.
             await self._repo.queue(fields, await self._get_sealer(), conn=conn)
@@ -198,17 +202,7 @@ class AuditTrail:
             await self.link_pending()
 
     async def outbox_write(
-        self,
-        *,
-        prefix: str,
-        event_type: str,
-        action: str,
-        result: Result = "success",
-        user_id: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        ip_address: str | None = None,
-        details: Mapping[str, Any] | None = None,
+        self, *, prefix: str, **event: Unpack[AuditEvent]
     ) -> tuple[str, dict[str, Any]] | None:
         """The event as a sealed outbox insert (``store.audit.outbox_insert``) for a caller
         to send in the statement that makes its own write, which saves a transaction around
@@ -217,34 +211,22 @@ class AuditTrail:
         outbox anyway. None elsewhere: :meth:`record` with ``conn`` then."""
         if self._linker is None:
             return None
-        fields = self._fields(
-            event_type, action, result, user_id, resource_type, resource_id, ip_address, details
-        )
+        fields = self._fields(event)
         return outbox_insert(fields, await self._get_sealer(), prefix=prefix)
 
-    def _fields(
-        self,
-        event_type: str,
-        action: str,
-        result: Result,
-        user_id: str | None,
-        resource_type: str | None,
-        resource_id: str | None,
-        ip_address: str | None,
-        details: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _fields(self, event: AuditEvent) -> dict[str, Any]:
         # Stored timestamps have microsecond precision; hash exactly what is stored. No
         # secret value reaches the trail, even one quoted in a failure's reason.
         fields: dict[str, Any] = redact_data(
             {
-                "event_type": event_type,
-                "user_id": user_id,
-                "action": action,
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "result": result,
-                "ip_address": ip_address,
-                "details": json.loads(canonical_json(details or {})),
+                "event_type": event["event_type"],
+                "user_id": event.get("user_id"),
+                "action": event["action"],
+                "resource_type": event.get("resource_type"),
+                "resource_id": event.get("resource_id"),
+                "result": event.get("result", "success"),
+                "ip_address": event.get("ip_address"),
+                "details": json.loads(canonical_json(event.get("details") or {})),
             }
         )
         fields["id"] = ids.event_id()

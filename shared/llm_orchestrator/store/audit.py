@@ -167,13 +167,8 @@ _INSERT_EVENT = (
     f"INSERT INTO audit_events (seq, {_COLUMNS}, prev_hash, event_hash)"
     f" VALUES (%(seq)s, {_VALUES}, %(prev_hash)s, %(event_hash)s)"
 )
-_LINK_OWN = (
-    "WITH head AS (UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(event_hash)s"
-    " WHERE singleton)"
-    f" INSERT INTO audit_events (seq, {_COLUMNS}, prev_hash, event_hash)"
-    f" VALUES (%(seq)s, {_VALUES}, %(prev_hash)s, %(event_hash)s)"
-)
 _SET_HEAD = "UPDATE audit_chain_head SET seq = %(seq)s, last_hash = %(event_hash)s WHERE singleton"
+_LINK_OWN = f"WITH head AS ({_SET_HEAD}) {_INSERT_EVENT}"
 _ANY_PENDING = "SELECT EXISTS (SELECT FROM audit_pending) AS queued"
 
 
@@ -455,7 +450,6 @@ async def _append_alone(
     one round trip, and another to let go if the head is still taken."""
     cur = psycopg.AsyncClientCursor(conn)
     read = f"BEGIN; {_TRY_HEAD}; {_read_pending(cur, LINK_BATCH)}"
-    queue = cur.mogrify(_QUEUE, _queue_params(fields, sealer))
     let_go = ""
     if try_head:
         await cur.execute(read)
@@ -463,6 +457,8 @@ async def _append_alone(
         if head:
             return await _finish(cur, sealer, fields, head=head, pending=pending)
         let_go = "ROLLBACK; "  # first: a ROLLBACK outside a transaction is a warning
+    # Sealed only now: an event linked at once above needs no MAC.
+    queue = cur.mogrify(_QUEUE, _queue_params(fields, sealer))
     await cur.execute(f"{let_go}BEGIN; {queue}; COMMIT; {read}")
     done = await _finish(cur, sealer, None)
     return Appended(head_taken=True, look_again=done.look_again, linked=done.linked)
