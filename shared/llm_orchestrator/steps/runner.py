@@ -311,12 +311,8 @@ class StepRunner:
             step = definition.step(step_id)
         except KeyError:
             raise ExecutionNotFound(f"step '{step_id}' is not in the workflow") from None
-        provider = (
-            step.database
-            if isinstance(step, VectorSearchStep | VectorUpsertStep)
-            else step.provider
-        )
         month = self._month() if isinstance(step, LlmStep | EmbedStep) else None
+        begin = self._begin_of(step, month)
         begun = chain.begun.pop(step_id, None) if chain is not None else None
         context: StepContext | None
         if begun is not None and not attempt:
@@ -326,7 +322,6 @@ class StepRunner:
             # One round trip: the context to run with, the attempt counted if it may run,
             # and for a step that calls a provider, the owner's budget and the prices of
             # its calls.
-            begin = self._begin_of(step, month)
             context, began = await self._repo.begin_step(
                 execution_id,
                 step_id,
@@ -416,7 +411,7 @@ class StepRunner:
             "status": StepStatus.COMPLETED,
             "reused": False,
             "step_type": step.type,
-            "provider": provider,
+            "provider": begin.provider,
             "usage": {
                 "latency_ms": usage.latency_ms,
                 "input_tokens": usage.input_tokens,

@@ -178,8 +178,7 @@ class UsageRepository:
         from llm_orchestrator.store.db import Read
 
         return Read(
-            _BUDGET.replace("%(key)s", "%(b_key)s").replace("%(month)s", "%(b_month)s")
-            + "WHERE u.id = %(b_key)s",
+            _BUDGET.replace("%(month)s", "%(b_month)s") + "WHERE u.id = %(b_key)s",
             {"b_key": user_id, "b_month": month},
             _budget_of_rows,
         )
