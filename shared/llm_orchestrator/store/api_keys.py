@@ -105,11 +105,7 @@ class ApiKeyRepository:
         if ride is not None:
             # The key's row once (materialized: the count is not repeated per row of the
             # ride), then the ride's rows beside it; no live key, no row, no ride.
-            sql = (
-                f"{marked}, a AS MATERIALIZED ({found}) SELECT a.*, r.* FROM a"
-                f" LEFT JOIN LATERAL (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q"
-                " OFFSET 0) r ON TRUE"
-            )
+            sql = f"{marked}, a AS MATERIALIZED ({found}) SELECT a.*, r.* FROM a{ride.lateral()}"
             params.update(ride.params)
         async with self._db.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
@@ -125,7 +121,7 @@ class ApiKeyRepository:
         hits = row["rate_hits"]
         carried = None
         if ride is not None:
-            carried = (ride.decode([r[width + 1 :] for r in rows if r[width]]),)
+            carried = (ride.carried(rows, width),)
         return key, user_of(row), None if hits is None else list(hits), carried
 
     async def list_for_user(

@@ -20,7 +20,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -135,6 +135,21 @@ class Read(Generic[T]):
     @property
     def key(self) -> tuple[str, tuple[tuple[str, Any], ...]]:
         return self.sql, tuple(self.params.items())
+
+    def lateral(self, where: str = "") -> str:
+        """This read as a ``LEFT JOIN LATERAL`` beside the row of another statement: its
+        columns follow a ``ridden__`` flag (see :meth:`carried`). ``where`` gates it on that
+        row; ``OFFSET 0`` keeps the planner from flattening the subquery, so the gate stays
+        a one-time filter and a refused caller's read never runs."""
+        return (
+            f" LEFT JOIN LATERAL (SELECT TRUE AS ridden__, q.* FROM ({self.sql}) q{where}"
+            " OFFSET 0) r ON TRUE"
+        )
+
+    def carried(self, rows: Sequence[Row], at: int) -> T:
+        """The answer from the rows of a statement this read rode on (:meth:`lateral`), its
+        ``ridden__`` flag at column ``at``."""
+        return self.decode([row[at + 1 :] for row in rows if row[at]])
 
     def then(self, use: Callable[[T], U]) -> Read[U]:
         """The same read, its answer passed through ``use``."""

@@ -114,15 +114,10 @@ class UserRepository:
         )
         if ride is not None:
             # The caller's row once (materialized: the count is not repeated per row of the
-            # ride), then the ride's rows beside it. The ride runs only for a live session:
-            # ``OFFSET 0`` keeps the planner from flattening the lateral subquery, so the
-            # condition on the caller's row stays a one-time filter that gates the ride
-            # before it reads anything ("never executed" in EXPLAIN ANALYZE when revoked).
-            sql = (
-                f"WITH a AS MATERIALIZED ({sql}) SELECT a.*, r.* FROM a LEFT JOIN LATERAL"
-                f" (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q"
-                " WHERE NOT a.session_revoked OFFSET 0) r ON TRUE"
-            )
+            # ride), then the ride's rows beside it. The ride runs only for a live session
+            # ("never executed" in EXPLAIN ANALYZE when revoked).
+            gated = ride.lateral(" WHERE NOT a.session_revoked")
+            sql = f"WITH a AS MATERIALIZED ({sql}) SELECT a.*, r.* FROM a{gated}"
             params.update(ride.params)
         async with self._db.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
@@ -134,7 +129,7 @@ class UserRepository:
         user = UserIdentity(user_id, username, tuple(roles), tier)
         carried = None
         if ride is not None and not revoked:
-            carried = (ride.decode([row[7:] for row in rows if row[6]]),)
+            carried = (ride.carried(rows, 6),)
         return user, bool(revoked), None if hits is None else list(hits), carried
 
     async def get_by_username(self, username: str) -> User | None:

@@ -129,8 +129,7 @@ class WorkflowRepository:
             owner_sql = " AND owner_id = %(w_owner)s"
             params["w_owner"] = owner_id
         sql = (
-            "SELECT r.*, w.* FROM (SELECT) one"
-            f" LEFT JOIN LATERAL (SELECT TRUE AS ridden__, q.* FROM ({ride.sql}) q) r ON TRUE"
+            f"SELECT r.*, w.* FROM (SELECT) one{ride.lateral()}"
             " LEFT JOIN LATERAL (SELECT TRUE AS found__, * FROM workflows"
             f" WHERE id = %(w_id)s{owner_sql}) w ON TRUE"
         )
@@ -141,11 +140,10 @@ class WorkflowRepository:
             names = [column.name for column in tuples.description or ()]
         assert row is not None
         split = names.index("found__")
-        ridden = [row[1:split]] if row[0] else []
         record = None
         if row[split]:
             record = _workflow(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
-        return record, ride.decode(ridden)
+        return record, ride.carried([row[:split]], 0)
 
     def list_read(
         self,
