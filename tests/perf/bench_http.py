@@ -366,7 +366,8 @@ def _profiled(
     server: subprocess.Popen[bytes] | None, name: str, seconds: float | None = None
 ) -> Iterator[None]:
     """With ``LLMO_BENCH_PROFILE=<dir>``, py-spy samples the server meanwhile and writes
-    collapsed stacks to ``<dir>/<name>.txt`` (``pip install py-spy``; not a dependency)."""
+    collapsed stacks to ``<dir>/<name>.txt`` (``pip install py-spy``; not a dependency), at
+    ``LLMO_BENCH_PROFILE_RATE`` samples a second (py-spy's 100 by default)."""
     folder = os.environ.get("LLMO_BENCH_PROFILE")
     if not folder or server is None:
         yield
@@ -374,7 +375,8 @@ def _profiled(
     out = Path(folder) / f"{name}.txt"
     spy = subprocess.Popen(
         ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--output", str(out)]
-        + ["--nonblocking", "--duration", str(int(seconds or LOAD_SECONDS) + 1)],
+        + ["--nonblocking", "--duration", str(int(seconds or LOAD_SECONDS) + 1)]
+        + ["--rate", os.environ.get("LLMO_BENCH_PROFILE_RATE", "100")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
