@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     ``async: false`` execute waits for its execution) before cutting them off; their
     executions are durable and resume at the next start."""
 
+    workers: int = Field(default=1, ge=1, le=64)
+    """``llmo serve``: serving processes (``--workers``). Each runs the executions it
+    accepted; one embedded PostgreSQL, migrated once, serves them all."""
+    runner_check_seconds: float = Field(default=2.0, gt=0, le=60)
+    """How often each serving process looks for executions of a dead one (a worker killed
+    with -9) to take over: the bound on how long those wait before they resume."""
+
     admin_username: str = "admin"
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None

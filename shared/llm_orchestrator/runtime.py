@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from llm_orchestrator.providers.registry import ProviderFactory
     from llm_orchestrator.ratelimit.limiter import RateLimiter, TierLimits
     from llm_orchestrator.secrets import SecretsStore
+    from llm_orchestrator.secrets.cache import SecretCache
     from llm_orchestrator.steps.runner import StepRunner, TaskTokenSender
     from llm_orchestrator.store.api_keys import ApiKeyRepository
     from llm_orchestrator.store.db import Database
@@ -96,6 +97,8 @@ class Runtime:
         """Wall-clock time for every service (tests pass one they can move)."""
         self._engine_timers = engine_timers
         self._jitter = jitter
+        self._secret_cache: SecretCache | None = None
+        """The ``db`` secrets backend's cache, once built."""
         self.started_at = clock().timestamp()
         """This process's start (epoch seconds): uptime is per instance."""
 
@@ -261,6 +264,7 @@ class Runtime:
         cache = SecretCache(
             settings.secrets_cache_size, settings.secrets_cache_seconds, time.monotonic
         )
+        self._secret_cache = cache
         return RedactingSecretsStore(
             DbSecretsStore(SecretRepository(self.db), key, self.clock, cache)
         )
@@ -320,16 +324,40 @@ class Runtime:
             )
         from llm_orchestrator.engine.asl import TaskTokenRegistry
         from llm_orchestrator.engine.local import LocalEngine
+        from llm_orchestrator.engine.ownership import Ownership
+        from llm_orchestrator.store.runners import RunnerLease, RunnerRepository
 
         tokens = TaskTokenRegistry()
+        store = self.execution_store
+
+        def stamp(runner_id: int | None) -> None:
+            store.runner_id = runner_id
+
+        # Several serving processes (``llmo serve --workers``) share the database: each
+        # runs the executions it owns, and takes over those of dead ones.
+        ownership = Ownership(
+            RunnerRepository(self.db),
+            lambda: RunnerLease.acquire(
+                self.database_url, connect_timeout=self.settings.db_connect_timeout_seconds
+            ),
+            stamp=stamp,
+            check_seconds=self.settings.runner_check_seconds,
+        )
+        ownership.on_secret_written = self._forget_secret
         return LocalEngine(
-            self.execution_store,
+            store,
             self.lifecycle,
             self.step_runner(tokens),
             tokens,
             timers=self._engine_timers,
             rng=self._jitter,
+            ownership=ownership,
         )
+
+    def _forget_secret(self, name: str) -> None:
+        """Another process wrote ``name``: this one must not serve its cached value."""
+        if self._secret_cache is not None:
+            self._secret_cache.drop(name)
 
     @cached_property
     def executions(self) -> ExecutionService:

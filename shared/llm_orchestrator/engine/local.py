@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from llm_orchestrator.engine.asl import (
     run_execution,
 )
 from llm_orchestrator.engine.asl import ExecutionStatus as RunStatus
+from llm_orchestrator.engine.ownership import HERE, Ownership
 from llm_orchestrator.executions.errors import (
     CANCELLED_BY_USER,
     WorkflowCancelled,
@@ -81,11 +83,15 @@ class LocalEngine:
         *,
         timers: Timers | None = None,
         rng: random.Random | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``step_runner`` answers parked tasks through ``tokens``, the registry this engine's
         runs wait on (the composition root builds both). ``repo`` is read; every change of
-        status goes through ``lifecycle``."""
+        status goes through ``lifecycle``. ``ownership``: this process as one runner among
+        several on the database (``engine.ownership``), from :meth:`recover` on; without it
+        the engine assumes it is the only one."""
         self._repo = repo
+        self._ownership = ownership
         self._lifecycle = lifecycle
         self._timers: Timers = timers or SystemTimers()
         self._rng = rng or random.Random()
@@ -109,13 +115,64 @@ class LocalEngine:
     # -- the Engine interface ------------------------------------------------------------
 
     async def start(self, execution: ExecutionRecord) -> None:
+        if self._ownership is not None and self._ownership.lost:
+            # Created without an owner while this process has no lease: a live runner
+            # claims it (this one, once its lease is back).
+            return
         self.step_runner.remember_definition(execution.id, execution.definition)
         self._launch(execution)
 
     async def pause(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        # Only a flag: the step runner of whichever process runs it parks the next step.
         return await self._lifecycle.pause(execution_id, actor)
 
     async def resume(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        return await self._routed("resume", execution_id, actor, self._resume_here)
+
+    async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+        return await self._routed("cancel", execution_id, actor, self._cancel_here)
+
+    async def restore(
+        self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
+    ) -> ExecutionRecord | None:
+        if self._ownership is not None:
+            # The old run is stopped where it runs (by its owner, which refuses while the
+            # execution is still active); the new run is this process's.
+            if await self._ownership.route("detach", execution_id, actor) is False:
+                return None
+        return await self._restore_here(execution_id, checkpoint, actor)
+
+    async def _routed(
+        self,
+        action: str,
+        execution_id: str,
+        actor: Actor,
+        here: Callable[[str, Actor], Awaitable[ExecutionRecord | None]],
+    ) -> ExecutionRecord | None:
+        """``here`` when this process runs the execution, else what its owner answered."""
+        if self._ownership is None:
+            return await here(execution_id, actor)
+        routed = await self._ownership.route(action, execution_id, actor)
+        if routed == HERE:
+            return await here(execution_id, actor)
+        return await self._repo.get(execution_id) if routed else None
+
+    async def carry_out(self, action: str, execution_id: str, actor: Actor) -> bool:
+        """A control request another worker forwarded to this one, the execution's owner."""
+        if action == "resume":
+            return await self._resume_here(execution_id, actor) is not None
+        if action == "cancel":
+            return await self._cancel_here(execution_id, actor) is not None
+        if action == "detach":
+            async with self._control(execution_id):
+                current = await self._repo.get(execution_id)
+                if current is None or current.status in UNFINISHED:
+                    return False
+                await self._detach(execution_id)
+                return True
+        raise ValueError(f"unknown control action {action!r}")
+
+    async def _resume_here(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         async with self._control(execution_id):
             record, tokens = await self._lifecycle.resume(execution_id, actor)
             if record is None:
@@ -128,7 +185,7 @@ class LocalEngine:
                 self._launch(record)
             return record
 
-    async def cancel(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
+    async def _cancel_here(self, execution_id: str, actor: Actor) -> ExecutionRecord | None:
         async with self._control(execution_id):
             record, tokens = await self._lifecycle.cancel(execution_id, actor)
             if record is None:
@@ -140,7 +197,7 @@ class LocalEngine:
                 run.stop.stop(WorkflowCancelled.__name__, CANCELLED_BY_USER)
             return record
 
-    async def restore(
+    async def _restore_here(
         self, execution_id: str, checkpoint: CheckpointRecord, actor: Actor
     ) -> ExecutionRecord | None:
         async with self._control(execution_id):
@@ -160,7 +217,8 @@ class LocalEngine:
         the lock a resume (or another restore) between the read and the stop has its new
         or released run killed by the stop, and the reset then refuses the now running
         execution: it stays active with no run at all. The runs are this process's, so a
-        process-local lock is what guards them.
+        process-local lock is what guards them: with several workers, every control request
+        is carried out by the execution's owner (``engine.ownership``).
         """
         lock = self._controls.get(execution_id)
         if lock is None:
@@ -176,8 +234,17 @@ class LocalEngine:
                 return
 
     async def recover(self) -> list[str]:
+        """Resume the unfinished executions nobody runs. With ``ownership``: become a
+        runner, then claim only the executions of dead runners (and keep doing so)."""
+        if self._ownership is not None:
+            if self._ownership.started:
+                return await self._ownership.claim_orphans()
+            return await self._ownership.start(self)
+        return await self.resume_orphans(await self._repo.ids_with_status(UNFINISHED))
+
+    async def resume_orphans(self, execution_ids: list[str]) -> list[str]:
         recovered: list[str] = []
-        for execution_id in await self._repo.ids_with_status(UNFINISHED):
+        for execution_id in execution_ids:
             if execution_id in self._runs:
                 continue
             record = await self._repo.get(execution_id)
@@ -195,6 +262,15 @@ class LocalEngine:
         return recovered
 
     async def close(self) -> None:
+        if self._ownership is not None:
+            await self._ownership.quiesce()
+        await self.drop_all_runs()
+        if self._ownership is not None:
+            await self._ownership.release()
+
+    async def drop_all_runs(self) -> None:
+        """Stop every run of this process without recording anything (they are resumed by
+        whichever process next claims them)."""
         for execution_id in list(self._runs):
             await self._detach(execution_id)
 

@@ -117,6 +117,10 @@ def _execution(row: dict[str, Any]) -> ExecutionRecord:
 class ExecutionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.runner_id: int | None = None
+        """The runner (``store.runners``) this process is: every execution it creates or
+        restores is written as its own, in the same statement, so no other runner can
+        take it for an orphan. None: this process runs no executions of its own."""
 
     # -- executions ----------------------------------------------------------------------
 
@@ -163,10 +167,10 @@ class ExecutionRepository:
             updated_at=now,
         )
         if conn is not None:
-            await _insert(conn, record, event)
+            await _insert(conn, record, event, self.runner_id)
         else:
             async with self._db.connection() as own:
-                await _insert(own, record, event)
+                await _insert(own, record, event, self.runner_id)
         return record
 
     async def get(
@@ -433,9 +437,9 @@ class ExecutionRepository:
             cur = await conn.execute(
                 "UPDATE executions SET status = %s, pause_requested = false,"
                 " cancel_requested = false, error = NULL, completed_at = NULL,"
-                " run_number = run_number + 1, updated_at = now()"
+                " run_number = run_number + 1, updated_at = now(), runner_id = %s"
                 " WHERE id = %s AND status <> ALL(%s) RETURNING *",
-                (ExecutionStatus.PENDING.value, execution_id, _UNFINISHED),
+                (ExecutionStatus.PENDING.value, self.runner_id, execution_id, _UNFINISHED),
             )
             row = await cur.fetchone()
             if row is None:
@@ -475,15 +479,19 @@ class ExecutionRepository:
 _INSERT = (
     "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
     " state_machine, timeout_seconds, pause_requested, cancel_requested, error, run_number,"
-    " created_at, started_at, completed_at, updated_at)"
+    " created_at, started_at, completed_at, updated_at, runner_id)"
     " VALUES (%(id)s, %(workflow_id)s, %(owner_id)s, %(status)s, %(inputs)s, %(definition)s,"
     " %(state_machine)s, %(timeout_seconds)s, %(pause_requested)s, %(cancel_requested)s,"
-    " NULL, %(run_number)s, %(created_at)s, %(started_at)s, NULL, %(updated_at)s)"
+    " NULL, %(run_number)s, %(created_at)s, %(started_at)s, NULL, %(updated_at)s,"
+    " %(runner_id)s)"
 )
 
 
 async def _insert(
-    conn: Connection, record: ExecutionRecord, event: tuple[str, dict[str, Any]] | None = None
+    conn: Connection,
+    record: ExecutionRecord,
+    event: tuple[str, dict[str, Any]] | None = None,
+    runner_id: int | None = None,
 ) -> None:
     sql = _INSERT
     params: dict[str, Any] = {
@@ -501,6 +509,7 @@ async def _insert(
         "created_at": record.created_at,
         "started_at": record.started_at,
         "updated_at": record.updated_at,
+        "runner_id": runner_id,
     }
     if event is not None:
         audit_sql, audit_params = event

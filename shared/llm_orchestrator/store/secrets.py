@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.runners import SECRET_WRITTEN_CHANNEL
 
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > %s)"
 
@@ -18,14 +19,18 @@ class SecretRepository:
     async def upsert(
         self, name: str, ciphertext: bytes, *, now: datetime, expires_at: datetime | None
     ) -> None:
-        """Store or replace ``name``; a replacement takes the new expiry (None: never)."""
+        """Store or replace ``name``; a replacement takes the new expiry (None: never).
+
+        The same statement tells every serving process (``SECRET_WRITTEN_CHANNEL``, delivered
+        when it commits) to drop its cached value of ``name``."""
         async with self._db.connection() as conn:
             await conn.execute(
-                "INSERT INTO secrets (name, ciphertext, updated_at, expires_at)"
+                "WITH written AS (INSERT INTO secrets (name, ciphertext, updated_at, expires_at)"
                 " VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET ciphertext = EXCLUDED.ciphertext,"
-                " updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at",
-                (name, ciphertext, now, expires_at),
+                " updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at)"
+                " SELECT pg_notify(%s, %s)",
+                (name, ciphertext, now, expires_at, SECRET_WRITTEN_CHANNEL, name),
             )
 
     async def get_unexpired(

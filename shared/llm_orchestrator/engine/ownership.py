@@ -1,0 +1,284 @@
+"""The local engine as one runner among several serving processes (``llmo serve --workers``).
+
+Each execution is run by exactly one process: the one that created it (its id is written
+with the execution), or the one that took it over after its runner died. A runner is alive
+while it holds its advisory lock (``store.runners``); every runner claims the executions of
+dead runners when it starts and every ``check_seconds`` after, each orphan by exactly one
+claimer, so a worker killed with -9 has its executions resumed by a live (or its restarted)
+worker within that bound.
+
+Control requests (cancel, resume, restore) reach whichever worker the client's connection
+landed on. They are carried out by the execution's owner, where its run lives, exactly as
+with one process: this worker asks the owner over the owner's LISTEN channel and waits for
+its reply. An owner that is dead is replaced on the spot: the execution is claimed and the
+request carried out here (a resume then starts the run here, once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from llm_orchestrator.errors import ServiceUnavailable
+from llm_orchestrator.executions.lifecycle import Actor
+from llm_orchestrator.store.runners import RunnerLease, RunnerRepository
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 2.0
+"""How often a runner looks for executions of dead runners (and retries a lost lease)."""
+ANSWER_SECONDS = 10.0
+"""The longest a control request waits for the owner's reply (while the owner lives)."""
+_LIVENESS_SLICE_SECONDS = 0.5
+"""While waiting for a reply, the owner's lock is looked at this often: a dead owner never
+answers, and the request is then carried out here."""
+
+HERE = "here"
+""":meth:`Ownership.route`'s answer when this process must carry the request out itself."""
+
+
+class Owned(Protocol):
+    """What the engine does for :class:`Ownership`."""
+
+    async def carry_out(self, action: str, execution_id: str, actor: Actor) -> bool:
+        """Carry out a control request for an execution this process runs; whether the
+        execution was in a status that allowed it."""
+
+    async def resume_orphans(self, execution_ids: list[str]) -> list[str]:
+        """Run the executions just claimed; returns those started."""
+
+    async def drop_all_runs(self) -> None:
+        """The lease is lost: others may claim every run of this process, so stop them."""
+
+
+class Ownership:
+    def __init__(
+        self,
+        runners: RunnerRepository,
+        acquire: Callable[[], Awaitable[RunnerLease]],
+        *,
+        stamp: Callable[[int | None], None],
+        check_seconds: float = CHECK_SECONDS,
+        answer_seconds: float = ANSWER_SECONDS,
+    ) -> None:
+        self._runners = runners
+        self._acquire = acquire
+        self._stamp = stamp
+        """Told this process's runner id (None without a lease): the id every execution it
+        creates or restores is written with."""
+        self._check_seconds = check_seconds
+        self._answer_seconds = answer_seconds
+        self._lease: RunnerLease | None = None
+        self._engine: Owned | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.on_secret_written: Callable[[str], None] | None = None
+        """Told the name of every secret written by any process (its cached value is stale)."""
+        self.lost = False
+        """The lease was lost and is not back yet: no run may start here meanwhile (a
+        claimer would run it too); the executions created meanwhile are claimed later."""
+
+    @property
+    def runner_id(self) -> int | None:
+        """This process's runner id; None before :meth:`start` and while the lease is lost."""
+        return None if self._lease is None or self.lost else self._lease.runner_id
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    async def start(self, engine: Owned) -> list[str]:
+        """Become a runner, claim and resume the orphans; then keep doing both."""
+        self._engine = engine
+        await self._take_lease()
+        resumed = await self.claim_orphans()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="runner watch")
+        return resumed
+
+    async def claim_orphans(self) -> list[str]:
+        me = self.runner_id
+        if me is None or self._engine is None:
+            return []
+        claimed = await self._runners.claim_orphans(me)
+        if not claimed:
+            return []
+        return await self._engine.resume_orphans(claimed)
+
+    async def quiesce(self) -> None:
+        """Stop claiming and serving requests (the first half of a stop: the runs are
+        stopped next, while the lease still keeps the others off them)."""
+        self._closing = True
+        for task in (self._watcher, self._listener, *self._serving):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._watcher = self._listener = None
+
+    async def release(self) -> None:
+        """Give up the lease: this process's unfinished executions are orphans now."""
+        lease, self._lease = self._lease, None
+        self._stamp(None)
+        if lease is not None:
+            await lease.close()
+
+    # -- control requests ----------------------------------------------------------------
+
+    async def route(self, action: str, execution_id: str, actor: Actor) -> str | bool:
+        """:data:`HERE` when this process runs (or has just claimed) the execution, or when
+        it does not exist; else the owner's answer: whether the request was allowed."""
+        me = self.runner_id
+        if me is None:
+            if self.lost:
+                raise ServiceUnavailable("this worker lost its database lease; retry")
+            return HERE
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._answer_seconds
+        while True:
+            if loop.time() > deadline:
+                raise ServiceUnavailable(
+                    "the worker running this execution did not answer in time; retry"
+                )
+            owner = await self._runners.owner(execution_id)
+            if owner is None or owner.runner_id == me:
+                return HERE
+            if not owner.alive:
+                if await self._runners.claim(execution_id, me, owner.runner_id):
+                    return HERE
+                continue  # someone else claimed it first: ask them
+            assert owner.runner_id is not None
+            answer = await self._ask(owner.runner_id, action, execution_id, actor, deadline)
+            if answer is not None:
+                if answer.get("error"):
+                    raise ServiceUnavailable(str(answer["error"]))
+                return bool(answer.get("found"))
+
+    async def _ask(
+        self, owner: int, action: str, execution_id: str, actor: Actor, deadline: float
+    ) -> dict[str, Any] | None:
+        """The owner's reply; None when the owner died before it replied."""
+        assert self._lease is not None
+        loop = asyncio.get_running_loop()
+        request = uuid.uuid4().hex
+        reply: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._replies[request] = reply
+        try:
+            await self._runners.notify(
+                owner,
+                {
+                    "op": "control",
+                    "action": action,
+                    "execution": execution_id,
+                    "actor": dataclasses.asdict(actor),
+                    "reply_to": self._lease.runner_id,
+                    "request": request,
+                },
+            )
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise ServiceUnavailable(
+                        "the worker running this execution did not answer in time; retry"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(
+                        asyncio.shield(reply), min(remaining, _LIVENESS_SLICE_SECONDS)
+                    )
+                if not await self._runners.alive(owner):
+                    return None
+        finally:
+            self._replies.pop(request, None)
+
+    async def _serve(self, message: dict[str, Any]) -> None:
+        """A control request from another worker, for an execution this process runs."""
+        answer: dict[str, Any] = {"op": "reply", "request": message.get("request")}
+        try:
+            assert self._engine is not None
+            actor = Actor(**message.get("actor", {}))
+            log.info(
+                "runner %s: %s of execution %s, asked by runner %s",
+                self.runner_id,
+                message["action"],
+                message["execution"],
+                message["reply_to"],
+            )
+            answer["found"] = await self._engine.carry_out(
+                str(message["action"]), str(message["execution"]), actor
+            )
+        except Exception as exc:
+            log.exception("control request %s failed", message.get("action"))
+            answer["error"] = (
+                exc.message if isinstance(exc, ServiceUnavailable) else "the request failed"
+            )
+        with contextlib.suppress(Exception):
+            await self._runners.notify(int(message["reply_to"]), answer)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "secret_written":
+            if self.on_secret_written is not None:
+                self.on_secret_written(str(message.get("name")))
+        elif message.get("op") == "reply":
+            reply = self._replies.get(str(message.get("request")))
+            if reply is not None and not reply.done():
+                reply.set_result(message)
+        elif message.get("op") == "control":
+            task = asyncio.get_running_loop().create_task(self._serve(message))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    # -- the lease -----------------------------------------------------------------------
+
+    async def _take_lease(self) -> None:
+        lease = await self._acquire()
+        self._lease = lease
+        self._stamp(lease.runner_id)
+        self.lost = False
+        self._listener = asyncio.get_running_loop().create_task(
+            self._listen(lease), name="runner control"
+        )
+        log.info("runner %d started", lease.runner_id)
+
+    async def _listen(self, lease: RunnerLease) -> None:
+        try:
+            async for message in lease.messages():
+                self._dispatch(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self._closing:
+                return
+            log.exception("runner %d lost its database lease", lease.runner_id)
+        if self._closing:
+            return
+        # Without the lock the others count this runner dead and claim its executions: its
+        # runs must stop before anyone else can start them again. The lease is cleared only
+        # then, so the watcher takes a new one (and claims) only once they have stopped.
+        self.lost = True
+        self._stamp(None)
+        if self._engine is not None:
+            await self._engine.drop_all_runs()
+        with contextlib.suppress(Exception):
+            await lease.close()
+        self._lease = None
+
+    async def _watch(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._check_seconds)
+            try:
+                if self._lease is None:
+                    await self._take_lease()
+                await self.claim_orphans()
+                await self._runners.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be briefly away; the next pass tries again.
+                log.exception("runner check failed")

@@ -1,0 +1,189 @@
+"""Runners: the serving processes that run executions, and which one owns each run.
+
+A runner is alive exactly while it holds the session-level advisory lock
+``(RUNNER_LOCK_CLASS, id)`` on its own dedicated connection (:class:`RunnerLease`).
+PostgreSQL drops the lock the moment the process or its connection dies (kill -9 too), so
+"is the owner of this execution alive?" is one look at ``pg_locks``: no heartbeat, no clock.
+
+The same connection LISTENs on the runner's channel (:func:`channel`): control requests
+from the other processes (cancel, resume, restore of an execution this runner runs) and
+their replies arrive there. Control operations are rare; no step or submit sends a NOTIFY.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from llm_orchestrator.executions.status import UNFINISHED
+from llm_orchestrator.store.db import Database
+
+RUNNER_LOCK_CLASS = 0x6C6C6D6F
+"""First key of every runner's advisory lock ('llmo'); the second is the runner's id."""
+_UNFINISHED = [status.value for status in UNFINISHED]
+
+_LIVE_RUNNERS = (
+    "SELECT objid::bigint AS id FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    f" AND objsubid = 2 AND classid = {RUNNER_LOCK_CLASS}"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+"""The ids of the runners alive now (pg_locks is not transactional: it is the present)."""
+
+
+SECRET_WRITTEN_CHANNEL = "llmo_secret_written"
+"""Every runner listens here: the name of a secret just written, whose cached value each
+process drops (``store.secrets`` notifies in the statement that writes it)."""
+
+
+def channel(runner_id: int) -> str:
+    """The LISTEN/NOTIFY channel of one runner."""
+    return f"llmo_runner_{runner_id}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    runner_id: int | None
+    alive: bool
+
+
+class RunnerLease:
+    """This process's life as a runner: a row, the advisory lock, the LISTEN, one connection.
+
+    Everything here is on that one connection, so nothing competes with the pool; it is
+    otherwise idle, waiting for notifications.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], runner_id: int) -> None:
+        self._conn = conn
+        self.runner_id = runner_id
+
+    @classmethod
+    async def acquire(cls, url: str, *, connect_timeout: int = 5) -> RunnerLease:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout
+        )
+        try:
+            cur = await conn.execute(
+                "INSERT INTO runners (pid, hostname) VALUES (%s, %s) RETURNING id",
+                (os.getpid(), socket.gethostname()),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            runner_id = int(row["id"])
+            # A new id, so nobody holds its lock (unless the ids wrapped around to a runner
+            # alive for two billion starts): the try only guards against that.
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s) AS locked", (RUNNER_LOCK_CLASS, runner_id)
+            )
+            locked = await cur.fetchone()
+            if not locked or not locked["locked"]:
+                raise RuntimeError(f"runner id {runner_id} is already held")
+            await conn.execute(f'LISTEN "{channel(runner_id)}"')
+            await conn.execute(f'LISTEN "{SECRET_WRITTEN_CHANNEL}"')
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, runner_id)
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """The control messages sent to this runner, until the connection is closed or lost
+        (then ``psycopg.OperationalError``: the lock is gone with it)."""
+        async for notify in self._conn.notifies():
+            if notify.channel == SECRET_WRITTEN_CHANNEL:
+                yield {"op": "secret_written", "name": notify.payload}
+                continue
+            try:
+                message = json.loads(notify.payload)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                yield message
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    async def close(self) -> None:
+        """Stop being a runner: the lock goes with the connection (the row is swept later)."""
+        await self._conn.close()
+
+
+class RunnerRepository:
+    """The pooled side: ownership reads, claims and notifications."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def owner(self, execution_id: str) -> Owner | None:
+        """Who runs ``execution_id`` and whether that runner is alive; None: no execution."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT runner_id, runner_id IN ({_LIVE_RUNNERS}) AS alive"
+                " FROM executions WHERE id = %s",
+                (execution_id,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return Owner(row["runner_id"], bool(row["alive"]))
+
+    async def alive(self, runner_id: int) -> bool:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT %s::bigint IN ({_LIVE_RUNNERS}) AS alive", (runner_id,)
+            )
+            row = await cur.fetchone()
+        return bool(row and row["alive"])
+
+    async def claim(self, execution_id: str, runner_id: int, dead_owner: int | None) -> bool:
+        """Take ``execution_id`` over from ``dead_owner`` (found dead); False when someone
+        else took it first. The owner is compared, not re-judged: a claimer that lost the
+        race finds another owner's id in the row and leaves it."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE executions SET runner_id = %s WHERE id = %s"
+                " AND runner_id IS NOT DISTINCT FROM %s"
+                f" AND (runner_id IS NULL OR runner_id NOT IN ({_LIVE_RUNNERS}))",
+                (runner_id, execution_id, dead_owner),
+            )
+            return cur.rowcount == 1
+
+    async def claim_orphans(self, runner_id: int) -> list[str]:
+        """Take over every unfinished execution whose runner is dead (or that has none).
+
+        The dead runners are named first and the update takes only their executions: two
+        runners claiming at once both update the same rows, and the one that waited for the
+        other's row lock re-reads the row, finds the winner's id (not one of the dead) and
+        leaves it. So each orphan gets exactly one new owner.
+        """
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                f"WITH live AS MATERIALIZED ({_LIVE_RUNNERS}),"
+                " dead AS MATERIALIZED (SELECT DISTINCT runner_id FROM executions"
+                "  WHERE status = ANY(%(unfinished)s) AND runner_id IS NOT NULL"
+                "  AND runner_id NOT IN (SELECT id FROM live))"
+                " UPDATE executions SET runner_id = %(me)s"
+                " WHERE status = ANY(%(unfinished)s)"
+                " AND (runner_id IS NULL OR runner_id IN (SELECT runner_id FROM dead))"
+                " RETURNING id",
+                {"unfinished": _UNFINISHED, "me": runner_id},
+            )
+            return [row["id"] for row in await cur.fetchall()]
+
+    async def sweep(self) -> None:
+        """Forget the rows of dead runners (their executions keep the bare id)."""
+        async with self._db.connection() as conn:
+            await conn.execute(f"DELETE FROM runners WHERE id NOT IN ({_LIVE_RUNNERS})")
+
+    async def notify(self, runner_id: int, message: dict[str, Any]) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (channel(runner_id), json.dumps(message))
+            )
