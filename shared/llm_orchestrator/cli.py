@@ -31,6 +31,12 @@ def _serve(args: argparse.Namespace) -> int:
     server_module = importing(
         extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
     )
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
+        print("llmo serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        return _serve_workers(args, settings, workers, uvicorn, server_module)
     bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server
     from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
 
@@ -71,6 +77,55 @@ def _serve(args: argparse.Namespace) -> int:
         # execute for as long as its execution runs.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+    return 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Any, workers: int, uvicorn: Any, server_module: Any
+) -> int:
+    """``workers`` serving processes under uvicorn's supervisor (which restarts one that
+    dies). This process prepares what must happen once (the embedded PostgreSQL, the
+    migrations, the admin) before any worker starts, and releases the embedded server when
+    the last worker has stopped."""
+    import os
+    import shutil
+    import tempfile
+
+    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
+
+    url, generated = server_module.prepare_workers(settings)
+    if generated:
+        print(
+            f"Created admin user '{settings.admin_username}' with password: {generated}\n"
+            "This password is shown once; set LLMO_ADMIN_PASSWORD to choose your own.",
+            flush=True,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    shared = tempfile.mkdtemp(prefix="serve-", dir=settings.data_dir)
+    os.environ[server_module.WORKER_DATABASE_URL] = url
+    os.environ[server_module.WORKER_METRICS_DIR] = os.path.join(shared, "http-metrics")
+    print(
+        f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1 ({workers} workers)",
+        flush=True,
+    )
+    try:
+        uvicorn.run(
+            f"{server_module.__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            proxy_headers=False,
+            http=EnvelopeH11Protocol,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        if not settings.database_url:
+            from llm_orchestrator.store.embedded import release_embedded_postgres
+
+            release_embedded_postgres(settings.data_dir)
     return 0
 
 
@@ -125,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="serving processes sharing the port and the database (default: LLMO_WORKERS, 1)",
+    )
     serve.set_defaults(func=_serve)
 
     compile_ = sub.add_parser("compile", help="print the state machine (ASL) of a workflow file")

@@ -44,17 +44,85 @@ def prepare_database(settings: Settings) -> str:
 
 
 async def bootstrap(runtime: Runtime) -> str | None:
+    """A single serving process's start: the admin, then :func:`start_serving`."""
+    generated = await ensure_admin(runtime)
+    await start_serving(runtime)
+    return generated
+
+
+async def ensure_admin(runtime: Runtime) -> str | None:
+    """The bootstrap admin exists; returns its password when it was generated just now."""
     settings = runtime.settings
     password = settings.admin_password.get_secret_value() if settings.admin_password else None
-    generated = await runtime.user_admin.ensure_admin(
+    return await runtime.user_admin.ensure_admin(
         settings.admin_username, password, email=settings.admin_email
     )
-    # Crash recovery: executions a previous process left unfinished continue from their
-    # last checkpoint, on this process's event loop.
+
+
+async def start_serving(runtime: Runtime) -> None:
+    """What each serving process starts: it becomes a runner, resumes the executions no live
+    process runs (a previous server's, a dead worker's) from their last checkpoint, and
+    keeps the audit chain linked and anchored."""
     await runtime.engine.recover()
     runtime.audit.start_linking()
-    runtime.audit.start_anchoring(settings.audit_anchor_interval_seconds)
-    return generated
+    runtime.audit.start_anchoring(runtime.settings.audit_anchor_interval_seconds)
+
+
+# -- several serving processes (``llmo serve --workers N``) ---------------------------------
+
+WORKER_DATABASE_URL = "LLMO__WORKER_DATABASE_URL"
+"""Set by the supervising ``llmo serve`` for its workers: the database it prepared."""
+WORKER_METRICS_DIR = "LLMO__WORKER_METRICS_DIR"
+"""Set by the supervising ``llmo serve``: where its workers share their request counts."""
+
+
+def prepare_workers(settings: Settings) -> tuple[str, str | None]:
+    """The supervisor's part, once, before any worker starts: the database (started,
+    migrated) and the admin. Returns the app's database URL and a generated admin password."""
+    import asyncio
+
+    url = prepare_database(settings)
+
+    async def admin() -> str | None:
+        runtime = build_runtime(settings, database_url=url)
+        try:
+            return await ensure_admin(runtime)
+        finally:
+            await runtime.close()
+
+    return url, asyncio.run(admin())
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker (uvicorn's factory, in each worker process)."""
+    import os
+    from contextlib import asynccontextmanager
+    from pathlib import Path
+
+    from llm_orchestrator.metrics.fleet import FleetHttpMetrics
+
+    # A spawned process: the logging ``llmo`` set up in the supervisor is not inherited.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    server = build_local_server(settings, database_url=os.environ[WORKER_DATABASE_URL])
+    fleet = FleetHttpMetrics(server.app.state.http_metrics, Path(os.environ[WORKER_METRICS_DIR]))
+    server.app.state.http_metrics = fleet
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        await start_serving(server.runtime)
+        fleet.start()
+        # Every worker runs a scheduler: each tick is claimed by one conditional update,
+        # so it fires once whichever worker gets there first.
+        if server.runtime.triggers.fires_in_process:
+            server.scheduler.start()
+        yield
+        await server.scheduler.stop()
+        await fleet.stop()
+        await server.runtime.close()
+
+    server.app.router.lifespan_context = lifespan
+    return server.app
 
 
 def build_local_server(
