@@ -18,6 +18,8 @@ and a bare FastAPI app under the same ``uvicorn.run`` settings, then prints:
   last submit answered and to the last execution completed (goal ≤ 2.5 s), with the
   server process's CPU over the submits (and its share of one core: below 100% the submits
   wait on something other than the server's CPU) and per execution, submit included.
+  Measured with one serving process, then again with ``LLMO_BENCH_WORKERS`` (default 2,
+  ``llmo serve --workers``; CPU summed over the workers): ``concurrent_500_*_2_workers``.
 - ``raw_sdk_500_concurrent_calls_s``: the same burst of calls made by the bare OpenAI SDK
   from this process, and its CPU per call: the part of each execution's CPU that is the
   official SDK's, whoever orchestrates.
@@ -54,6 +56,7 @@ import httpx
 import psutil
 import psycopg
 
+from llm_orchestrator.store.runners import RUNNER_LOCK_CLASS
 from tests.perf import anchors
 from tests.perf.bench_engine import _database
 
@@ -69,6 +72,9 @@ LOAD_SECONDS = float(os.environ.get("LLMO_BENCH_LOAD_SECONDS", "4"))
 CHAIN = 50
 CHAIN_RUNS = int(os.environ.get("LLMO_BENCH_CHAIN_RUNS", "5"))
 CONCURRENT = int(os.environ.get("LLMO_BENCH_CONCURRENT", "500"))
+BENCH_WORKERS = int(os.environ.get("LLMO_BENCH_WORKERS", "2"))
+"""``llmo serve --workers`` of the concurrent section's second server (the first has one);
+the GET and status sections always run one worker, as their bare-FastAPI anchor does."""
 ONLY = set(filter(None, os.environ.get("LLMO_BENCH_ONLY", "").split(",")))
 """Sections to run (get, chain, status, concurrent, anchor-langgraph, anchor-dbos); all
 when empty."""
@@ -149,7 +155,7 @@ def _fake(port: int, latency: float) -> contextlib.AbstractContextManager[Any]:
     return _process(args, f"http://127.0.0.1:{port}/", f"fake openai :{port}")
 
 
-def _server(database_url: str, data_dir: Path, provider_url: str) -> Any:
+def _server(database_url: str, data_dir: Path, provider_url: str, workers: int = 1) -> Any:
     env = {
         **os.environ,
         "LLMO_DATABASE_URL": database_url,
@@ -166,8 +172,33 @@ def _server(database_url: str, data_dir: Path, provider_url: str) -> Any:
         "OPENAI_API_KEY": FAKE_KEY,
     }
     args = [sys.executable, "-m", "llm_orchestrator.cli", "serve", "--port", str(SERVER_PORT)]
-    args += ["--log-level", "warning"]
-    return _process(args, f"http://127.0.0.1:{SERVER_PORT}/api/v1/health/live", "llmo", env)
+    args += ["--log-level", "warning", "--workers", str(workers)]
+    server = _process(args, f"http://127.0.0.1:{SERVER_PORT}/api/v1/health/live", "llmo", env)
+    if workers == 1:
+        return server
+    return _all_workers_up(server, database_url, workers)
+
+
+@contextlib.contextmanager
+def _all_workers_up(
+    server: contextlib.AbstractContextManager[subprocess.Popen[bytes]],
+    database_url: str,
+    workers: int,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``server`` once each of its ``workers`` holds its runner lock (the first answers
+    ``/health/live`` before the others have started)."""
+    with server as process, psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            (live,) = conn.execute(  # type: ignore[misc]
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND objsubid = 2 AND classid = %s",
+                (RUNNER_LOCK_CLASS,),
+            ).fetchone()
+            if live >= workers:
+                break
+            time.sleep(0.05)
+        yield process
 
 
 # -- a small keep-alive HTTP/1.1 load generator -------------------------------------------
@@ -376,7 +407,9 @@ def _profiled(
     spy = subprocess.Popen(
         ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--output", str(out)]
         + ["--nonblocking", "--duration", str(int(seconds or LOAD_SECONDS) + 1)]
-        + ["--rate", os.environ.get("LLMO_BENCH_PROFILE_RATE", "100")],
+        + ["--rate", os.environ.get("LLMO_BENCH_PROFILE_RATE", "100")]
+        # The workers of ``--workers N`` too (one serving process has no children).
+        + ["--subprocesses"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -392,8 +425,13 @@ load changes from one second to the next, and interleaving spreads it over both 
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """The process's CPU time, and its children's (the workers of ``--workers N``)."""
+    total = 0.0
+    for one in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = one.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _measured(port: int, request: bytes, process: subprocess.Popen[bytes]) -> tuple[float, float]:
@@ -500,7 +538,13 @@ def _bench_concurrent(
     database_url: str,
     provider_url: str,
     server: subprocess.Popen[bytes] | None = None,
+    *,
+    workers: int = 1,
+    anchored: bool = True,
 ) -> None:
+    """``workers``: the server's (figures of more than one are named ``…_<n>_workers``);
+    ``anchored``: the raw-SDK and anchor figures follow."""
+    named = "" if workers == 1 else f"_{workers}_workers"
     workflow_id = api.create_workflow("bench-one", [_llm_step("s", [])])
     # Warm, as a running server is: the SDK's lazy imports, its clients, the pool.
     warm = [
@@ -526,14 +570,16 @@ def _bench_concurrent(
             submitted = time.perf_counter() - started
         submit_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
         report(
-            f"concurrent_{CONCURRENT}_submit_s",
+            f"concurrent_{CONCURRENT}_submit_s{named}",
             f"{submitted:.2f}; server CPU {submit_cpu:.2f} s"
             f" ({submit_cpu / submitted:.0%} of one core)",
         )
         refused = [(status, body) for status, body in answers if status != 202]
         if refused:
             # Counted, not fatal: the run goes on to the anchors with the accepted ones.
-            report(f"concurrent_{CONCURRENT}_refused", f"{len(refused)}, e.g. {refused[0]!r}")
+            report(
+                f"concurrent_{CONCURRENT}_refused{named}", f"{len(refused)}, e.g. {refused[0]!r}"
+            )
         ids = [json.loads(body)["execution_id"] for status, body in answers if status == 202]
         deadline = time.monotonic() + 120
         while True:
@@ -561,10 +607,12 @@ def _bench_concurrent(
     ours = (last - db_start).total_seconds()
     total_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
     report(
-        f"concurrent_{CONCURRENT}_all_completed_s",
+        f"concurrent_{CONCURRENT}_all_completed_s{named}",
         f"{ours:.2f} (goal <= 2.5); server CPU {total_cpu * 1000 / CONCURRENT:.1f} ms"
         " per execution, submit included",
     )
+    if not anchored:
+        return
     wall, cpu_ms = _raw_sdk_burst_cpu_ms(provider_url, CONCURRENT)
     report(
         f"raw_sdk_{CONCURRENT}_concurrent_calls_s",
@@ -636,9 +684,19 @@ def main() -> None:
                     if _wanted("status"):
                         _bench_status_cpu(api, server)
             if _wanted("concurrent"):
-                with _server(database_url, data_dir, slow_url) as server:
-                    api = Api(_login())
-                    _bench_concurrent(api, database_url, slow_url, server)
+                # One serving process, then BENCH_WORKERS of them, in the same run.
+                counts = sorted({1, BENCH_WORKERS})
+                for workers in counts:
+                    with _server(database_url, data_dir, slow_url, workers) as server:
+                        api = Api(_login())
+                        _bench_concurrent(
+                            api,
+                            database_url,
+                            slow_url,
+                            server,
+                            workers=workers,
+                            anchored=workers == counts[-1],
+                        )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
