@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -496,3 +497,12 @@ def test_a_worker_killed_mid_execution_has_its_executions_finished_once(server: 
     # uvicorn's supervisor replaced the killed worker: two runners again, one of them new.
     live = until(lambda: len(server.live_runners()) == 2 and server.live_runners(), "a new one")
     assert victim not in live and survivor in live
+
+
+def test_sigterm_stops_every_worker_and_releases_their_leases(server: Server) -> None:
+    pids = list(server.live_runners().values())
+    assert len(pids) == 2
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=HANG) == 0
+    assert not any(psutil.pid_exists(pid) for pid in pids), "a worker outlived its supervisor"
+    assert server.live_runners() == {}
