@@ -5,10 +5,16 @@ order its dependencies run (input check, then authentication, then the parameter
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
 
+import httpx
+from fastapi import APIRouter, Request
+
+from llm_orchestrator.api.app import OrchestratorApp, create_app, fixed_runtime
+from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_query
 from llm_orchestrator.server import LocalServer
 from tests.integration.conftest import Session
+from tests.integration.metrics_support import scrape, value
 from tests.support import stored_execution
 
 WORKFLOW = {
@@ -93,3 +99,214 @@ async def test_refusals_come_in_fastapis_order(client: httpx.AsyncClient, admin:
     for query in ("?wait=99", "", "?executionId=", "?executionId=e&wait=x"):
         refused = await client.get(f"{status}{query}", headers=admin.headers)
         assert refused.status_code == 400, refused.text
+
+
+# -- the front: plain reads answered ahead of the middleware stack and the router ---------
+# A plain request with a ``Content-Length: 0`` header is declined by the front (a body is
+# the stack's to bound) and takes the same fast path inside the stack; a repeated parameter
+# makes it FastAPI's. The three answers must not differ in anything but the rate limit's
+# remaining count, which each request lowers by one.
+
+STACK = {"Content-Length": "0"}
+
+
+def _alike(*answers: httpx.Response) -> None:
+    first = answers[0]
+    for other in answers[1:]:
+        assert other.status_code == first.status_code
+        assert other.content == first.content
+        assert _headers(other) == _headers(first)
+    remaining = [a.headers.get("x-ratelimit-remaining") for a in answers]
+    if remaining[0] is not None:
+        assert [int(r) for r in remaining] == [int(remaining[0]) - n for n in range(len(answers))]
+
+
+def _headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers.multi_items() if k != "x-ratelimit-remaining"]
+
+
+async def test_the_front_answers_like_the_stack_and_fastapi_headers_included(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer
+) -> None:
+    created = await client.post("/workflows", headers=admin.headers, json=WORKFLOW)
+    assert created.status_code == 201, created.text
+    execution_id = await stored_execution(
+        server.runtime, admin.user_id, WORKFLOW, timeout_seconds=60
+    )
+    async with server.runtime.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT workflow_id FROM executions WHERE id = %s", (execution_id,)
+        )
+        workflow_id = (await cur.fetchone())["workflow_id"]
+    headers = {**admin.headers, "X-Request-ID": "req-same"}
+    status = f"/workflows/{workflow_id}/status"
+
+    for path, query, repeated in (
+        ("/workflows", "?limit=5", "?limit=3&limit=5"),
+        (status, f"?executionId={execution_id}", f"?executionId=x&executionId={execution_id}"),
+    ):
+        front = await client.get(path + query, headers=headers)
+        stack = await client.get(path + query, headers={**headers, **STACK})
+        by_fastapi = await client.get(path + repeated, headers=headers)
+        assert front.status_code == 200, front.text
+        assert front.headers["x-request-id"] == "req-same"
+        _alike(front, stack, by_fastapi)
+
+
+async def test_the_fronts_refusals_are_the_stacks_envelopes(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    key = await client.post(
+        "/auth/keys",
+        headers=admin.headers,
+        json={"name": "no-reads", "scopes": ["execution:read"]},
+    )
+    assert key.status_code == 201, key.text
+    missing = "/workflows/00000000-0000-0000-0000-000000000000/status?executionId=exec-none"
+    cases = [
+        ("/workflows", {}, 401, "unauthorized"),
+        ("/workflows", {"Authorization": "Bearer not-a-token"}, 401, "unauthorized"),
+        ("/workflows", {"Authorization": "Basic abc"}, 401, "unauthorized"),
+        ("/workflows", {"X-API-Key": "llo_sk_unknown"}, 401, "unauthorized"),
+        ("/workflows", {"X-API-Key": key.json()["key"]}, 403, "forbidden"),
+        (missing, admin.headers, 404, "not_found"),
+    ]
+    for path, credentials, code, error in cases:
+        headers = {**credentials, "X-Request-ID": f"req-{code}"}
+        front = await client.get(path, headers=headers)
+        stack = await client.get(path, headers={**headers, **STACK})
+        assert front.status_code == code, front.text
+        body = front.json()
+        assert set(body) == {"code", "message", "details", "request_id"}
+        assert body["code"] == error and body["request_id"] == f"req-{code}"
+        assert "x-ratelimit-limit" in front.headers
+        _alike(front, stack)
+    assert (await client.get("/workflows")).headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_the_front_refuses_over_the_rate_limit_like_the_stack(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    free = await create_user("front-free", tier="free")
+    answers = [await client.get("/workflows", headers=free.headers) for _ in range(60)]
+    assert all(a.status_code == 200 for a in answers)
+    headers = {**free.headers, "X-Request-ID": "req-429"}
+
+    front = await client.get("/workflows", headers=headers)
+    stack = await client.get("/workflows", headers={**headers, **STACK})
+
+    assert front.status_code == 429, front.text
+    assert front.json()["code"] == "rate_limited"
+    assert int(front.headers["retry-after"]) >= 1
+    assert front.headers["x-ratelimit-remaining"] == "0"
+    assert front.content == stack.content
+    assert list(front.headers.multi_items()) == list(stack.headers.multi_items())
+
+
+async def test_the_front_counts_its_requests_by_route_template(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    for _ in range(3):
+        assert (await client.get("/workflows", headers=admin.headers)).status_code == 200
+    assert (await client.get("/workflows")).status_code == 401
+    status = "/workflows/00000000-0000-0000-0000-000000000000/status?executionId=exec-none"
+    assert (await client.get(status, headers=admin.headers)).status_code == 404
+
+    requests = (await scrape(client))["orchestrator_http_requests"]
+
+    sample = "orchestrator_http_requests_total"
+    assert value(requests, sample, route="/api/v1/workflows", status="200") == 3
+    assert value(requests, sample, route="/api/v1/workflows", status="401") == 1
+    route = "/api/v1/workflows/{workflow_id}/status"
+    assert value(requests, sample, route=route, status="404") == 1
+
+
+async def test_the_front_takes_plain_gets_of_hot_routes_only(server: LocalServer) -> None:
+    app = server.app
+    assert isinstance(app, OrchestratorApp) and app.hot_reads is not None
+    status = "/api/v1/workflows/w-1/status"
+    taken = [
+        ("GET", "/api/v1/workflows", b"", []),
+        ("GET", "/api/v1/workflows", b"limit=3&name=x", []),
+        ("GET", status, b"executionId=e-1", []),
+        ("GET", status, b"executionId=e-1&wait=2", []),
+    ]
+    declined = [
+        ("HEAD", "/api/v1/workflows", b"", []),
+        ("POST", "/api/v1/workflows", b"", []),
+        ("GET", "/api/v1/workflows/", b"", []),
+        ("GET", "/api/v1/workflows/w-1", b"", []),
+        ("GET", "/api/v1/workflows/w-1/status/", b"executionId=e-1", []),
+        ("GET", "/api/v1/workflows", b"limit=0", []),
+        ("GET", "/api/v1/workflows", b"limit=3&limit=3", []),
+        ("GET", "/api/v1/workflows", b"other=1", []),
+        ("GET", status, b"", []),
+        ("GET", status, b"executionId=e-1&wait=26", []),
+        ("GET", "/api/v1/workflows", b"", [(b"content-length", b"0")]),
+        ("GET", "/api/v1/workflows", b"", [(b"transfer-encoding", b"chunked")]),
+    ]
+    for method, path, query, headers in taken + declined:
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any, sent: list[Any] = sent) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "root_path": "",
+            "query_string": query,
+            "headers": headers,
+            "client": ("203.0.113.7", 4242),
+            "server": ("test", 80),
+            "scheme": "http",
+        }
+        answered = await app.hot_reads.answer(app, scope, receive, send)
+        expected = (method, path, query, headers) in taken
+        assert answered is expected, (method, path, query, headers)
+        # Taken or not, unauthenticated: only the front's own 401 may have been sent.
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == (
+            [401] if expected else []
+        )
+    root_scope = {"type": "http", "method": "GET", "path": "/x/api/v1/workflows"}
+    root_scope |= {"root_path": "/x", "query_string": b"", "headers": []}
+
+    async def never(*_: Any) -> Any:
+        raise AssertionError("a declined request is not touched")
+
+    assert await app.hot_reads.answer(app, root_scope, never, never) is False
+
+
+async def test_an_unexpected_error_on_the_front_is_a_500_envelope_and_counted(
+    server: LocalServer,
+) -> None:
+    hot = APIRouter(route_class=FastPathRoute)
+
+    async def explode(request: Request, query: dict[str, str]) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    @hot.get("/hot", response_model=dict[str, str])
+    @fast_path(lambda request: plain_query(request, ()), explode)
+    async def hot_route() -> dict[str, str]:
+        return {}
+
+    app = create_app([hot], fixed_runtime(server.runtime))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as http:
+        front = await http.get("/hot", headers={"X-Request-ID": "r-500"})
+        stack = await http.get("/hot", headers={"X-Request-ID": "r-500", **STACK})
+
+    assert front.status_code == 500
+    assert front.json() == {
+        "code": "internal_error",
+        "message": "Internal server error",
+        "details": {},
+        "request_id": "r-500",
+    }
+    assert "secret" not in front.text
+    _alike(front, stack)
+    assert app.state.http_metrics.counts() == {("/api/v1/hot", 500): 2}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +19,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _choose(scope: Scope) -> str:
+def choose_request_id(scope: Scope) -> str:
+    """A sane client ``X-Request-ID``, else a new ``req-<uuid>``."""
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
@@ -31,7 +33,7 @@ def _choose(scope: Scope) -> str:
 def request_id_of(request: Request) -> str:
     state: Any = request.scope.setdefault("state", {})
     if "request_id" not in state:
-        state["request_id"] = _choose(request.scope)
+        state["request_id"] = choose_request_id(request.scope)
     return str(state["request_id"])
 
 
@@ -46,20 +48,28 @@ class ResponseHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        request_id = state.setdefault("request_id", _choose(scope))
+        state.setdefault("request_id", choose_request_id(scope))
         # When the request arrived, for budgets that cover the whole request (health probes).
         state.setdefault("received_at", time.monotonic())
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                extra = {REQUEST_ID_HEADER: request_id, **state.get("rate_limit_headers", {})}
-                for name, value in extra.items():
-                    if name.lower().encode() not in present:
-                        headers.append((name.lower().encode(), value.encode("latin-1")))
-                message["headers"] = headers
+                message["headers"] = with_response_headers(message.get("headers", []), state)
             await send(message)
 
         with request_deadlines():
             await self.app(scope, receive, send_with_headers)
+
+
+def with_response_headers(
+    headers: Iterable[tuple[bytes, bytes]], state: Mapping[str, Any]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``X-Request-ID`` and the ``X-RateLimit-*`` status of the request
+    (``state``: the scope's) added, each unless the response already has it."""
+    out = list(headers)
+    present = {name.lower() for name, _ in out}
+    extra = {REQUEST_ID_HEADER: state["request_id"], **state.get("rate_limit_headers", {})}
+    for name, value in extra.items():
+        if name.lower().encode() not in present:
+            out.append((name.lower().encode(), value.encode("latin-1")))
+    return out

@@ -5,7 +5,7 @@ The execution lifecycle records the audit events of every transition these ask f
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -13,13 +13,7 @@ from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
-from llm_orchestrator.api.fast_path import (
-    NOT_PLAIN,
-    FastPathRoute,
-    fast_path,
-    plain_int,
-    plain_query,
-)
+from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_int, plain_query
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     ExecuteRequest,
@@ -168,11 +162,8 @@ async def _answer(
     return status.HTTP_200_OK, ExecutionFinished.finished(await runtime.executions.wait(record))
 
 
-async def _status_plainly(request: Request) -> Any:
+async def _status_plainly(request: Request, query: tuple[str, int]) -> ExecutionPublic:
     """``execution_status``'s fast path: what its dependencies and body do, in order."""
-    query = _plain_status_query(request)
-    if query is None:
-        return NOT_PLAIN
     await reject_unstorable_input(request)
     runtime = await get_runtime(request)
     caller = await _status_reader(request)
@@ -183,7 +174,7 @@ async def _status_plainly(request: Request) -> Any:
 
 
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)
-@fast_path(_status_plainly)
+@fast_path(_plain_status_query, _status_plainly)
 async def execution_status(
     workflow_id: str,
     execution_id: ExecutionId,

@@ -11,13 +11,7 @@ from pydantic import WithJsonSchema
 
 from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
-from llm_orchestrator.api.fast_path import (
-    NOT_PLAIN,
-    FastPathRoute,
-    fast_path,
-    plain_int,
-    plain_query,
-)
+from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_int, plain_query
 from llm_orchestrator.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.workflows import (
@@ -115,11 +109,8 @@ async def create_workflow(
     return WorkflowPublic.of(workflow)
 
 
-async def _list_plainly(request: Request) -> Any:
+async def _list_plainly(request: Request, query: _ListQuery) -> WorkflowList:
     """``list_workflows``'s fast path: what its dependencies and body do, in order."""
-    query = _plain_list_query(request)
-    if query is None:
-        return NOT_PLAIN
     await reject_unstorable_input(request)
     runtime = await get_runtime(request)
     caller = await _list_reader(request)
@@ -127,7 +118,7 @@ async def _list_plainly(request: Request) -> Any:
 
 
 @router.get("", response_model=WorkflowList)
-@fast_path(_list_plainly)
+@fast_path(_plain_list_query, _list_plainly)
 async def list_workflows(
     request: Request,
     runtime: RuntimeDep,
