@@ -16,6 +16,9 @@ from typing import Any
 
 from llm_orchestrator.extras import MissingExtra, importing
 
+MAX_WORKERS = 64
+"""``llmo serve --workers``'s ceiling (as ``LLMO_WORKERS``'s)."""
+
 
 def _server_extra(settings: Any) -> str:
     """The extra a server command needs: with no database URL, the embedded one too."""
@@ -32,9 +35,6 @@ def _serve(args: argparse.Namespace) -> int:
         extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
     )
     workers = args.workers if args.workers is not None else settings.workers
-    if workers < 1:
-        print("llmo serve: --workers must be at least 1", file=sys.stderr)
-        return 2
     if workers > 1:
         return _serve_workers(args, settings, workers, uvicorn, server_module)
     bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server
@@ -172,6 +172,16 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_WORKERS}, not {count}")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmo", description="LLM Orchestrator")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_worker_count,
         default=None,
         help="serving processes sharing the port and the database (default: LLMO_WORKERS, 1)",
     )

@@ -489,11 +489,14 @@ def test_a_worker_killed_mid_execution_has_its_executions_finished_once(server: 
         # (a call in flight at the kill has no committed outputs, so it runs again).
         for prompt in (f"kill a k{n}", f"kill b echo: kill a k{n}"):
             assert prompts[prompt] >= 1
-    prompt_of = {"a": "kill a {x}", "b": "kill b echo: kill a {x}"}
+    prompt_of = {
+        "a": "kill a {x}",
+        "b": "kill b echo: kill a {x}",
+        "c": "kill c echo: kill b echo: kill a {x}",
+    }
     for execution_id, step_id in done_before_kill:
-        if step_id in prompt_of:
-            x = f"k{ids.index(execution_id)}"
-            assert prompts[prompt_of[step_id].format(x=x)] == 1, (execution_id, step_id)
+        x = f"k{ids.index(execution_id)}"
+        assert prompts[prompt_of[step_id].format(x=x)] == 1, (execution_id, step_id)
     # uvicorn's supervisor replaced the killed worker: two runners again, one of them new.
     live = until(lambda: len(server.live_runners()) == 2 and server.live_runners(), "a new one")
     assert victim not in live and survivor in live
