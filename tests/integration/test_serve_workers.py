@@ -98,7 +98,6 @@ class Server:
             LLMO_ADMIN_USERNAME=ADMIN_USERNAME,
             LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
             LLMO_JWT_SECRET=JWT_SECRET,
-            LLMO_RATE_LIMITS_ENABLED="false",
             LLMO_RUNNER_CHECK_SECONDS="0.5",
             OPENAI_BASE_URL=provider,
             OPENAI_API_KEY=FAKE_KEY,
@@ -458,6 +457,45 @@ def test_a_secret_written_through_one_worker_is_used_by_the_other_at_once(
         )
         assert written.status_code == 200, written.text
         assert run_on_reader(value[-5:]) == expected
+
+
+def test_a_rate_limit_is_counted_once_for_both_workers(server: Server) -> None:
+    pinned = pinned_workers(server)
+    created = httpx.post(
+        f"{server.base_url}/admin/users",
+        headers=server.headers,
+        json={
+            "username": "limited",
+            "email": "limited@example.com",
+            "password": "limited-password",
+            "roles": ["developer"],
+            "tier": "free",
+        },
+        timeout=HANG,
+    )
+    assert created.status_code == 201, created.text
+    login = httpx.post(
+        f"{server.base_url}/auth/login",
+        json={"username": "limited", "password": "limited-password"},
+        timeout=HANG,
+    )
+    user = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    remaining: list[tuple[int, int]] = []
+    for n in range(8):
+        # Alternately on each worker: one count between them, so every request (whichever
+        # worker answers it) leaves one fewer, unless the minute's window starts afresh.
+        answered = fresh(pinned, list(pinned)[n % 2], server).request(
+            "GET", "/workflows", headers=user
+        )
+        assert answered.status_code == 200, answered.text
+        remaining.append(
+            (
+                int(answered.headers["X-RateLimit-Reset"]),
+                int(answered.headers["X-RateLimit-Remaining"]),
+            )
+        )
+    for (window, before), (next_window, after) in zip(remaining, remaining[1:], strict=False):
+        assert after == (before - 1 if next_window == window else 59), remaining
 
 
 def test_a_worker_killed_mid_execution_has_its_executions_finished_once(server: Server) -> None:
