@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,8 +28,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row, tuple_row
+from psycopg._queries import PostgresQuery
+from psycopg.abc import Transformer as AdaptTransformer
+from psycopg.adapt import Transformer
+from psycopg.generators import execute
+from psycopg.pq import DiagnosticField, ExecStatus, TransactionStatus
+from psycopg.rows import dict_row
 
 from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from llm_orchestrator.store.deadlines import serving_request
@@ -229,13 +234,7 @@ class Database:
 
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if serving_request() or timeout is not None:
-            pool_wait, use_limit = self._pool_timeout, self._statement_timeout
-        else:
-            pool_wait = self._background_pool_timeout
-            use_limit = self._statement_timeout + BACKGROUND_GRACE_SECONDS
-        if timeout is not None:
-            pool_wait = min(pool_wait, timeout)
+        pool_wait, use_limit = self._bounds(timeout)
         watchdog: _Watchdog | None = None
         # getconn/putconn rather than the pool's ``connection()`` context manager: that one
         # also enters the connection's own context (a lock and a commit check, a no-op on
@@ -259,22 +258,29 @@ class Database:
                     watchdog.cancel()
             finally:
                 await pool.putconn(conn)
-        except PoolTimeout as exc:
-            raise _unavailable("no database connection became available in time") from exc
-        except _CONFLICTS as exc:
+        except (PoolTimeout, *_CONFLICTS, psycopg.OperationalError) as exc:
+            raise self._unavailable_after(exc, watchdog) from exc
+
+    def _unavailable_after(self, exc: Exception, watchdog: _Watchdog | None) -> ServiceUnavailable:
+        """The 503 for a use of a connection that failed with ``exc`` (a pool timeout, a
+        lost conflict, a broken or silent connection, a statement past its timeout)."""
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(exc, PoolTimeout):
+            return _unavailable("no database connection became available in time")
+        if isinstance(exc, _CONFLICTS):
             # A deadlock or a serialization failure: PostgreSQL chose this transaction to
             # lose a conflict with another. The connection is fine (no drain), and trying
             # again is the whole remedy.
-            raise _unavailable(
+            return _unavailable(
                 "the database aborted the transaction in a conflict with another; retry"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            self._drain_soon()
-            if watchdog is not None and watchdog.fired:
-                raise _unavailable("the database did not answer in time") from exc
-            if isinstance(exc, pg_errors.QueryCanceled):
-                raise _unavailable("a database statement took too long") from exc
-            raise _unavailable("the database connection failed") from exc
+            )
+        self._drain_soon()
+        if watchdog is not None and watchdog.fired:
+            return _unavailable("the database did not answer in time")
+        if isinstance(exc, pg_errors.QueryCanceled):
+            return _unavailable("a database statement took too long")
+        return _unavailable("the database connection failed")
 
     def _drain_soon(self) -> None:
         """After a lost connection, replace the idle ones too: they most likely lead to the
@@ -306,10 +312,60 @@ class Database:
 
     async def fetch(self, read: Read[T]) -> T:
         """``read`` on its own: one round trip."""
-        async with self.connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(read.sql, read.params)
-            return read.decode(await cur.fetchall())
+        return read.decode(await self.rows(read.sql, read.params))
+
+    async def rows(
+        self, sql: str, params: Mapping[str, Any], *, timeout: float | None = None
+    ) -> list[Row]:
+        """The rows (tuples) of one autocommit statement with ``%(name)s`` parameters:
+        what ``connection()`` and a cursor's ``execute`` + ``fetchall`` give, with the same
+        deadlines, errors and values, for less CPU.
+
+        Every authenticated request makes one such statement, and psycopg's cursor and
+        the two context managers around it cost as much CPU as the rest of a read. Here
+        the statement is prepared once per connection under a name of its own (the
+        parameters converted and the rows loaded by psycopg's own adapters, so the values
+        are the cursor's), sent, and its result read, on the pooled connection, with the
+        same watchdog.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pool_wait, use_limit = self._bounds(timeout)
+        watchdog: _Watchdog | None = None
+        try:
+            pool = self._pool or await self._get_pool()
+            conn = await pool.getconn(timeout=max(0.01, pool_wait))
+            try:
+                budget = (
+                    use_limit
+                    if timeout is None
+                    else min(use_limit, started + timeout - loop.time())
+                )
+                watchdog = _Watchdog(conn, budget)
+                try:
+                    return await _prepared_rows(conn, sql, params)
+                except psycopg.Error as exc:
+                    translated = _translated(exc)
+                    if translated is None:
+                        raise
+                    raise translated from exc
+                finally:
+                    watchdog.cancel()
+            finally:
+                await pool.putconn(conn)
+        except (_pool_timeout(), *_CONFLICTS, psycopg.OperationalError) as exc:
+            raise self._unavailable_after(exc, watchdog) from exc
+
+    def _bounds(self, timeout: float | None) -> tuple[float, float]:
+        """The wait for a connection and the limit on its use (see ``connection``)."""
+        if serving_request() or timeout is not None:
+            pool_wait, use_limit = self._pool_timeout, self._statement_timeout
+        else:
+            pool_wait = self._background_pool_timeout
+            use_limit = self._statement_timeout + BACKGROUND_GRACE_SECONDS
+        if timeout is not None:
+            pool_wait = min(pool_wait, timeout)
+        return pool_wait, use_limit
 
     async def ping(self, *, timeout: float | None = None) -> None:
         """One round trip: raises ``ServiceUnavailable`` if the database cannot answer."""
@@ -345,18 +401,105 @@ def _log_drain_failure(task: asyncio.Task[None]) -> None:
 async def translate_errors() -> AsyncIterator[None]:
     try:
         yield
-    except pg_errors.UniqueViolation as exc:
-        raise Conflict(_constraint_message(exc, "already exists")) from exc
-    except pg_errors.ForeignKeyViolation as exc:
-        raise NotFound(_constraint_message(exc, "refers to a missing resource")) from exc
-    except psycopg.DataError as exc:
+    except psycopg.Error as exc:
+        translated = _translated(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translated(exc: psycopg.Error) -> Exception | None:
+    """The domain error a database error stands for; None when it stands for none."""
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return Conflict(_constraint_message(exc, "already exists"))
+    if isinstance(exc, pg_errors.ForeignKeyViolation):
+        return NotFound(_constraint_message(exc, "refers to a missing resource"))
+    if isinstance(exc, psycopg.DataError):
         # SQLSTATE class 22 (a value out of range or not representable) and psycopg's own
         # refusal of NUL in text: the value came from a request that validation let through.
         # The API refuses such values up front (api/storable.py, the models' bounds); this is
         # the net for a field that slipped past them, a 400 rather than a 500.
         log.warning("database refused a value: %s", exc)
         reason = exc.diag.message_primary or str(exc)
-        raise ValidationFailed(f"A value cannot be stored: {reason}") from exc
+        return ValidationFailed(f"A value cannot be stored: {reason}")
+    return None
+
+
+def _pool_timeout() -> type[Exception]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
+
+
+_PREPARED_NAMES_KEPT = 200
+"""Statements ``rows`` prepares under names of their own; past that many distinct
+statements (a workflow list filtered by name has its own text), the rest run unnamed."""
+_statement_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+_prepared_on: weakref.WeakKeyDictionary[Connection, set[bytes]] = weakref.WeakKeyDictionary()
+
+
+async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[Row]:
+    """``sql`` on ``conn`` as a statement prepared on that connection, its rows as tuples.
+
+    The query is converted and the rows loaded by psycopg's adapters (its
+    ``PostgresQuery`` and ``Transformer``, as its cursor does), so the values are those a
+    cursor gives. A statement is prepared once per connection, keyed like psycopg keys
+    its own (the query and its parameters' types); the names (``llmo_<n>``) cannot meet
+    psycopg's (``_pg3_<n>``).
+    """
+    transformer = Transformer(conn)
+    query = PostgresQuery(transformer)
+    query.convert(sql, params)
+    pgconn = conn.pgconn
+    key = (query.query, query.types)
+    name = _statement_names.get(key)
+    if name is None and len(_statement_names) < _PREPARED_NAMES_KEPT:
+        name = _statement_names[key] = b"llmo_%d" % len(_statement_names)
+    if name is None:
+        pgconn.send_query_params(
+            query.query, query.params, param_types=query.types, param_formats=query.formats
+        )
+        return _loaded(transformer, await conn.wait(execute(pgconn)), conn)
+    prepared = _prepared_on.get(conn)
+    if prepared is None:
+        prepared = _prepared_on[conn] = set()
+    for attempt in (1, 2):
+        if name not in prepared:
+            pgconn.send_prepare(name, query.query, param_types=query.types)
+            _result(await conn.wait(execute(pgconn)), conn)
+            prepared.add(name)
+        pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+        results = await conn.wait(execute(pgconn))
+        if attempt == 1 and _statement_missing(results):
+            # The server forgot it (a DEALLOCATE ALL or DISCARD ALL on this connection):
+            # prepare it again.
+            prepared.clear()
+            continue
+        break
+    return _loaded(transformer, results, conn)
+
+
+def _statement_missing(results: list[Any]) -> bool:
+    return any(
+        r.status == ExecStatus.FATAL_ERROR and r.error_field(DiagnosticField.SQLSTATE) == b"26000"
+        for r in results
+    )
+
+
+def _result(results: list[Any], conn: Connection) -> Any:
+    """The one result of a statement; its error raised as psycopg's cursor raises it."""
+    for result in results:
+        if result.status == ExecStatus.FATAL_ERROR:
+            raise pg_errors.error_from_result(result, encoding=conn.pgconn._encoding)
+    if len(results) != 1 or results[0].status not in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        raise psycopg.InternalError(f"unexpected results: {[r.status for r in results]}")
+    return results[0]
+
+
+def _loaded(transformer: AdaptTransformer, results: list[Any], conn: Connection) -> list[Row]:
+    result = _result(results, conn)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
 
 
 def _constraint_message(exc: psycopg.Error, what: str) -> str:

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import tuple_row
-
 from llm_orchestrator.store.db import Database, Read, fetch_page
 from llm_orchestrator.store.rate_limits import RateCharge
 
@@ -119,10 +117,7 @@ class UserRepository:
             gated = ride.lateral(" WHERE NOT a.session_revoked")
             sql = f"WITH a AS MATERIALIZED ({sql}) SELECT a.*, r.* FROM a{gated}"
             params.update(ride.params)
-        async with self._db.connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(sql, params)
-            rows = await cur.fetchall()
+        rows = await self._db.rows(sql, params)
         if not rows:
             return None, False, None, None
         user_id, username, roles, tier, revoked, hits = rows[0][:6]
