@@ -34,6 +34,7 @@ from psycopg.adapt import Transformer
 from psycopg.generators import execute
 from psycopg.pq import DiagnosticField, ExecStatus, TransactionStatus
 from psycopg.rows import dict_row
+from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
 from llm_orchestrator.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from llm_orchestrator.store.deadlines import serving_request
@@ -435,7 +436,21 @@ _PREPARED_NAMES_KEPT = 200
 """Statements ``rows`` prepares under names of their own; past that many distinct
 statements (a workflow list filtered by name has its own text), the rest run unnamed."""
 _statement_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
-_prepared_on: weakref.WeakKeyDictionary[Connection, set[bytes]] = weakref.WeakKeyDictionary()
+
+
+class _Lean:
+    """What ``rows`` keeps per connection: the statements prepared on it, and one
+    transformer (its dumpers and loaders found once, not per statement: a connection
+    serves one statement at a time, so one transformer serves them all in turn)."""
+
+    __slots__ = ("prepared", "transformer")
+
+    def __init__(self, conn: Connection) -> None:
+        self.prepared: set[bytes] = set()
+        self.transformer = Transformer(conn)
+
+
+_lean: weakref.WeakKeyDictionary[Connection, _Lean] = weakref.WeakKeyDictionary()
 
 
 async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[Row]:
@@ -447,7 +462,10 @@ async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) 
     its own (the query and its parameters' types); the names (``llmo_<n>``) cannot meet
     psycopg's (``_pg3_<n>``).
     """
-    transformer = Transformer(conn)
+    lean = _lean.get(conn)
+    if lean is None:
+        lean = _lean[conn] = _Lean(conn)
+    transformer = lean.transformer
     query = PostgresQuery(transformer)
     query.convert(sql, params)
     pgconn = conn.pgconn
@@ -459,17 +477,15 @@ async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) 
         pgconn.send_query_params(
             query.query, query.params, param_types=query.types, param_formats=query.formats
         )
-        return _loaded(transformer, await conn.wait(execute(pgconn)), conn)
-    prepared = _prepared_on.get(conn)
-    if prepared is None:
-        prepared = _prepared_on[conn] = set()
+        return _loaded(transformer, await _wait(pgconn), conn)
+    prepared = lean.prepared
     for attempt in (1, 2):
         if name not in prepared:
             pgconn.send_prepare(name, query.query, param_types=query.types)
-            _result(await conn.wait(execute(pgconn)), conn)
+            _result(await _wait(pgconn), conn)
             prepared.add(name)
         pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
-        results = await conn.wait(execute(pgconn))
+        results = await _wait(pgconn)
         if attempt == 1 and _statement_missing(results):
             # The server forgot it (a DEALLOCATE ALL or DISCARD ALL on this connection):
             # prepare it again.
@@ -477,6 +493,40 @@ async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) 
             continue
         break
     return _loaded(transformer, results, conn)
+
+
+async def _wait(pgconn: Any) -> list[Any]:
+    """The results of the statement just sent on ``pgconn`` (psycopg's ``execute``
+    generator, driven from the event loop as ``AsyncConnection.wait`` drives it, without
+    its periodic timer: the watchdog bounds the wait). A task cancelled meanwhile leaves
+    the connection busy, and the pool discards it when it comes back."""
+    gen = execute(pgconn)
+    try:
+        state = next(gen)
+        loop = asyncio.get_running_loop()
+        fd = pgconn.socket
+        while True:
+            woken: asyncio.Future[int] = loop.create_future()
+            if state & WAIT_R:
+                loop.add_reader(fd, _wake, woken, READY_R)
+            if state & WAIT_W:
+                loop.add_writer(fd, _wake, woken, READY_W)
+            try:
+                ready = await woken
+            finally:
+                if state & WAIT_R:
+                    loop.remove_reader(fd)
+                if state & WAIT_W:
+                    loop.remove_writer(fd)
+            state = gen.send(ready)
+    except StopIteration as done:
+        results: list[Any] = done.value
+        return results
+
+
+def _wake(woken: asyncio.Future[int], ready: int) -> None:
+    if not woken.done():
+        woken.set_result(ready)
 
 
 def _statement_missing(results: list[Any]) -> bool:
