@@ -254,6 +254,22 @@ def _head(path: str) -> str:
     return "/".join(path.split("/", 4)[:4])
 
 
+def once_per_request(plain: Callable[[Request], Q | None]) -> Callable[[Request], Q | None]:
+    """``plain``, remembered in the request's scope: a route asks it twice (whether to take
+    the fast path, then for the read that rides on the authentication)."""
+    key = f"llmo.plain.{plain.__module__}.{plain.__qualname__}"
+
+    def remembered(request: Request) -> Q | None:
+        scope = request.scope
+        if key in scope:
+            known: Q | None = scope[key]
+            return known
+        answer = scope[key] = plain(request)
+        return answer
+
+    return remembered
+
+
 def plain_query(request: Request, names: Container[str]) -> dict[str, str] | None:
     """The query's values by name when every parameter is one of ``names`` and given once;
     None otherwise."""

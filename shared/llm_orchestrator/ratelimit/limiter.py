@@ -20,6 +20,9 @@ WINDOWS: tuple[tuple[str, timedelta, str], ...] = (
 )
 
 
+_SECONDS = tuple(round(size.total_seconds()) for _, size, _ in WINDOWS)
+
+
 @dataclass(frozen=True)
 class TierLimits:
     per_minute: int
@@ -59,12 +62,6 @@ class RateLimitStatus:
         }
 
 
-def _window_start(now: datetime, size: timedelta) -> datetime:
-    epoch = now.timestamp()
-    seconds = size.total_seconds()
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=now.tzinfo)
-
-
 class RateLimiter:
     def __init__(
         self,
@@ -79,6 +76,8 @@ class RateLimiter:
         self._now = clock
         self._purge_every = purge_every
         self._checks = 0
+        self._values: dict[str, tuple[int, ...]] = {}
+        """Each tier's limits in the order of ``WINDOWS``."""
         self._table = RateTable(
             [window for window, _, _ in WINDOWS],
             {
@@ -100,17 +99,32 @@ class RateLimiter:
             # Every process sweeps now and then, so no scheduler is needed on Lambda and
             # the counters table holds about two days of windows, not all of history.
             await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
+        epoch = now.timestamp()
         return RateCharge(
             at=now,
-            starts=[_window_start(now, size) for _, size, _ in WINDOWS],
+            start_epochs=tuple(round(epoch - epoch % seconds) for seconds in _SECONDS),
             table=self._table,
         )
 
     def settle(self, charge: RateCharge, tier: str, hits: Sequence[int]) -> RateLimitStatus:
         """The status of a request counted by a query (hits including it, as
         ``rate_limit_hit`` answers); raises ``RateLimited`` when it went over a limit."""
+        limits = self._limits(tier)
+        values = self._values.get(tier)
+        if values is None:
+            values = self._values[tier] = tuple(limits.for_window(w) for w, _, _ in WINDOWS)
+        if len(hits) == len(values) and all(n <= v for n, v in zip(hits, values, strict=True)):
+            # Allowed, the case of nearly every request: ``_conclude``'s answer (the window
+            # with the smallest share left, the first of equals) without its objects.
+            tightest = min(range(len(values)), key=lambda i: (values[i] - hits[i]) / values[i])
+            return RateLimitStatus(
+                values[tightest],
+                max(0, values[tightest] - hits[tightest]),
+                charge.start_epochs[tightest] + _SECONDS[tightest],
+                WINDOWS[tightest][2],
+            )
         allowed, counts = evaluate(self._windows(charge, tier), hits)
-        return self._conclude(charge.at, self._limits(tier), allowed, counts)
+        return self._conclude(charge.at, limits, allowed, counts)
 
     async def check(
         self, subject: str, tier: str, *, timeout: float | None = None

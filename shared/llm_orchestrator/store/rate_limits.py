@@ -38,20 +38,25 @@ class RateTable:
 @dataclass(frozen=True)
 class RateCharge:
     """One request to count, for a subject whose tier a query learns on the way: when it
-    was made, the start of each of ``table``'s windows it counts in, and the table."""
+    was made, the start of each of ``table``'s windows it counts in (in whole seconds since
+    the epoch), and the table."""
 
     at: datetime
-    starts: list[datetime]
+    start_epochs: tuple[int, ...]
     table: RateTable
 
     @property
     def names(self) -> tuple[str, ...]:
         return self.table.names
 
+    @property
+    def starts(self) -> list[datetime]:
+        return [datetime.fromtimestamp(start, tz=self.at.tzinfo) for start in self.start_epochs]
+
     def params(self) -> dict[str, Any]:
         """The parameters of :meth:`RateTable.hit_sql`'s statement: only the windows'
         starts vary between requests, and whole seconds are the cheapest values to send."""
-        return {f"rl_start_{i}": round(start.timestamp()) for i, start in enumerate(self.starts)}
+        return {f"rl_start_{i}": start for i, start in enumerate(self.start_epochs)}
 
 
 def _literal(text: str) -> str:

@@ -13,7 +13,13 @@ from pydantic import WithJsonSchema
 
 from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
-from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_int, plain_query
+from llm_orchestrator.api.fast_path import (
+    FastPathRoute,
+    fast_path,
+    once_per_request,
+    plain_int,
+    plain_query,
+)
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     ExecuteRequest,
@@ -45,6 +51,7 @@ Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 
 
+@once_per_request
 def _plain_status_query(request: Request) -> tuple[str, int] | None:
     """``executionId`` and ``wait`` of a status read if plainly well-formed (what FastAPI
     would accept, with the values it would give); None for anything else."""

@@ -11,7 +11,13 @@ from pydantic import WithJsonSchema
 
 from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
-from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_int, plain_query
+from llm_orchestrator.api.fast_path import (
+    FastPathRoute,
+    fast_path,
+    once_per_request,
+    plain_int,
+    plain_query,
+)
 from llm_orchestrator.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.workflows import (
@@ -47,6 +53,7 @@ class _ListQuery:
     version: str | None
 
 
+@once_per_request
 def _plain_list_query(request: Request) -> _ListQuery | None:
     """The query of ``GET /workflows`` if plainly well-formed (what FastAPI would accept,
     with the values it would give); None for anything else, which FastAPI answers."""
