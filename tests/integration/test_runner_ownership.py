@@ -108,7 +108,8 @@ async def test_cancel_through_another_runner_stops_the_owners_run(
         assert runs(other) == 0
         fake_openai.release()
         prompts = [r.body["messages"][0]["content"] for r in fake_openai.requests_to(CHAT)]
-        assert prompts == ["a 1"], "a step ran after the cancel"
+        # The held call may be recorded or not (its client went away); nothing came after.
+        assert set(prompts) <= {"a 1"}, "a step ran after the cancel"
 
 
 async def test_resume_through_another_runner_releases_the_owners_parked_run(

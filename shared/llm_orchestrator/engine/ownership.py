@@ -156,7 +156,7 @@ class Ownership:
                 continue  # someone else claimed it first: ask them
             assert owner.runner_id is not None
             answer = await self._ask(owner.runner_id, action, execution_id, actor, deadline)
-            if answer is not None:
+            if answer is not None and not answer.get("moved"):
                 if answer.get("error"):
                     raise ServiceUnavailable(str(answer["error"]))
                 return bool(answer.get("found"))
@@ -210,9 +210,14 @@ class Ownership:
                 message["execution"],
                 message["reply_to"],
             )
-            answer["found"] = await self._engine.carry_out(
-                str(message["action"]), str(message["execution"]), actor
-            )
+            owner = await self._runners.owner(str(message["execution"]))
+            if owner is not None and owner.runner_id != self.runner_id:
+                # Taken over meanwhile (restored by another worker): ask the new owner.
+                answer["moved"] = True
+            else:
+                answer["found"] = await self._engine.carry_out(
+                    str(message["action"]), str(message["execution"]), actor
+                )
         except Exception as exc:
             log.exception("control request %s failed", message.get("action"))
             answer["error"] = (
