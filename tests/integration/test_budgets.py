@@ -270,7 +270,7 @@ def test_the_app_role_reads_and_writes_the_usage_and_budget_tables(database_url:
         for _ in range(2):
             app.execute(
                 "INSERT INTO user_spend (owner_id, month, spent_usd) VALUES ('user-role',"
-                " '2026-11-01', 0.5) ON CONFLICT (owner_id, month)"
+                " '2026-11-01', 0.5) ON CONFLICT (owner_id, month, shard)"
                 " DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
             )
         app.execute("INSERT INTO user_budgets (user_id, monthly_usd) VALUES ('user-role', 1)")

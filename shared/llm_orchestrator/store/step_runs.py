@@ -23,6 +23,7 @@ from llm_orchestrator.store.usage import (
     CallRow,
     PriceRow,
     ledger_parameters,
+    spent_sql,
 )
 
 _ACTIVE = [status.value for status in ACTIVE]
@@ -131,11 +132,10 @@ _CONTEXT = (
 )
 _CONTEXT_FROM = (
     " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
-    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly,"
-    "   coalesce(us.spent_usd, 0) AS budget_spent FROM users u"
+    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly, "
+    + spent_sql("u.id", "%({month})s::date")
+    + " AS budget_spent FROM users u"
     "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
-    "   LEFT JOIN user_spend us ON us.owner_id = u.id"
-    "   AND us.month = %({month})s::date"
     "   WHERE u.id = e.owner_id AND %({month})s::date IS NOT NULL) b ON TRUE"
 )
 # The automatic checkpoint of a completed step: the other completed steps as of the
@@ -165,14 +165,9 @@ def _begin_parameters(
     month_name: str = "month",
 ) -> dict[str, Any]:
     return {
-        "active": _ACTIVE,
         "step": step_id,
         "type": step_type,
         "provider": provider,
-        "running_step": StepStatus.RUNNING.value,
-        "completed_step": StepStatus.COMPLETED.value,
-        "pending_execution": ExecutionStatus.PENDING.value,
-        "running_execution": ExecutionStatus.RUNNING.value,
         month_name: month,
         "price_providers": [key[0] for key in price_keys],
         "price_models": [key[1] for key in price_keys],
@@ -262,18 +257,7 @@ class StepRunRepository:
         """
         async with self._db.connection() as conn:
             cur = await conn.execute(
-                "WITH "
-                + _LOCKED_EXECUTION
-                + ", "
-                + _BEGIN.format(guard="")
-                + " SELECT "
-                + _CONTEXT
-                + ","
-                " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
-                "   AS step_status,"
-                " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
-                "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
-                "   AS outputs" + _CONTEXT_FROM.format(month="month"),
+                _BEGIN_SQL,
                 {
                     "execution_id": execution_id,
                     **_begin_parameters(step_id, step_type, provider, month, price_keys),
@@ -552,8 +536,6 @@ def _completion(
 ) -> dict[str, Any]:
     """The parameters of :func:`_completion_sql`."""
     parameters: dict[str, Any] = {
-        "completed_step": StepStatus.COMPLETED.value,
-        "running_step": StepStatus.RUNNING.value,
         "outputs": Jsonb(outputs),
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
@@ -633,10 +615,39 @@ def _complete_and_begin_sql(*, calls: bool) -> str:
 
 
 def _compact(sql: str) -> str:
-    """One space between words: psycopg parses a statement once and caches it only up to
-    4,096 characters (``MAX_CACHED_STATEMENT_LENGTH``), and a step's completion with its
-    next step's begin is near that once indented; beyond it every execution re-parses it."""
+    """One space between words, and the statuses written in as literals: psycopg parses a
+    statement once and caches it only up to 4,096 characters (``MAX_CACHED_STATEMENT_LENGTH``),
+    and a step's completion with its next step's begin is near that once indented; beyond
+    it every execution re-parses it. The statuses are the code's own constants, so a
+    literal is as safe as a parameter, and one parameter fewer to adapt and send each time."""
+    for placeholder, literal in _STATUS_LITERALS.items():
+        sql = sql.replace(placeholder, literal)
     return " ".join(sql.split())
+
+
+def _literal(status: str) -> str:
+    if not status.isidentifier():  # nothing that would need quoting
+        raise ValueError(f"status {status!r} cannot be written as a plain literal")
+    return f"'{status}'"
+
+
+_STATUS_LITERALS = {
+    "%(running_step)s": _literal(StepStatus.RUNNING.value),
+    "%(completed_step)s": _literal(StepStatus.COMPLETED.value),
+    "%(pending_execution)s": _literal(ExecutionStatus.PENDING.value),
+    "%(running_execution)s": _literal(ExecutionStatus.RUNNING.value),
+    "= ANY(%(active)s)": "IN (" + ", ".join(_literal(status) for status in _ACTIVE) + ")",
+}
+
+
+_BEGIN_SQL = _compact(
+    "WITH " + _LOCKED_EXECUTION + ", " + _BEGIN.format(guard="") + " SELECT " + _CONTEXT + ","
+    " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
+    "   AS step_status,"
+    " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
+    "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
+    "   AS outputs" + _CONTEXT_FROM.format(month="month")
+)
 
 
 def _month(month: date | None) -> date:

@@ -1,9 +1,11 @@
 """Provider calls, their cost, price overrides and per-user monthly spend.
 
 ``provider_calls`` is append-only (money spent stays spent when a restore forgets a step
-run or a workflow is deleted); ``user_spend`` is one counter row per user and month,
-incremented in the same statement that records the calls, so concurrent executions of one
-user serialise on it and no increment is lost.
+run or a workflow is deleted); ``user_spend`` holds a user's spend in a month as counter
+rows, one per shard, incremented in the same statement that records the calls, so no
+increment is lost; a statement adds to the shard of its connection (``SPEND_SHARDS``), so
+concurrent executions of one user rarely wait for each other's commit. The spend is the
+sum of the user's rows (``spent_sql``).
 """
 
 from __future__ import annotations
@@ -65,11 +67,25 @@ class UsageTotals:
     """``(provider, model)`` → USD of the calls whose price was known."""
 
 
+SPEND_SHARDS = 64
+"""Counter rows per user and month at most: a statement adds to row ``mod(pg_backend_pid(),
+SPEND_SHARDS)``, and one connection runs one transaction at a time, so two statements wait
+for one another only when their connections' pids collide modulo this."""
+
+
+def spent_sql(user: str, month: str) -> str:
+    """The SQL expression of a user's spend in a month (the sum of its shards' rows);
+    ``user`` and ``month`` are SQL expressions."""
+    return (
+        "(SELECT coalesce(sum(s.spent_usd), 0) FROM user_spend s"
+        f" WHERE s.owner_id = {user} AND s.month = {month})"
+    )
+
+
 _BUDGET = (
-    "SELECT u.id, b.user_id IS NOT NULL AS explicit, b.monthly_usd,"
-    " coalesce(s.spent_usd, 0) AS spent FROM users u"
-    " LEFT JOIN user_budgets b ON b.user_id = u.id"
-    " LEFT JOIN user_spend s ON s.owner_id = u.id AND s.month = %(month)s "
+    "SELECT u.id, b.user_id IS NOT NULL AS explicit, b.monthly_usd, "
+    + spent_sql("u.id", "%(month)s")
+    + " AS spent FROM users u LEFT JOIN user_budgets b ON b.user_id = u.id "
 )
 
 
@@ -254,10 +270,11 @@ LEDGER_CTES = (
     "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
     "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
     "  c.cost_usd, c.dimension FROM c CROSS JOIN owner RETURNING 1),"
-    " spend AS (INSERT INTO user_spend (owner_id, month, spent_usd)"
-    "  SELECT owner.owner_id, %(month)s, sum(c.cost_usd) FROM c CROSS JOIN owner"
+    " spend AS (INSERT INTO user_spend (owner_id, month, shard, spent_usd)"
+    f"  SELECT owner.owner_id, %(month)s, mod(pg_backend_pid(), {SPEND_SHARDS}),"
+    "  sum(c.cost_usd) FROM c CROSS JOIN owner"
     "  GROUP BY owner.owner_id HAVING sum(c.cost_usd) > 0"
-    "  ON CONFLICT (owner_id, month)"
+    "  ON CONFLICT (owner_id, month, shard)"
     "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
     "  RETURNING 1)"
 )
