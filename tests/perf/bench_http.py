@@ -606,6 +606,16 @@ def _bench_concurrent(
                 (ids,),
             ).fetchall()
             raise AssertionError(f"{pending} unfinished, {failed} not completed: {rows}")
+        if workers > 1:
+            shares = conn.execute(
+                "SELECT count(*) FROM executions WHERE id = ANY(%s) GROUP BY runner_id"
+                " ORDER BY 1 DESC",
+                (ids,),
+            ).fetchall()
+            report(
+                f"concurrent_{CONCURRENT}_per_worker{named}",
+                " / ".join(str(share) for (share,) in shares),
+            )
     ours = (last - db_start).total_seconds()
     total_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
     report(
