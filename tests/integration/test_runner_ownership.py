@@ -209,3 +209,37 @@ async def test_orphans_are_claimed_once_by_runners_claiming_at_the_same_time(
     fake_openai.release()
     everything = [execution_id for one in claimed for execution_id in one]
     assert sorted(everything) == sorted(ids), "an orphan was claimed twice or not at all"
+
+
+async def test_resume_of_an_execution_whose_owner_is_gone_runs_it_where_it_arrived(
+    settings: Settings, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    async with serving(settings, fake_openai) as other, client_of(other) as other_http:
+        session = await admin_of(other_http)
+        async with serving(settings, fake_openai) as owner, client_of(owner) as owner_http:
+            workflow_id, execution_id = await launch_held(
+                owner_http, session, fake_openai, STEPS, {"x": "4"}
+            )
+            paused = await owner_http.post(
+                f"/workflows/{workflow_id}/pause",
+                headers=session.headers,
+                params={"executionId": execution_id},
+            )
+            assert paused.status_code == 200, paused.text
+            fake_openai.release()
+            await wait_parked(owner, execution_id, "b")
+            gone = lease_of(owner)
+        # The owner has stopped (its parked run with it); paused executions are not
+        # recovered, so nobody runs this one until it is resumed.
+        assert runner_of(database_url, execution_id) == gone
+        resumed = await other_http.post(
+            f"/workflows/{workflow_id}/resume",
+            headers=session.headers,
+            params={"executionId": execution_id},
+        )
+        assert resumed.status_code == 200, resumed.text
+        assert runner_of(database_url, execution_id) == lease_of(other)
+        body = await wait_for(other_http, session, workflow_id, execution_id)
+        assert body["status"] == "completed"
+        prompts = [r.body["messages"][0]["content"] for r in fake_openai.requests_to(CHAT)]
+        assert sorted(prompts) == ["a 4", "b echo: a 4"]
