@@ -79,6 +79,7 @@ from llm_orchestrator.workflows.templating import TemplateError, render, render_
 log = logging.getLogger(__name__)
 
 DEFINITION_CACHE_SIZE = 1024
+BEGIN_SHAPES_CACHED = 8192
 RETRY_AFTER_MARGIN_SECONDS = 1.0
 """Left unslept of the invocation's (and the attempt's) remaining time when waiting out a
 provider's Retry-After, so the step runner still returns its error before being cut off."""
@@ -258,6 +259,9 @@ class StepRunner:
         self._now = clock
         self._vectors = vector_stores or NoVectorStores()
         self._definitions = _Definitions(repo)
+        self._begins: IdentityCache[
+            AnyStep, tuple[str | None, bool, tuple[tuple[str, str], ...]]
+        ] = IdentityCache(BEGIN_SHAPES_CACHED)
 
     def remember_definition(self, execution_id: str, definition: dict[str, Any]) -> None:
         """Seed the cache with an execution's pinned definition (saves its first read)."""
@@ -421,19 +425,21 @@ class StepRunner:
 
     def _begin_of(self, step: AnyStep, month: date | None) -> NextStep:
         """What beginning ``step`` needs; ``month`` counts only for a provider's steps."""
+        provider, calls_provider, keys = self._begins.get(step, self._begin_shape)
+        return NextStep(step.id, step.type, provider, month if calls_provider else None, keys)
+
+    def _begin_shape(self, step: AnyStep) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
+        """What a step's begins always pass: its provider (or database), whether it calls a
+        provider, and the price keys of its calls. Worked out once per step of a cached
+        definition, not once per begin."""
         provider = (
             step.database
             if isinstance(step, VectorSearchStep | VectorUpsertStep)
             else step.provider
         )
         calls_provider = isinstance(step, LlmStep | EmbedStep)
-        return NextStep(
-            step.id,
-            step.type,
-            provider,
-            month if calls_provider else None,
-            _price_keys(step) if calls_provider and self._usage else (),
-        )
+        keys = tuple(_price_keys(step)) if calls_provider and self._usage else ()
+        return provider, calls_provider, keys
 
     async def _record_alone(self, execution_id: str, step_id: str, calls: CallLog) -> None:
         assert self._usage is not None

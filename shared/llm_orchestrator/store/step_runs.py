@@ -8,6 +8,7 @@ cancel, a restore or the run's end, cannot both win (see each method).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,6 +20,7 @@ from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStat
 from llm_orchestrator.store.db import Connection, Database
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
+    OWNER_CTE,
     BudgetRow,
     CallRow,
     PriceRow,
@@ -127,7 +129,7 @@ _CONTEXT = (
     " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
     "   p.input_usd_per_million, p.output_usd_per_million))"
     "   FROM model_prices p WHERE (p.provider, p.model) IN"
-    "   (SELECT * FROM unnest(%(price_providers)s::text[], %(price_models)s::text[])))"
+    "   (SELECT * FROM jsonb_to_recordset(%(price_keys)s::jsonb) AS k (provider text, model text)))"
     "   AS prices"
 )
 _CONTEXT_FROM = (
@@ -169,9 +171,16 @@ def _begin_parameters(
         "type": step_type,
         "provider": provider,
         month_name: month,
-        "price_providers": [key[0] for key in price_keys],
-        "price_models": [key[1] for key in price_keys],
+        "price_keys": _price_keys_json(tuple(price_keys)),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _price_keys_json(price_keys: tuple[tuple[str, str], ...]) -> str:
+    """The ``(provider, model)`` pairs as the JSON text the begin reads them from: a step
+    asks for the same few pairs every time, and one text parameter costs less to adapt
+    than two arrays."""
+    return json.dumps([{"provider": provider, "model": model} for provider, model in price_keys])
 
 
 def _context(row: dict[str, Any]) -> StepContext:
@@ -573,8 +582,12 @@ def _completion_sql(*, calls: bool, locked: bool) -> str:
     # whatever its status; the rest only if the attempt is still running, as the row locked
     # by ``prior`` says (SET's own reads see the same version).
     running = "p.live"
+    ledger = LEDGER_CTES
+    if locked:  # the execution's row is read already, as ``e``
+        ledger = ledger.replace(OWNER_CTE, "owner AS (SELECT owner_id FROM e),")
+        assert ledger != LEDGER_CTES
     return _compact(
-        LEDGER_CTES + ","
+        ledger + ","
         " prior AS (SELECT r.status = %(running_step)s AS live FROM step_runs r"
         + (" JOIN e ON e.id = r.execution_id" if locked else "")
         + " WHERE r.execution_id = %(execution_id)s"

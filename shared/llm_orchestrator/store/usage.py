@@ -260,12 +260,16 @@ class UsageRepository:
         return UsageTotals(tokens, cost)
 
 
+OWNER_CTE = "owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
+"""The ledger's read of the calls' owner: a statement that has the execution row already
+may replace it."""
+
 LEDGER_CTES = (
     "c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
     "  provider text, model text, outcome text, latency_ms float8,"
-    "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
-    " owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
-    " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
+    "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)), "
+    + OWNER_CTE
+    + " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
     "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
     "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
     "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
