@@ -662,14 +662,34 @@ def resolve_secrets_key(settings: Settings) -> bytes:
 
 
 def _read_or_create_secret_file(path: Path, generate: Callable[[], str] | None = None) -> str:
+    """The secret kept in ``path``, created on first use.
+
+    Several processes may get here at once (``llmo serve --workers`` starts them together):
+    the value is written and synced to a file of this process's own first, then linked to
+    ``path``, which fails if another process got there first. So ``path`` never exists
+    half-written, and every process ends up with the one value that won.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    if not path.exists():
         value = generate() if generate is not None else _secrets.token_urlsafe(48)
-        handle.write(value)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(value)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(draft, path)
+            return value
+        except FileExistsError:
+            pass  # another process linked its value first: use that one
+        finally:
+            draft.unlink(missing_ok=True)
+    value = path.read_text(encoding="utf-8").strip()
+    if not value:
+        raise RuntimeError(
+            f"{path.name} in the data directory is empty: delete it to make a new one"
+        )
     return value
 
 

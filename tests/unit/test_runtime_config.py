@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +69,44 @@ def test_locally_the_jwt_secret_is_generated_once_and_kept(tmp_path: Path) -> No
 
     assert first == second and len(first) >= 32
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
+
+
+def _resolve_in_child(data_dir: str, start: Any, out: Any) -> None:
+    start.wait()
+    try:
+        out.put(resolve_jwt_secret(Settings(data_dir=Path(data_dir))))
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        out.put(f"error: {exc!r}")
+
+
+def test_processes_creating_the_jwt_secret_at_once_all_read_the_same_whole_value(
+    tmp_path: Path,
+) -> None:
+    # `llmo serve --workers N` starts its workers together on a new data dir: none may read
+    # the file between its creation and its write (an empty secret signs forgeable tokens).
+    context = multiprocessing.get_context("fork")
+    for round_ in range(12):
+        data_dir = tmp_path / str(round_)
+        start, out = context.Event(), context.Queue()
+        children = [
+            context.Process(target=_resolve_in_child, args=(str(data_dir), start, out))
+            for _ in range(4)
+        ]
+        for child in children:
+            child.start()
+        start.set()
+        values = [out.get(timeout=30) for _ in children]
+        for child in children:
+            child.join(timeout=30)
+
+        assert len(set(values)) == 1, values
+        assert len(values[0]) >= 32
+        assert (data_dir / "jwt-secret").read_text(encoding="utf-8") == values[0]
+        assert sorted(p.name for p in data_dir.iterdir()) == ["jwt-secret"]
+
+
+def test_an_empty_secret_file_is_refused_not_used(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret").write_text("")
+
+    with pytest.raises(RuntimeError, match="jwt-secret in the data directory is empty"):
+        resolve_jwt_secret(Settings(data_dir=tmp_path))
