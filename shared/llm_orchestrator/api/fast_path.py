@@ -84,14 +84,15 @@ class _Serializer:
             "exclude_none": route.response_model_exclude_none,
         }
 
-    def __call__(self, content: Any) -> Response:
+    def body(self, content: Any) -> bytes:
         value, errors = self._field.validate(content, {}, loc=("response",))
         if errors:
             raise ResponseValidationError(errors=errors, body=content)
+        return self._field.serialize_json(value, **self._options)
+
+    def __call__(self, content: Any) -> Response:
         return Response(
-            content=self._field.serialize_json(value, **self._options),
-            status_code=self.status_code,
-            media_type="application/json",
+            content=self.body(content), status_code=self.status_code, media_type="application/json"
         )
 
 
@@ -202,22 +203,28 @@ class HotReads:
         try:
             with request_deadlines():
                 try:
-                    response = hot.serialize(await hot.answer.serve(request, query))
+                    body = hot.serialize.body(await hot.answer.serve(request, query))
                 except Exception as exc:
                     handler = self._handler(exc)
                     if handler is None:
                         await self._fail(request, exc, send)
                         raise
-                    response = await handler(request, exc)
-            status = response.status_code
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": with_response_headers(response.raw_headers, state),
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
+                    response: Response = await handler(request, exc)
+                    headers = with_response_headers(response.raw_headers, state)
+                    status, body = response.status_code, bytes(response.body)
+                else:
+                    # What Starlette's ``Response`` and ``with_response_headers`` make of
+                    # it (neither header of the first is one of the second's).
+                    headers = [
+                        (b"content-length", b"%d" % len(body)),
+                        (b"content-type", b"application/json"),
+                        (b"x-request-id", state["request_id"].encode("latin-1")),
+                    ]
+                    for name, value in state.get("rate_limit_headers", {}).items():
+                        headers.append((name.lower().encode(), value.encode("latin-1")))
+                    status = hot.serialize.status_code
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         finally:
             self._metrics.record(hot.path, status)
 
