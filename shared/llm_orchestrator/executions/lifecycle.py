@@ -227,6 +227,7 @@ class ExecutionLifecycle:
                 now=self._now(),
                 events=events,
                 live_triggers=self.on_ended is not None and self.live_triggers_at_end(),
+                pinned=execution if isinstance(execution, ExecutionRecord) else None,
             )
         else:
             async with self._repo.transaction() as conn:

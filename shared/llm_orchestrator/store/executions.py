@@ -9,6 +9,7 @@ reads and writes are in ``store.step_runs``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
@@ -25,6 +26,7 @@ from llm_orchestrator.executions.status import (
     ExecutionStatus,
     StepStatus,
 )
+from llm_orchestrator.memo import IdentityCache
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.db import Connection, Database, Read, Row, owner_clause
 from llm_orchestrator.store.step_runs import (
@@ -35,6 +37,7 @@ from llm_orchestrator.store.step_runs import (
 )
 from llm_orchestrator.store.triggers import LIVE_EVENT_TRIGGERS, TriggerRecord, trigger_record
 
+PINNED_JSON_CACHED = 64
 _ACTIVE = [status.value for status in ACTIVE]
 _UNFINISHED = [status.value for status in UNFINISHED]
 
@@ -69,7 +72,8 @@ class ExecutionRecord(ExecutionSummary):
 
 
 _Execution = TypeVar("_Execution", bound=ExecutionSummary)
-_SUMMARY_COLUMNS = ", ".join(ExecutionSummary.__dataclass_fields__)
+_SUMMARY_FIELDS = tuple(ExecutionSummary.__dataclass_fields__)
+_SUMMARY_COLUMNS = ", ".join(_SUMMARY_FIELDS)
 
 
 def _row_as(kind: type[_Execution], row: dict[str, Any]) -> _Execution:
@@ -117,6 +121,7 @@ def _execution(row: dict[str, Any]) -> ExecutionRecord:
 class ExecutionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._pinned_json: IdentityCache[dict[str, Any], bytes] = IdentityCache(PINNED_JSON_CACHED)
         self.runner_id: int | None = None
         """The runner (``store.runners``) this process is: every execution it creates or
         restores is written as its own, in the same statement, so no other runner can
@@ -166,12 +171,21 @@ class ExecutionRepository:
             completed_at=None,
             updated_at=now,
         )
+        pinned = (self._pinned(definition), self._pinned(state_machine))
         if conn is not None:
-            await _insert(conn, record, event, self.runner_id)
+            await _insert(conn, record, event, self.runner_id, pinned)
         else:
             async with self._db.connection() as own:
-                await _insert(own, record, event, self.runner_id)
+                await _insert(own, record, event, self.runner_id, pinned)
         return record
+
+    def _pinned(self, document: dict[str, Any]) -> Jsonb:
+        """``document`` (a pinned definition or compiled state machine, which executions of
+        one workflow share as the very same object) as a jsonb parameter whose JSON text is
+        encoded once per document, not once per execution: a 50-step chain's state machine
+        is ~96 KB of JSON."""
+        encoded = self._pinned_json.get(document, _encoded)
+        return Jsonb(document, dumps=lambda _: encoded)
 
     async def get(
         self,
@@ -298,6 +312,7 @@ class ExecutionRepository:
         now: datetime,
         events: Mapping[ExecutionStatus, tuple[str, dict[str, Any]]],
         live_triggers: bool = False,
+        pinned: ExecutionRecord | None = None,
     ) -> tuple[ExecutionRecord | None, list[TriggerRecord] | None]:
         """:meth:`finish` with its audit event, in one statement (no transaction around
         it): ``events`` holds the event's outbox insert (``AuditTrail.outbox_write``) for
@@ -307,7 +322,24 @@ class ExecutionRepository:
         the ending is not ``completed``. None (nothing written) if the execution has ended.
         With ``live_triggers`` the statement also reads the live event triggers
         (``store.triggers.LIVE_EVENT_TRIGGERS``, in their order), returned beside the
-        execution for its completion event (None without)."""
+        execution for its completion event (None without). ``pinned``: the execution as it
+        was started, whose definition and state machine (which never change) the returned
+        record takes instead of reading them back (the bulk of the row: a 50-step chain's
+        state machine is ~96 KB of JSON to send and decode)."""
+        returned = "*" if pinned is None else _SUMMARY_COLUMNS
+
+        def record_of(row: dict[str, Any]) -> ExecutionRecord:
+            if pinned is None:
+                return _execution(row)
+            return ExecutionRecord(
+                **{
+                    **{k: row[k] for k in _SUMMARY_FIELDS},
+                    "status": ExecutionStatus(row["status"]),
+                },
+                definition=pinned.definition,
+                state_machine=pinned.state_machine,
+            )
+
         params: dict[str, Any] = {
             "status": status.value,
             "failed_status": ExecutionStatus.FAILED.value,
@@ -324,7 +356,7 @@ class ExecutionRepository:
             " status = CASE WHEN error IS NULL THEN %(status)s ELSE %(failed_status)s END,"
             " error = COALESCE(error, %(error)s),"
             " completed_at = %(now)s, updated_at = %(now)s, pause_requested = false"
-            " WHERE id = %(id)s AND status = ANY(%(active)s) RETURNING *)",
+            " WHERE id = %(id)s AND status = ANY(%(active)s) RETURNING " + returned + ")",
             # What _after_failure does, for an ending other than completed.
             "closed AS (UPDATE step_runs r SET status = %(step_failed)s,"
             " error = COALESCE(r.error, ended.error), completed_at = %(now)s FROM ended"
@@ -344,7 +376,7 @@ class ExecutionRepository:
             async with self._db.connection() as conn:
                 cur = await conn.execute(sql, params)
                 row = await cur.fetchone()
-            return (_execution(row) if row else None), None
+            return (record_of(row) if row else None), None
         sql = (
             f"WITH {', '.join(ctes)} SELECT ended.*, t.id IS NOT NULL AS trigger__, t.*"
             f" FROM ended LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON TRUE"
@@ -358,7 +390,7 @@ class ExecutionRepository:
         if not rows:
             return None, None
         split = names.index("trigger__")
-        record = _execution(dict(zip(names[:split], rows[0][:split], strict=True)))
+        record = record_of(dict(zip(names[:split], rows[0][:split], strict=True)))
         triggers = [
             trigger_record(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
             for row in rows
@@ -487,12 +519,19 @@ _INSERT = (
 )
 
 
+def _encoded(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
 async def _insert(
     conn: Connection,
     record: ExecutionRecord,
     event: tuple[str, dict[str, Any]] | None = None,
     runner_id: int | None = None,
+    pinned: tuple[Jsonb, Jsonb] | None = None,
 ) -> None:
+    """``pinned``: the definition and the state machine as parameters, if already made."""
+    definition, state_machine = pinned or (Jsonb(record.definition), Jsonb(record.state_machine))
     sql = _INSERT
     params: dict[str, Any] = {
         "id": record.id,
@@ -500,8 +539,8 @@ async def _insert(
         "owner_id": record.owner_id,
         "status": record.status.value,
         "inputs": Jsonb(record.inputs),
-        "definition": Jsonb(record.definition),
-        "state_machine": Jsonb(record.state_machine),
+        "definition": definition,
+        "state_machine": state_machine,
         "timeout_seconds": record.timeout_seconds,
         "pause_requested": record.pause_requested,
         "cancel_requested": record.cancel_requested,
