@@ -8,6 +8,7 @@ creating the app does no I/O.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -122,12 +123,18 @@ def _document_what_is_enforced(app: FastAPI, routers: Sequence[APIRouter]) -> No
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+TELEMETRY_RECHECK_SECONDS = 1.0
+"""How soon an OpenTelemetry provider configured while serving sends hot reads through
+FastAPI's instrumentation too."""
+
+
 class OrchestratorApp(FastAPI):
     """FastAPI, with the plain reads of the hottest routes answered at its front
     (:class:`HotReads`: ahead of the middleware stack and the router, which cost a plain
     read more CPU than its own work)."""
 
     hot_reads: HotReads | None = None
+    _telemetry_seen: tuple[float, bool] = (-TELEMETRY_RECHECK_SECONDS, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = self.hot_reads
@@ -142,9 +149,16 @@ class OrchestratorApp(FastAPI):
 
     def _telemetry_on(self) -> bool:
         """Whether FastAPI's own OpenTelemetry instrumentation is on (an OpenTelemetry
-        provider is configured): then every request goes through FastAPI to be traced."""
-        telemetry = getattr(self, "_native_telemetry", None)
-        return telemetry is not None and bool(telemetry.enabled())
+        provider is configured): then every request goes through FastAPI to be traced.
+        Asked again at most every ``TELEMETRY_RECHECK_SECONDS`` (FastAPI's own check looks
+        at the global providers on every request, a measurable part of a hot read)."""
+        checked_at, on = self._telemetry_seen
+        now = time.monotonic()
+        if now - checked_at >= TELEMETRY_RECHECK_SECONDS:
+            telemetry = getattr(self, "_native_telemetry", None)
+            on = telemetry is not None and bool(telemetry.enabled())
+            self._telemetry_seen = (now, on)
+        return on
 
 
 def create_app(

@@ -162,7 +162,17 @@ class ExecutionPublic(BaseModel):
             usage=UsagePublic(
                 input_tokens=sum(u.input_tokens for u in used),
                 output_tokens=sum(u.output_tokens for u in used),
-                cost_usd=total_cost([u.model_dump() for u in used]),
+                # The three fields total_cost reads, not a dump of every call's attempts.
+                cost_usd=total_cost(
+                    [
+                        {
+                            "cost_usd": u.cost_usd,
+                            "input_tokens": u.input_tokens,
+                            "output_tokens": u.output_tokens,
+                        }
+                        for u in used
+                    ]
+                ),
             ),
         )
 
