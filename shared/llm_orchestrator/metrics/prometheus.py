@@ -123,7 +123,8 @@ class HttpRequestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "orchestrator_http_requests",
-            "HTTP requests served by this process (per instance), by route template and status",
+            "HTTP requests served by this server (per instance: a process, or every worker of"
+            " one llmo serve), by route template and status",
             labels=["route", "status"],
         )
         for (route, status), count in sorted(self._http.counts().items()):
