@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
+from psycopg.types.json import Jsonb
 
 from llm_orchestrator.api.app import OrchestratorApp, create_app, fixed_runtime
 from llm_orchestrator.api.fast_path import FastPathRoute, fast_path, plain_query
@@ -310,3 +311,161 @@ async def test_an_unexpected_error_on_the_front_is_a_500_envelope_and_counted(
     assert "secret" not in front.text
     _alike(front, stack)
     assert app.state.http_metrics.counts() == {("/api/v1/hot", 500): 2}
+
+
+# -- the bodies the fast path writes itself (``api/schemas/plain_json.py``) -----------------
+# The front builds these JSON bodies without the response models; FastAPI (a repeated
+# parameter) serialises the models. Every shape a body can take must come out the same.
+
+FIVE_STEPS = {
+    "name": "shapes",
+    "steps": [
+        {
+            "id": step_id,
+            "type": "llm",
+            "provider": "openai",
+            "model": "gpt-4",
+            "prompt": "hi",
+            "output": [f"o_{step_id}"],
+        }
+        for step_id in ("done", "broke", "busy", "bare", "waiting")
+    ],
+}
+CALLS = [
+    # A whole-number latency (a float field: 12.0), a price, a failed attempt without usage.
+    {
+        "provider": "openai",
+        "model": "gpt-4",
+        "outcome": "succeeded",
+        "latency_ms": 12,
+        "input_tokens": 3,
+        "output_tokens": 5,
+        "cost_usd": 0.000123,
+    },
+    {
+        "provider": "openai",
+        "model": "gpt-4",
+        "outcome": "ProviderUnavailable",
+        "latency_ms": 1.5,
+        "input_tokens": None,
+        "output_tokens": None,
+        "cost_usd": None,
+    },
+]
+UNPRICED = [{**CALLS[0], "model": "unknown ✓", "cost_usd": None, "latency_ms": 0.1}]
+ODD_TEXT = 'é ✓ 😀 "quoted" \\ back\tslash \u2028 \u001f </script>'
+
+
+async def test_the_status_bodies_the_front_writes_are_fastapis_in_every_shape(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer
+) -> None:
+    execution_id = await stored_execution(
+        server.runtime, admin.user_id, FIVE_STEPS, timeout_seconds=60
+    )
+    runs = [
+        ("done", "completed", {"o_done": {"t": ODD_TEXT, "n": 1.0, "big": 10**20}}, None, CALLS),
+        ("broke", "failed", None, {"type": "ProviderError", "message": ODD_TEXT}, UNPRICED),
+        ("busy", "running", None, None, None),
+        ("bare", "failed", {"o_bare": 1}, None, []),
+    ]
+    async with server.runtime.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT workflow_id FROM executions WHERE id = %s", (execution_id,)
+        )
+        workflow_id = (await cur.fetchone())["workflow_id"]
+        for n, (step_id, status, outputs, error, calls) in enumerate(runs):
+            await conn.execute(
+                "INSERT INTO step_runs (execution_id, step_id, step_type, provider, status,"
+                " outputs, error, attempts, input_tokens, output_tokens, latency_ms, calls)"
+                " VALUES (%s, %s, 'llm', 'openai', %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    execution_id,
+                    step_id,
+                    status,
+                    Jsonb(outputs) if outputs is not None else None,
+                    Jsonb(error) if error is not None else None,
+                    n,
+                    None if n == 2 else 3,
+                    None if n == 2 else 5,
+                    None if n == 2 else [20.0, 0.25, None, 7.5][n],
+                    Jsonb(calls) if calls is not None else None,
+                ),
+            )
+        await conn.execute(
+            "UPDATE executions SET inputs = %s WHERE id = %s",
+            (Jsonb({"x": ODD_TEXT, "f": 2.5, "none": None, "list": [1, "ü"]}), execution_id),
+        )
+    path = f"/workflows/{workflow_id}/status"
+
+    async def same_both_ways() -> dict[str, Any]:
+        plain = await client.get(f"{path}?executionId={execution_id}", headers=admin.headers)
+        by_fastapi = await client.get(
+            f"{path}?executionId=x&executionId={execution_id}", headers=admin.headers
+        )
+        _same(plain, by_fastapi)
+        body: dict[str, Any] = plain.json()
+        return body
+
+    pending = await same_both_ways()
+    assert [s["status"] for s in pending["steps"].values()] == [
+        "completed",
+        "failed",
+        "running",
+        "failed",
+        "pending",
+    ]
+    assert pending["steps"]["busy"]["usage"] is None and "error" not in pending
+    assert pending["steps"]["broke"]["usage"]["cost_usd"] is None
+    assert (
+        b'"latency_ms":12.0'
+        in (await client.get(f"{path}?executionId={execution_id}", headers=admin.headers)).content
+    )
+
+    # A running execution's error is not shown; an ended one's is.
+    error = {"type": "StepFailed", "message": ODD_TEXT, "step_id": "broke"}
+    async with server.runtime.db.connection() as conn:
+        await conn.execute(
+            "UPDATE executions SET status = 'running', error = %s WHERE id = %s",
+            (Jsonb(error), execution_id),
+        )
+    assert "error" not in await same_both_ways()
+    async with server.runtime.db.connection() as conn:
+        await conn.execute(
+            "UPDATE executions SET status = 'failed', completed_at = now() WHERE id = %s",
+            (execution_id,),
+        )
+    ended = await same_both_ways()
+    assert ended["error"] == error and ended["completed_at"] is not None
+
+
+async def test_the_list_bodies_the_front_writes_are_fastapis_at_every_page_edge(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    for n, description in enumerate((ODD_TEXT, None, "")):
+        body: dict[str, Any] = {**WORKFLOW, "name": f"wörk ✓ {n}", "version": f"{n}.0"}
+        if description is not None:
+            body["description"] = description
+        created = await client.post("/workflows", headers=admin.headers, json=body)
+        assert created.status_code == 201, created.text
+    total = (await client.get("/workflows", headers=admin.headers)).json()["total"]
+    assert total >= 3
+
+    for query in (
+        "limit=1",
+        "limit=1&offset=1",
+        f"offset={total - 1}",
+        f"offset={total}",
+        "offset=10000",
+        "name=w%C3%B6rk",
+        "name=nothing-matches",
+        "version=2.0&limit=100",
+    ):
+        plain = await client.get(f"/workflows?{query}", headers=admin.headers)
+        by_fastapi = await client.get(
+            f"/workflows?{query}&offset=0&"
+            + (f"offset={dict(p.split('=') for p in query.split('&')).get('offset', '0')}"),
+            headers=admin.headers,
+        )
+        _same(plain, by_fastapi)
+    page = (await client.get("/workflows?name=w%C3%B6rk", headers=admin.headers)).json()
+    assert {w["description"] for w in page["workflows"]} == {ODD_TEXT, None, ""}

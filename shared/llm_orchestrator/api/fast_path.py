@@ -11,8 +11,8 @@ raw request alone whether its parameters are plainly well-formed (and what they 
 order: the app-wide input check, the caller's authentication and permission, the endpoint's
 body. Anything not plain goes to FastAPI untouched, so every refusal of a malformed request
 is FastAPI's own. The answer is serialised through the route's response model just as
-FastAPI does, and the OpenAPI document is still generated from the route's declared
-signature.
+FastAPI does, unless the fast path built its JSON itself (a :class:`JsonBody`, the same
+bytes), and the OpenAPI document is still generated from the route's declared signature.
 
 A fast path is taken at two depths. :class:`HotReads` answers a plain request at the very
 front of the app, ahead of the middleware stack and the router, and does itself what the
@@ -66,6 +66,11 @@ def fast_path(
     return mark
 
 
+class JsonBody(bytes):
+    """A fast path's answer already serialised, byte for byte what the route's response
+    model makes of it (``api/schemas/plain_json.py``): passed through as it is."""
+
+
 class _Serializer:
     """A route's answer as FastAPI's own handler serialises it (``serialize_response`` with
     ``dump_json``): validated against the response model, then JSON bytes."""
@@ -85,6 +90,8 @@ class _Serializer:
         }
 
     def body(self, content: Any) -> bytes:
+        if type(content) is JsonBody:
+            return content
         value, errors = self._field.validate(content, {}, loc=("response",))
         if errors:
             raise ResponseValidationError(errors=errors, body=content)

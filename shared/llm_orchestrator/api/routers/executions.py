@@ -15,6 +15,7 @@ from llm_orchestrator.api import audit_log, idempotency, long_poll
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
 from llm_orchestrator.api.fast_path import (
     FastPathRoute,
+    JsonBody,
     fast_path,
     once_per_request,
     plain_int,
@@ -27,6 +28,7 @@ from llm_orchestrator.api.schemas.executions import (
     ExecutionFinished,
     ExecutionPublic,
 )
+from llm_orchestrator.api.schemas.plain_json import execution_json
 from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
@@ -169,15 +171,16 @@ async def _answer(
     return status.HTTP_200_OK, ExecutionFinished.finished(await runtime.executions.wait(record))
 
 
-async def _status_plainly(request: Request, query: tuple[str, int]) -> ExecutionPublic:
+async def _status_plainly(request: Request, query: tuple[str, int]) -> JsonBody:
     """``execution_status``'s fast path: what its dependencies and body do, in order."""
     await reject_unstorable_input(request)
     runtime = await get_runtime(request)
     caller = await _status_reader(request)
     execution_id, wait = query
-    return await _status(
+    state = await _status(
         request, runtime, caller, request.path_params["workflow_id"], execution_id, wait
     )
+    return JsonBody(execution_json(state))
 
 
 @router.get("/{workflow_id}/status", response_model=ExecutionPublic)
@@ -190,7 +193,9 @@ async def execution_status(
     caller: StatusReader,
     wait: WaitSeconds = 0,
 ) -> ExecutionPublic:
-    return await _status(request, runtime, caller, workflow_id, execution_id, wait)
+    return ExecutionPublic.of(
+        await _status(request, runtime, caller, workflow_id, execution_id, wait)
+    )
 
 
 async def _status(
@@ -200,7 +205,7 @@ async def _status(
     workflow_id: str,
     execution_id: str,
     wait: int,
-) -> ExecutionPublic:
+) -> ExecutionState:
     read = runtime.executions.state_read(caller.owner_filter(), workflow_id, execution_id)
     answer = None if read is None else carried(request, read)
     if answer is not None and answer[0] is not None:
@@ -211,7 +216,7 @@ async def _status(
         await long_poll.changed_within(ExecutionWatchRepository(runtime.db), state, wait, request)
         # Changed or not, the answer is the state as it is now.
         state = await runtime.executions.state_of(state.record)
-    return ExecutionPublic.of(state)
+    return state
 
 
 Transition = Callable[[Principal, str, str, "Actor"], Awaitable["ExecutionState"]]

@@ -13,6 +13,7 @@ from llm_orchestrator.api.audit_log import AuditDep
 from llm_orchestrator.api.deps import RuntimeDep, carried, get_runtime, require
 from llm_orchestrator.api.fast_path import (
     FastPathRoute,
+    JsonBody,
     fast_path,
     once_per_request,
     plain_int,
@@ -20,6 +21,7 @@ from llm_orchestrator.api.fast_path import (
 )
 from llm_orchestrator.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
+from llm_orchestrator.api.schemas.plain_json import workflow_list_json
 from llm_orchestrator.api.schemas.workflows import (
     StateMachine,
     WorkflowList,
@@ -116,12 +118,13 @@ async def create_workflow(
     return WorkflowPublic.of(workflow)
 
 
-async def _list_plainly(request: Request, query: _ListQuery) -> WorkflowList:
+async def _list_plainly(request: Request, query: _ListQuery) -> JsonBody:
     """``list_workflows``'s fast path: what its dependencies and body do, in order."""
     await reject_unstorable_input(request)
     runtime = await get_runtime(request)
     caller = await _list_reader(request)
-    return await _list(request, runtime, caller, query)
+    records, total = await _page(request, runtime, caller, query)
+    return JsonBody(workflow_list_json(records, total, query.limit, query.offset))
 
 
 @router.get("", response_model=WorkflowList)
@@ -134,12 +137,20 @@ async def list_workflows(
     name: Annotated[str | None, Query(max_length=128, description="Partial match")] = None,
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> WorkflowList:
-    return await _list(request, runtime, caller, _ListQuery(page.limit, page.offset, name, version))
+    records, total = await _page(
+        request, runtime, caller, _ListQuery(page.limit, page.offset, name, version)
+    )
+    return WorkflowList(
+        workflows=[WorkflowSummary.of(r) for r in records],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
-async def _list(
+async def _page(
     request: Request, runtime: Runtime, caller: Principal, query: _ListQuery
-) -> WorkflowList:
+) -> tuple[list[WorkflowHeader], int]:
     read = runtime.workflows.list_read(
         caller.owner_filter(),
         name=query.name,
@@ -158,12 +169,7 @@ async def _list(
             limit=query.limit,
             offset=query.offset,
         )
-    return WorkflowList(
-        workflows=[WorkflowSummary.of(r) for r in records],
-        total=total,
-        limit=query.limit,
-        offset=query.offset,
-    )
+    return records, total
 
 
 @router.get("/{workflow_id}", response_model=WorkflowPublic)
