@@ -344,6 +344,7 @@ class Runtime:
             check_seconds=self.settings.runner_check_seconds,
         )
         ownership.on_secret_written = self._forget_secret
+        ownership.on_lease_change = self._forget_secrets
         return LocalEngine(
             store,
             self.lifecycle,
@@ -353,6 +354,11 @@ class Runtime:
             rng=self._jitter,
             ownership=ownership,
         )
+
+    def _forget_secrets(self) -> None:
+        """This process may have missed notices of secrets written (it was between leases)."""
+        if self._secret_cache is not None:
+            self._secret_cache.clear()
 
     def _forget_secret(self, name: str) -> None:
         """Another process wrote ``name``: this one must not serve its cached value."""

@@ -9,6 +9,8 @@ can be looked at directly (how many runs it holds), and a lease can be cut on pu
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -243,3 +245,90 @@ async def test_resume_of_an_execution_whose_owner_is_gone_runs_it_where_it_arriv
         assert body["status"] == "completed"
         prompts = [r.body["messages"][0]["content"] for r in fake_openai.requests_to(CHAT)]
         assert sorted(prompts) == ["a 4", "b echo: a 4"]
+
+
+def completed_steps(database_url: str, execution_id: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT step_id FROM step_runs WHERE execution_id = %s AND status = 'completed'",
+            (execution_id,),
+        ).fetchall()
+    return {step for (step,) in rows}
+
+
+def attempts_of(database_url: str, execution_id: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT step_id, attempts FROM step_runs WHERE execution_id = %s", (execution_id,)
+        ).fetchall()
+    return dict(rows)
+
+
+async def test_a_run_whose_execution_was_taken_over_unnoticed_commits_nothing_more(
+    settings: Settings, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    async with (
+        two_runners(settings, fake_openai) as (first, second),
+        client_of(first) as http,
+    ):
+        session = await admin_of(http)
+        workflow_id, execution_id = await launch_held(http, session, fake_openai, STEPS, {"x": "5"})
+        # What a lease lost without a word leads to (a half-open connection: PostgreSQL
+        # dropped the lock, the first runner never heard): another runner claims the
+        # execution while the first one's run goes on, its provider call in flight.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE executions SET runner_id = %s WHERE id = %s",
+                (lease_of(second), execution_id),
+            )
+        fake_openai.release()
+        # The stale run stops at its commit, writing nothing (as after a kill -9)...
+        await wait_until(lambda: runs(first) == 0)
+        assert "a" not in completed_steps(database_url, execution_id)
+        # ...so the new owner runs the execution once, from where it was.
+        assert await second.runtime.engine.resume_orphans([execution_id]) == [execution_id]
+        body = await wait_for(http, session, workflow_id, execution_id)
+        assert body["status"] == "completed"
+        assert body["context"]["outputs"]["out_b"] == "echo: b echo: a 5"
+        prompts = [r.body["messages"][0]["content"] for r in fake_openai.requests_to(CHAT)]
+        # The call in flight when the execution changed hands is made again (its first
+        # result was dropped); no later step was sent twice.
+        assert sorted(prompts) == ["a 5", "a 5", "b echo: a 5"]
+        assert attempts_of(database_url, execution_id)["b"] == 1
+        assert runner_of(database_url, execution_id) == lease_of(second)
+
+
+async def test_a_lease_whose_connection_stops_answering_is_given_up(
+    settings: Settings, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    # The lease's backend stops answering while keeping its socket open (SIGSTOP): to the
+    # runner this is a half-open connection, which never reports an error by itself.
+    async with (
+        serving(settings.model_copy(update={"runner_check_seconds": 0.2}), fake_openai) as (runner),
+        client_of(runner) as http,
+    ):
+        session = await admin_of(http)
+        workflow_id, execution_id = await launch_held(http, session, fake_openai, STEPS, {"x": "6"})
+        stuck = lease_of(runner)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                " AND objid = %s AND objsubid = 2",
+                (RUNNER_LOCK_CLASS, stuck),
+            ).fetchone()
+        assert found is not None
+        backend = int(found[0])
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            # The probe gets no answer in time: the lease counts as lost, its runs stop.
+            await wait_until(lambda: runs(runner) == 0, timeout=60)
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        # A new lease claims the execution (its old runner is dead now) and finishes it.
+        await wait_until(lambda: runner_of(database_url, execution_id) != stuck, timeout=60)
+        fake_openai.release()
+        body = await wait_for(http, session, workflow_id, execution_id, timeout=60)
+        assert body["status"] == "completed"
+        assert lease_of(runner) != stuck

@@ -48,6 +48,7 @@ from llm_orchestrator.providers.errors import ProviderError
 from llm_orchestrator.steps.runner import Chain, StepRunner
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
+from llm_orchestrator.store.runners import RUN_FENCE, FencedOff
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class _Run:
     stop: StopSignal = field(default_factory=StopSignal)
     detached: bool = False
     """Set when the run is stopped on purpose (restore, shutdown): its ending is not recorded."""
+    fence: int | None = None
+    """The runner id the run started under: its steps begin and commit only while the
+    execution is still that runner's (``store.runners.RUN_FENCE``)."""
 
 
 def _ending(result: ExecutionResult) -> tuple[ExecutionStatus, dict[str, Any] | None]:
@@ -244,9 +248,15 @@ class LocalEngine:
 
     async def resume_orphans(self, execution_ids: list[str]) -> list[str]:
         recovered: list[str] = []
+        me = self._ownership.runner_id if self._ownership is not None else None
         for execution_id in execution_ids:
-            if execution_id in self._runs:
-                continue
+            run = self._runs.get(execution_id)
+            if run is not None:
+                if run.fence == me:
+                    continue
+                # A run from an earlier lease: fenced off already (the execution is this
+                # lease's now), so replace it with one that may commit.
+                await self._detach(execution_id)
             record = await self._repo.get(execution_id)
             if record is None or record.status not in UNFINISHED:
                 continue
@@ -282,7 +292,14 @@ class LocalEngine:
 
     def _launch(self, execution: ExecutionRecord) -> None:
         execution_id = execution.id
-        run = _Run(task=None)
+        fence = None
+        if self._ownership is not None:
+            fence = self._ownership.runner_id
+            if fence is None:
+                # No lease (lost, not back yet): a live runner claims it, this one included
+                # once its lease is back.
+                return
+        run = _Run(task=None, fence=fence)
         self._runs[execution_id] = run
         task = asyncio.get_running_loop().create_task(
             self._drive(execution, run), name=f"execution {execution_id}"
@@ -306,12 +323,28 @@ class LocalEngine:
 
     async def _drive(self, execution: ExecutionRecord, run: _Run) -> None:
         execution_id, state_machine = execution.id, execution.state_machine
+        # In this task's context only (and the tasks it starts: Parallel branches, timers).
+        RUN_FENCE.set(run.fence)
         try:
             machine = self._machines.get(state_machine, load_state_machine)
             chain = Chain(self._next_steps.get(state_machine, next_steps))
 
             async def invoke(function_name: str, payload: dict[str, Any]) -> Any:
-                return await self._invoke(function_name, payload, chain)
+                try:
+                    return await self._invoke(function_name, payload, chain)
+                except FencedOff:
+                    # Another runner runs it now: stop as a kill -9 would, writing nothing
+                    # (the interpreter sees a failed task; the cancel ends the run at its
+                    # next wait, and ``detached`` keeps its ending unrecorded).
+                    if not run.detached:
+                        log.warning(
+                            "execution %s is run by another runner now: its run here stops",
+                            execution_id,
+                        )
+                    run.detached = True
+                    if run.task is not None:
+                        run.task.cancel()
+                    raise
 
             # No ``lifecycle.running`` here: the first step's begin marks the execution
             # running in its own statement (one round trip less per execution).

@@ -34,6 +34,9 @@ CHECK_SECONDS = 2.0
 """How often a runner looks for executions of dead runners (and retries a lost lease)."""
 ANSWER_SECONDS = 10.0
 """The longest a control request waits for the owner's reply (while the owner lives)."""
+PROBE_SECONDS = 5.0
+"""The longest the lease connection may take to confirm it still holds its lock (asked every
+``check_seconds``): a connection that cannot is counted lost."""
 _LIVENESS_SLICE_SECONDS = 0.5
 """While waiting for a reply, the owner's lock is looked at this often: a dead owner never
 answers, and the request is then carried out here."""
@@ -65,6 +68,7 @@ class Ownership:
         stamp: Callable[[int | None], None],
         check_seconds: float = CHECK_SECONDS,
         answer_seconds: float = ANSWER_SECONDS,
+        probe_seconds: float = PROBE_SECONDS,
     ) -> None:
         self._runners = runners
         self._acquire = acquire
@@ -73,6 +77,7 @@ class Ownership:
         creates or restores is written with."""
         self._check_seconds = check_seconds
         self._answer_seconds = answer_seconds
+        self._probe_seconds = probe_seconds
         self._lease: RunnerLease | None = None
         self._engine: Owned | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -82,6 +87,9 @@ class Ownership:
         self._closing = False
         self.on_secret_written: Callable[[str], None] | None = None
         """Told the name of every secret written by any process (its cached value is stale)."""
+        self.on_lease_change: Callable[[], None] | None = None
+        """Told when a lease is taken or lost: the notices sent in between (secrets written
+        meanwhile) never arrive, so every cached secret is suspect."""
         self.lost = False
         """The lease was lost and is not back yet: no run may start here meanwhile (a
         claimer would run it too); the executions created meanwhile are claimed later."""
@@ -165,7 +173,8 @@ class Ownership:
         self, owner: int, action: str, execution_id: str, actor: Actor, deadline: float
     ) -> dict[str, Any] | None:
         """The owner's reply; None when the owner died before it replied."""
-        assert self._lease is not None
+        if self._lease is None:  # lost between the route's check and here
+            raise ServiceUnavailable("this worker lost its database lease; retry")
         loop = asyncio.get_running_loop()
         request = uuid.uuid4().hex
         reply: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -244,6 +253,7 @@ class Ownership:
     async def _take_lease(self) -> None:
         lease = await self._acquire()
         self._lease = lease
+        self._lease_changed()
         self._stamp(lease.runner_id)
         self.lost = False
         self._listener = asyncio.get_running_loop().create_task(
@@ -253,7 +263,9 @@ class Ownership:
 
     async def _listen(self, lease: RunnerLease) -> None:
         try:
-            async for message in lease.messages():
+            async for message in lease.messages(
+                probe_every=self._check_seconds, probe_timeout=self._probe_seconds
+            ):
                 self._dispatch(message)
         except asyncio.CancelledError:
             raise
@@ -268,11 +280,16 @@ class Ownership:
         # then, so the watcher takes a new one (and claims) only once they have stopped.
         self.lost = True
         self._stamp(None)
+        self._lease_changed()
         if self._engine is not None:
             await self._engine.drop_all_runs()
         with contextlib.suppress(Exception):
             await lease.close()
         self._lease = None
+
+    def _lease_changed(self) -> None:
+        if self.on_lease_change is not None:
+            self.on_lease_change()
 
     async def _watch(self) -> None:
         while not self._closing:

@@ -57,6 +57,13 @@ class SecretCache:
             self._writes += 1
             self._entries.pop(name, None)
 
+    def clear(self) -> None:
+        """Forget everything: writes may have gone unannounced (a lease change, when the
+        notices of other processes' writes could not arrive)."""
+        with self._lock:
+            self._writes += 1
+            self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -12,10 +12,12 @@ their replies arrive there. Control operations are rare; no step or submit sends
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,22 @@ _LIVE_RUNNERS = (
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 """The ids of the runners alive now (pg_locks is not transactional: it is the present)."""
+
+
+RUN_FENCE: ContextVar[int | None] = ContextVar("llmo_run_fence", default=None)
+"""The runner id a run started under, set in the run's task (``engine.local``): the step
+store begins and commits that run's steps only while the execution's ``runner_id`` is still
+this id (``store.step_runs``). None (Step Functions, Lambda, one process without runners):
+no fence."""
+
+
+class FencedOff(Exception):
+    """The execution belongs to another runner now (this one's lease was lost, noticed or
+    not): the run must stop without writing anything more."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"execution '{execution_id}' is run by another runner now")
+        self.execution_id = execution_id
 
 
 SECRET_WRITTEN_CHANNEL = "llmo_secret_written"
@@ -66,10 +84,23 @@ class RunnerLease:
 
     @classmethod
     async def acquire(cls, url: str, *, connect_timeout: int = 5) -> RunnerLease:
+        # TCP keepalives: a connection whose server side is gone without a word (a NAT's
+        # timeout, a partition) fails within about half a minute even while idle, and the
+        # probe (:meth:`messages`) bounds it further. The session timeouts a server or role
+        # may set must not close this idle connection: its lock is the runner's life.
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout
+            url,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=connect_timeout,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
         )
         try:
+            await conn.execute("SET idle_session_timeout = 0")
+            await conn.execute("SET idle_in_transaction_session_timeout = 0")
             cur = await conn.execute(
                 "INSERT INTO runners (pid, hostname) VALUES (%s, %s) RETURNING id",
                 (os.getpid(), socket.gethostname()),
@@ -92,19 +123,48 @@ class RunnerLease:
             raise
         return cls(conn, runner_id)
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(
+        self, *, probe_every: float, probe_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
         """The control messages sent to this runner, until the connection is closed or lost
-        (then ``psycopg.OperationalError``: the lock is gone with it)."""
-        async for notify in self._conn.notifies():
-            if notify.channel == SECRET_WRITTEN_CHANNEL:
-                yield {"op": "secret_written", "name": notify.payload}
-                continue
-            try:
-                message = json.loads(notify.payload)
-            except ValueError:
-                continue
-            if isinstance(message, dict):
-                yield message
+        (then ``psycopg.OperationalError``: the lock is gone with it).
+
+        Every ``probe_every`` seconds the connection is asked whether it still holds the
+        lock, and must answer within ``probe_timeout``: a half-open connection (the server
+        side closed, nothing told this side) otherwise waits for notifications forever while
+        the others count this runner dead."""
+        while True:
+            async for notify in self._conn.notifies(timeout=probe_every):
+                if notify.channel == SECRET_WRITTEN_CHANNEL:
+                    yield {"op": "secret_written", "name": notify.payload}
+                    continue
+                try:
+                    message = json.loads(notify.payload)
+                except Exception:  # anyone may NOTIFY: no payload may stop the listener
+                    continue
+                if isinstance(message, dict):
+                    yield message
+            await self.probe(probe_timeout)
+
+    async def probe(self, timeout: float) -> None:
+        """Raise ``psycopg.OperationalError`` unless this connection still holds the lock."""
+        try:
+            cur = await asyncio.wait_for(
+                self._conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()"
+                    " AND locktype = 'advisory' AND granted AND classid = %s AND objid = %s"
+                    " AND objsubid = 2) AS held",
+                    (RUNNER_LOCK_CLASS, self.runner_id),
+                ),
+                timeout,
+            )
+            row = await asyncio.wait_for(cur.fetchone(), timeout)
+        except TimeoutError:
+            raise psycopg.OperationalError(
+                f"the lease connection did not answer within {timeout:g} s"
+            ) from None
+        if not row or not row["held"]:
+            raise psycopg.OperationalError("the lease connection no longer holds its lock")
 
     @property
     def closed(self) -> bool:

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
+from llm_orchestrator.store.runners import RUN_FENCE, FencedOff
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
     OWNER_CTE,
@@ -105,8 +106,15 @@ class NextStep:
 # a deadlock PostgreSQL breaks by failing one of them. Begins of one execution queue instead.
 _LOCKED_EXECUTION = (
     "e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
-    " inputs FROM executions WHERE id = %(execution_id)s FOR NO KEY UPDATE)"
+    " inputs FROM executions WHERE id = %(execution_id)s"
+    " AND COALESCE(runner_id=%(rid)s,%(rid)s IS NULL) FOR NO KEY UPDATE)"
 )
+# The fence (``rid``): a run of a runner (``store.runners.RUN_FENCE``; NULL elsewhere, and
+# then nothing is fenced) sees no execution once the execution is not that runner's: a
+# runner that took it over (this one's lease was lost, noticed or not) wrote ``runner_id``
+# under this row lock, so the stale run can neither begin nor commit a step (FencedOff).
+# Kept this short: the completion with the next begin is near psycopg's 4,096-character
+# statement cache (see ``_compact``).
 _BEGIN = (
     "started AS (INSERT INTO step_runs (execution_id, step_id, step_type,"
     "   provider, status, attempts)"
@@ -167,6 +175,7 @@ def _begin_parameters(
     month_name: str = "month",
 ) -> dict[str, Any]:
     return {
+        "rid": RUN_FENCE.get(),
         "step": step_id,
         "type": step_type,
         "provider": provider,
@@ -274,6 +283,7 @@ class StepRunRepository:
             )
             row = await cur.fetchone()
         if row is None:
+            _gone(execution_id)
             return None, False
         return _context(row), bool(row["started"])
 
@@ -314,7 +324,8 @@ class StepRunRepository:
         async with self._db.connection() as conn:
             cur = await conn.execute(_complete_and_begin_sql(calls=bool(calls)), parameters)
             row = await cur.fetchone()
-        if row is None:  # the execution is gone
+        if row is None:
+            _gone(execution_id)
             return False, None
         committed = bool(row["committed"])
         if not (committed and row["started"]):
@@ -381,11 +392,12 @@ class StepRunRepository:
         """
         parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
         async with self._db.connection() as conn:
-            cur = await conn.execute(
-                "WITH " + _completion_sql(calls=bool(calls), locked=False) + " SELECT 1 FROM ckpt",
-                parameters,
-            )
-            return await cur.fetchone() is not None
+            cur = await conn.execute(_complete_sql(calls=bool(calls)), parameters)
+            row = await cur.fetchone()
+        if row is None:
+            _gone(execution_id)
+            return False
+        return bool(row["committed"])
 
     async def record_step_error(
         self,
@@ -552,6 +564,7 @@ def _completion(
         "execution_id": execution_id,
         "step_id": step_id,
         "checkpoint_id": checkpoint_id,
+        "rid": RUN_FENCE.get(),
     }
     if calls:
         parameters.update(ledger_parameters(execution_id, step_id, calls, _month(month)))
@@ -608,6 +621,26 @@ def _completion_sql(*, calls: bool, locked: bool) -> str:
         "   AND r.step_id = %(step_id)s"
         f"  RETURNING {running} AS completed), " + checkpoint
     )
+
+
+@functools.cache
+def _complete_sql(*, calls: bool) -> str:
+    # The execution's row is locked first (as a begin does) so that the fence reads the
+    # owner a takeover may be writing: the takeover's update waits, or this sees its result.
+    return _compact(
+        "WITH "
+        + _LOCKED_EXECUTION
+        + ", "
+        + _completion_sql(calls=calls, locked=True)
+        + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed FROM e"
+    )
+
+
+def _gone(execution_id: str) -> None:
+    """No row: the execution is gone, or (in a fenced run) another runner's now. Either way
+    a fenced run stops without writing anything more."""
+    if RUN_FENCE.get() is not None:
+        raise FencedOff(execution_id)
 
 
 @functools.cache
