@@ -325,7 +325,7 @@ class Runtime:
         from llm_orchestrator.engine.asl import TaskTokenRegistry
         from llm_orchestrator.engine.local import LocalEngine
         from llm_orchestrator.engine.ownership import Ownership
-        from llm_orchestrator.store.runners import RunnerLease, RunnerRepository
+        from llm_orchestrator.store.runners import ControlSigner, RunnerLease, RunnerRepository
 
         tokens = TaskTokenRegistry()
         store = self.execution_store
@@ -335,10 +335,15 @@ class Runtime:
 
         # Several serving processes (``llmo serve --workers``) share the database: each
         # runs the executions it owns, and takes over those of dead ones.
+        # Control messages are signed with a key of this deployment's (from its JWT
+        # secret): any database role may NOTIFY, none may forge or garble a request.
+        signer = ControlSigner(resolve_jwt_secret(self.settings))
         ownership = Ownership(
-            RunnerRepository(self.db),
+            RunnerRepository(self.db, signer),
             lambda: RunnerLease.acquire(
-                self.database_url, connect_timeout=self.settings.db_connect_timeout_seconds
+                self.database_url,
+                signer=signer,
+                connect_timeout=self.settings.db_connect_timeout_seconds,
             ),
             stamp=stamp,
             check_seconds=self.settings.runner_check_seconds,

@@ -9,17 +9,29 @@ can be looked at directly (how many runs it holds), and a lease can be cut on pu
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from llm_orchestrator.config import Settings
 from llm_orchestrator.server import LocalServer
-from llm_orchestrator.store.runners import RUNNER_LOCK_CLASS, RunnerLease, RunnerRepository
+from llm_orchestrator.store.runners import (
+    RUNNER_LOCK_CLASS,
+    RunnerLease,
+    RunnerRepository,
+    channel,
+)
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Session, serving
 from tests.integration.execution_support import (
@@ -332,3 +344,102 @@ async def test_a_lease_whose_connection_stops_answering_is_given_up(
         body = await wait_for(http, session, workflow_id, execution_id, timeout=60)
         assert body["status"] == "completed"
         assert lease_of(runner) != stuck
+
+
+@contextmanager
+def unprivileged_role(owner_database_url: str) -> Iterator[str]:
+    """A login role granted nothing: any such role may NOTIFY on any channel."""
+    role = f"llmo_intruder_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        yield make_conninfo(owner_database_url, user=role)
+    finally:
+        with psycopg.connect(owner_database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+async def test_control_messages_from_another_database_role_change_nothing(
+    settings: Settings,
+    fake_openai: FakeOpenAI,
+    database_url: str,
+    owner_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llm_orchestrator.store.runners")
+    async with serving(settings, fake_openai) as runner, client_of(runner) as http:
+        session = await admin_of(http)
+        workflow_id, execution_id = await launch_held(http, session, fake_openai, STEPS, {"x": "7"})
+        lease = lease_of(runner)
+        forged = {
+            "op": "control",
+            "action": "cancel",
+            "execution": execution_id,
+            "actor": {"user_id": "forged-admin"},
+            "reply_to": lease,
+            "request": "forged",
+        }
+        payloads = [
+            "[" * 5000,  # json.loads recursion
+            "{not json",
+            json.dumps(forged),
+            "0" * 64 + "." + json.dumps({**forged, "to": lease, "ts": time.time(), "nonce": "n"}),
+        ]
+        with (
+            unprivileged_role(owner_database_url) as intruder,
+            psycopg.connect(intruder, autocommit=True) as conn,
+        ):
+            for payload in payloads:
+                conn.execute("SELECT pg_notify(%s, %s)", (channel(lease), payload))
+
+        def refused() -> int:
+            return sum("refused a control message" in r.getMessage() for r in caplog.records)
+
+        await wait_until(lambda: refused() >= len(payloads))
+        assert lease_of(runner) == lease, "a payload cost the runner its lease"
+        assert runs(runner) == 1
+        fake_openai.release()
+        body = await wait_for(http, session, workflow_id, execution_id)
+        assert body["status"] == "completed"
+        prompts = [r.body["messages"][0]["content"] for r in fake_openai.requests_to(CHAT)]
+        assert sorted(prompts) == ["a 7", "b echo: a 7"]
+        with psycopg.connect(owner_database_url) as conn:
+            actors = conn.execute(
+                "SELECT (SELECT count(*) FROM audit_events WHERE user_id = 'forged-admin')"
+                " + (SELECT count(*) FROM audit_pending WHERE user_id = 'forged-admin')"
+            ).fetchone()
+        assert actors == (0,)
+        assert "[[[[" not in caplog.text and "forged-admin" not in caplog.text
+
+
+async def set_secret(http: httpx.AsyncClient, session: Session, key: str, value: str) -> None:
+    response = await http.post(
+        "/admin/secrets", headers=session.headers, json={"key": key, "value": value}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_secret_written_while_a_runner_is_between_leases_is_not_served_stale(
+    settings: Settings, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    # The first runner takes its next lease only after a minute: the gap stays open.
+    slow = settings.model_copy(update={"runner_check_seconds": 60})
+    async with (
+        serving(slow, fake_openai) as first,
+        serving(settings, fake_openai) as second,
+        client_of(first) as first_http,
+        client_of(second) as second_http,
+    ):
+        session = await admin_of(first_http)
+        await set_secret(first_http, session, "ANTHROPIC_API_KEY", "sk-ant-old-value")
+        assert await first.runtime.secrets.get("ANTHROPIC_API_KEY") == "sk-ant-old-value"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = %s AND objid = %s AND objsubid = 2",
+                (RUNNER_LOCK_CLASS, lease_of(first)),
+            )
+        await wait_until(lambda: first.runtime.execution_store.runner_id is None)
+        # Written through the other worker: its notice cannot reach the first one now.
+        await set_secret(second_http, session, "ANTHROPIC_API_KEY", "sk-ant-new-value")
+        assert await first.runtime.secrets.get("ANTHROPIC_API_KEY") == "sk-ant-new-value"

@@ -236,14 +236,19 @@ class Ownership:
             await self._runners.notify(int(message["reply_to"]), answer)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "secret_written":
+        op = message.get("op")
+        if op == "secret_written":
             if self.on_secret_written is not None:
                 self.on_secret_written(str(message.get("name")))
-        elif message.get("op") == "reply":
-            reply = self._replies.get(str(message.get("request")))
+        elif op == "reply":
+            request = message.get("request")
+            reply = self._replies.get(request) if isinstance(request, str) else None
             if reply is not None and not reply.done():
                 reply.set_result(message)
-        elif message.get("op") == "control":
+        elif op == "control":
+            if not _well_formed(message):
+                log.warning("runner %s: refused a malformed control request", self.runner_id)
+                return
             task = asyncio.get_running_loop().create_task(self._serve(message))
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
@@ -266,7 +271,10 @@ class Ownership:
             async for message in lease.messages(
                 probe_every=self._check_seconds, probe_timeout=self._probe_seconds
             ):
-                self._dispatch(message)
+                try:
+                    self._dispatch(message)
+                except Exception:  # one bad message must not cost the lease
+                    log.exception("runner %d: a control message failed", lease.runner_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -304,3 +312,23 @@ class Ownership:
             except Exception:
                 # The database may be briefly away; the next pass tries again.
                 log.exception("runner check failed")
+
+
+_ACTIONS = frozenset({"cancel", "resume", "detach"})
+_ACTOR_FIELDS = frozenset(field.name for field in dataclasses.fields(Actor))
+
+
+def _well_formed(message: dict[str, Any]) -> bool:
+    """A control request's fields have the types :meth:`Ownership._serve` relies on."""
+    actor = message.get("actor")
+    reply_to = message.get("reply_to")
+    return (
+        message.get("action") in _ACTIONS
+        and isinstance(message.get("execution"), str)
+        and isinstance(message.get("request"), str)
+        and isinstance(reply_to, int)
+        and not isinstance(reply_to, bool)
+        and isinstance(actor, dict)
+        and set(actor) <= _ACTOR_FIELDS
+        and all(value is None or isinstance(value, str) for value in actor.values())
+    )

@@ -13,10 +13,15 @@ their replies arrive there. Control operations are rare; no step or submit sends
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,8 @@ from psycopg.rows import dict_row
 
 from llm_orchestrator.executions.status import UNFINISHED
 from llm_orchestrator.store.db import Database
+
+log = logging.getLogger(__name__)
 
 RUNNER_LOCK_CLASS = 0x6C6C6D6F
 """First key of every runner's advisory lock ('llmo'); the second is the runner's id."""
@@ -71,6 +78,57 @@ class Owner:
     alive: bool
 
 
+CONTROL_FRESH_SECONDS = 30.0
+"""How old (or how far ahead, clocks differing) a control message may be: older ones are
+refused, so a message read off the channel cannot be replayed later."""
+
+
+class ControlSigner:
+    """Seals the control messages runners send one another, and opens only sealed ones.
+
+    Any database role may NOTIFY on any channel (and LISTEN to it): a message counts only
+    if it carries an HMAC under a key every serving process of this deployment derives
+    from its JWT secret (no database role can read it), names the runner it is for, is
+    fresh (``CONTROL_FRESH_SECONDS``) and has not been seen before.
+    """
+
+    def __init__(self, secret: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._key = hmac.new(secret.encode(), b"llmo runner control v1", hashlib.sha256).digest()
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def seal(self, runner_id: int, message: dict[str, Any]) -> str:
+        body = json.dumps(
+            {**message, "to": runner_id, "ts": self._clock(), "nonce": uuid.uuid4().hex},
+            separators=(",", ":"),
+        )
+        return self._mac(body) + "." + body
+
+    def open(self, runner_id: int, payload: str) -> dict[str, Any]:
+        """The message, or ``ValueError`` saying (without its content) why it is refused."""
+        mac, _, body = payload.partition(".")
+        if not body or not hmac.compare_digest(mac.encode(), self._mac(body).encode()):
+            raise ValueError("not signed with this deployment's key")
+        try:
+            message = json.loads(body)
+        except Exception:  # signed by us, so never expected: refuse rather than stop
+            raise ValueError("not JSON") from None
+        if not isinstance(message, dict) or message.get("to") != runner_id:
+            raise ValueError("addressed to another runner")
+        sent, nonce = message.get("ts"), message.get("nonce")
+        now = self._clock()
+        if not isinstance(sent, int | float) or abs(now - sent) > CONTROL_FRESH_SECONDS:
+            raise ValueError("stale")
+        if not isinstance(nonce, str) or nonce in self._seen:
+            raise ValueError("replayed")
+        self._seen = {n: t for n, t in self._seen.items() if now - t <= CONTROL_FRESH_SECONDS}
+        self._seen[nonce] = now
+        return message
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+
 class RunnerLease:
     """This process's life as a runner: a row, the advisory lock, the LISTEN, one connection.
 
@@ -78,12 +136,22 @@ class RunnerLease:
     otherwise idle, waiting for notifications.
     """
 
-    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], runner_id: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[dict[str, Any]],
+        runner_id: int,
+        signer: ControlSigner | None,
+    ) -> None:
         self._conn = conn
         self.runner_id = runner_id
+        self._signer = signer
 
     @classmethod
-    async def acquire(cls, url: str, *, connect_timeout: int = 5) -> RunnerLease:
+    async def acquire(
+        cls, url: str, *, signer: ControlSigner | None = None, connect_timeout: int = 5
+    ) -> RunnerLease:
+        """``signer``: what opens the control messages sent here (None: every one is
+        refused; a runner without it only claims)."""
         # TCP keepalives: a connection whose server side is gone without a word (a NAT's
         # timeout, a partition) fails within about half a minute even while idle, and the
         # probe (:meth:`messages`) bounds it further. The session timeouts a server or role
@@ -121,7 +189,7 @@ class RunnerLease:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, runner_id)
+        return cls(conn, runner_id, signer)
 
     async def messages(
         self, *, probe_every: float, probe_timeout: float
@@ -139,11 +207,18 @@ class RunnerLease:
                     yield {"op": "secret_written", "name": notify.payload}
                     continue
                 try:
-                    message = json.loads(notify.payload)
-                except Exception:  # anyone may NOTIFY: no payload may stop the listener
+                    if self._signer is None:
+                        raise ValueError("this runner takes no control messages")
+                    message = self._signer.open(self.runner_id, notify.payload)
+                except Exception as exc:  # anyone may NOTIFY: no payload may stop this
+                    log.warning(
+                        "runner %d: refused a control message from backend %d (%s)",
+                        self.runner_id,
+                        notify.pid,
+                        exc if isinstance(exc, ValueError) else type(exc).__name__,
+                    )
                     continue
-                if isinstance(message, dict):
-                    yield message
+                yield message
             await self.probe(probe_timeout)
 
     async def probe(self, timeout: float) -> None:
@@ -178,8 +253,9 @@ class RunnerLease:
 class RunnerRepository:
     """The pooled side: ownership reads, claims and notifications."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, signer: ControlSigner | None = None) -> None:
         self._db = db
+        self._signer = signer
 
     async def owner(self, execution_id: str) -> Owner | None:
         """Who runs ``execution_id`` and whether that runner is alive; None: no execution."""
@@ -243,7 +319,10 @@ class RunnerRepository:
             await conn.execute(f"DELETE FROM runners WHERE id NOT IN ({_LIVE_RUNNERS})")
 
     async def notify(self, runner_id: int, message: dict[str, Any]) -> None:
+        if self._signer is None:
+            raise RuntimeError("control messages need the deployment's signer")
         async with self._db.connection() as conn:
             await conn.execute(
-                "SELECT pg_notify(%s, %s)", (channel(runner_id), json.dumps(message))
+                "SELECT pg_notify(%s, %s)",
+                (channel(runner_id), self._signer.seal(runner_id, message)),
             )
