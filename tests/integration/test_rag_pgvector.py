@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -269,32 +270,40 @@ async def test_an_unreachable_pgvector_url_fails_within_a_minute_without_its_pas
     assert password not in caplog.text
 
 
-async def test_searches_read_no_secret_and_a_pgvector_url_stored_here_applies_at_once(
-    client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI, server: LocalServer
+async def test_a_pgvector_url_stored_here_or_by_another_process_applies_at_once(
+    client: httpx.AsyncClient,
+    admin: Session,
+    fake_openai: FakeOpenAI,
+    server: LocalServer,
+    database_url: str,
 ) -> None:
     ingested = await ingest(client, admin, "pgvector", "kb", DOCUMENTS)
     assert ingested["status"] == "completed", ingested
     unreachable = f"postgresql://vec:pw@127.0.0.1:{free_port()}/vectors"
-    # Another process (no shared cache) stores PGVECTOR_URL: this one read "unset" once and
-    # does not ask again on every search, so it keeps using its own database for now.
-    runtime = server.runtime
-    elsewhere = DbSecretsStore(
-        SecretRepository(runtime.db), partial(resolve_secrets_key, runtime.settings), runtime.clock
-    )
-    await elsewhere.put("PGVECTOR_URL", unreachable)
-
-    searched = await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1])
-    assert searched["status"] == "completed", searched
-    assert searched["steps"]["search_docs"]["outputs"]["relevant_docs"][0]["text"] == DOCUMENTS[1]
 
     # Stored through this server's API, it applies to the very next search.
     response = await client.post(
         "/admin/secrets", headers=admin.headers, json={"key": "PGVECTOR_URL", "value": unreachable}
     )
     assert response.status_code == 200, response.text
-    final = await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1])
+    failed = await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1])
 
-    assert final["status"] == "failed"
-    assert final["error"]["message"] == (
+    assert failed["status"] == "failed"
+    assert failed["error"]["message"] == (
         "pgvector could not reach the PostgreSQL named by PGVECTOR_URL"
     )
+
+    # Stored by another process, which shares only the database with this one: the write's
+    # commit tells every serving process to drop its cached value, so the searches that
+    # start once that notice has arrived use the new URL (here: this server's own database).
+    runtime = server.runtime
+    elsewhere = DbSecretsStore(
+        SecretRepository(runtime.db), partial(resolve_secrets_key, runtime.settings), runtime.clock
+    )
+    await elsewhere.put("PGVECTOR_URL", database_url)
+    deadline = asyncio.get_running_loop().time() + 30
+    while (searched := await run_rag(client, admin, "pgvector", "kb", DOCUMENTS[1]))[
+        "status"
+    ] != "completed":
+        assert asyncio.get_running_loop().time() < deadline, searched
+    assert searched["steps"]["search_docs"]["outputs"]["relevant_docs"][0]["text"] == DOCUMENTS[1]
