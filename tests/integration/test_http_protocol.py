@@ -1,0 +1,113 @@
+"""``llmo serve``'s HTTP protocol (``api/http_protocol.py``) writes what one turn of the
+event loop produced as one send: answers stay whole and in order on a kept-alive
+connection, a ``Connection: close`` answer is all there before the close, and a streamed
+answer's head is not held back until its body."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
+from tests.support import free_port
+
+BODY = b'{"ok":"\xc3\xa9"}'
+
+
+class _App:
+    """``/small``: a JSON answer; ``/stream``: the head, then (once the test says so) the
+    body."""
+
+    def __init__(self) -> None:
+        self.go_on = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json")]
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            while not self.go_on.is_set():
+                await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+            return
+        headers.append((b"content-length", b"%d" % len(BODY)))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": BODY})
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[int, _App]]:
+    app = _App()
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=EnvelopeH11Protocol, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port, app
+    finally:
+        app.go_on.set()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _read_until(sock: socket.socket, received: bytearray, ending: bytes, count: int = 1) -> None:
+    while received.count(ending) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {bytes(received)!r}"
+        received += chunk
+
+
+def test_pipelined_answers_are_whole_and_in_order_and_close_comes_after_the_last(
+    served: tuple[int, Any],
+) -> None:
+    port, _ = served
+    request = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request * 3 + last)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+
+    answers = bytes(received).split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 4
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"200 OK")
+        assert b"content-length: %d" % len(BODY) in head
+        assert body == BODY
+    assert b"connection: close" in answers[-1].lower()
+
+
+def test_a_streamed_answers_head_leaves_before_its_body_is_written(
+    served: tuple[int, _App],
+) -> None:
+    port, app = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = bytearray()
+        # The app writes no body until the head has arrived here.
+        _read_until(sock, received, b"\r\n\r\n")
+        assert received.startswith(b"HTTP/1.1 200 OK")
+        assert b"transfer-encoding: chunked" in received.lower()
+        app.go_on.set()
+        _read_until(sock, received, b"0\r\n\r\n")
+    body = bytes(received).partition(b"\r\n\r\n")[2]
+    assert body == b"4\r\npart\r\n3\r\nend\r\n0\r\n\r\n"
