@@ -11,6 +11,9 @@ and a bare FastAPI app under the same ``uvicorn.run`` settings, then prints:
 - ``step_overhead_ms``: a ``CHAIN``-step chain executed with ``async: false`` against the
   zero-latency fake, wall ÷ steps − one raw OpenAI SDK call to that fake (goal ≤ 1.2 ms);
   median of ``CHAIN_RUNS``.
+- ``chain_postgres_cpu_ms_per_step``: the CPU of every PostgreSQL process over those runs
+  ÷ steps, when the database runs on this machine (the burst reports the same per
+  execution): on two cores the database's CPU competes with the server's.
 - ``transactions_per_step``: ``xact_commit + xact_rollback`` of the database
   (``pg_stat_database``) across those chain runs ÷ steps run.
 - ``concurrent_500_*``: 500 one-step executions against the 1 s fake, submitted through
@@ -434,6 +437,31 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
+def _postgres(database_url: str) -> psutil.Process | None:
+    """The PostgreSQL server's postmaster when it runs on this machine (the embedded one, or
+    a local ``LLMO_TEST_DATABASE_URL``), else None: its CPU is the other half of a figure."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(backend).parent()
+            if parent is not None and "postgres" in parent.name():
+                return parent
+    return None
+
+
+def _postgres_cpu_seconds(postmaster: psutil.Process) -> float:
+    """CPU of every PostgreSQL process: the live ones (backends, WAL writer, checkpointer…)
+    and the backends that have exited since it started (reaped, so counted as its
+    children's)."""
+    times = postmaster.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in postmaster.children():
+        with contextlib.suppress(psutil.Error):
+            own = child.cpu_times()
+            total += own.user + own.system
+    return total
+
+
 def _measured(port: int, request: bytes, process: subprocess.Popen[bytes]) -> tuple[float, float]:
     """Requests per second under load, and the serving process's CPU ms per request."""
     watched = psutil.Process(process.pid)
@@ -493,7 +521,9 @@ def _bench_chain(
     raw_ms = _raw_sdk_call_ms(provider_url)
     before = _transactions(database_url)
     process = psutil.Process(server.pid) if server is not None else None
+    postmaster = _postgres(database_url)
     cpu_before = process.cpu_times() if process is not None else None
+    postgres_before = _postgres_cpu_seconds(postmaster) if postmaster is not None else 0.0
     per_step = []
     with _profiled(server, "chain", seconds=CHAIN_RUNS * CHAIN * 0.05):
         for _ in range(CHAIN_RUNS):
@@ -501,6 +531,9 @@ def _bench_chain(
             api.run(workflow_id)
             per_step.append((time.perf_counter() - started) * 1000 / CHAIN)
     cpu_after = process.cpu_times() if process is not None else None
+    if postmaster is not None:
+        postgres_ms = (_postgres_cpu_seconds(postmaster) - postgres_before) * 1000
+        report("chain_postgres_cpu_ms_per_step", f"{postgres_ms / (CHAIN * CHAIN_RUNS):.2f}")
     after = _transactions(database_url)
     wall = statistics.median(per_step)
     report("raw_sdk_call_ms", f"{raw_ms:.2f}")
@@ -562,10 +595,12 @@ def _bench_concurrent(
         {"Authorization": f"Bearer {api.token}"},
         body,
     )
+    postmaster = _postgres(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         (db_start,) = conn.execute("SELECT clock_timestamp()").fetchone()  # type: ignore[misc]
         watched = psutil.Process(server.pid) if server is not None else None
         cpu_before = _cpu_seconds(watched) if watched is not None else 0.0
+        postgres_before = _postgres_cpu_seconds(postmaster) if postmaster is not None else 0.0
         with _profiled(server, "concurrent_submit"):
             started = time.perf_counter()
             answers = asyncio.run(_many(SERVER_PORT, [request] * CONCURRENT))
@@ -618,10 +653,16 @@ def _bench_concurrent(
             )
     ours = (last - db_start).total_seconds()
     total_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
+    # Includes the bench's own few status polls above: a handful of statements against 500
+    # executions' worth.
+    postgres_cpu = ""
+    if postmaster is not None:
+        postgres_ms = (_postgres_cpu_seconds(postmaster) - postgres_before) * 1000
+        postgres_cpu = f"; PostgreSQL CPU {postgres_ms / CONCURRENT:.1f} ms"
     report(
         f"concurrent_{CONCURRENT}_all_completed_s{named}",
         f"{ours:.2f} (goal <= 2.5); server CPU {total_cpu * 1000 / CONCURRENT:.1f} ms"
-        " per execution, submit included",
+        f" per execution, submit included{postgres_cpu}",
     )
     if not anchored:
         return
