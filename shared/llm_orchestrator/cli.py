@@ -80,6 +80,37 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_STOP_MARGIN = 10.0
+"""Seconds a worker gets beyond its graceful shutdown before the supervisor kills it."""
+
+
+def _supervisor_class(uvicorn: Any, deadline_seconds: float) -> Any:
+    """uvicorn's ``Multiprocess``, waiting at most ``deadline_seconds`` for its workers to
+    stop, then killing those still running (their executions resume elsewhere, as after any
+    kill -9)."""
+    import time
+
+    multiprocess = importlib.import_module(f"{uvicorn.__name__}.supervisors.multiprocess")
+
+    class Supervisor(multiprocess.Multiprocess):  # type: ignore[name-defined]
+        def join_all(self) -> None:
+            deadline = time.monotonic() + deadline_seconds
+            for worker in self.processes:
+                worker.process.join(max(0.0, deadline - time.monotonic()))
+            for worker in self.processes:
+                if worker.process.exitcode is None:
+                    print(
+                        f"worker {worker.pid} did not stop within {deadline_seconds:g} s:"
+                        " killing it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    worker.process.kill()
+                    worker.process.join()
+
+    return Supervisor
+
+
 def _serve_workers(
     args: argparse.Namespace, settings: Any, workers: int, uvicorn: Any, server_module: Any
 ) -> int:
@@ -108,8 +139,12 @@ def _serve_workers(
         f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1 ({workers} workers)",
         flush=True,
     )
+    os.environ[server_module.WORKER_PARENT_PID] = str(os.getpid())
     try:
-        uvicorn.run(
+        # uvicorn.run's multi-process path, with a supervisor whose wait for its workers
+        # at shutdown has a deadline: the embedded PostgreSQL is stopped after it, and must
+        # never be stopped under a worker still serving.
+        config = uvicorn.Config(
             f"{server_module.__name__}:worker_app",
             factory=True,
             workers=workers,
@@ -120,6 +155,8 @@ def _serve_workers(
             http=EnvelopeH11Protocol,
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
+        supervisor = _supervisor_class(uvicorn, settings.shutdown_grace_seconds + _STOP_MARGIN)
+        supervisor(config, sockets=[config.bind_socket()]).run()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
         if not settings.database_url:

@@ -74,6 +74,36 @@ WORKER_DATABASE_URL = "LLMO__WORKER_DATABASE_URL"
 """Set by the supervising ``llmo serve`` for its workers: the database it prepared."""
 WORKER_METRICS_DIR = "LLMO__WORKER_METRICS_DIR"
 """Set by the supervising ``llmo serve``: where its workers share their request counts."""
+WORKER_PARENT_PID = "LLMO__WORKER_PARENT_PID"
+"""Set by the supervising ``llmo serve``: its pid, which its workers must not outlive."""
+_PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """Have this worker stopped (SIGTERM: its graceful shutdown) the moment ``parent`` dies,
+    kill -9 included: a worker left serving would have the embedded PostgreSQL stopped under
+    it by the next ``llmo serve`` on the same data directory. On Linux the kernel sends the
+    signal (``PR_SET_PDEATHSIG``); elsewhere :func:`watch_parent` looks every second."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def watch_parent(parent: int) -> None:
+    import asyncio
+    import os
+    import signal
+
+    while os.getppid() == parent:
+        await asyncio.sleep(_PARENT_CHECK_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def prepare_workers(settings: Settings) -> tuple[str, str | None]:
@@ -103,6 +133,8 @@ def worker_app() -> FastAPI:
 
     # A spawned process: the logging ``llmo`` set up in the supervisor is not inherited.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parent = int(os.environ.get(WORKER_PARENT_PID) or os.getppid())
+    exit_with_parent(parent)
     settings = Settings()
     server = build_local_server(settings, database_url=os.environ[WORKER_DATABASE_URL])
     fleet = FleetHttpMetrics(server.app.state.http_metrics, Path(os.environ[WORKER_METRICS_DIR]))
@@ -110,6 +142,9 @@ def worker_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
+        import asyncio
+
+        watcher = asyncio.get_running_loop().create_task(watch_parent(parent))
         await start_serving(server.runtime)
         fleet.start()
         # Every worker runs a scheduler: each tick is claimed by one conditional update,
@@ -117,6 +152,7 @@ def worker_app() -> FastAPI:
         if server.runtime.triggers.fires_in_process:
             server.scheduler.start()
         yield
+        watcher.cancel()
         await server.scheduler.stop()
         await fleet.stop()
         await server.runtime.close()

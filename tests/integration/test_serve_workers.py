@@ -571,3 +571,35 @@ def test_sigterm_stops_every_worker_and_releases_their_leases(server: Server) ->
     assert server.process.wait(timeout=HANG) == 0
     assert not any(psutil.pid_exists(pid) for pid in pids), "a worker outlived its supervisor"
     assert server.live_runners() == {}
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    pg_server_url: str, template_db: str, tmp_path: Path, fake_provider: str
+) -> None:
+    name = f"llmo_w_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')  # type: ignore[arg-type]
+    owner = make_conninfo(pg_server_url, dbname=name)
+    orphaned = Server(make_conninfo(owner, user=APP_ROLE), owner, tmp_path, fake_provider)
+    workers = [psutil.Process(pid) for pid in orphaned.live_runners().values()]
+    try:
+        assert len(workers) == 2
+        # Nothing of the supervisor's own shutdown runs: its workers must notice by themselves.
+        orphaned.process.send_signal(signal.SIGKILL)
+        orphaned.process.wait(timeout=HANG)
+        until(lambda: not any(_serving(worker) for worker in workers), "the workers to exit")
+        assert orphaned.live_runners() == {}
+    finally:
+        for worker in workers:  # left only when the test fails (psutil spots a reused pid)
+            if _serving(worker):
+                worker.kill()
+        orphaned.stop()
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def _serving(worker: psutil.Process) -> bool:
+    try:
+        return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
