@@ -374,7 +374,7 @@ class ExecutionRepository:
         sql = f"WITH {', '.join(ctes)} SELECT * FROM ended"
         if not live_triggers:
             async with self._db.connection() as conn:
-                cur = await conn.execute(sql, params)
+                cur = await conn.execute(sql, params, prepare=True)
                 row = await cur.fetchone()
             return (record_of(row) if row else None), None
         sql = (
@@ -384,7 +384,7 @@ class ExecutionRepository:
         )
         async with self._db.connection() as conn:
             tuples = conn.cursor(row_factory=tuple_row)
-            await tuples.execute(sql, params)
+            await tuples.execute(sql, params, prepare=True)
             rows = await tuples.fetchall()
             names = [column.name for column in tuples.description or ()]
         if not rows:
@@ -554,7 +554,7 @@ async def _insert(
         audit_sql, audit_params = event
         sql = f"WITH audit AS ({audit_sql}) {sql}"
         params.update(audit_params)
-    await conn.execute(sql, params)
+    await conn.execute(sql, params, prepare=True)
 
 
 async def _cancel(
