@@ -125,6 +125,15 @@ def _serve_workers(
     from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
 
     url, generated = server_module.prepare_workers(settings)
+    try:
+        server_module.check_connections(url, workers, settings.db_pool_max_size)
+    except server_module.TooManyConnections as exc:
+        print(f"llmo: {exc}", file=sys.stderr)
+        if not settings.database_url:
+            from llm_orchestrator.store.embedded import release_embedded_postgres
+
+            release_embedded_postgres(settings.data_dir)
+        return 2
     if generated:
         print(
             f"Created admin user '{settings.admin_username}' with password: {generated}\n"

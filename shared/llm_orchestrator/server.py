@@ -123,6 +123,32 @@ def prepare_workers(settings: Settings) -> tuple[str, str | None]:
     return url, asyncio.run(admin())
 
 
+CONNECTIONS_TO_SPARE = 5
+"""Connections left free beside the workers' (migrations, ``llmo`` commands, psql)."""
+
+
+class TooManyConnections(Exception):
+    """The workers would need more database connections than the server allows."""
+
+
+def check_connections(url: str, workers: int, pool_size: int) -> None:
+    """Refuse ``workers`` before any starts when, at full load, their pools and leases
+    would exceed what the server at ``url`` allows (else some fail under load, late and
+    confusingly, with "too many clients")."""
+    from llm_orchestrator.store.runners import connection_limit
+
+    most, reserved = connection_limit(url)
+    needed = workers * (pool_size + 1) + CONNECTIONS_TO_SPARE
+    if needed > most - reserved:
+        raise TooManyConnections(
+            f"{workers} workers need up to {needed} database connections ({workers} x"
+            f" (LLMO_DB_POOL_MAX_SIZE {pool_size} + 1 lease) + {CONNECTIONS_TO_SPARE} to"
+            f" spare), but the server allows {most - reserved} (max_connections {most},"
+            f" {reserved} reserved): use fewer workers, a smaller LLMO_DB_POOL_MAX_SIZE,"
+            " or raise the server's max_connections"
+        )
+
+
 def worker_app() -> FastAPI:
     """The app of one worker (uvicorn's factory, in each worker process)."""
     import os

@@ -603,3 +603,36 @@ def _serving(worker: psutil.Process) -> bool:
         return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_more_workers_than_the_database_allows_connections_for_are_refused_at_start(
+    module_database: tuple[str, str], tmp_path: Path
+) -> None:
+    owner_url, app_url = module_database
+    with psycopg.connect(owner_url) as conn:
+        allowed = conn.execute("SHOW max_connections").fetchone()
+    assert allowed is not None
+    workers = 64  # 64 x (10 + 1) connections: far beyond the test server's max_connections
+    assert workers * 11 > int(allowed[0])
+    refused = subprocess.run(
+        [sys.executable, "-m", "llm_orchestrator.cli", "serve", "--port", str(free_port())]
+        + ["--workers", str(workers)],
+        cwd=ROOT,
+        env=serve_env(
+            LLMO_DATABASE_URL=app_url,
+            LLMO_MIGRATION_DATABASE_URL=owner_url,
+            LLMO_DATA_DIR=str(tmp_path),
+            LLMO_ADMIN_USERNAME=ADMIN_USERNAME,
+            LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            LLMO_JWT_SECRET=JWT_SECRET,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"{workers} workers need up to {workers * 11 + 5} database connections" in (
+        refused.stderr
+    )
+    assert f"max_connections {allowed[0]}" in refused.stderr
+    assert "listening" not in refused.stdout

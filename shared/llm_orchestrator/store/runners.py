@@ -326,3 +326,16 @@ class RunnerRepository:
                 "SELECT pg_notify(%s, %s)",
                 (channel(runner_id), self._signer.seal(runner_id, message)),
             )
+
+
+def connection_limit(url: str) -> tuple[int, int]:
+    """``(max_connections, reserved)`` of the server at ``url``: what ordinary roles may open
+    is the difference (``reserved_connections`` exists from PostgreSQL 16 on)."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int"
+            " + COALESCE(current_setting('reserved_connections', true)::int, 0)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
