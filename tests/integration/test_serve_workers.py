@@ -150,7 +150,9 @@ class Server:
         """runner id → pid, of the runners holding their lock."""
         rows = self.sql(
             "SELECT r.id, r.pid FROM runners r JOIN pg_locks l ON l.locktype = 'advisory'"
-            " AND l.granted AND l.classid = %s AND l.objid = r.id AND l.objsubid = 2",
+            " AND l.granted AND l.classid = %s AND l.objid = r.id AND l.objsubid = 2"
+            # pg_locks is the whole cluster's: another database's runners have the same ids.
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             RUNNER_LOCK_CLASS,
         )
         return {row[0]: row[1] for row in rows}
