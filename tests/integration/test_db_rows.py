@@ -4,14 +4,17 @@ prepared statements."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
 from psycopg.rows import tuple_row
 
-from llm_orchestrator.errors import ValidationFailed
+from llm_orchestrator.errors import ServiceUnavailable, ValidationFailed
 from llm_orchestrator.store.db import Database
 
 STATEMENT = (
@@ -73,3 +76,66 @@ async def test_a_value_the_database_refuses_is_a_validation_error(db: Database) 
         await db.rows("SELECT %(id)s::uuid", {"id": "not-a-uuid"})
     # The connection is fine afterwards.
     assert await db.rows("SELECT %(x)s::int + 1", {"x": 1}) == [(2,)]
+
+
+# -- more statements in flight than the pool has connections --------------------------------
+# They wait their turn in ``rows`` (first come, first served) rather than in the pool's own
+# queue; the wait still counts against the pool timeout, and a waiter that gives up (a
+# timeout, a cancelled request) takes no connection's turn with it.
+
+LOCK = 8_242_017
+
+
+async def _holding(db: Database) -> tuple[asyncio.Task[Any], Any]:
+    """A statement of ``rows`` that keeps the only connection until the returned lock
+    holder lets go; returns (its task, the holder's connection)."""
+    holder = await psycopg.AsyncConnection.connect(db.url, autocommit=True)
+    await holder.execute("SELECT pg_advisory_lock(%s)", (LOCK,))
+    held = asyncio.create_task(
+        db.rows("SELECT pg_advisory_lock(%(k)s), pg_advisory_unlock(%(k)s)", {"k": LOCK})
+    )
+    while True:  # until the statement is waiting for the lock
+        cur = await holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        if (await cur.fetchone())[0]:
+            return held, holder
+        await asyncio.sleep(0.01)
+
+
+async def test_more_statements_than_connections_all_answer_in_turn(database_url: str) -> None:
+    db = Database(database_url, min_size=1, max_size=2)
+    try:
+        answers = await asyncio.gather(
+            *(db.rows("SELECT %(n)s::int AS n", {"n": n}) for n in range(40))
+        )
+        assert [rows[0][0] for rows in answers] == list(range(40))
+    finally:
+        await db.close()
+
+
+async def test_a_waiter_past_the_pool_timeout_is_a_503_and_takes_no_turn_away(
+    database_url: str,
+) -> None:
+    db = Database(database_url, min_size=1, max_size=1, pool_timeout=0.2)
+    try:
+        held, holder = await _holding(db)
+        # With a deadline, as a request has: past the pool timeout, unavailable.
+        with pytest.raises(ServiceUnavailable):
+            await db.rows("SELECT 1", {}, timeout=0.2)
+        cancelled = asyncio.create_task(db.rows("SELECT 1", {}, timeout=30))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        waiting = asyncio.create_task(db.rows("SELECT 2", {}, timeout=30))
+        await holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK,))
+        await holder.close()
+        await held
+        assert (await waiting)[0][0] == 2
+        # The one turn is free again, for one statement at a time as for several.
+        assert (await db.rows("SELECT 3", {}, timeout=5))[0][0] == 3
+        together = await asyncio.gather(*(db.rows("SELECT 4", {}, timeout=5) for _ in range(5)))
+        assert [rows[0][0] for rows in together] == [4] * 5
+    finally:
+        await db.close()
