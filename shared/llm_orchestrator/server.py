@@ -63,9 +63,16 @@ async def start_serving(runtime: Runtime) -> None:
     """What each serving process starts: it becomes a runner, resumes the executions no live
     process runs (a previous server's, a dead worker's) from their last checkpoint, and
     keeps the audit chain linked and anchored."""
+    from llm_orchestrator.engine.local import LocalEngine
+
     await runtime.engine.recover()
     runtime.audit.start_linking()
-    runtime.audit.start_anchoring(runtime.settings.audit_anchor_interval_seconds)
+    # With several serving processes on one database, one anchors: the first live runner.
+    engine = runtime.engine
+    runtime.audit.start_anchoring(
+        runtime.settings.audit_anchor_interval_seconds,
+        leading=engine.leads if isinstance(engine, LocalEngine) else None,
+    )
 
 
 # -- several serving processes (``llmo serve --workers N``) ---------------------------------

@@ -443,3 +443,18 @@ async def test_a_secret_written_while_a_runner_is_between_leases_is_not_served_s
         # Written through the other worker: its notice cannot reach the first one now.
         await set_secret(second_http, session, "ANTHROPIC_API_KEY", "sk-ant-new-value")
         assert await first.runtime.secrets.get("ANTHROPIC_API_KEY") == "sk-ant-new-value"
+
+
+async def test_one_runner_of_several_anchors_the_audit_chain_and_another_takes_over(
+    settings: Settings, fake_openai: FakeOpenAI
+) -> None:
+    async with serving(settings, fake_openai) as first:
+        async with serving(settings, fake_openai) as second:
+            leading = [await first.runtime.engine.leads(), await second.runtime.engine.leads()]  # type: ignore[attr-defined]
+            assert leading == [
+                lease_of(first) < lease_of(second),
+                lease_of(second) < lease_of(first),
+            ]
+            assert sum(leading) == 1
+        # The other one stopped: the one left leads.
+        assert await first.runtime.engine.leads()  # type: ignore[attr-defined]

@@ -347,20 +347,28 @@ class AuditTrail:
         self._anchored_seq = seq
         return anchor
 
-    def start_anchoring(self, interval_seconds: float) -> None:
-        """Anchor every ``interval_seconds`` while the head moves (a local server's task)."""
+    def start_anchoring(
+        self, interval_seconds: float, *, leading: Callable[[], Awaitable[bool]] | None = None
+    ) -> None:
+        """Anchor every ``interval_seconds`` while the head moves (a local server's task).
+        ``leading``: asked each round whether this process is the one of several serving
+        processes that anchors (else every one would, N anchors per round)."""
         if self._anchoring is None and interval_seconds > 0:
             self._anchoring = asyncio.get_running_loop().create_task(
-                self._anchor_periodically(interval_seconds)
+                self._anchor_periodically(interval_seconds, leading)
             )
 
-    async def _anchor_periodically(self, interval_seconds: float) -> None:
+    async def _anchor_periodically(
+        self, interval_seconds: float, leading: Callable[[], Awaitable[bool]] | None
+    ) -> None:
         first = True
         while True:
             if not first:
                 await asyncio.sleep(interval_seconds)
             first = False
             try:
+                if leading is not None and not await leading():
+                    continue
                 await self._link_for_reading()
                 seq, _ = await self._repo.head()
                 if seq != self._anchored_seq:

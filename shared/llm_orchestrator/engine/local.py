@@ -284,6 +284,11 @@ class LocalEngine:
         for execution_id in list(self._runs):
             await self._detach(execution_id)
 
+    async def leads(self) -> bool:
+        """Whether this process does what only one serving process should (see
+        :meth:`Ownership.leads`); without ownership it is the only one."""
+        return True if self._ownership is None else await self._ownership.leads()
+
     @property
     def running_count(self) -> int:
         return len(self._runs)

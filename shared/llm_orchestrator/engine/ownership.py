@@ -99,6 +99,12 @@ class Ownership:
         """This process's runner id; None before :meth:`start` and while the lease is lost."""
         return None if self._lease is None or self.lost else self._lease.runner_id
 
+    async def leads(self) -> bool:
+        """Whether this runner is the live one with the lowest id: the one process that
+        does the deployment's once-per-round chores (anchoring the audit chain)."""
+        me = self.runner_id
+        return me is not None and await self._runners.first_live() == me
+
     @property
     def started(self) -> bool:
         return self._engine is not None

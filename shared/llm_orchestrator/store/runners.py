@@ -313,6 +313,13 @@ class RunnerRepository:
             )
             return [row["id"] for row in await cur.fetchall()]
 
+    async def first_live(self) -> int | None:
+        """The lowest id among the live runners: the one that does what only one should."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(f"SELECT min(id) AS id FROM ({_LIVE_RUNNERS}) live")
+            row = await cur.fetchone()
+        return None if row is None or row["id"] is None else int(row["id"])
+
     async def sweep(self) -> None:
         """Forget the rows of dead runners (their executions keep the bare id)."""
         async with self._db.connection() as conn:
