@@ -12,9 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_orchestrator.extras import MissingExtra, importing
+
+if TYPE_CHECKING:
+    from llm_orchestrator.config import Settings
 
 MAX_WORKERS = 64
 """``llmo serve --workers``'s ceiling (as ``LLMO_WORKERS``'s)."""
@@ -38,8 +41,6 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1:
         return _serve_workers(args, settings, workers, uvicorn, server_module)
     bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server
-    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
-
     server = build_local_server(settings)
 
     @asynccontextmanager
@@ -64,20 +65,26 @@ def _serve(args: argparse.Namespace) -> int:
             release_embedded_postgres(settings.data_dir)
 
     server.app.router.lifespan_context = lifespan
-    # proxy_headers off: uvicorn would otherwise take the client address from
-    # X-Forwarded-For sent by any loopback peer; LLMO_TRUSTED_PROXIES decides instead.
-    uvicorn.run(
-        server.app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        proxy_headers=False,
-        http=EnvelopeH11Protocol,
+    uvicorn.run(server.app, **_uvicorn_options(args, settings))
+    return 0
+
+
+def _uvicorn_options(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """What ``llmo serve`` gives uvicorn, with one process or several."""
+    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
+
+    return {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        # Off: uvicorn would otherwise take the client address from X-Forwarded-For sent by
+        # any loopback peer; LLMO_TRUSTED_PROXIES decides instead.
+        "proxy_headers": False,
+        "http": EnvelopeH11Protocol,
         # Without a bound, a stop waits for every request in flight: an `async: false`
         # execute for as long as its execution runs.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    return 0
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+    }
 
 
 _STOP_MARGIN = 10.0
@@ -122,8 +129,6 @@ def _serve_workers(
     import shutil
     import tempfile
 
-    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
-
     url, generated = server_module.prepare_workers(settings)
     try:
         server_module.check_connections(url, workers, settings.db_pool_max_size)
@@ -157,12 +162,7 @@ def _serve_workers(
             f"{server_module.__name__}:worker_app",
             factory=True,
             workers=workers,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            proxy_headers=False,
-            http=EnvelopeH11Protocol,
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            **_uvicorn_options(args, settings),
         )
         supervisor = _supervisor_class(uvicorn, settings.shutdown_grace_seconds + _STOP_MARGIN)
         supervisor(config, sockets=[config.bind_socket()]).run()
