@@ -299,11 +299,13 @@ class LocalEngine:
         execution_id = execution.id
         fence = None
         if self._ownership is not None:
-            fence = self._ownership.runner_id
-            if fence is None:
+            if self._ownership.lost:
                 # No lease (lost, not back yet): a live runner claims it, this one included
                 # once its lease is back.
                 return
+            # None when this process never became a runner (a runtime used without
+            # ``recover``, as before runners existed): its runs are not fenced.
+            fence = self._ownership.runner_id
         run = _Run(task=None, fence=fence)
         self._runs[execution_id] = run
         task = asyncio.get_running_loop().create_task(
