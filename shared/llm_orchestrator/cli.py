@@ -129,32 +129,32 @@ def _serve_workers(
     import shutil
     import tempfile
 
-    url, generated = server_module.prepare_workers(settings)
+    shared: str | None = None
+    # One release of the embedded server, whatever stops this: a refusal, a failed admin
+    # step after the server started, or the last worker's end.
     try:
-        server_module.check_connections(url, workers, settings.db_pool_max_size)
-    except server_module.TooManyConnections as exc:
-        print(f"llmo: {exc}", file=sys.stderr)
-        if not settings.database_url:
-            from llm_orchestrator.store.embedded import release_embedded_postgres
-
-            release_embedded_postgres(settings.data_dir)
-        return 2
-    if generated:
+        url, generated = server_module.prepare_workers(settings)
+        try:
+            server_module.check_connections(url, workers, settings.db_pool_max_size)
+        except server_module.TooManyConnections as exc:
+            print(f"llmo: {exc}", file=sys.stderr)
+            return 2
+        if generated:
+            print(
+                f"Created admin user '{settings.admin_username}' with password: {generated}\n"
+                "This password is shown once; set LLMO_ADMIN_PASSWORD to choose your own.",
+                flush=True,
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        shared = tempfile.mkdtemp(prefix="serve-", dir=settings.data_dir)
+        os.environ[server_module.WORKER_DATABASE_URL] = url
+        os.environ[server_module.WORKER_METRICS_DIR] = os.path.join(shared, "http-metrics")
         print(
-            f"Created admin user '{settings.admin_username}' with password: {generated}\n"
-            "This password is shown once; set LLMO_ADMIN_PASSWORD to choose your own.",
+            f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1"
+            f" ({workers} workers)",
             flush=True,
         )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    shared = tempfile.mkdtemp(prefix="serve-", dir=settings.data_dir)
-    os.environ[server_module.WORKER_DATABASE_URL] = url
-    os.environ[server_module.WORKER_METRICS_DIR] = os.path.join(shared, "http-metrics")
-    print(
-        f"LLM Orchestrator listening on http://{args.host}:{args.port}/api/v1 ({workers} workers)",
-        flush=True,
-    )
-    os.environ[server_module.WORKER_PARENT_PID] = str(os.getpid())
-    try:
+        os.environ[server_module.WORKER_PARENT_PID] = str(os.getpid())
         # uvicorn.run's multi-process path, with a supervisor whose wait for its workers
         # at shutdown has a deadline: the embedded PostgreSQL is stopped after it, and must
         # never be stopped under a worker still serving.
@@ -167,7 +167,8 @@ def _serve_workers(
         supervisor = _supervisor_class(uvicorn, settings.shutdown_grace_seconds + _STOP_MARGIN)
         supervisor(config, sockets=[config.bind_socket()]).run()
     finally:
-        shutil.rmtree(shared, ignore_errors=True)
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
         if not settings.database_url:
             from llm_orchestrator.store.embedded import release_embedded_postgres
 
