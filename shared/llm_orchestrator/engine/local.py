@@ -48,7 +48,7 @@ from llm_orchestrator.providers.errors import ProviderError
 from llm_orchestrator.steps.runner import Chain, StepRunner
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.executions import ExecutionRecord, ExecutionRepository
-from llm_orchestrator.store.runners import RUN_FENCE, FencedOff
+from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Run:
     """Set when the run is stopped on purpose (restore, shutdown): its ending is not recorded."""
     fence: int | None = None
     """The runner id the run started under: its steps begin and commit only while the
-    execution is still that runner's (``store.runners.RUN_FENCE``)."""
+    execution is still that runner's (``store.fence.RUN_FENCE``)."""
 
 
 def _ending(result: ExecutionResult) -> tuple[ExecutionStatus, dict[str, Any] | None]:

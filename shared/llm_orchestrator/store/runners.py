@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from psycopg.rows import dict_row
 
 from llm_orchestrator.executions.status import UNFINISHED
 from llm_orchestrator.store.db import Database
+from llm_orchestrator.store.fence import SECRET_WRITTEN_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,6 @@ _LIVE_RUNNERS = (
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 """The ids of the runners alive now (pg_locks is not transactional: it is the present)."""
-
-
-RUN_FENCE: ContextVar[int | None] = ContextVar("llmo_run_fence", default=None)
-"""The runner id a run started under, set in the run's task (``engine.local``): the step
-store begins and commits that run's steps only while the execution's ``runner_id`` is still
-this id (``store.step_runs``). None (Step Functions, Lambda, one process without runners):
-no fence."""
-
-
-class FencedOff(Exception):
-    """The execution belongs to another runner now (this one's lease was lost, noticed or
-    not): the run must stop without writing anything more."""
-
-    def __init__(self, execution_id: str) -> None:
-        super().__init__(f"execution '{execution_id}' is run by another runner now")
-        self.execution_id = execution_id
-
-
-SECRET_WRITTEN_CHANNEL = "llmo_secret_written"
-"""Every runner listens here: the name of a secret just written, whose cached value each
-process drops (``store.secrets`` notifies in the statement that writes it)."""
 
 
 def channel(runner_id: int) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from llm_orchestrator.store.db import Database
-from llm_orchestrator.store.runners import SECRET_WRITTEN_CHANNEL
+from llm_orchestrator.store.fence import SECRET_WRITTEN_CHANNEL
 
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > %s)"
 

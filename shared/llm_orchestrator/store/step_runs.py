@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
-from llm_orchestrator.store.runners import RUN_FENCE, FencedOff
+from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
     OWNER_CTE,
@@ -114,7 +114,7 @@ _LOCKED_EXECUTION = (
     " inputs FROM executions WHERE id = %(execution_id)s"
     " AND COALESCE(runner_id=%(rid)s,%(rid)s IS NULL) FOR NO KEY UPDATE)"
 )
-# The fence (``rid``): a run of a runner (``store.runners.RUN_FENCE``; NULL elsewhere, and
+# The fence (``rid``): a run of a runner (``store.fence.RUN_FENCE``; NULL elsewhere, and
 # then nothing is fenced) sees no execution once the execution is not that runner's: a
 # runner that took it over (this one's lease was lost, noticed or not) wrote ``runner_id``
 # under this row lock, so the stale run can neither begin nor commit a step (FencedOff).
