@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from openai import APIStatusError, AsyncOpenAI, OpenAIError
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
