@@ -89,11 +89,17 @@ _BUDGET = (
 )
 
 
-def _budget_of_rows(rows: list[Row]) -> BudgetRow | None:
-    if not rows:
-        return None
-    user_id, explicit, monthly_usd, spent = rows[0]
+_BUDGET_READ = _BUDGET.replace("%(month)s", "%(b_month)s") + "WHERE u.id = %(b_key)s"
+"""``_BUDGET`` of one user, with parameter names of its own: it rides in a statement that
+has parameters of its own (``store.db.Read``)."""
+
+
+def _budget_row(user_id: str, explicit: bool, monthly_usd: Decimal | None, spent: Any) -> BudgetRow:
     return BudgetRow(user_id, explicit, _float(monthly_usd), float(spent))
+
+
+def _budget_of_rows(rows: list[Row]) -> BudgetRow | None:
+    return _budget_row(*rows[0]) if rows else None
 
 
 def _float(value: Decimal | float | None) -> float | None:
@@ -193,11 +199,7 @@ class UsageRepository:
         """:meth:`budget` as a :class:`Read`, for a statement that runs anyway to carry."""
         from llm_orchestrator.store.db import Read
 
-        return Read(
-            _BUDGET.replace("%(month)s", "%(b_month)s") + "WHERE u.id = %(b_key)s",
-            {"b_key": user_id, "b_month": month},
-            _budget_of_rows,
-        )
+        return Read(_BUDGET_READ, {"b_key": user_id, "b_month": month}, _budget_of_rows)
 
     async def _budget(self, where: str, key: str, month: date) -> BudgetRow | None:
         async with self._db.connection() as conn:
@@ -205,9 +207,7 @@ class UsageRepository:
             row = await cur.fetchone()
         if row is None:
             return None
-        return BudgetRow(
-            row["id"], row["explicit"], _float(row["monthly_usd"]), float(row["spent"])
-        )
+        return _budget_row(row["id"], row["explicit"], row["monthly_usd"], row["spent"])
 
     async def set_budget(self, user_id: str, monthly_usd: float | None, *, updated_by: str) -> bool:
         """False when the user does not exist."""
