@@ -254,21 +254,16 @@ class AuditTrail:
             reason,
         )
         details = {"pending_position": int(row["position"]), "pending_id": str(row["id"])[:200]}
-        fields: dict[str, Any] = redact_data(
+        return self._fields(
             {
                 "event_type": REJECTED_EVENT_TYPE,
-                "user_id": None,
                 "action": "reject",
                 "resource_type": "audit_pending",
                 "resource_id": str(row["position"]),
                 "result": "failure",
-                "ip_address": None,
-                "details": json.loads(canonical_json({**details, "reason": reason})),
+                "details": {**details, "reason": reason},
             }
         )
-        fields["id"] = ids.event_id()
-        fields["occurred_at"] = self._now().astimezone(UTC)
-        return fields
 
     async def link_pending(self) -> None:
         """After the commit of a transaction that recorded events (``record(conn=…)``): link
