@@ -25,6 +25,8 @@ __all__ = [
     "UsageStore",
     "price_keys",
     "step_usage",
+    "float_or_none",
+    "int_or_none",
 ]
 
 SUCCEEDED = "succeeded"
@@ -141,16 +143,18 @@ def step_usage(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     ``cost_usd`` is None when a call that used tokens has no known price (never a guess);
     calls that used none (a refused request, an outage) cost nothing whatever their price.
+    Numbers come out as the response model types them (``1`` in a float field as ``1.0``),
+    so the status read can write this as it is.
     """
     attempts = [
         {
             "provider": call.get("provider"),
             "model": call.get("model"),
             "outcome": call.get("outcome"),
-            "latency_ms": call.get("latency_ms"),
-            "input_tokens": call.get("input_tokens"),
-            "output_tokens": call.get("output_tokens"),
-            "cost_usd": call.get("cost_usd"),
+            "latency_ms": float_or_none(call.get("latency_ms")),
+            "input_tokens": int_or_none(call.get("input_tokens")),
+            "output_tokens": int_or_none(call.get("output_tokens")),
+            "cost_usd": float_or_none(call.get("cost_usd")),
         }
         for call in calls
     ]
@@ -160,6 +164,14 @@ def step_usage(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "cost_usd": total_cost(attempts),
         "attempts": attempts,
     }
+
+
+def float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def int_or_none(value: Any) -> int | None:
+    return value if value is None or type(value) is int else int(value)
 
 
 def total_cost(parts: Sequence[dict[str, Any]]) -> float | None:

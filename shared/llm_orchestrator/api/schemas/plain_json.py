@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import to_json
 
 from llm_orchestrator.executions.status import StepStatus
-from llm_orchestrator.usage.ledger import total_cost
+from llm_orchestrator.usage.ledger import float_or_none as _float
+from llm_orchestrator.usage.ledger import int_or_none as _int
+from llm_orchestrator.usage.ledger import step_usage, total_cost
 
 if TYPE_CHECKING:
     from llm_orchestrator.executions.service import ExecutionState
@@ -28,36 +30,6 @@ def dumps(document: dict[str, Any]) -> bytes:
     """``document`` as a response model's JSON (a model's default: non-finite floats as
     ``null``)."""
     return to_json(document, inf_nan_mode="null")
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return value if value is None or type(value) is int else int(value)
-
-
-def _step_usage(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """``StepUsagePublic`` of ``usage.ledger.step_usage``."""
-    attempts = [
-        {
-            "provider": call.get("provider"),
-            "model": call.get("model"),
-            "outcome": call.get("outcome"),
-            "latency_ms": _float(call.get("latency_ms")),
-            "input_tokens": _int(call.get("input_tokens")),
-            "output_tokens": _int(call.get("output_tokens")),
-            "cost_usd": _float(call.get("cost_usd")),
-        }
-        for call in calls
-    ]
-    return {
-        "input_tokens": sum(a["input_tokens"] or 0 for a in attempts),
-        "output_tokens": sum(a["output_tokens"] or 0 for a in attempts),
-        "cost_usd": total_cost(attempts),
-        "attempts": attempts,
-    }
 
 
 def _step(run: StepRunRecord | None) -> dict[str, Any]:
@@ -83,7 +55,7 @@ def _step(run: StepRunRecord | None) -> dict[str, Any]:
     step["latency_ms"] = _float(run.latency_ms)
     step["input_tokens"] = _int(run.input_tokens)
     step["output_tokens"] = _int(run.output_tokens)
-    step["usage"] = _step_usage(run.calls) if run.calls else None
+    step["usage"] = step_usage(run.calls) if run.calls else None
     return step
 
 
