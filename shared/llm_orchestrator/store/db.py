@@ -233,8 +233,6 @@ class Database:
         end together ``timeout`` seconds from now (a caller with a smaller budget, like a
         health probe). Background work gets the longer ``BACKGROUND_*`` bounds.
         """
-        from psycopg_pool import PoolTimeout
-
         loop = asyncio.get_running_loop()
         started = loop.time()
         pool_wait, use_limit = self._bounds(timeout)
@@ -248,12 +246,7 @@ class Database:
             pool = self._pool or await self._get_pool()
             conn = await pool.getconn(timeout=max(0.01, pool_wait))
             try:
-                budget = (
-                    use_limit
-                    if timeout is None
-                    else min(use_limit, started + timeout - loop.time())
-                )
-                watchdog = _Watchdog(conn, budget)
+                watchdog = _Watchdog(conn, _use_budget(use_limit, started, timeout, loop))
                 try:
                     async with translate_errors():
                         yield conn
@@ -261,15 +254,13 @@ class Database:
                     watchdog.cancel()
             finally:
                 await pool.putconn(conn)
-        except (PoolTimeout, *_CONFLICTS, psycopg.OperationalError) as exc:
+        except (_pool_timeout(), *_CONFLICTS, psycopg.OperationalError) as exc:
             raise self._unavailable_after(exc, watchdog) from exc
 
     def _unavailable_after(self, exc: Exception, watchdog: _Watchdog | None) -> ServiceUnavailable:
         """The 503 for a use of a connection that failed with ``exc`` (a pool timeout, a
         lost conflict, a broken or silent connection, a statement past its timeout)."""
-        from psycopg_pool import PoolTimeout
-
-        if isinstance(exc, PoolTimeout):
+        if isinstance(exc, _pool_timeout()):
             return _unavailable("no database connection became available in time")
         if isinstance(exc, _CONFLICTS):
             # A deadlock or a serialization failure: PostgreSQL chose this transaction to
@@ -343,12 +334,7 @@ class Database:
                 waited = loop.time() - started
                 conn = await pool.getconn(timeout=max(0.01, pool_wait - waited))
                 try:
-                    budget = (
-                        use_limit
-                        if timeout is None
-                        else min(use_limit, started + timeout - loop.time())
-                    )
-                    watchdog = _Watchdog(conn, budget)
+                    watchdog = _Watchdog(conn, _use_budget(use_limit, started, timeout, loop))
                     try:
                         return await _prepared_rows(conn, sql, params)
                     except psycopg.Error as exc:
@@ -480,6 +466,14 @@ class _Gate:
 def _expire(turn: asyncio.Future[None]) -> None:
     if not turn.done():
         turn.set_exception(_pool_timeout()("no pooled connection came free in time"))
+
+
+def _use_budget(
+    use_limit: float, started: float, timeout: float | None, loop: asyncio.AbstractEventLoop
+) -> float:
+    """How long a connection got ``started`` (loop time) may be used: the limit, or less
+    when a caller's ``timeout`` ends sooner (see ``Database.connection``)."""
+    return use_limit if timeout is None else min(use_limit, started + timeout - loop.time())
 
 
 def _pool_timeout() -> type[Exception]:
