@@ -21,6 +21,7 @@ from tests.integration.execution_support import (
     wait_parked,
     wait_run_over,
     wait_step,
+    wait_until,
 )
 
 pytestmark = pytest.mark.usefixtures("fake_openai")
@@ -79,6 +80,9 @@ async def test_cancel_stops_the_execution(
     # more can start, so what it left behind is final.
     fake_openai.release()
     await wait_run_over(server)
+    # The fake records a request once it has answered it, which may be after the run is
+    # over: wait for that rather than read its log while the answer is still going out.
+    await wait_until(lambda: fake_openai.in_flight == 0)
     final = await get_status(client, admin, workflow_id, execution_id)
     assert final["status"] == "cancelled"
     assert [final["steps"][s]["status"] for s in ("b", "c")] == ["pending", "pending"]
