@@ -527,11 +527,15 @@ async def test_cancel_during_retry_backoff(settings: Settings, fake_openai: Fake
 async def test_cancel_right_after_execute(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
+    # Provider calls are held, so the cancel races the run's start and its first step but
+    # can never arrive after a run that finished first (a 409, not the race under test).
+    fake_openai.hold()
     workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
 
     cancelled = await control(client, admin, "cancel", workflow_id, execution_id)
+    fake_openai.release()
 
-    assert cancelled.status_code == 200
+    assert cancelled.status_code == 200, cancelled.text
     body = await check_invariants(
         server, fake_openai, client, admin, workflow_id, execution_id, finished_runs=1
     )
