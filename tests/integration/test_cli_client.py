@@ -202,6 +202,19 @@ def test_apply_without_a_version_updates_the_default_version(
     assert len(logged_in("workflows", "list", "--json").json()) == 1
 
 
+def test_an_unquoted_yaml_version_is_the_text_written(logged_in: Llmo, tmp_path: Path) -> None:
+    path = tmp_path / "numbered.yaml"
+    path.write_text(WORKFLOW_YAML.replace('version: "1.0"', "version: 1.10"), encoding="utf-8")
+    assert "version: 1.10\n" in path.read_text(encoding="utf-8")
+
+    created = logged_in("workflows", "apply", "-f", str(path), "--json")
+
+    assert created.code == 0, created.err
+    assert created.json()["version"] == "1.10"
+    found = logged_in("workflows", "list", "--version", "1.10", "--json").json()
+    assert [row["id"] for row in found] == [created.json()["id"]]
+
+
 def test_a_failing_workflow_exits_1(
     logged_in: Llmo, tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:

@@ -173,10 +173,41 @@ def load_document(path: str) -> Any:
     try:
         if path.endswith(".json"):
             return json.loads(text)
-        return yaml.safe_load(text)
+        return _yaml_document(text)
     except (ValueError, yaml.YAMLError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"{path} is not valid JSON or YAML: {first_line}") from None
+
+
+def _yaml_document(text: str) -> Any:
+    """The YAML document, with an unquoted top-level ``version`` read as the text written
+    (``version: 1.10`` is ``"1.10"``, not the number 1.1): a workflow's version is a string,
+    and a number read from it cannot give back the text, trailing zeros and all."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if (
+                    isinstance(key, yaml.ScalarNode)
+                    and key.value == "version"
+                    and isinstance(value, yaml.ScalarNode)
+                    and value.style is None
+                    and value.tag in (_YAML_INT, _YAML_FLOAT)
+                ):
+                    value.tag = _YAML_STR
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+_YAML_INT, _YAML_FLOAT, _YAML_STR = (
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:str",
+)
 
 
 def resolve_workflow(client: Client, ref: str) -> str:
