@@ -8,6 +8,7 @@ without them the template carries placeholder layers and a warning says so.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,9 +31,20 @@ from infra.stacks.application import ApplicationStack  # noqa: E402
 from infra.stacks.data import DataStack  # noqa: E402
 
 
+def feature_flags() -> dict[str, object]:
+    """cdk.json's context: the CDK's recommended feature flags for the aws-cdk-lib version
+    pinned in pyproject.toml, as ``cdk init`` writes them. The CDK CLI passes them to the app
+    itself; ``python infra/app.py`` and the tests read them here, so every synth is the same."""
+    document = json.loads((_ROOT / "cdk.json").read_text(encoding="utf-8"))
+    return dict(document.get("context", {}))
+
+
 def build_app(outdir: Path, sources: FunctionSources | None = None) -> App:
     # Path metadata (as the CDK CLI adds it) lets findings and tests name constructs.
-    app = App(outdir=str(outdir), context={"aws:cdk:enable-path-metadata": True})
+    app = App(
+        outdir=str(outdir),
+        context={**feature_flags(), "aws:cdk:enable-path-metadata": True},
+    )
     data = DataStack(
         app, constants.DATA_STACK, description="LLM Orchestrator: network, database, secrets"
     )
