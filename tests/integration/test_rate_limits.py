@@ -263,3 +263,25 @@ async def test_enterprise_limits_come_from_the_environment(
     assert statuses[0].headers["X-RateLimit-Limit"] == "3"
     assert statuses[3].json()["details"]["window"] == "1 hour"
     assert statuses[3].json()["details"]["limit"] == 3
+
+
+async def test_a_count_commits_without_waiting_for_the_wal_flush_and_nothing_after_it(server):
+    # Every authenticated request counts itself; waiting for a WAL flush on each held the
+    # caller's counter rows locked meanwhile (migration 0089). Only the counting
+    # transaction commits asynchronously: the connection's next one is synchronous again.
+    async with server.runtime.db.connection() as conn:
+        # The test server commits asynchronously throughout (tests/conftest.py): this
+        # connection waits for flushes, as a production server's do.
+        await conn.execute("SET synchronous_commit = on")
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT rate_limit_hit('user:flush', ARRAY['minute'], ARRAY[now()], ARRAY[5])"
+                )
+                during = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            after = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+        finally:
+            await conn.execute("RESET synchronous_commit")
+
+    assert during["synchronous_commit"] == "off"
+    assert after["synchronous_commit"] == "on"
