@@ -23,6 +23,7 @@ from llm_orchestrator.api.body_limit import MAX_BODY_BYTES, BodySizeLimitMiddlew
 from llm_orchestrator.api.errors import install_error_handlers
 from llm_orchestrator.api.fast_path import HotReads
 from llm_orchestrator.api.headers import ResponseHeadersMiddleware
+from llm_orchestrator.api.hot_writes import HotWrites
 from llm_orchestrator.api.storable import reject_unstorable_input
 from llm_orchestrator.metrics.http import HttpMetricsMiddleware, HttpRequestMetrics
 
@@ -134,6 +135,8 @@ class OrchestratorApp(FastAPI):
     read more CPU than its own work)."""
 
     hot_reads: HotReads | None = None
+    hot_writes: HotWrites | None = None
+    """The plain submits answered at the front too (``api/hot_writes.py``)."""
     _telemetry_seen: tuple[float, bool] = (-TELEMETRY_RECHECK_SECONDS, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,6 +146,14 @@ class OrchestratorApp(FastAPI):
             and scope["type"] == "http"
             and not self._telemetry_on()
             and await hot.answer(self, scope, receive, send)
+        ):
+            return
+        writes = self.hot_writes
+        if (
+            writes is not None
+            and scope["type"] == "http"
+            and not self._telemetry_on()
+            and await writes.answer(self, scope, receive, send, super().__call__)
         ):
             return
         await super().__call__(scope, receive, send)
@@ -194,6 +205,14 @@ def create_app(
         app.state.http_metrics,
         app.exception_handlers,
     )
+    writes = HotWrites(
+        API_PREFIX,
+        [route for router in routers for route in router.routes if isinstance(route, APIRoute)],
+        app.state.http_metrics,
+        app.exception_handlers,
+        max_body_bytes,
+    )
+    app.hot_writes = writes if writes else None
     # Starlette's 405 names only the methods of the first route on the path; the error
     # handler answers with every method the path has (``Allow``, RFC 9110 §10.2.1).
     app.state.route_methods = [

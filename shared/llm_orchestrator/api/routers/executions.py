@@ -21,6 +21,7 @@ from llm_orchestrator.api.fast_path import (
     plain_int,
     plain_query,
 )
+from llm_orchestrator.api.hot_writes import front_post
 from llm_orchestrator.api.schemas.common import ERROR_RESPONSES
 from llm_orchestrator.api.schemas.executions import (
     ExecuteRequest,
@@ -49,7 +50,8 @@ router = APIRouter(
     route_class=FastPathRoute,
 )
 
-Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
+_executor = require(Permission.WORKFLOW_EXECUTE)
+Executor = Annotated[Principal, Depends(_executor)]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 
 
@@ -104,12 +106,38 @@ IdempotencyKey = Annotated[
 ]
 
 
+_IDEMPOTENCY_HEADER = idempotency.HEADER.lower().encode("latin-1")
+
+
+def _plain_submit(request: Request, body: ExecuteRequest) -> ExecuteRequest | None:
+    """A submit the app's front may answer (``api/hot_writes.py``): asynchronous (202 at
+    once) and without an idempotency key; None for any other."""
+    if not body.run_async:
+        return None
+    for name, _ in request.scope["headers"]:
+        if name == _IDEMPOTENCY_HEADER:
+            return None
+    return body
+
+
+async def _submit_plainly(request: Request, body: ExecuteRequest) -> ExecutionAccepted:
+    """``execute``'s front path: what its dependencies and body do, in order, for a plain
+    submit (the app-wide input check, the caller's authentication, counting and
+    permission, then the start)."""
+    await reject_unstorable_input(request)
+    runtime = await get_runtime(request)
+    caller = await _executor(request)
+    record = await _start(request.path_params["workflow_id"], body, request, runtime, caller)
+    return ExecutionAccepted.of(record)
+
+
 @router.post(
     "/{workflow_id}/execute",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExecutionAccepted | ExecutionFinished,
     responses={200: {"model": ExecutionFinished, "description": "async: false, finished"}},
 )
+@front_post(_plain_submit, _submit_plainly)
 async def execute(
     workflow_id: str,
     body: ExecuteRequest,
