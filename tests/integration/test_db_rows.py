@@ -139,3 +139,25 @@ async def test_a_waiter_past_the_pool_timeout_is_a_503_and_takes_no_turn_away(
         assert [rows[0][0] for rows in together] == [4] * 5
     finally:
         await db.close()
+
+
+async def test_the_connection_returned_last_is_the_next_one_handed_out(database_url: str) -> None:
+    # A sequence of statements stays on one warm backend instead of going round them all.
+    database = Database(database_url, min_size=1, max_size=3)
+    try:
+
+        async def backend(conn: Any) -> int:
+            cur = await conn.execute("SELECT pg_backend_pid() AS pid")
+            row = await cur.fetchone()
+            return int(row["pid"])
+
+        async with database.connection() as a, database.connection() as b:
+            first, second = await backend(a), await backend(b)  # b goes back first, then a
+        assert first != second
+        for _ in range(3):
+            async with database.connection() as conn:
+                assert await backend(conn) == first
+        async with database.connection() as a, database.connection() as b:
+            assert {await backend(a), await backend(b)} == {first, second}
+    finally:
+        await database.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import select
@@ -196,9 +197,7 @@ class Database:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
-                    from psycopg_pool import AsyncConnectionPool
-
-                    pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                    pool: AsyncConnectionPool[Connection] = _last_returned_first()(
                         self.url,
                         min_size=self._min_size,
                         max_size=self._max_size,
@@ -474,6 +473,33 @@ def _use_budget(
     """How long a connection got ``started`` (loop time) may be used: the limit, or less
     when a caller's ``timeout`` ends sooner (see ``Database.connection``)."""
     return use_limit if timeout is None else min(use_limit, started + timeout - loop.time())
+
+
+@functools.cache
+def _last_returned_first() -> type[AsyncConnectionPool[Connection]]:
+    """psycopg's pool, handing out the connection returned last instead of the one idle
+    longest.
+
+    The pool's own order goes round every idle connection in turn: a chain of steps, one
+    statement after another, ran each on a different PostgreSQL backend, whose caches
+    (plans, catalog, the CPU's) had gone cold since its last turn, and took a fifth of a
+    statement's database CPU more than on the backend it had just used. Last in, first out
+    keeps a sequence of statements on one warm backend; under load every connection is in
+    use anyway. The connections idle longest are the ones the pool closes when it shrinks
+    (``max_idle``), as before.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    class Pool(AsyncConnectionPool[Connection]):
+        async def _get_ready_connection(self, timeout: float | None) -> Connection | None:
+            if not self._pool or (timeout is not None and timeout <= 0.0):
+                # None idle (the pool's waiting and its refusals), or past the deadline.
+                return await super()._get_ready_connection(timeout)
+            conn = self._pool.pop()
+            self._nconns_min = min(self._nconns_min, len(self._pool))
+            return conn
+
+    return Pool
 
 
 def _pool_timeout() -> type[Exception]:
