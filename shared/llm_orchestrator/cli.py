@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import io
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
 
 MAX_WORKERS = 64
 """``llmo serve --workers``'s ceiling (as ``LLMO_WORKERS``'s)."""
+
+
+_LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO}
+
+
+def log_level(name: str) -> int:
+    """The logging level of a ``--log-level`` (uvicorn's names; ``trace`` is its own 5)."""
+    known = logging.getLevelNamesMapping().get(name.upper())
+    return _LOG_LEVELS.get(name.lower(), known if known is not None else logging.INFO)
 
 
 def _server_extra(settings: Any) -> str:
@@ -38,6 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
         extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
     )
     workers = args.workers if args.workers is not None else settings.workers
+    level = log_level(args.log_level)
+    server_module.apply_log_level(level)
+    os.environ[server_module.WORKER_LOG_LEVEL] = str(level)
     if workers > 1:
         return _serve_workers(args, settings, workers, uvicorn, server_module)
     bootstrap, build_local_server = server_module.bootstrap, server_module.build_local_server

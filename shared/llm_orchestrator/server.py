@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from llm_orchestrator.api.app import create_app, fixed_runtime
 from llm_orchestrator.api.routers import all_routers
+from llm_orchestrator.audit.anchors import ANCHOR_LOGGER
 from llm_orchestrator.clock import utcnow
 from llm_orchestrator.config import Settings
 from llm_orchestrator.runtime import Runtime, build_runtime, resolve_database_urls
@@ -82,6 +83,8 @@ WORKER_DATABASE_URL = "LLMO__WORKER_DATABASE_URL"
 WORKER_METRICS_DIR = "LLMO__WORKER_METRICS_DIR"
 """Set by the supervising ``llmo serve``: where its workers share their request counts."""
 WORKER_PARENT_PID = "LLMO__WORKER_PARENT_PID"
+WORKER_LOG_LEVEL = "LLMO__WORKER_LOG_LEVEL"
+"""The logging level ``llmo serve --log-level`` set, for the workers' own logging."""
 """Set by the supervising ``llmo serve``: its pid, which its workers must not outlive."""
 _PARENT_CHECK_SECONDS = 1.0
 
@@ -156,6 +159,15 @@ def check_connections(url: str, workers: int, pool_size: int) -> None:
         )
 
 
+def apply_log_level(level: int) -> None:
+    """``llmo serve --log-level`` for every logger, not only uvicorn's (at ``warning``, the
+    HTTP client no longer logs a line per provider call), except the audit anchors: each
+    is a signed record of the audit chain's head, written as an INFO line whatever the
+    level (``audit.anchors``)."""
+    logging.getLogger().setLevel(level)
+    logging.getLogger(ANCHOR_LOGGER).setLevel(min(level, logging.INFO))
+
+
 def worker_app() -> FastAPI:
     """The app of one worker (uvicorn's factory, in each worker process)."""
     import os
@@ -165,7 +177,8 @@ def worker_app() -> FastAPI:
     from llm_orchestrator.metrics.fleet import FleetHttpMetrics
 
     # A spawned process: the logging ``llmo`` set up in the supervisor is not inherited.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    apply_log_level(int(os.environ.get(WORKER_LOG_LEVEL) or logging.INFO))
     parent = int(os.environ.get(WORKER_PARENT_PID) or os.getppid())
     exit_with_parent(parent)
     settings = Settings()

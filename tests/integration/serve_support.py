@@ -25,7 +25,8 @@ def serve_env(**settings: str) -> dict[str, str]:
 
 
 class ServeProcess:
-    """``llmo serve --port <free port>``; what it prints is kept when ``capture`` is set."""
+    """``llmo serve --port <free port> --log-level warning``; what it prints (stdout and
+    stderr) is kept when ``capture`` is set."""
 
     def __init__(self, env: dict[str, str], *, capture: bool = False) -> None:
         self.env = env
@@ -45,7 +46,7 @@ class ServeProcess:
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE if self.capture else subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self.capture else subprocess.DEVNULL,
             text=True,
         )
         # A deadline, not a wait: the loop ends as soon as the server answers. A first start

@@ -76,3 +76,38 @@ def test_a_stop_cuts_off_a_request_still_waiting_once_the_grace_is_over(
 
     # uvicorn ends by re-raising the signal it stopped for, as an unhandled SIGTERM would.
     assert exit_code in (0, -signal.SIGTERM)
+
+
+def test_log_level_warning_keeps_info_lines_of_every_logger_out(
+    database_url: str, tmp_path: Path, fake_openai: FakeOpenAI
+):
+    env = serve_env(
+        LLMO_DATABASE_URL=database_url,
+        LLMO_DATA_DIR=str(tmp_path),
+        LLMO_JWT_SECRET=JWT_SECRET,
+        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **fake_environ(fake_openai),
+    )
+    server = ServeProcess(env, capture=True).start()
+    try:
+        api = httpx.Client(base_url=server.base_url, timeout=60)
+        login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        created = api.post(
+            "/workflows", json={"name": "quiet", "steps": [llm_step("s", "hi", "r")]}
+        )
+        done = api.post(
+            f"/workflows/{created.json()['id']}/execute", json={"async": False, "inputs": {}}
+        )
+    finally:
+        output = server.stop()
+
+    assert done.json()["status"] == "completed", done.text
+    assert fake_openai.requests_to("/v1/chat/completions")
+    # The HTTP client's INFO line per provider call ("HTTP Request: POST ...") among them;
+    # the audit anchors are records, written whatever the level.
+    info = [line for line in output.splitlines() if line.startswith("INFO")]
+    assert [
+        line for line in info if not line.startswith("INFO llm_orchestrator.audit.anchor: ")
+    ] == [], output
+    assert any(" audit-anchor {" in line for line in info), output

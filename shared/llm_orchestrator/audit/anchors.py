@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-log = logging.getLogger("llm_orchestrator.audit.anchor")
+ANCHOR_LOGGER = "llm_orchestrator.audit.anchor"
+log = logging.getLogger(ANCHOR_LOGGER)
 ANCHOR_LOG_PREFIX = "audit-anchor "
 
 
