@@ -140,11 +140,16 @@ _WAIT_FOR_HEAD = "SELECT seq, last_hash FROM audit_chain_head WHERE singleton FO
 # A second statement reads the outbox, so that its snapshot is taken after the head's lock
 # was granted (what a linker committed just before is seen as moved); it reads nothing
 # unless this transaction holds the head (its own lock does not block it; another's does).
+# Whether a pending id is chained already is one index probe per pending row (a lateral
+# join): as an ``EXISTS`` in the select list the planner hashed the whole of audit_events
+# for it on every link (a scan that grows with the trail: 1.7 ms at 5,000 events, against
+# 0.14 ms for the probes).
 _READ_PENDING = (
     "WITH held AS (SELECT FROM audit_chain_head WHERE singleton FOR UPDATE SKIP LOCKED)"
-    f" SELECT position, {_COLUMNS}, mac, legacy,"
-    " EXISTS (SELECT FROM audit_events e WHERE e.id = p.id) AS taken"
-    " FROM audit_pending p WHERE EXISTS (SELECT FROM held) ORDER BY position LIMIT %(limit)s"
+    f" SELECT position, {_COLUMNS}, mac, legacy, chained.chained__ IS NOT NULL AS taken"
+    " FROM audit_pending p LEFT JOIN LATERAL (SELECT TRUE AS chained__ FROM audit_events e"
+    " WHERE e.id = p.id LIMIT 1) chained ON TRUE"
+    " WHERE EXISTS (SELECT FROM held) ORDER BY position LIMIT %(limit)s"
 )
 _MOVE = (
     "WITH moved AS (DELETE FROM audit_pending WHERE position = ANY(%(positions)s)"
