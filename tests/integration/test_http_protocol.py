@@ -53,12 +53,20 @@ class _App:
         await send({"type": "http.response.body", "body": BODY})
 
 
+KEEP_ALIVE_SECONDS = 5
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[int, _App]]:
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[int, _App]]:
     app = _App()
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=EnvelopeH11Protocol, log_level="warning"
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=EnvelopeH11Protocol,
+        log_level="warning",
+        timeout_keep_alive=getattr(request, "param", KEEP_ALIVE_SECONDS),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -184,3 +192,24 @@ def test_an_error_in_the_app_is_still_uvicorns_500_and_the_connection_closes(
     assert head.startswith(b"HTTP/1.1 500 Internal Server Error")
     assert b"connection: close" in head.lower()
     assert b"Internal Server Error" in body
+
+
+@pytest.mark.parametrize("served", [2], indirect=True)
+def test_a_kept_alive_connection_closes_once_idle_for_the_keep_alive_timeout(
+    served: tuple[int, _App],
+) -> None:
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        received = bytearray()
+        sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        _read_until(sock, received, BODY)
+        # A second request half-way through the first idle spell: the timeout counts
+        # from its answer, not from the first.
+        time.sleep(0.5)
+        sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        _read_until(sock, received, BODY, count=2)
+        answered = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server
+        idle = time.monotonic() - answered
+
+    assert idle >= 1.9

@@ -145,7 +145,42 @@ def _lean_request(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None
     return request["target"], headers
 
 
-_valid_names: set[bytes] = set()
+_NAME_PLAIN, _NAME_LENGTH, _NAME_REFUSED = 0, 1, 2
+_name_kinds: dict[Any, int] = {}
+"""Answer header names seen, by what :func:`_whole_response` does with them."""
+_BAD_VALUE = re.compile(rb"[\x00\n\v\f\r]|^[ \t]|[ \t]\Z")
+"""What h11's ``field_value`` refuses: a byte it never allows, or a blank at either end."""
+_valid_values: set[bytes] = set()
+_VALID_VALUES_KEPT = 4096
+
+
+def _name_kind(name: Any) -> int:
+    kind = _name_kinds.get(name)
+    if kind is None:
+        if type(name) is not bytes or _FIELD_NAME.fullmatch(name) is None:
+            kind = _NAME_REFUSED
+        else:
+            lower = name.lower()
+            kind = (
+                _NAME_LENGTH
+                if lower == b"content-length"
+                else _NAME_REFUSED
+                if lower in (b"transfer-encoding", b"connection", b"host")
+                else _NAME_PLAIN
+            )
+        if len(_name_kinds) < _VALID_VALUES_KEPT:
+            _name_kinds[name] = kind
+    return kind
+
+
+def _valid_value(value: Any) -> bool:
+    if value in _valid_values:
+        return True
+    if type(value) is not bytes or _BAD_VALUE.search(value) is not None:
+        return False
+    if len(_valid_values) < _VALID_VALUES_KEPT:
+        _valid_values.add(value)  # the same few come back (date, types, limits)
+    return True
 
 
 def _whole_response(status: Any, headers: list[tuple[bytes, bytes]], body: Any) -> bytes | None:
@@ -158,29 +193,26 @@ def _whole_response(status: Any, headers: list[tuple[bytes, bytes]], body: Any) 
         return None
     length = None
     out = [b"HTTP/1.1 %d %s\r\n" % (status, STATUS_PHRASES[status])]
-    for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes:
-            return None
-        if name not in _valid_names:
-            if _FIELD_NAME.fullmatch(name) is None:
+    append = out.append
+    try:
+        for name, value in headers:
+            kind = _name_kind(name)
+            if kind:
+                if kind != _NAME_LENGTH or length is not None:
+                    return None
+                length = value
+            if not _valid_value(value):
                 return None
-            _valid_names.add(name)
-        if value.translate(None, _FIELD_VALUE_BYTES) or (
-            value and (value[0] in b" \t" or value[-1] in b" \t")
-        ):
-            return None
-        lower = name.lower()
-        if lower == b"content-length":
-            if length is not None:
-                return None
-            length = value
-        elif lower in (b"transfer-encoding", b"connection", b"host"):
-            return None
-        out.append(b"%s: %s\r\n" % (name, value))
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+    except TypeError:  # a name or value that is not even hashable: h11's to refuse
+        return None
     if length != b"%d" % len(body):
         return None
-    out.append(b"\r\n")
-    out.append(body)
+    append(b"\r\n")
+    append(body)
     return b"".join(out)
 
 
