@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 import pytest
 
@@ -214,6 +217,95 @@ async def test_restore_reruns_only_the_steps_after_the_checkpoint(
         params={"event_type": "workflow_execution", "resource_id": execution_id},
     )
     assert "restore" in [e["action"] for e in events.json()["events"]]
+
+
+def _completion(text: str) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
+
+
+async def _checkpoints(
+    client: httpx.AsyncClient, admin: Session, workflow_id: str, execution_id: str
+) -> list[dict[str, Any]]:
+    listed = await client.get(
+        f"/state/{workflow_id}/checkpoints",
+        headers=admin.headers,
+        params={"executionId": execution_id},
+    )
+    assert listed.status_code == 200, listed.text
+    checkpoints: list[dict[str, Any]] = listed.json()["checkpoints"]
+    return checkpoints
+
+
+async def test_every_checkpoint_shows_its_whole_snapshot_across_restores(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
+) -> None:
+    workflow_id, execution_id = await launch(client, admin, CHAIN, {"x": "1"})
+    await wait_for(client, admin, workflow_id, execution_id)
+    a = {"out_a": "echo: a 1"}
+    b = {"out_b": "echo: b echo: a 1"}
+    c = {"out_c": "echo: c echo: b echo: a 1"}
+    first_run = await _checkpoints(client, admin, workflow_id, execution_id)
+    assert [(k["step_id"], k["snapshot"]) for k in first_run] == [
+        ("a", {"inputs": {"x": "1"}, "steps": {"a": a}}),
+        ("b", {"inputs": {"x": "1"}, "steps": {"a": a, "b": b}}),
+        ("c", {"inputs": {"x": "1"}, "steps": {"a": a, "b": b, "c": c}}),
+    ]
+    fake_openai.reset()
+    fake_openai.reply_next(_completion("B"))  # the rerun of b answers differently
+
+    restored = await client.post(
+        f"/state/{workflow_id}/restore",
+        headers=admin.headers,
+        json={"checkpointId": first_run[0]["id"]},
+    )
+    assert restored.status_code == 200, restored.text
+    await wait_for(client, admin, workflow_id, execution_id)
+    second_run = (await _checkpoints(client, admin, workflow_id, execution_id))[3:]
+
+    # The new run's checkpoints extend the one it was restored to, not the old run's.
+    c2 = {"out_c": "echo: c B"}
+    assert [(k["step_id"], k["snapshot"]) for k in second_run] == [
+        ("b", {"inputs": {"x": "1"}, "steps": {"a": a, "b": {"out_b": "B"}}}),
+        ("c", {"inputs": {"x": "1"}, "steps": {"a": a, "b": {"out_b": "B"}, "c": c2}}),
+    ]
+    # Restoring to one of them restores its whole snapshot: only c runs again.
+    fake_openai.reset()
+    again = await client.post(
+        f"/state/{workflow_id}/restore",
+        headers=admin.headers,
+        json={"checkpointId": second_run[0]["id"]},
+    )
+    assert again.status_code == 200, again.text
+    final = await wait_for(client, admin, workflow_id, execution_id)
+    assert final["status"] == "completed"
+    assert prompts(fake_openai) == ["c B"]
+    assert final["context"]["outputs"] == {**a, "out_b": "B", "out_c": "echo: c B"}
+    # Stored, an automatic checkpoint after a run's first keeps its own step only.
+    async with server.runtime.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT step_id, snapshot FROM checkpoint_rows WHERE execution_id = %s"
+            " AND parent_id IS NOT NULL ORDER BY created_at",
+            (execution_id,),
+        )
+        stored = [
+            (row["step_id"], sorted(row["snapshot"]["steps"])) for row in await cur.fetchall()
+        ]
+    assert stored == [("b", ["b"]), ("c", ["c"]), ("b", ["b"]), ("c", ["c"]), ("c", ["c"])]
 
 
 async def test_restore_of_a_running_execution_is_a_conflict(

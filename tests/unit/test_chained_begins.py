@@ -52,6 +52,6 @@ def test_the_step_statements_fit_psycopg_statement_cache() -> None:
         assert len(step_runs._complete_and_begin_sql(calls=calls)) <= (
             _queries.MAX_CACHED_STATEMENT_LENGTH
         )
-        assert len(step_runs._completion_sql(calls=calls, locked=False)) + 30 <= (
+        assert len(step_runs._completion_sql(calls=calls)) + 30 <= (
             _queries.MAX_CACHED_STATEMENT_LENGTH
         )

@@ -24,6 +24,7 @@ The same code runs in the step-runner Lambda and, in-process, under the local en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -138,6 +139,7 @@ class StepStore(Protocol):
         calls: Sequence[CallRow] = (),
         month: date | None = None,
         next_step: NextStep,
+        completed: Mapping[str, dict[str, Any]],
     ) -> tuple[bool, StepContext | None]: ...
 
     async def record_step_error(
@@ -322,6 +324,10 @@ class StepRunner:
         if begun is not None and not attempt:
             # Begun by the statement that completed the step before it.
             context, began = begun, True
+            if not context.outputs.keys() >= ancestor_map[step_id]:
+                # Its outputs are what the run knew (see ``complete_and_begin``): should an
+                # ancestor have completed elsewhere, read them as a begin would have.
+                context = await self._with_stored_outputs(execution_id, step_id, context)
         else:
             # One round trip: the context to run with, the attempt counted if it may run,
             # and for a step that calls a provider, the owner's budget and the prices of
@@ -399,6 +405,7 @@ class StepRunner:
                     checkpoint_id=ids.checkpoint_id(),
                     **self._priced(calls, context, month),
                     next_step=self._begin_of(definition.step(following), self._month()),
+                    completed=context.outputs,
                 )
                 if next_context is not None:
                     chain.begun[following] = next_context
@@ -498,6 +505,14 @@ class StepRunner:
         if known is None and self._usage is not None:
             known = await self._usage.known_dimension(provider, model)
         return known
+
+    async def _with_stored_outputs(
+        self, execution_id: str, step_id: str, context: StepContext
+    ) -> StepContext:
+        stored = await self._repo.step_context(execution_id, step_id)
+        if stored is None:
+            raise ExecutionNotFound(f"execution '{execution_id}' does not exist")
+        return dataclasses.replace(context, outputs=stored.outputs)
 
     async def _refuse_if_stopped(self, execution_id: str, step_id: str) -> None:
         context = await self._repo.step_context(execution_id, step_id)

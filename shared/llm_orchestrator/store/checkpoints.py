@@ -1,7 +1,9 @@
 """Checkpoints: snapshots of an execution's inputs and completed steps' outputs.
 
 The step runner writes one automatically with each completed step (in the same transaction
-as the step's outputs, see ``store.executions``); users add more on demand.
+as the step's outputs, see ``store.step_runs``), keeping that step's outputs and naming the
+checkpoint it extends; users add more on demand, each a whole snapshot. They are stored in
+``checkpoint_rows``; the ``checkpoints`` view shows each with its whole snapshot.
 """
 
 from __future__ import annotations
@@ -67,13 +69,24 @@ class CheckpointRepository:
         async with self._db.connection() as conn:
             rows, total = await fetch_page(
                 conn,
-                source="checkpoints",
+                # The stored rows: the whole snapshots of the page's rows only are read
+                # below, not of every checkpoint before them (each is a walk up its chain).
+                source="checkpoint_rows",
                 where="execution_id = %s",
                 params=(execution_id,),
                 order_by="created_at, id",
                 limit=limit,
                 offset=offset,
             )
+            chained = [row["id"] for row in rows if row["parent_id"] is not None]
+            if chained:
+                cur = await conn.execute(
+                    "SELECT id, checkpoint_snapshot(id) AS snapshot FROM unnest(%s::text[]) AS id",
+                    (chained,),
+                )
+                whole = {row["id"]: row["snapshot"] for row in await cur.fetchall()}
+                for row in rows:
+                    row["snapshot"] = whole.get(row["id"], row["snapshot"])
         return [_checkpoint(r) for r in rows], total
 
 
@@ -81,7 +94,7 @@ async def insert_checkpoint(
     conn: Connection, checkpoint_id: str, execution_id: str, step_id: str | None, kind: str
 ) -> CheckpointRecord:
     cur = await conn.execute(
-        "INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
+        "INSERT INTO checkpoint_rows (id, execution_id, step_id, kind, snapshot)"
         " VALUES (%(id)s, %(execution_id)s, %(step_id)s, %(kind)s, " + _SNAPSHOT_SQL + ")"
         " RETURNING *",
         {"id": checkpoint_id, "execution_id": execution_id, "step_id": step_id, "kind": kind},

@@ -469,9 +469,17 @@ class ExecutionRepository:
             cur = await conn.execute(
                 "UPDATE executions SET status = %s, pause_requested = false,"
                 " cancel_requested = false, error = NULL, completed_at = NULL,"
-                " run_number = run_number + 1, updated_at = now(), runner_id = %s"
+                " run_number = run_number + 1, updated_at = now(), runner_id = %s,"
+                # The new run's first checkpoint extends this one (``store.step_runs``).
+                " last_checkpoint_id = %s"
                 " WHERE id = %s AND status <> ALL(%s) RETURNING *",
-                (ExecutionStatus.PENDING.value, self.runner_id, execution_id, _UNFINISHED),
+                (
+                    ExecutionStatus.PENDING.value,
+                    self.runner_id,
+                    checkpoint.id,
+                    execution_id,
+                    _UNFINISHED,
+                ),
             )
             row = await cur.fetchone()
             if row is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -111,7 +111,7 @@ class NextStep:
 # a deadlock PostgreSQL breaks by failing one of them. Begins of one execution queue instead.
 _LOCKED_EXECUTION = (
     "e AS (SELECT id, owner_id, status, pause_requested, cancel_requested,"
-    " inputs FROM executions WHERE id = %(execution_id)s"
+    " inputs, last_checkpoint_id FROM executions WHERE id = %(execution_id)s"
     " AND COALESCE(runner_id=%(rid)s,%(rid)s IS NULL) FOR NO KEY UPDATE)"
 )
 # The fence (``rid``): a run of a runner (``store.fence.RUN_FENCE``; NULL elsewhere, and
@@ -128,8 +128,14 @@ _BEGIN = (
     "   AND NOT e.pause_requested{guard}"
     "   ON CONFLICT (execution_id, step_id) DO UPDATE SET status = %(running_step)s,"
     "   attempts = step_runs.attempts + 1, error = NULL, started_at = now()"
-    "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts),"
-    # The first step to begin marks a pending execution running (mark_running's write).
+    "   WHERE step_runs.status <> %(completed_step)s RETURNING attempts)"
+)
+# The first step to begin marks a pending execution running (mark_running's write). Not in
+# a chained begin: the step completed before it began in the same run, which marked the
+# execution running then (a restore in between would have left that step's attempt
+# uncommittable: no completion, so no begin), and ``last`` updates the same row, which one
+# statement may update only once.
+_RUNNING = (
     " running AS (UPDATE executions SET status = %(running_execution)s,"
     "   updated_at = now()"
     "   WHERE id = %(execution_id)s AND status = %(pending_execution)s"
@@ -153,20 +159,25 @@ _CONTEXT_FROM = (
     "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
     "   WHERE u.id = e.owner_id AND %({month})s::date IS NOT NULL) b ON TRUE"
 )
-# The automatic checkpoint of a completed step: the other completed steps as of the
-# statement's start, plus this step's outputs (the UPDATE in ``done`` is not visible to the
-# statement's own reads). ``snap`` is read again by the next step's begin when folded in.
+# The automatic checkpoint of a completed step. It extends the checkpoint the execution's
+# previous commit wrote (or the one it was restored to): ``executions.last_checkpoint_id``,
+# read from the row ``e`` has locked, so the commits of one execution (the branches of a
+# Parallel too) each extend the one before, and the snapshot read back from the chain
+# (``checkpoint_snapshot``, migration 0081) has every step completed before this one plus
+# this one: what this statement used to copy in whole, every step's outputs again at every
+# step. With no previous checkpoint (a run's first commit, or one begun before checkpoints
+# had parents) its steps are every completed step, as before.
 _CHECKPOINT = (
-    "snap AS (SELECT COALESCE((SELECT jsonb_object_agg(step_id, outputs)"
-    "   FROM step_runs WHERE execution_id = %(execution_id)s"
-    "   AND status = %(completed_step)s AND step_id <> %(step_id)s), '{{}}'::jsonb)"
-    "   || jsonb_build_object(%(step_id)s::text, %(outputs)s) AS steps),"
-    " ckpt AS (INSERT INTO checkpoints (id, execution_id, step_id, kind, snapshot)"
-    " SELECT %(checkpoint_id)s, %(execution_id)s, %(step_id)s, 'auto',"
-    " jsonb_build_object("
-    "   'inputs', (SELECT inputs FROM executions WHERE id = %(execution_id)s),"
-    "   'steps', (SELECT steps FROM snap))"
-    " FROM done{guard} RETURNING 1)"
+    "snap AS (SELECT jsonb_build_object('inputs', e.inputs, 'steps',"
+    "   CASE WHEN e.last_checkpoint_id IS NULL THEN COALESCE((SELECT"
+    "   jsonb_object_agg(step_id, outputs) FROM step_runs WHERE execution_id = e.id"
+    "   AND status = %(completed_step)s AND step_id <> %(step_id)s), '{{}}') ELSE '{{}}' END"
+    "   || jsonb_build_object(%(step_id)s::text, %(outputs)s)) AS snapshot FROM e),"
+    " ckpt AS (INSERT INTO checkpoint_rows (id, execution_id, step_id, kind, snapshot, parent_id)"
+    " SELECT %(checkpoint_id)s, e.id, %(step_id)s, 'auto', snap.snapshot,"
+    " e.last_checkpoint_id FROM done, snap, e{guard} RETURNING 1),"
+    " last AS (UPDATE executions SET last_checkpoint_id = %(checkpoint_id)s"
+    "   WHERE id = %(execution_id)s AND EXISTS (SELECT 1 FROM ckpt))"
 )
 
 
@@ -197,7 +208,7 @@ def _price_keys_json(price_keys: tuple[tuple[str, str], ...]) -> str:
     return json.dumps([{"provider": provider, "model": model} for provider, model in price_keys])
 
 
-def _context(row: dict[str, Any]) -> StepContext:
+def _context(row: dict[str, Any], outputs: dict[str, dict[str, Any]] | None = None) -> StepContext:
     budget = None
     if row["budget_user"] is not None:
         budget = BudgetRow(
@@ -211,8 +222,8 @@ def _context(row: dict[str, Any]) -> StepContext:
         pause_requested=row["pause_requested"],
         cancel_requested=row["cancel_requested"],
         inputs=row["inputs"],
-        step_status=StepStatus(row["step_status"]) if row["step_status"] else None,
-        outputs=row["outputs"],
+        step_status=StepStatus(row["step_status"]) if row.get("step_status") else None,
+        outputs=row["outputs"] if outputs is None else outputs,
         budget=budget,
         prices=tuple(
             PriceRow(provider, model, float(input_usd), float(output_usd))
@@ -304,17 +315,24 @@ class StepRunRepository:
         calls: Sequence[CallRow] = (),
         month: date | None = None,
         next_step: NextStep,
+        completed: Mapping[str, dict[str, Any]],
     ) -> tuple[bool, StepContext | None]:
         """:meth:`complete_step` and, once the step has committed, :meth:`begin_step` of
         ``next_step`` (the step the state machine runs next when this one succeeds): one
         statement, so a chain of steps costs one round trip per step instead of two.
 
         Returns ``(committed, context)``: the context is the next step's, as
-        :meth:`begin_step` would have read it after this commit (this step's outputs
-        included), or None when the next step was not begun (this one did not commit, or
-        the execution is paused, cancelled or ended, or the next step has completed): the
-        caller then begins it on its own when it comes to it. The execution row is locked
-        before the step's row, the order cancel and the run's end lock them in.
+        :meth:`begin_step` would have read it after this commit, except for its
+        ``outputs``: those are ``completed`` (the outputs of the steps completed before
+        this one, as the caller's own context had them) with this step's added, not read
+        back (every completed step's outputs again, at every step of a chain). A step
+        completed meanwhile by another branch is not among them; what the next step's
+        templates may see (its ancestors) completed before it could begin (the step
+        runner checks). The context is None when the next step was not begun (this one did
+        not commit, or the execution is paused, cancelled or ended, or the next step has
+        completed): the caller then begins it on its own when it comes to it. The execution
+        row is locked before the step's row, the order cancel and the run's end lock them
+        in.
         """
         parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
         parameters.update(
@@ -338,7 +356,7 @@ class StepRunRepository:
         committed = bool(row["committed"])
         if not (committed and row["started"]):
             return committed, None
-        return committed, _context(row)
+        return committed, _context(row, {**completed, step_id: outputs})
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         async with self._db.connection() as conn:
@@ -580,11 +598,11 @@ def _completion(
 
 
 @functools.cache
-def _completion_sql(*, calls: bool, locked: bool) -> str:
+def _completion_sql(*, calls: bool) -> str:
     """The CTEs that complete a step (``done``; with ``calls``, the ledger's too) and write
-    its checkpoint (``ckpt``, a row once the step has completed). ``locked``: the statement
-    has the execution row locked as ``e``, and the step's row is locked after it (joined to
-    ``e``), not before."""
+    its checkpoint (``ckpt``, a row once the step has completed; ``last``, the execution's
+    latest checkpoint). The statement has the execution row locked as ``e``, and the step's
+    row is locked after it (joined to ``e``), not before."""
     # Only the attempt still running completes: a step that cancel, a timeout or the fail
     # handler has closed as failed meanwhile stays failed, and one that a restore has
     # dropped stays dropped (no row).
@@ -595,7 +613,7 @@ def _completion_sql(*, calls: bool, locked: bool) -> str:
             " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
             " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
             " completed_at = clock_timestamp()"
-            + (" FROM e WHERE step_runs.execution_id = e.id AND" if locked else " WHERE")
+            + " FROM e WHERE step_runs.execution_id = e.id AND"
             + " step_runs.execution_id = %(execution_id)s AND step_id = %(step_id)s"
             " AND step_runs.status = %(running_step)s RETURNING 1), " + checkpoint
         )
@@ -603,14 +621,13 @@ def _completion_sql(*, calls: bool, locked: bool) -> str:
     # whatever its status; the rest only if the attempt is still running, as the row locked
     # by ``prior`` says (SET's own reads see the same version).
     running = "p.live"
-    ledger = LEDGER_CTES
-    if locked:  # the execution's row is read already, as ``e``
-        ledger = ledger.replace(OWNER_CTE, "owner AS (SELECT owner_id FROM e),")
-        assert ledger != LEDGER_CTES
+    # The execution's row is read already, as ``e``.
+    ledger = LEDGER_CTES.replace(OWNER_CTE, "owner AS (SELECT owner_id FROM e),")
+    assert ledger != LEDGER_CTES
     return _compact(
         ledger + ","
         " prior AS (SELECT r.status = %(running_step)s AS live FROM step_runs r"
-        + (" JOIN e ON e.id = r.execution_id" if locked else "")
+        + " JOIN e ON e.id = r.execution_id"
         + " WHERE r.execution_id = %(execution_id)s"
         "   AND r.step_id = %(step_id)s FOR UPDATE OF r),"
         " done AS (UPDATE step_runs r SET"
@@ -639,7 +656,7 @@ def _complete_sql(*, calls: bool) -> str:
         "WITH "
         + _LOCKED_EXECUTION
         + ", "
-        + _completion_sql(calls=calls, locked=True)
+        + _completion_sql(calls=calls)
         + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed FROM e"
     )
 
@@ -657,13 +674,13 @@ def _complete_and_begin_sql(*, calls: bool) -> str:
         "WITH "
         + _LOCKED_EXECUTION
         + ", "
-        + _completion_sql(calls=calls, locked=True)
+        + _completion_sql(calls=calls)
         + ", "
         + _BEGIN.format(guard=" AND EXISTS (SELECT 1 FROM ckpt)")
         + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, "
         + _CONTEXT
-        # This step's outputs are not visible to the statement's reads: ``snap`` adds them.
-        + ", NULL AS step_status, (SELECT steps FROM snap) AS outputs"
+        # No step status (the step is begun) and no outputs: they are the caller's, who has
+        # those of the steps before and this one's.
         + _CONTEXT_FROM.format(month="next_month")
     )
 
@@ -695,7 +712,15 @@ _STATUS_LITERALS = {
 
 
 _BEGIN_SQL = _compact(
-    "WITH " + _LOCKED_EXECUTION + ", " + _BEGIN.format(guard="") + " SELECT " + _CONTEXT + ","
+    "WITH "
+    + _LOCKED_EXECUTION
+    + ", "
+    + _BEGIN.format(guard="")
+    + ","
+    + _RUNNING
+    + " SELECT "
+    + _CONTEXT
+    + ","
     " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
     "   AS step_status,"
     " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
