@@ -217,3 +217,45 @@ async def test_a_role_change_decides_what_an_api_keys_next_read_shows(
     assert await seen() == ["boss"]
     await set_roles(["admin"])
     assert await seen() == ["admins", "boss"]
+
+
+async def test_a_role_change_decides_which_workflow_the_next_submit_may_start(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser, server: LocalServer
+) -> None:
+    """A submit's workflow and budget are read with the authenticating lookup, for the rows
+    the caller saw last time; the roles that lookup returns still decide what it may start,
+    and a session logged out is refused on the very next submit."""
+    dev = await create_user("dev", roles=["developer"])
+    theirs = await client.post("/workflows", headers=admin.headers, json=_workflow("admins"))
+    own = await client.post("/workflows", headers=dev.headers, json=_workflow("devs"))
+    assert theirs.status_code == own.status_code == 201, (theirs.text, own.text)
+
+    async def set_roles(roles: list[str]) -> None:
+        async with server.runtime.db.connection() as conn:
+            await conn.execute("UPDATE users SET roles = %s WHERE id = %s", (roles, dev.user_id))
+
+    async def submits() -> tuple[int, int]:
+        """Theirs first: right after a role change, that read was built for the old one."""
+        answers = [
+            await client.post(
+                f"/workflows/{created.json()['id']}/execute",
+                headers=dev.headers,
+                json={"inputs": {}},
+            )
+            for created in (theirs, own)
+        ]
+        return answers[0].status_code, answers[1].status_code
+
+    await burst(client, dev.headers)
+    assert await submits() == (404, 202)
+    await set_roles(["admin"])
+    assert await submits() == (202, 202)
+    assert await submits() == (202, 202)
+    await set_roles(["developer"])
+    assert await submits() == (404, 202)
+    await set_roles(["viewer"])
+    assert await submits() == (403, 403)
+    await set_roles(["developer"])
+    assert await submits() == (404, 202)
+    assert (await client.post("/auth/logout", headers=dev.headers)).status_code in (200, 204)
+    assert await submits() == (401, 401)

@@ -36,6 +36,7 @@ from llm_orchestrator.workflows.service import (
 )
 
 if TYPE_CHECKING:
+    from llm_orchestrator.store.usage import BudgetRow
     from llm_orchestrator.usage.budgets import Budgets
 
 EXECUTION_NOT_FOUND = "Execution not found"
@@ -101,13 +102,18 @@ class ExecutionService:
         actor: Actor | None = None,
         audit_details: Mapping[str, Any] | None = None,
         budgets: Budgets | None = None,
+        found: tuple[Workflow | None, BudgetRow | None] | None = None,
     ) -> ExecutionRecord:
         """Create the execution and start its run; ``actor`` (default: the caller) and
         ``audit_details`` go into its ``start`` audit event. With ``budgets``, the caller's
         budget is checked first (``OverBudget`` before anything else is refused), read by
-        the statement that reads the workflow."""
+        the statement that reads the workflow, or already read with it: ``found``, the
+        answer of :meth:`start_read` for this caller (which went out with the request's
+        authentication)."""
         if budgets is None:
             workflow = await self._workflows.get(caller, workflow_id)
+        elif found is not None:
+            workflow = _within_budget(*found, budgets)
         else:
             workflow = await self._workflow_within_budget(caller, workflow_id, budgets)
         _check_inputs(workflow.definition, inputs)
@@ -144,6 +150,20 @@ class ExecutionService:
         await self.engine.start(record)
         return record
 
+    def start_read(
+        self, owner_filter: str | None, workflow_id: str, budgets: Budgets | None
+    ) -> Read[tuple[Workflow | None, BudgetRow | None]] | None:
+        """What :meth:`execute` reads first (the workflow and the caller's budget) for a
+        non-admin caller with ``owner_filter`` (their user id), as a read that can go with
+        the request's authentication; None for an admin (the budget read names the caller,
+        whom an admin's filter does not), without budgets, or for an id no workflow can
+        have."""
+        if owner_filter is None or budgets is None:
+            return None
+        return self._workflows.get_with_read(
+            owner_filter, workflow_id, budgets.execute_read(owner_filter)
+        )
+
     async def _workflow_within_budget(
         self, caller: Principal, workflow_id: str, budgets: Budgets
     ) -> Workflow:
@@ -155,10 +175,7 @@ class ExecutionService:
             # An id no workflow can have: nothing was read, and the budget comes first.
             await budgets.check_execute(caller.user_id)
             raise
-        budgets.check_execute_row(row)
-        if found is None:
-            raise NotFound(WORKFLOW_NOT_FOUND)
-        return found
+        return _within_budget(found, row, budgets)
 
     def state_read(
         self, owner_filter: str | None, workflow_id: str, execution_id: str
@@ -277,6 +294,15 @@ class ExecutionService:
         else:  # an execution gone meanwhile, known by its summary: the steps that ran
             step_ids = list(runs)
         return ExecutionState(record=record, step_ids=step_ids, runs=runs)
+
+
+def _within_budget(found: Workflow | None, row: BudgetRow | None, budgets: Budgets) -> Workflow:
+    """The workflow read with the caller's budget row: ``OverBudget`` first, then
+    ``NotFound``."""
+    budgets.check_execute_row(row)
+    if found is None:
+        raise NotFound(WORKFLOW_NOT_FOUND)
+    return found
 
 
 def _no_machines(_: dict[str, Any]) -> dict[int, dict[str, Any]]:

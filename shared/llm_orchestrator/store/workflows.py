@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE
@@ -36,6 +35,8 @@ class WorkflowRecord(WorkflowHeader):
 
 
 _HEADER_COLUMNS = ", ".join(WorkflowHeader.__dataclass_fields__)
+_RECORD_FIELDS = tuple(WorkflowRecord.__dataclass_fields__)
+_RECORD_COLUMNS = ", ".join(_RECORD_FIELDS)
 
 
 def _list_filter(
@@ -123,6 +124,14 @@ class WorkflowRepository:
         self, workflow_id: uuid.UUID, *, owner_id: str | None, ride: Read[T]
     ) -> tuple[WorkflowRecord | None, T]:
         """:meth:`get`, and ``ride`` (a read of at most one row) in the same statement."""
+        return await self._db.fetch(self.get_with_read(workflow_id, owner_id=owner_id, ride=ride))
+
+    def get_with_read(
+        self, workflow_id: uuid.UUID, *, owner_id: str | None, ride: Read[T]
+    ) -> Read[tuple[WorkflowRecord | None, T]]:
+        """:meth:`get_with` as a :class:`Read` (one row), which may itself ride on the
+        statement that authenticates a request. The workflow's columns come last, in a
+        fixed number, so its rows are split without their names."""
         params: dict[str, Any] = {"w_id": workflow_id, **ride.params}
         owner_sql = ""
         if owner_id is not None:
@@ -130,20 +139,19 @@ class WorkflowRepository:
             params["w_owner"] = owner_id
         sql = (
             f"SELECT r.*, w.* FROM (SELECT) one{ride.lateral()}"
-            " LEFT JOIN LATERAL (SELECT TRUE AS found__, * FROM workflows"
+            f" LEFT JOIN LATERAL (SELECT TRUE AS found__, {_RECORD_COLUMNS} FROM workflows"
             f" WHERE id = %(w_id)s{owner_sql}) w ON TRUE"
         )
-        async with self._db.connection() as conn:
-            tuples = conn.cursor(row_factory=tuple_row)
-            await tuples.execute(sql, params)
-            row = await tuples.fetchone()
-            names = [column.name for column in tuples.description or ()]
-        assert row is not None
-        split = names.index("found__")
-        record = None
-        if row[split]:
-            record = _workflow(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
-        return record, ride.carried([row[:split]], 0)
+
+        def decode(rows: list[Row]) -> tuple[WorkflowRecord | None, T]:
+            row = rows[0]
+            split = len(row) - len(_RECORD_FIELDS) - 1
+            record = None
+            if row[split]:
+                record = WorkflowRecord(*row[split + 1 :])
+            return record, ride.carried([row[:split]], 0)
+
+        return Read(sql, params, decode)
 
     def list_read(
         self,

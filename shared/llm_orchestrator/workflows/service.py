@@ -91,6 +91,22 @@ class WorkflowService:
         )
         return (None if record is None else self._parsed(record)), answer
 
+    def get_with_read(
+        self, owner_filter: str | None, workflow_id: str, ride: Read[T]
+    ) -> Read[tuple[Workflow | None, T]] | None:
+        """:meth:`get_with` for a caller with ``owner_filter``, as a read that can go with
+        the request's authentication; None for an id no workflow can have."""
+        try:
+            parsed = parse_workflow_id(workflow_id)
+        except NotFound:
+            return None
+        read = self._repo.get_with_read(parsed, owner_id=owner_filter, ride=ride)
+        return read.then(self._parsed_with)
+
+    def _parsed_with(self, found: tuple[WorkflowRecord | None, T]) -> tuple[Workflow | None, T]:
+        record, answer = found
+        return (None if record is None else self._parsed(record)), answer
+
     def _parsed(self, record: WorkflowRecord) -> Workflow:
         """The record with its definition parsed, once per stored definition: while the
         definition is unchanged (equal to the one parsed before), the earlier parse and

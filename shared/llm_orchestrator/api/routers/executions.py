@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from llm_orchestrator.runtime import Runtime
     from llm_orchestrator.store.db import Read
     from llm_orchestrator.store.executions import ExecutionRecord, ExecutionSummary
+    from llm_orchestrator.store.usage import BudgetRow
+    from llm_orchestrator.workflows.service import Workflow
 
 router = APIRouter(
     prefix="/workflows",
@@ -50,8 +52,22 @@ router = APIRouter(
     route_class=FastPathRoute,
 )
 
-_executor = require(Permission.WORKFLOW_EXECUTE)
-Executor = Annotated[Principal, Depends(_executor)]
+Executor = Annotated[Principal, Depends(require(Permission.WORKFLOW_EXECUTE))]
+
+
+def _start_read(
+    request: Request, runtime: Runtime, owner_filter: str | None
+) -> Read[tuple[Workflow | None, BudgetRow | None]] | None:
+    """What a submit reads first (its workflow and the caller's budget), from the raw
+    request."""
+    return runtime.executions.start_read(
+        owner_filter, request.path_params["workflow_id"], runtime.budgets
+    )
+
+
+# Authenticating goes with the workflow's and the budget's read: one round trip less.
+_submitter = require(Permission.WORKFLOW_EXECUTE, ride=_start_read)
+Submitter = Annotated[Principal, Depends(_submitter)]
 Reader = Annotated[Principal, Depends(require(Permission.EXECUTION_READ))]
 
 
@@ -126,7 +142,7 @@ async def _submit_plainly(request: Request, body: ExecuteRequest) -> ExecutionAc
     permission, then the start)."""
     await reject_unstorable_input(request)
     runtime = await get_runtime(request)
-    caller = await _executor(request)
+    caller = await _submitter(request)
     record = await _start(request.path_params["workflow_id"], body, request, runtime, caller)
     return ExecutionAccepted.of(record)
 
@@ -144,7 +160,7 @@ async def execute(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    caller: Executor,
+    caller: Submitter,
     idempotency_key: IdempotencyKey = None,
 ) -> ExecutionAccepted | ExecutionFinished | JSONResponse:
     key = idempotency.parse_key(idempotency_key)
@@ -179,6 +195,8 @@ async def execute(
 async def _start(
     workflow_id: str, body: ExecuteRequest, request: Request, runtime: Runtime, caller: Principal
 ) -> ExecutionRecord:
+    read = runtime.executions.start_read(caller.owner_filter(), workflow_id, runtime.budgets)
+    found = None if read is None else carried(request, read)
     return await runtime.executions.execute(
         caller,
         workflow_id,
@@ -188,6 +206,7 @@ async def _start(
         audit_details={"async": body.run_async},
         # Checked first, read with the workflow (one round trip less per submit).
         budgets=runtime.budgets,
+        found=None if found is None else found[0],
     )
 
 
