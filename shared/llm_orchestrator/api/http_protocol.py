@@ -105,9 +105,6 @@ class CoalescingTransport:
 _REQUEST_LINE = re.compile(_abnf.request_line.encode("ascii"))
 _HEADER_FIELD = re.compile(_abnf.header_field.encode("ascii"))
 _FIELD_NAME = re.compile(_abnf.field_name.encode("ascii"))
-_FIELD_VALUE_BYTES = bytes(b for b in range(256) if b not in b"\x00\n\v\f\r")
-"""The bytes h11's ``field_value`` allows, spaces and tabs only inside a value (a value
-with none of the others, neither starting nor ending in a blank, matches it)."""
 _LEAN_HEAD_LIMIT = 8192
 """The longest request head the lean path reads (h11 takes up to 16 KiB by default)."""
 _NOT_LEAN = frozenset(
@@ -152,6 +149,8 @@ _BAD_VALUE = re.compile(rb"[\x00\n\v\f\r]|^[ \t]|[ \t]\Z")
 """What h11's ``field_value`` refuses: a byte it never allows, or a blank at either end."""
 _valid_values: set[bytes] = set()
 _VALID_VALUES_KEPT = 4096
+_RECURRING_VALUE_LENGTH = 32
+"""Longer values (request ids: one per answer) are checked every time, not kept."""
 
 
 def _name_kind(name: Any) -> int:
@@ -178,7 +177,7 @@ def _valid_value(value: Any) -> bool:
         return True
     if type(value) is not bytes or _BAD_VALUE.search(value) is not None:
         return False
-    if len(_valid_values) < _VALID_VALUES_KEPT:
+    if len(value) <= _RECURRING_VALUE_LENGTH and len(_valid_values) < _VALID_VALUES_KEPT:
         _valid_values.add(value)  # the same few come back (date, types, limits)
     return True
 
