@@ -48,7 +48,9 @@ async def test_a_viewer_may_not_submit(
     path = f"/workflows/{workflow_id}/execute"
 
     front = await _post(client, path, {**viewer.headers, **SAME_ID}, {"inputs": {"x": "1"}})
-    stack = await _post(client, path, {**viewer.headers, **SAME_ID, **STACK}, {"inputs": {"x": "1"}})
+    stack = await _post(
+        client, path, {**viewer.headers, **SAME_ID, **STACK}, {"inputs": {"x": "1"}}
+    )
 
     assert front.status_code == 403
     assert front.json()["code"] == "forbidden"
