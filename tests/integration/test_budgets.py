@@ -399,3 +399,22 @@ async def test_a_spent_budget_is_refused_before_the_workflow_and_its_inputs_are_
         f"/workflows/{workflow_id}/execute", headers=dev.headers, json={"inputs": {}}
     )
     assert missing.status_code == 400, missing.text
+
+
+async def test_an_admins_submit_is_checked_against_their_own_budget_on_the_next_request(
+    client: httpx.AsyncClient, admin: Session, create_user: CreateUser
+) -> None:
+    """An admin's submit reads the workflow with their authentication, and the budget read
+    with it is their own (named by the token, then checked against the verified caller)."""
+    boss = await create_user("boss", roles=["admin"])
+    dev = await create_user("dev")
+    workflow_id = await create_workflow(client, dev, [step("a")])
+    for _ in range(2):
+        assert (await execute(client, boss, workflow_id)).status_code == 202
+    assert (await set_budget(client, admin, boss.user_id, 0)).status_code == 200
+    assert_refused_for_budget(await execute(client, boss, workflow_id), 0.0, 0.0)
+    # The dev's own budget is untouched, and the admin's is theirs alone.
+    assert (await execute(client, dev, workflow_id)).status_code == 202
+    assert (await execute(client, admin, workflow_id)).status_code == 202
+    assert (await set_budget(client, admin, boss.user_id, None)).status_code == 200
+    assert (await execute(client, boss, workflow_id)).status_code == 202

@@ -151,17 +151,15 @@ class ExecutionService:
         return record
 
     def start_read(
-        self, owner_filter: str | None, workflow_id: str, budgets: Budgets | None
+        self, owner_filter: str | None, workflow_id: str, budgets: Budgets | None, *, user_id: str
     ) -> Read[tuple[Workflow | None, BudgetRow | None]] | None:
-        """What :meth:`execute` reads first (the workflow and the caller's budget) for a
-        non-admin caller with ``owner_filter`` (their user id), as a read that can go with
-        the request's authentication; None for an admin (the budget read names the caller,
-        whom an admin's filter does not), without budgets, or for an id no workflow can
-        have."""
-        if owner_filter is None or budgets is None:
+        """What :meth:`execute` reads first (the workflow and the caller's budget) for the
+        caller ``user_id`` with ``owner_filter``, as a read that can go with the request's
+        authentication; None without budgets or for an id no workflow can have."""
+        if budgets is None:
             return None
         return self._workflows.get_with_read(
-            owner_filter, workflow_id, budgets.execute_read(owner_filter)
+            owner_filter, workflow_id, budgets.execute_read(user_id)
         )
 
     async def _workflow_within_budget(
