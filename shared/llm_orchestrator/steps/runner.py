@@ -79,6 +79,9 @@ from llm_orchestrator.workflows.templating import TemplateError, render, render_
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_RETRY = RetryPolicy()
+"""The retry policy of a step without one (built once, not at every step)."""
+
 DEFINITION_CACHE_SIZE = 1024
 BEGIN_SHAPES_CACHED = 8192
 RETRY_AFTER_MARGIN_SECONDS = 1.0
@@ -140,6 +143,7 @@ class StepStore(Protocol):
         month: date | None = None,
         next_step: NextStep,
         completed: Mapping[str, dict[str, Any]],
+        inputs: dict[str, Any],
     ) -> tuple[bool, StepContext | None]: ...
 
     async def record_step_error(
@@ -406,6 +410,7 @@ class StepRunner:
                     **self._priced(calls, context, month),
                     next_step=self._begin_of(definition.step(following), self._month()),
                     completed=context.outputs,
+                    inputs=context.inputs,
                 )
                 if next_context is not None:
                     chain.begun[following] = next_context
@@ -487,7 +492,7 @@ class StepRunner:
         """
         if not (self._wait_for_retry_after and exc.retryable and exc.retry_after):
             return
-        policy = step.retry or RetryPolicy()
+        policy = step.retry or _DEFAULT_RETRY
         if attempt is not None and attempt + 1 >= policy.max_attempts:
             return
         wait = exc.retry_after
@@ -537,7 +542,7 @@ class StepRunner:
         """``_execute``, unless the owner's budget is spent.
 
         The budget read with the context says whether one applies. Only then does the step
-        pay two more round trips, as before folding: the spend is read again right before
+        pay two more round trips, as before folding: the spend is read right before
         the call, and the calls are recorded (the spend counted) in a commit of their own
         as soon as they return, not with the step's completion. Concurrent steps of the
         owner see the spend at once, which keeps what they can overspend bounded by the
@@ -548,9 +553,9 @@ class StepRunner:
             and self._budgets.applies(context.budget)
         ):
             return await self._execute(step, definition, ancestor_map, context, calls, attempt)
-        refusal = self._budgets.refusal(context.budget)
-        if refusal is None:
-            refusal = await self._budgets.step_refusal(execution_id)
+        # The context carries the budget's setting, not its spend: read it now, right
+        # before the call.
+        refusal = await self._budgets.step_refusal(execution_id)
         if refusal is not None:
             raise BudgetExhausted(refusal)
         try:
@@ -670,7 +675,7 @@ def _price_keys(step: AnyStep) -> list[tuple[str, str]]:
 def _last_attempt(step: AnyStep, attempt: int | None) -> bool:
     """Whether no Retry follows this attempt (``attempt`` is ``$$.State.RetryCount``):
     the one in which a step's fallback chain is walked. Unknown counts as last."""
-    return attempt is None or attempt + 1 >= (step.retry or RetryPolicy()).max_attempts
+    return attempt is None or attempt + 1 >= (step.retry or _DEFAULT_RETRY).max_attempts
 
 
 def _elapsed_ms(started: float) -> float:

@@ -31,7 +31,6 @@ from llm_orchestrator.store.usage import (
     CallRow,
     PriceRow,
     ledger_parameters,
-    spent_sql,
 )
 
 _ACTIVE = [status.value for status in ACTIVE]
@@ -68,7 +67,9 @@ class StepContext:
     outputs: dict[str, dict[str, Any]]
     """Outputs of every completed step of the execution, by step id."""
     budget: BudgetRow | None = None
-    """The owner's budget and spend in the month asked for (None: not asked, or no owner)."""
+    """The owner's budget setting when a month was asked for (None: not asked, or no owner).
+    Its spend is not read (``spent_usd`` is 0): a step whose budget applies reads the spend
+    right before its call (``Budgets.step_refusal``)."""
     prices: tuple[PriceRow, ...] = ()
     """The price overrides of the ``(provider, model)`` pairs asked for."""
 
@@ -141,8 +142,10 @@ _RUNNING = (
     "   WHERE id = %(execution_id)s AND status = %(pending_execution)s"
     "   AND EXISTS (SELECT 1 FROM started))"
 )
+# The inputs are not among them: a begin reads them (``_BEGIN_SQL``), a chained begin has
+# the caller's (they never change).
 _CONTEXT = (
-    " e.status, e.pause_requested, e.cancel_requested, e.inputs,"
+    " e.status, e.pause_requested, e.cancel_requested,"
     " EXISTS (SELECT 1 FROM started) AS started,"
     " b.*,"
     " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
@@ -151,11 +154,13 @@ _CONTEXT = (
     "   (SELECT * FROM jsonb_to_recordset(%(price_keys)s::jsonb) AS k (provider text, model text)))"
     "   AS prices"
 )
+# The owner's budget setting, not their spend: summing the spend's shard rows at every
+# step's begin was for a budget that applies only, and such a step reads the spend again
+# right before its call anyway (``StepRunner._checked``).
 _CONTEXT_FROM = (
     " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
-    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly, "
-    + spent_sql("u.id", "%({month})s::date")
-    + " AS budget_spent FROM users u"
+    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly"
+    " FROM users u"
     "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
     "   WHERE u.id = e.owner_id AND %({month})s::date IS NOT NULL) b ON TRUE"
 )
@@ -208,20 +213,24 @@ def _price_keys_json(price_keys: tuple[tuple[str, str], ...]) -> str:
     return json.dumps([{"provider": provider, "model": model} for provider, model in price_keys])
 
 
-def _context(row: dict[str, Any], outputs: dict[str, dict[str, Any]] | None = None) -> StepContext:
+def _context(
+    row: dict[str, Any],
+    outputs: dict[str, dict[str, Any]] | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> StepContext:
     budget = None
     if row["budget_user"] is not None:
         budget = BudgetRow(
             row["budget_user"],
             row["budget_explicit"],
             None if row["budget_monthly"] is None else float(row["budget_monthly"]),
-            float(row["budget_spent"]),
+            0.0,  # not read (see ``StepContext.budget``)
         )
     return StepContext(
         status=ExecutionStatus(row["status"]),
         pause_requested=row["pause_requested"],
         cancel_requested=row["cancel_requested"],
-        inputs=row["inputs"],
+        inputs=row["inputs"] if inputs is None else inputs,
         step_status=StepStatus(row["step_status"]) if row.get("step_status") else None,
         outputs=row["outputs"] if outputs is None else outputs,
         budget=budget,
@@ -316,6 +325,7 @@ class StepRunRepository:
         month: date | None = None,
         next_step: NextStep,
         completed: Mapping[str, dict[str, Any]],
+        inputs: dict[str, Any],
     ) -> tuple[bool, StepContext | None]:
         """:meth:`complete_step` and, once the step has committed, :meth:`begin_step` of
         ``next_step`` (the step the state machine runs next when this one succeeds): one
@@ -323,6 +333,7 @@ class StepRunRepository:
 
         Returns ``(committed, context)``: the context is the next step's, as
         :meth:`begin_step` would have read it after this commit, except for its
+        ``inputs``, the execution's (they never change: the caller passes its own), and its
         ``outputs``: those are ``completed`` (the outputs of the steps completed before
         this one, as the caller's own context had them) with this step's added, not read
         back (every completed step's outputs again, at every step of a chain). A step
@@ -356,7 +367,7 @@ class StepRunRepository:
         committed = bool(row["committed"])
         if not (committed and row["started"]):
             return committed, None
-        return committed, _context(row, {**completed, step_id: outputs})
+        return committed, _context(row, {**completed, step_id: outputs}, inputs)
 
     async def definition(self, execution_id: str) -> dict[str, Any] | None:
         async with self._db.connection() as conn:
@@ -720,7 +731,7 @@ _BEGIN_SQL = _compact(
     + _RUNNING
     + " SELECT "
     + _CONTEXT
-    + ","
+    + ", e.inputs,"
     " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
     "   AS step_status,"
     " COALESCE((SELECT jsonb_object_agg(step_id, outputs) FROM step_runs"
