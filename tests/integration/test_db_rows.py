@@ -71,6 +71,20 @@ async def test_a_forgotten_prepared_statement_is_prepared_again(db: Database) ->
     assert await db.rows(STATEMENT, _params(1)) == first
 
 
+async def test_statements_prepared_after_the_server_forgot_others_are_kept(db: Database) -> None:
+    # The server forgets every statement (psycopg itself sends DEALLOCATE ALL after a
+    # rollback when it holds prepared statements of its own); one prepared afterwards
+    # exists, and re-preparing a forgotten one must not forget that it does.
+    other = "SELECT %(x)s::int + 1 AS y"
+    first = await db.rows(STATEMENT, _params(1))
+    async with db.connection() as conn:
+        await conn.execute("DEALLOCATE ALL")
+    assert await db.rows(other, {"x": 1}) == [(2,)]  # prepared after the forgetting
+
+    assert await db.rows(STATEMENT, _params(1)) == first  # forgotten: prepared again
+    assert await db.rows(other, {"x": 2}) == [(3,)]  # still there: not prepared twice
+
+
 async def test_a_value_the_database_refuses_is_a_validation_error(db: Database) -> None:
     with pytest.raises(ValidationFailed, match="A value cannot be stored"):
         await db.rows("SELECT %(id)s::uuid", {"id": "not-a-uuid"})

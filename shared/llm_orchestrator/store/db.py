@@ -563,9 +563,12 @@ async def _prepared_rows(conn: Connection, sql: str, params: Mapping[str, Any]) 
         pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
         results = await _wait(pgconn)
         if attempt == 1 and _statement_missing(results):
-            # The server forgot it (a DEALLOCATE ALL or DISCARD ALL on this connection):
-            # prepare it again.
-            prepared.clear()
+            # The server forgot it (a DEALLOCATE ALL or DISCARD ALL on this connection;
+            # psycopg sends one after a rollback when it holds statements of its own):
+            # prepare it again. Only this one is known to be gone: one prepared since the
+            # server forgot stays known, or preparing it again would fail as a duplicate;
+            # each other forgotten one is found out, like this one, when next used.
+            prepared.discard(name)
             continue
         break
     return _loaded(transformer, results, conn)
