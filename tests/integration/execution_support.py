@@ -170,6 +170,26 @@ def prompts(fake: FakeOpenAI) -> list[str]:
     ]
 
 
+async def checkpoints(
+    client: httpx.AsyncClient,
+    session: Session,
+    workflow_id: str,
+    execution_id: str,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """A page of the execution's checkpoints (``GET /state/{id}/checkpoints``), oldest first."""
+    response = await client.get(
+        f"/state/{workflow_id}/checkpoints",
+        headers=session.headers,
+        params={"executionId": execution_id, "limit": limit, "offset": offset},
+    )
+    assert response.status_code == 200, response.text
+    listed: list[dict[str, Any]] = response.json()["checkpoints"]
+    return listed
+
+
 async def control(
     client: httpx.AsyncClient, session: Session, action: str, workflow_id: str, execution_id: str
 ) -> httpx.Response:

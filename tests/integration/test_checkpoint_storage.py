@@ -16,6 +16,7 @@ from llm_orchestrator.server import LocalServer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
+    checkpoints,
     control,
     launch,
     launch_held,
@@ -47,19 +48,6 @@ async def _rows(server: LocalServer, sql: str, *params: Any) -> list[dict[str, A
         return list(await cur.fetchall())
 
 
-async def _page(
-    client: httpx.AsyncClient, admin: Session, workflow_id: str, execution_id: str, **page: int
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/state/{workflow_id}/checkpoints",
-        headers=admin.headers,
-        params={"executionId": execution_id, **page},
-    )
-    assert response.status_code == 200, response.text
-    listed: list[dict[str, Any]] = response.json()["checkpoints"]
-    return listed
-
-
 async def test_every_page_shows_the_snapshots_the_database_builds(
     client: httpx.AsyncClient, admin: Session, server: LocalServer
 ) -> None:
@@ -83,7 +71,7 @@ async def test_every_page_shows_the_snapshots_the_database_builds(
     assert chained[0]["n"] == len(LONG_CHAIN) - 1  # the first is whole, the rest extend it
 
     pages = [
-        await _page(client, admin, workflow_id, execution_id, limit=2, offset=offset)
+        await checkpoints(client, admin, workflow_id, execution_id, limit=2, offset=offset)
         for offset in (0, 2, 4)
     ]
 
@@ -110,7 +98,7 @@ async def test_a_cycle_made_by_hand_does_not_hang_a_page(
     async with server.runtime.db.connection() as conn:
         await conn.execute("UPDATE checkpoint_rows SET parent_id = %s WHERE id = %s", (last, first))
 
-    listed = await _page(client, admin, workflow_id, execution_id, limit=10, offset=0)
+    listed = await checkpoints(client, admin, workflow_id, execution_id, limit=10, offset=0)
 
     assert [c["step_id"] for c in listed] == [s["id"] for s in LONG_CHAIN]
     assert set(listed[-1]["snapshot"]["steps"]) == {s["id"] for s in LONG_CHAIN}
@@ -150,7 +138,7 @@ async def test_the_code_before_0081_still_writes_whole_checkpoints_that_the_next
     assert (await control(client, admin, "resume", workflow_id, execution_id)).status_code == 200
     assert (await wait_for(client, admin, workflow_id, execution_id))["status"] == "completed"
 
-    listed = await _page(client, admin, workflow_id, execution_id, limit=10, offset=0)
+    listed = await checkpoints(client, admin, workflow_id, execution_id, limit=10, offset=0)
     [b] = [c for c in listed if c["step_id"] == "b"]
     assert b["snapshot"]["steps"]["a"] == {"out_a": "as the old code saw it"}
     assert set(b["snapshot"]["steps"]) == {"a", "b"}

@@ -28,6 +28,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Session
 from tests.integration.execution_support import (
     TERMINAL,
+    checkpoints,
     control,
     create_workflow,
     get_status,
@@ -124,19 +125,6 @@ async def restore(
         headers=session.headers,
         json={"checkpointId": checkpoint_id},
     )
-
-
-async def checkpoints(
-    client: httpx.AsyncClient, session: Session, workflow_id: str, execution_id: str
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/state/{workflow_id}/checkpoints",
-        headers=session.headers,
-        params={"executionId": execution_id, "limit": 100},
-    )
-    assert response.status_code == 200, response.text
-    listed: list[dict[str, Any]] = response.json()["checkpoints"]
-    return listed
 
 
 async def db_rows(server: LocalServer, sql: str, *params: Any) -> list[dict[str, Any]]:

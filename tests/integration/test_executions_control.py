@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +11,7 @@ from llm_orchestrator.server import LocalServer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import Session
 from tests.integration.execution_support import (
+    checkpoints,
     control,
     create_workflow,
     get_status,
@@ -238,19 +238,6 @@ def _completion(text: str) -> str:
     )
 
 
-async def _checkpoints(
-    client: httpx.AsyncClient, admin: Session, workflow_id: str, execution_id: str
-) -> list[dict[str, Any]]:
-    listed = await client.get(
-        f"/state/{workflow_id}/checkpoints",
-        headers=admin.headers,
-        params={"executionId": execution_id},
-    )
-    assert listed.status_code == 200, listed.text
-    checkpoints: list[dict[str, Any]] = listed.json()["checkpoints"]
-    return checkpoints
-
-
 async def test_every_checkpoint_shows_its_whole_snapshot_across_restores(
     client: httpx.AsyncClient, admin: Session, server: LocalServer, fake_openai: FakeOpenAI
 ) -> None:
@@ -259,7 +246,7 @@ async def test_every_checkpoint_shows_its_whole_snapshot_across_restores(
     a = {"out_a": "echo: a 1"}
     b = {"out_b": "echo: b echo: a 1"}
     c = {"out_c": "echo: c echo: b echo: a 1"}
-    first_run = await _checkpoints(client, admin, workflow_id, execution_id)
+    first_run = await checkpoints(client, admin, workflow_id, execution_id)
     assert [(k["step_id"], k["snapshot"]) for k in first_run] == [
         ("a", {"inputs": {"x": "1"}, "steps": {"a": a}}),
         ("b", {"inputs": {"x": "1"}, "steps": {"a": a, "b": b}}),
@@ -275,7 +262,7 @@ async def test_every_checkpoint_shows_its_whole_snapshot_across_restores(
     )
     assert restored.status_code == 200, restored.text
     await wait_for(client, admin, workflow_id, execution_id)
-    second_run = (await _checkpoints(client, admin, workflow_id, execution_id))[3:]
+    second_run = (await checkpoints(client, admin, workflow_id, execution_id))[3:]
 
     # The new run's checkpoints extend the one it was restored to, not the old run's.
     c2 = {"out_c": "echo: c B"}
