@@ -147,7 +147,8 @@ _RUNNING = (
 _CONTEXT = (
     " e.status, e.pause_requested, e.cancel_requested,"
     " EXISTS (SELECT 1 FROM started) AS started,"
-    " b.*,"
+    " CASE WHEN %({month})s::date IS NOT NULL THEN e.owner_id END AS budget_user,"
+    " ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly,"
     " (SELECT jsonb_agg(jsonb_build_array(p.provider, p.model,"
     "   p.input_usd_per_million, p.output_usd_per_million))"
     "   FROM model_prices p WHERE (p.provider, p.model) IN"
@@ -156,13 +157,10 @@ _CONTEXT = (
 )
 # The owner's budget setting, not their spend: summing the spend's shard rows at every
 # step's begin was for a budget that applies only, and such a step reads the spend again
-# right before its call anyway (``StepRunner._checked``).
+# right before its call anyway (``StepRunner._checked``). The owner is a user (the foreign
+# key says so): their budget row alone is read, not their user row.
 _CONTEXT_FROM = (
-    " FROM e LEFT JOIN LATERAL (SELECT u.id AS budget_user,"
-    "   ub.user_id IS NOT NULL AS budget_explicit, ub.monthly_usd AS budget_monthly"
-    " FROM users u"
-    "   LEFT JOIN user_budgets ub ON ub.user_id = u.id"
-    "   WHERE u.id = e.owner_id AND %({month})s::date IS NOT NULL) b ON TRUE"
+    " FROM e LEFT JOIN user_budgets ub ON ub.user_id = e.owner_id AND %({month})s::date IS NOT NULL"
 )
 # The automatic checkpoint of a completed step. It extends the checkpoint the execution's
 # previous commit wrote (or the one it was restored to): ``executions.last_checkpoint_id``,
@@ -689,7 +687,7 @@ def _complete_and_begin_sql(*, calls: bool) -> str:
         + ", "
         + _BEGIN.format(guard=" AND EXISTS (SELECT 1 FROM ckpt)")
         + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, "
-        + _CONTEXT
+        + _CONTEXT.format(month="next_month")
         # No step status (the step is begun) and no outputs: they are the caller's, who has
         # those of the steps before and this one's.
         + _CONTEXT_FROM.format(month="next_month")
@@ -730,7 +728,7 @@ _BEGIN_SQL = _compact(
     + ","
     + _RUNNING
     + " SELECT "
-    + _CONTEXT
+    + _CONTEXT.format(month="month")
     + ", e.inputs,"
     " (SELECT status FROM step_runs WHERE execution_id = e.id AND step_id = %(step)s)"
     "   AS step_status,"
