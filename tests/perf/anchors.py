@@ -69,8 +69,17 @@ def _own_database(database_url: str, anchor: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
-def _transactions(database_url: str) -> int:
-    time.sleep(1.2)  # backends report their counters at most once a second when idle
+STATS_SETTLE_SECONDS = 11.0
+"""How long the database's backends must be idle before ``pg_stat_database`` counts all
+their transactions: a busy backend reports at most once a second, an idle one only after
+10 s (``PGSTAT_IDLE_INTERVAL``). Read sooner, a run's count swung from 0.6 to 2.0 per step
+as the last transactions fell out of one window or into the next."""
+
+
+def transactions(database_url: str) -> int:
+    """The database's committed and rolled-back transactions, once every backend has
+    reported them (see :data:`STATS_SETTLE_SECONDS`)."""
+    time.sleep(STATS_SETTLE_SECONDS)
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database"
@@ -169,9 +178,9 @@ def langgraph_chain(database_url: str, provider_url: str, steps: int, runs: int)
             await chain.ainvoke({"outputs": {}}, config, durability="sync")
 
         await run()
-        before = _transactions(url)
+        before = transactions(url)
         timed = await _timed_runs(run, runs, steps)
-        after = _transactions(url)
+        after = transactions(url)
         # _timed_runs warms with one more run; the counter query is one transaction.
         return [*timed, (after - before - 1) / (steps * (runs + 1))]
 
@@ -262,9 +271,9 @@ def dbos_chain(database_url: str, provider_url: str, steps: int, runs: int) -> C
             await chain(steps)
 
         await run()
-        before = _transactions(url)
+        before = transactions(url)
         timed = await _timed_runs(run, runs, steps)
-        after = _transactions(url)
+        after = transactions(url)
         return [*timed, (after - before - 1) / (steps * (runs + 1))]
 
     with _own_database(database_url, "dbos") as url:

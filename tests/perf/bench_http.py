@@ -383,18 +383,6 @@ def _raw_sdk_burst_cpu_ms(provider_url: str, count: int) -> tuple[float, float]:
     return asyncio.run(burst())
 
 
-def _transactions(database_url: str) -> int:
-    # Backends report their counters at most once a second when idle: wait for that.
-    time.sleep(1.2)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            " WHERE datname = current_database()"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @contextlib.contextmanager
 def _profiled(
     server: subprocess.Popen[bytes] | None, name: str, seconds: float | None = None
@@ -519,7 +507,7 @@ def _bench_chain(
     workflow_id = api.create_workflow("bench-chain", steps)
     api.run(workflow_id)  # warm: SDK import, connections
     raw_ms = _raw_sdk_call_ms(provider_url)
-    before = _transactions(database_url)
+    before = anchors.transactions(database_url)
     process = psutil.Process(server.pid) if server is not None else None
     postmaster = _postgres(database_url)
     cpu_before = process.cpu_times() if process is not None else None
@@ -534,7 +522,7 @@ def _bench_chain(
     if postmaster is not None:
         postgres_ms = (_postgres_cpu_seconds(postmaster) - postgres_before) * 1000
         report("chain_postgres_cpu_ms_per_step", f"{postgres_ms / (CHAIN * CHAIN_RUNS):.2f}")
-    after = _transactions(database_url)
+    after = anchors.transactions(database_url)
     wall = statistics.median(per_step)
     report("raw_sdk_call_ms", f"{raw_ms:.2f}")
     report(
