@@ -17,6 +17,26 @@ from tests.integration.execution_support import llm_step, wait_held
 from tests.integration.serve_support import ServeProcess, serve_env
 
 
+def _env(database_url: str, tmp_path: Path, fake: FakeOpenAI, **extra: str) -> dict[str, str]:
+    """A server on the test database with a known admin password, calling ``fake``."""
+    return serve_env(
+        LLMO_DATABASE_URL=database_url,
+        LLMO_DATA_DIR=str(tmp_path),
+        LLMO_JWT_SECRET=JWT_SECRET,
+        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **fake_environ(fake),
+        **extra,
+    )
+
+
+def _admin(server: ServeProcess) -> httpx.Client:
+    """A client of ``server`` logged in as the admin."""
+    api = httpx.Client(base_url=server.base_url, timeout=60)
+    login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+    return api
+
+
 def test_first_start_prints_a_working_admin_password_once(database_url: str, tmp_path: Path):
     env = serve_env(
         LLMO_DATABASE_URL=database_url, LLMO_DATA_DIR=str(tmp_path), LLMO_JWT_SECRET=JWT_SECRET
@@ -45,21 +65,12 @@ def test_first_start_prints_a_working_admin_password_once(database_url: str, tmp
 def test_a_stop_cuts_off_a_request_still_waiting_once_the_grace_is_over(
     database_url: str, tmp_path: Path, fake_openai: FakeOpenAI
 ):
-    env = serve_env(
-        LLMO_DATABASE_URL=database_url,
-        LLMO_DATA_DIR=str(tmp_path),
-        LLMO_JWT_SECRET=JWT_SECRET,
-        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        LLMO_SHUTDOWN_GRACE_SECONDS="1",
-        **fake_environ(fake_openai),
-    )
+    env = _env(database_url, tmp_path, fake_openai, LLMO_SHUTDOWN_GRACE_SECONDS="1")
     fake_openai.hold()  # the step's provider call never answers: `async: false` waits on
     server = ServeProcess(env).start()
     assert server.process is not None
     try:
-        api = httpx.Client(base_url=server.base_url, timeout=60)
-        login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        api = _admin(server)
         created = api.post("/workflows", json={"name": "held", "steps": [llm_step("s", "hi", "r")]})
         execute = f"/workflows/{created.json()['id']}/execute"
         with ThreadPoolExecutor(1) as pool:
@@ -81,18 +92,9 @@ def test_a_stop_cuts_off_a_request_still_waiting_once_the_grace_is_over(
 def test_log_level_warning_keeps_info_lines_of_every_logger_out(
     database_url: str, tmp_path: Path, fake_openai: FakeOpenAI
 ):
-    env = serve_env(
-        LLMO_DATABASE_URL=database_url,
-        LLMO_DATA_DIR=str(tmp_path),
-        LLMO_JWT_SECRET=JWT_SECRET,
-        LLMO_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        **fake_environ(fake_openai),
-    )
-    server = ServeProcess(env, capture=True).start()
+    server = ServeProcess(_env(database_url, tmp_path, fake_openai), capture=True).start()
     try:
-        api = httpx.Client(base_url=server.base_url, timeout=60)
-        login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        api = _admin(server)
         created = api.post(
             "/workflows", json={"name": "quiet", "steps": [llm_step("s", "hi", "r")]}
         )
