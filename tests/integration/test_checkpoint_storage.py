@@ -80,6 +80,7 @@ async def test_every_page_shows_the_snapshots_the_database_builds(
     for checkpoint in listed:
         snapshot = checkpoint["snapshot"]
         assert snapshot == built[checkpoint["id"]]
+        assert list(snapshot) == list(built[checkpoint["id"]])  # the JSON's order too
         assert list(snapshot["steps"]) == list(built[checkpoint["id"]]["steps"])
     assert list(listed[-1]["snapshot"]["steps"]) == ["a", "e", "bb", "ccc", "dddd"]
 

@@ -5,6 +5,7 @@ order its dependencies run (input check, then authentication, then the parameter
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -125,6 +126,7 @@ def _alike(*answers: httpx.Response) -> None:
         assert [int(r) for r in remaining] == [int(remaining[0]) - n for n in range(len(answers))]
     else:  # a window closed between two of them: only later windows follow
         assert [int(r) for r in resets] == sorted(int(r) for r in resets)
+        assert 0 <= time.time() - int(resets[0]) < 10  # and it closed just now
 
 
 _COUNTED = ("x-ratelimit-remaining", "x-ratelimit-reset")

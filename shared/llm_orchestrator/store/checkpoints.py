@@ -86,7 +86,8 @@ class CheckpointRepository:
                 for row in rows:
                     if row["parent_id"] is not None:
                         steps = _merged_steps(row["id"], stored, merged)
-                        row["snapshot"] = {"inputs": row["snapshot"].get("inputs"), "steps": steps}
+                        # In jsonb's key order, as every other read of a snapshot gives it.
+                        row["snapshot"] = {"steps": steps, "inputs": row["snapshot"].get("inputs")}
         return [_checkpoint(r) for r in rows], total
 
 

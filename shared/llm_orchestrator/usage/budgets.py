@@ -120,8 +120,9 @@ class Budgets:
         return row is not None and (row.monthly_usd if row.explicit else self._default) is not None
 
     def refusal(self, row: BudgetRow | None) -> str | None:
-        """:meth:`step_refusal` for the owner's budget row, already read (the step runner
-        reads it with the step's context, in the same round trip)."""
+        """:meth:`step_refusal` for the owner's budget row, already read with its spend.
+        Not the row a step's context carries: that one has the budget's setting only (its
+        ``spent_usd`` is 0), and the step reads the spend with :meth:`step_refusal`."""
         if row is None:
             return None
         now = self._now()
