@@ -168,6 +168,14 @@ async def test_an_execution_that_crosses_the_budget_finishes_its_step_then_stops
     await priced(client, admin)
     dev = await create_user("dev")
     assert (await set_budget(client, admin, dev.user_id, 0.015)).status_code == 200
+    await crosses_its_budget_at_the_third_step(client, admin, dev, openai_fake)
+
+
+async def crosses_its_budget_at_the_third_step(
+    client: httpx.AsyncClient, admin: Session, dev: Session, openai_fake: FakeOpenAI
+) -> None:
+    """A three-step chain of ``dev``, whose budget ($0.015, a cent a call) is spent after the
+    second call: the run stops at the third step, and the next execute is refused."""
     chain = [step("a"), step("b", depends_on=["a"]), step("c", depends_on=["b"])]
     workflow_id = await create_workflow(client, dev, chain)
 
