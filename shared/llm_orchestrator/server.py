@@ -83,9 +83,9 @@ WORKER_DATABASE_URL = "LLMO__WORKER_DATABASE_URL"
 WORKER_METRICS_DIR = "LLMO__WORKER_METRICS_DIR"
 """Set by the supervising ``llmo serve``: where its workers share their request counts."""
 WORKER_PARENT_PID = "LLMO__WORKER_PARENT_PID"
+"""Set by the supervising ``llmo serve``: its pid, which its workers must not outlive."""
 WORKER_LOG_LEVEL = "LLMO__WORKER_LOG_LEVEL"
 """The logging level ``llmo serve --log-level`` set, for the workers' own logging."""
-"""Set by the supervising ``llmo serve``: its pid, which its workers must not outlive."""
 _PARENT_CHECK_SECONDS = 1.0
 
 
@@ -191,14 +191,16 @@ def worker_app() -> FastAPI:
         import asyncio
 
         watcher = asyncio.get_running_loop().create_task(watch_parent(parent))
-        await start_serving(server.runtime)
-        fleet.start()
-        # Every worker runs a scheduler: each tick is claimed by one conditional update,
-        # so it fires once whichever worker gets there first.
-        if server.runtime.triggers.fires_in_process:
-            server.scheduler.start()
-        yield
-        watcher.cancel()
+        try:
+            await start_serving(server.runtime)
+            fleet.start()
+            # Every worker runs a scheduler: each tick is claimed by one conditional
+            # update, so it fires once whichever worker gets there first.
+            if server.runtime.triggers.fires_in_process:
+                server.scheduler.start()
+            yield
+        finally:
+            watcher.cancel()
         await server.scheduler.stop()
         await fleet.stop()
         await server.runtime.close()
