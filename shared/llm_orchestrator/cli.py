@@ -24,13 +24,15 @@ MAX_WORKERS = 64
 """``llmo serve --workers``'s ceiling (as ``LLMO_WORKERS``'s)."""
 
 
-_LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO}
+_TRACE = 5
+"""uvicorn's ``trace`` level, below ``debug``; logging has no name for it."""
 
 
 def log_level(name: str) -> int:
-    """The logging level of a ``--log-level`` (uvicorn's names; ``trace`` is its own 5)."""
-    known = logging.getLevelNamesMapping().get(name.upper())
-    return _LOG_LEVELS.get(name.lower(), known if known is not None else logging.INFO)
+    """The logging level of a ``--log-level`` (uvicorn's names)."""
+    if name.lower() == "trace":
+        return _TRACE
+    return logging.getLevelNamesMapping().get(name.upper(), logging.INFO)
 
 
 def _server_extra(settings: Any) -> str:
