@@ -140,22 +140,14 @@ class OrchestratorApp(FastAPI):
     _telemetry_seen: tuple[float, bool] = (-TELEMETRY_RECHECK_SECONDS, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self.hot_reads
-        if (
-            hot is not None
-            and scope["type"] == "http"
-            and not self._telemetry_on()
-            and await hot.answer(self, scope, receive, send)
-        ):
-            return
-        writes = self.hot_writes
-        if (
-            writes is not None
-            and scope["type"] == "http"
-            and not self._telemetry_on()
-            and await writes.answer(self, scope, receive, send, super().__call__)
-        ):
-            return
+        if scope["type"] == "http" and not self._telemetry_on():
+            reads, writes = self.hot_reads, self.hot_writes
+            if reads is not None and await reads.answer(self, scope, receive, send):
+                return
+            if writes is not None and await writes.answer(
+                self, scope, receive, send, super().__call__
+            ):
+                return
         await super().__call__(scope, receive, send)
 
     def _telemetry_on(self) -> bool:
