@@ -331,13 +331,13 @@ class ExecutionRepository:
         def record_of(row: dict[str, Any]) -> ExecutionRecord:
             if pinned is None:
                 return _execution(row)
-            return ExecutionRecord(
-                **{
-                    **{k: row[k] for k in _SUMMARY_FIELDS},
-                    "status": ExecutionStatus(row["status"]),
+            return _row_as(
+                ExecutionRecord,
+                {
+                    **row,
+                    "definition": pinned.definition,
+                    "state_machine": pinned.state_machine,
                 },
-                definition=pinned.definition,
-                state_machine=pinned.state_machine,
             )
 
         params: dict[str, Any] = {
@@ -534,12 +534,12 @@ def _encoded(document: dict[str, Any]) -> bytes:
 async def _insert(
     conn: Connection,
     record: ExecutionRecord,
-    event: tuple[str, dict[str, Any]] | None = None,
-    runner_id: int | None = None,
-    pinned: tuple[Jsonb, Jsonb] | None = None,
+    event: tuple[str, dict[str, Any]] | None,
+    runner_id: int | None,
+    pinned: tuple[Jsonb, Jsonb],
 ) -> None:
-    """``pinned``: the definition and the state machine as parameters, if already made."""
-    definition, state_machine = pinned or (Jsonb(record.definition), Jsonb(record.state_machine))
+    """``pinned``: the definition and the state machine as parameters, made once."""
+    definition, state_machine = pinned
     sql = _INSERT
     params: dict[str, Any] = {
         "id": record.id,
