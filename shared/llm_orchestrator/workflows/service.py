@@ -86,10 +86,11 @@ class WorkflowService:
         """:meth:`get` (None for a workflow not found, which :meth:`get` refuses), and the
         answer of ``ride`` (a read of at most one row), in one statement. Raises
         ``NotFound`` for an id no workflow can have, before reading anything."""
-        record, answer = await self._repo.get_with(
-            parse_workflow_id(workflow_id), owner_id=caller.owner_filter(), ride=ride
+        return self._parsed_with(
+            await self._repo.get_with(
+                parse_workflow_id(workflow_id), owner_id=caller.owner_filter(), ride=ride
+            )
         )
-        return (None if record is None else self._parsed(record)), answer
 
     def get_with_read(
         self, owner_filter: str | None, workflow_id: str, ride: Read[T]
