@@ -174,6 +174,13 @@ class Runtime:
     # -- every group -----------------------------------------------------------------------
 
     @cached_property
+    def jwt_secret(self) -> str:
+        """The deployment's JWT secret, read once (a file locally, Secrets Manager with an
+        ARN): tokens are signed with it, and control messages between workers with a key
+        derived from it."""
+        return resolve_jwt_secret(self.settings)
+
+    @cached_property
     def auth(self) -> AuthService:
         from datetime import timedelta
 
@@ -187,7 +194,7 @@ class Runtime:
             passwords=self.passwords,
             api_keys=self.api_keys,
             refresh_tokens=RefreshTokenRepository(self.db),
-            codec=TokenCodec(resolve_jwt_secret(settings), key_id=settings.jwt_key_id),
+            codec=TokenCodec(self.jwt_secret, key_id=settings.jwt_key_id),
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
             clock=self.clock,
@@ -337,7 +344,7 @@ class Runtime:
         # runs the executions it owns, and takes over those of dead ones.
         # Control messages are signed with a key of this deployment's (from its JWT
         # secret): any database role may NOTIFY, none may forge or garble a request.
-        signer = ControlSigner(resolve_jwt_secret(self.settings))
+        signer = ControlSigner(self.jwt_secret)
         ownership = Ownership(
             RunnerRepository(self.db, signer),
             lambda: RunnerLease.acquire(
