@@ -115,9 +115,10 @@ def _bearer_token(authorization: str) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-RouteRead = Callable[[Request, Runtime, "str | None"], "Read[Any] | None"]
-"""The read a route is about to make for a caller with a given owner filter, from the raw
-request (None when it cannot tell): see :func:`carried`."""
+RouteRead = Callable[[Request, Runtime, "str | None", "str | None"], "Read[Any] | None"]
+"""The read a route is about to make for a caller with a given owner filter (and user id,
+when known before the lookup), from the raw request (None when it cannot tell): see
+:func:`carried`."""
 
 
 async def authenticate(request: Request) -> Principal:
@@ -149,7 +150,7 @@ async def _authenticate(request: Request, ride: RouteRead | None) -> Principal:
             principal, counted, answer = await runtime.auth.authenticate_bearer_counted(
                 bearer,
                 charge,
-                None if ride is None else lambda owner: ride(request, runtime, owner),
+                None if ride is None else lambda owner, user: ride(request, runtime, owner, user),
             )
             state["carried"] = answer
         elif authorization is not None:
@@ -162,7 +163,7 @@ async def _authenticate(request: Request, ride: RouteRead | None) -> Principal:
             principal, counted, answer = await runtime.auth.authenticate_api_key_counted(
                 api_key,
                 charge,
-                None if ride is None else lambda owner: ride(request, runtime, owner),
+                None if ride is None else lambda owner, user: ride(request, runtime, owner, user),
             )
             state["carried"] = answer
         else:

@@ -33,8 +33,9 @@ from llm_orchestrator.store.users import User, UserRepository
 INVALID_LOGIN = "Invalid username or password"
 OWNER_FILTERS_REMEMBERED = 10_000
 
-Ride = Callable[[str | None], "Read[Any] | None"]
-"""Given the owner filter a caller is expected to have, the read their request will make."""
+Ride = Callable[[str | None, str | None], "Read[Any] | None"]
+"""Given the owner filter a caller is expected to have and their user id when known before
+the lookup (a bearer token's verified subject), the read their request will make."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class AuthService:
             raise Unauthorized("Invalid token")  # every access token names its session
         read = None
         if ride is not None:
-            read = ride(self._owner_filters.get(claims.subject, claims.subject))
+            read = ride(self._owner_filters.get(claims.subject, claims.subject), claims.subject)
         user, revoked, hits, answer = await self._users.get_in_session(
             claims.subject,
             claims.family_id,
@@ -211,7 +212,7 @@ class AuthService:
         key_hash = hash_secret(raw_key)
         read = None
         if ride is not None and key_hash in self._owner_filters:
-            read = ride(self._owner_filters[key_hash])
+            read = ride(self._owner_filters[key_hash], None)
         found = await self._keys.authenticate(key_hash, self._now(), count=charge, ride=read)
         if found is None:
             raise Unauthorized("Invalid, expired or revoked API key")

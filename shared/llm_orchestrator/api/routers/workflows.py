@@ -73,7 +73,7 @@ def _plain_list_query(request: Request) -> _ListQuery | None:
 
 
 def _list_read(
-    request: Request, runtime: Runtime, owner_filter: str | None
+    request: Request, runtime: Runtime, owner_filter: str | None, _user_id: str | None
 ) -> Read[tuple[list[WorkflowHeader], int] | None] | None:
     """The page ``list_workflows`` is about to read, from the raw query (the route's
     parameters are validated only after the caller is authenticated)."""
