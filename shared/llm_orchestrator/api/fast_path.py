@@ -168,8 +168,7 @@ class HotReads:
             # Keyed by the path's first segments, so a request is matched against at most
             # the one or two hot routes that share its start.
             self._routes.setdefault(_head(path), []).append(hot)
-        self._metrics = metrics
-        self._handlers = exception_handlers
+        self._server = FrontServer(metrics, exception_handlers)
 
     async def answer(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request if it is a plain GET of a hot route (True); else do nothing
@@ -193,10 +192,22 @@ class HotReads:
         query = hot.answer.plain(request)
         if query is None:
             return False
-        await self._serve(app, hot, request, query, send)
+        await self._server.serve(app, hot, request, query, send)
         return True
 
-    async def _serve(
+
+class FrontServer:
+    """How the app's fronts (:class:`HotReads`, ``api/hot_writes.HotWrites``) answer a
+    request they take, as the middleware stack and the router would (see
+    :class:`HotReads`)."""
+
+    def __init__(
+        self, metrics: HttpRequestMetrics, exception_handlers: dict[Any, Callable[..., Any]]
+    ) -> None:
+        self._metrics = metrics
+        self._handlers = exception_handlers
+
+    async def serve(
         self, app: ASGIApp, hot: _HotRoute, request: Request, query: Any, send: Send
     ) -> None:
         scope = request.scope

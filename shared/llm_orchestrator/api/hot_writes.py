@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_orchestrator.api.fast_path import FastPath, HotReads, _HotRoute, _Serializer
+from llm_orchestrator.api.fast_path import FastPath, FrontServer, _HotRoute, _Serializer
 from llm_orchestrator.metrics.http import HttpRequestMetrics
 
 Q = TypeVar("Q")
@@ -97,8 +97,8 @@ class HotWrites:
             answer = FastPath(lambda _: None, front.serve)
             hot = _HotRoute(path, compile_path(path)[0], route, answer, _Serializer(route))
             self._routes.append(_HotWrite(hot, front.plain, route.body_field))
-        # What answers a plain request, as a hot read is answered (no hot reads of its own).
-        self._server = HotReads(prefix, (), metrics, exception_handlers)
+        # What answers a plain request, as a hot read is answered.
+        self._server = FrontServer(metrics, exception_handlers)
         self._max_body_bytes = max_body_bytes
 
     def __bool__(self) -> bool:
@@ -133,7 +133,7 @@ class HotWrites:
         if query is None:
             await stack(scope, replay, send)
             return True
-        await self._server._serve(app, write.hot, request, query, send)
+        await self._server.serve(app, write.hot, request, query, send)
         return True
 
     def _plain_length(self, headers: Sequence[tuple[bytes, bytes]]) -> int | None:
