@@ -27,7 +27,7 @@ from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
     OWNER_CTE,
-    BudgetRow,
+    BudgetSetting,
     CallRow,
     PriceRow,
     ledger_parameters,
@@ -66,10 +66,10 @@ class StepContext:
     step_status: StepStatus | None
     outputs: dict[str, dict[str, Any]]
     """Outputs of every completed step of the execution, by step id."""
-    budget: BudgetRow | None = None
+    budget: BudgetSetting | None = None
     """The owner's budget setting when a month was asked for (None: not asked, or no owner).
-    Its spend is not read (``spent_usd`` is 0): a step whose budget applies reads the spend
-    right before its call (``Budgets.step_refusal``)."""
+    Not its spend: a step whose budget applies reads the spend right before its call
+    (``Budgets.step_refusal``)."""
     prices: tuple[PriceRow, ...] = ()
     """The price overrides of the ``(provider, model)`` pairs asked for."""
 
@@ -218,11 +218,10 @@ def _context(
 ) -> StepContext:
     budget = None
     if row["budget_user"] is not None:
-        budget = BudgetRow(
+        budget = BudgetSetting(
             row["budget_user"],
             row["budget_explicit"],
             None if row["budget_monthly"] is None else float(row["budget_monthly"]),
-            0.0,  # not read (see ``StepContext.budget``)
         )
     return StepContext(
         status=ExecutionStatus(row["status"]),
@@ -282,8 +281,8 @@ class StepRunRepository:
         """The step's context (as :meth:`step_context`) and, when the step may run, its
         attempt counted as :meth:`start_step` does: one round trip, one statement.
 
-        With ``month``, the context also carries the owner's budget and spend that month
-        (what the budget check before a provider call needs); with ``price_keys``, the price
+        With ``month``, the context also carries the owner's budget setting (whether a
+        budget check before a provider call is needed); with ``price_keys``, the price
         overrides of those ``(provider, model)`` pairs (what pricing the calls needs).
 
         Returns ``(context, started)``. ``started`` is False when the execution is missing,

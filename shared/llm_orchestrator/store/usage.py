@@ -47,13 +47,19 @@ class PriceRow:
 
 
 @dataclass(frozen=True)
-class BudgetRow:
-    """A user's budget setting and spend this month."""
+class BudgetSetting:
+    """A user's budget setting (what a step's context carries: whether one applies)."""
 
     user_id: str
     explicit: bool
     """Whether an admin set the budget (else the configured default applies)."""
     monthly_usd: float | None
+
+
+@dataclass(frozen=True)
+class BudgetRow(BudgetSetting):
+    """A user's budget setting and spend this month."""
+
     spent_usd: float
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from llm_orchestrator.errors import NotFound, OverBudget
-from llm_orchestrator.store.usage import BudgetRow
+from llm_orchestrator.store.usage import BudgetRow, BudgetSetting
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.db import Read
@@ -115,14 +115,12 @@ class Budgets:
         """The month whose budget and spend count now (its first day, UTC)."""
         return month_of(self._now())
 
-    def applies(self, row: BudgetRow | None) -> bool:
+    def applies(self, row: BudgetSetting | None) -> bool:
         """Whether the owner of ``row`` has a budget at all (their own or the default)."""
         return row is not None and (row.monthly_usd if row.explicit else self._default) is not None
 
     def refusal(self, row: BudgetRow | None) -> str | None:
-        """:meth:`step_refusal` for the owner's budget row, already read with its spend.
-        Not the row a step's context carries: that one has the budget's setting only (its
-        ``spent_usd`` is 0), and the step reads the spend with :meth:`step_refusal`."""
+        """:meth:`step_refusal` for the owner's budget row, already read with its spend."""
         if row is None:
             return None
         now = self._now()
