@@ -26,10 +26,10 @@ from llm_orchestrator.store.db import Connection, Database
 from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
-    OWNER_CTE,
     BudgetSetting,
     CallRow,
     PriceRow,
+    ledger_ctes,
     ledger_parameters,
 )
 
@@ -630,8 +630,7 @@ def _completion_sql(*, calls: bool) -> str:
     # by ``prior`` says (SET's own reads see the same version).
     running = "p.live"
     # The execution's row is read already, as ``e``.
-    ledger = LEDGER_CTES.replace(OWNER_CTE, "owner AS (SELECT owner_id FROM e),")
-    assert ledger != LEDGER_CTES
+    ledger = ledger_ctes(owner="SELECT owner_id FROM e")
     return _compact(
         ledger + ","
         " prior AS (SELECT r.status = %(running_step)s AS live FROM step_runs r"

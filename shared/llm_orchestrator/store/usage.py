@@ -266,16 +266,25 @@ class UsageRepository:
         return UsageTotals(tokens, cost)
 
 
-OWNER_CTE = "owner AS (SELECT owner_id FROM executions WHERE id = %(execution_id)s),"
-"""The ledger's read of the calls' owner: a statement that has the execution row already
-may replace it."""
+def ledger_ctes(
+    owner: str = "SELECT owner_id FROM executions WHERE id = %(execution_id)s",
+) -> str:
+    """The ledger's part of a statement that records calls (``WITH`` + this): the calls in
+    the ledger and the cost in the owner's spend. ``owner`` reads the calls' owner (a
+    statement that has the execution row already reads it from there). Parameters:
+    :func:`ledger_parameters`. The step run's own list (``step_runs.calls``) is for the
+    statement to append to, with whatever else it writes to that row (a row can be updated
+    once per statement)."""
+    return (
+        "c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
+        "  provider text, model text, outcome text, latency_ms float8,"
+        "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)),"
+        f" owner AS ({owner})," + _LEDGER_WRITES
+    )
 
-LEDGER_CTES = (
-    "c AS (SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS x("
-    "  provider text, model text, outcome text, latency_ms float8,"
-    "  input_tokens int, output_tokens int, cost_usd numeric, dimension int)), "
-    + OWNER_CTE
-    + " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
+
+_LEDGER_WRITES = (
+    " ledger AS (INSERT INTO provider_calls (execution_id, step_id, owner_id,"
     "  provider, model, outcome, latency_ms, input_tokens, output_tokens, cost_usd,"
     "  dimension) SELECT %(execution_id)s, %(step_id)s, owner.owner_id, c.provider,"
     "  c.model, c.outcome, c.latency_ms, c.input_tokens, c.output_tokens,"
@@ -288,10 +297,9 @@ LEDGER_CTES = (
     "  DO UPDATE SET spent_usd = user_spend.spent_usd + EXCLUDED.spent_usd"
     "  RETURNING 1)"
 )
-"""The ledger's part of a statement that records calls (``WITH`` + this): the calls in the
-ledger and the cost in the owner's spend. Parameters: :func:`ledger_parameters`. The step
-run's own list (``step_runs.calls``) is for the statement to append to, with whatever else
-it writes to that row (a row can be updated once per statement)."""
+
+LEDGER_CTES = ledger_ctes()
+""":func:`ledger_ctes` reading the owner from the execution's row."""
 
 
 def ledger_parameters(
