@@ -205,10 +205,8 @@ class RunnerLease:
         try:
             cur = await asyncio.wait_for(
                 self._conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()"
-                    " AND locktype = 'advisory' AND granted AND classid = %s AND objid = %s"
-                    " AND objsubid = 2) AS held",
-                    (RUNNER_LOCK_CLASS, self.runner_id),
+                    f"SELECT %s::bigint IN ({_LIVE_RUNNERS} AND pid = pg_backend_pid()) AS held",
+                    (self.runner_id,),
                 ),
                 timeout,
             )
