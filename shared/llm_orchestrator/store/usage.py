@@ -101,14 +101,14 @@ has parameters of its own (``store.db.Read``)."""
 
 
 def _budget_row(user_id: str, explicit: bool, monthly_usd: Decimal | None, spent: Any) -> BudgetRow:
-    return BudgetRow(user_id, explicit, _float(monthly_usd), float(spent))
+    return BudgetRow(user_id, explicit, float_or_none(monthly_usd), float(spent))
 
 
 def _budget_of_rows(rows: list[Row]) -> BudgetRow | None:
     return _budget_row(*rows[0]) if rows else None
 
 
-def _float(value: Decimal | float | None) -> float | None:
+def float_or_none(value: Decimal | float | None) -> float | None:
     return None if value is None else float(value)
 
 

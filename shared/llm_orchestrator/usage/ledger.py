@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from llm_orchestrator.store.usage import CallRow, PriceRow
+from llm_orchestrator.store.usage import CallRow, PriceRow, float_or_none
 from llm_orchestrator.usage.pricing import ModelPrice, PriceTable, base_model, call_cost
 
 __all__ = [
@@ -164,10 +164,6 @@ def step_usage(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "cost_usd": total_cost(attempts),
         "attempts": attempts,
     }
-
-
-def float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def int_or_none(value: Any) -> int | None:
