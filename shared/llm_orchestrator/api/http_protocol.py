@@ -148,7 +148,9 @@ _name_kinds: dict[Any, int] = {}
 _BAD_VALUE = re.compile(rb"[\x00\n\v\f\r]|^[ \t]|[ \t]\Z")
 """What h11's ``field_value`` refuses: a byte it never allows, or a blank at either end."""
 _valid_values: set[bytes] = set()
-_VALID_VALUES_KEPT = 4096
+_KEPT = 4096
+"""How many header names, and how many valid values, are remembered (each a bounded cache
+of what recurs)."""
 _RECURRING_VALUE_LENGTH = 32
 """Longer values (request ids: one per answer) are checked every time, not kept."""
 
@@ -167,7 +169,7 @@ def _name_kind(name: Any) -> int:
                 if lower in (b"transfer-encoding", b"connection", b"host")
                 else _NAME_PLAIN
             )
-        if len(_name_kinds) < _VALID_VALUES_KEPT:
+        if len(_name_kinds) < _KEPT:
             _name_kinds[name] = kind
     return kind
 
@@ -177,7 +179,7 @@ def _valid_value(value: Any) -> bool:
         return True
     if type(value) is not bytes or _BAD_VALUE.search(value) is not None:
         return False
-    if len(value) <= _RECURRING_VALUE_LENGTH and len(_valid_values) < _VALID_VALUES_KEPT:
+    if len(value) <= _RECURRING_VALUE_LENGTH and len(_valid_values) < _KEPT:
         _valid_values.add(value)  # the same few come back (date, types, limits)
     return True
 
