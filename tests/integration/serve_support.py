@@ -7,8 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -95,3 +99,35 @@ def wait_gone(pgdata: Path, timeout: float = 15.0) -> list[psutil.Process]:
     while (left := embedded_servers(pgdata)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+@contextmanager
+def threaded_server(app: Any, **config: Any) -> Iterator[int]:
+    """``app`` behind uvicorn, on a thread of this process, with the HTTP protocol ``llmo
+    serve`` uses (and ``config``); yields its port once it listens, stops it afterwards."""
+    import uvicorn
+
+    from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            http=EnvelopeH11Protocol,
+            log_level="warning",
+            **config,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
-from tests.support import free_port
+from tests.integration.serve_support import threaded_server
 
 BODY = b'{"ok":"\xc3\xa9"}'
 
@@ -59,28 +57,12 @@ KEEP_ALIVE_SECONDS = 5
 @pytest.fixture
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[int, _App]]:
     app = _App()
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        http=EnvelopeH11Protocol,
-        log_level="warning",
-        timeout_keep_alive=getattr(request, "param", KEEP_ALIVE_SECONDS),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield port, app
-    finally:
-        app.go_on.set()
-        server.should_exit = True
-        thread.join(timeout=10)
+    keep_alive = getattr(request, "param", KEEP_ALIVE_SECONDS)
+    with threaded_server(app, timeout_keep_alive=keep_alive) as port:
+        try:
+            yield port, app
+        finally:
+            app.go_on.set()
 
 
 def _read_until(sock: socket.socket, received: bytearray, ending: bytes, count: int = 1) -> None:

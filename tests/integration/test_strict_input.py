@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from llm_orchestrator.api.app import create_app
-from llm_orchestrator.api.http_protocol import EnvelopeH11Protocol
 from llm_orchestrator.server import all_routers
-from tests.support import free_port
+from tests.integration.serve_support import threaded_server
 
 
 def _error_fields(response) -> list[str]:
@@ -100,23 +96,8 @@ def raw_server() -> Iterator[int]:
     async def no_runtime():  # pragma: no cover - never reached by these requests
         raise AssertionError("the runtime is not needed")
 
-    app = create_app(all_routers(), no_runtime)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=EnvelopeH11Protocol, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with threaded_server(create_app(all_routers(), no_runtime)) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _raw(port: int, request: bytes) -> bytes:
