@@ -425,6 +425,12 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
+def _machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (every core, every process)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _postgres(database_url: str) -> psutil.Process | None:
     """The PostgreSQL server's postmaster when it runs on this machine (the embedded one, or
     a local ``LLMO_TEST_DATABASE_URL``), else None: its CPU is the other half of a figure."""
@@ -560,10 +566,12 @@ def _bench_concurrent(
     provider_url: str,
     server: subprocess.Popen[bytes] | None = None,
     *,
+    fake: subprocess.Popen[bytes] | None = None,
     workers: int = 1,
     anchored: bool = True,
 ) -> None:
     """``workers``: the server's (figures of more than one are named ``…_<n>_workers``);
+    ``fake``: the fake provider's process, whose CPU is part of the machine's split;
     ``anchored``: the raw-SDK and anchor figures follow."""
     named = "" if workers == 1 else f"_{workers}_workers"
     workflow_id = api.create_workflow("bench-one", [_llm_step("s", [])])
@@ -589,33 +597,37 @@ def _bench_concurrent(
         watched = psutil.Process(server.pid) if server is not None else None
         cpu_before = _cpu_seconds(watched) if watched is not None else 0.0
         postgres_before = _postgres_cpu_seconds(postmaster) if postmaster is not None else 0.0
-        with _profiled(server, "concurrent_submit"):
+        fake_before = _cpu_seconds(psutil.Process(fake.pid)) if fake is not None else 0.0
+        bench_before = sum(psutil.Process().cpu_times()[:2])
+        machine_before = _machine_busy_seconds()
+        with _profiled(server, f"concurrent{named}"):
             started = time.perf_counter()
             answers = asyncio.run(_many(SERVER_PORT, [request] * CONCURRENT))
             submitted = time.perf_counter() - started
-        submit_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
-        report(
-            f"concurrent_{CONCURRENT}_submit_s{named}",
-            f"{submitted:.2f}; server CPU {submit_cpu:.2f} s"
-            f" ({submit_cpu / submitted:.0%} of one core)",
-        )
-        refused = [(status, body) for status, body in answers if status != 202]
-        if refused:
-            # Counted, not fatal: the run goes on to the anchors with the accepted ones.
+            submit_cpu = (_cpu_seconds(watched) - cpu_before) if watched is not None else 0.0
             report(
-                f"concurrent_{CONCURRENT}_refused{named}", f"{len(refused)}, e.g. {refused[0]!r}"
+                f"concurrent_{CONCURRENT}_submit_s{named}",
+                f"{submitted:.2f}; server CPU {submit_cpu:.2f} s"
+                f" ({submit_cpu / submitted:.0%} of one core)",
             )
-        ids = [json.loads(body)["execution_id"] for status, body in answers if status == 202]
-        deadline = time.monotonic() + 120
-        while True:
-            (pending,) = conn.execute(  # type: ignore[misc]
-                "SELECT count(*) FROM executions WHERE id = ANY(%s)"
-                " AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
-                (ids,),
-            ).fetchone()
-            if pending == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            refused = [(status, body) for status, body in answers if status != 202]
+            if refused:
+                # Counted, not fatal: the run goes on to the anchors with the accepted ones.
+                report(
+                    f"concurrent_{CONCURRENT}_refused{named}",
+                    f"{len(refused)}, e.g. {refused[0]!r}",
+                )
+            ids = [json.loads(body)["execution_id"] for status, body in answers if status == 202]
+            deadline = time.monotonic() + 120
+            while True:
+                (pending,) = conn.execute(  # type: ignore[misc]
+                    "SELECT count(*) FROM executions WHERE id = ANY(%s)"
+                    " AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
+                    (ids,),
+                ).fetchone()
+                if pending == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         (failed, last) = conn.execute(  # type: ignore[misc]
             "SELECT count(*) FILTER (WHERE status <> 'completed'), max(completed_at)"
             " FROM executions WHERE id = ANY(%s)",
@@ -651,6 +663,17 @@ def _bench_concurrent(
         f"concurrent_{CONCURRENT}_all_completed_s{named}",
         f"{ours:.2f} (goal <= 2.5); server CPU {total_cpu * 1000 / CONCURRENT:.1f} ms"
         f" per execution, submit included{postgres_cpu}",
+    )
+    # Where the whole machine's CPU went, per execution: the burst is bound by it.
+    fake_ms = (_cpu_seconds(psutil.Process(fake.pid)) - fake_before) * 1000 if fake else 0.0
+    bench_ms = (sum(psutil.Process().cpu_times()[:2]) - bench_before) * 1000
+    machine_ms = (_machine_busy_seconds() - machine_before) * 1000
+    report(
+        f"concurrent_{CONCURRENT}_machine_cpu_ms{named}",
+        f"{machine_ms / CONCURRENT:.1f} per execution, of which fake provider"
+        f" {fake_ms / CONCURRENT:.1f}, this bench's client {bench_ms / CONCURRENT:.1f}"
+        f" (wall {ours:.2f} s x {psutil.cpu_count()} cores ="
+        f" {ours * (psutil.cpu_count() or 1) * 1000 / CONCURRENT:.1f} ms per execution)",
     )
     if not anchored:
         return
@@ -731,7 +754,7 @@ def main() -> None:
         with (
             _database() as database_url,
             _fake(FAKE_FAST_PORT, 0.0),
-            _fake(FAKE_SLOW_PORT, 1.0),
+            _fake(FAKE_SLOW_PORT, 1.0) as slow_fake,
         ):
             fast_url = f"http://127.0.0.1:{FAKE_FAST_PORT}/v1"
             slow_url = f"http://127.0.0.1:{FAKE_SLOW_PORT}/v1"
@@ -755,6 +778,7 @@ def main() -> None:
                             database_url,
                             slow_url,
                             server,
+                            fake=slow_fake,
                             workers=workers,
                             anchored=workers == counts[-1],
                         )
