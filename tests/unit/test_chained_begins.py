@@ -3,13 +3,17 @@ statement that does it staying one psycopg parses once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from psycopg import _queries
 
+from llm_orchestrator.audit.trail import canonical_json, link_hash, pending_mac_of
 from llm_orchestrator.compiler import compile_workflow
-from llm_orchestrator.engine.local import next_steps
+from llm_orchestrator.engine.local import last_steps, next_steps
 from llm_orchestrator.store import step_runs
+from llm_orchestrator.store.audit import Sealer, outbox_insert
 from llm_orchestrator.workflows.models import WorkflowDefinition
 
 
@@ -55,3 +59,45 @@ def test_the_step_statements_fit_psycopg_statement_cache() -> None:
         assert len(step_runs._completion_sql(calls=calls)) + 30 <= (
             _queries.MAX_CACHED_STATEMENT_LENGTH
         )
+
+
+def test_the_last_step_of_a_chain_ends_the_run_and_no_other() -> None:
+    assert last_steps(_machine(_llm("a"))) == {"a"}
+    assert last_steps(_machine(_llm("a"), _llm("b", "a"), _llm("c", "b"))) == {"c"}
+
+
+def test_a_run_ending_in_a_parallel_has_no_last_step_but_one_after_it_has() -> None:
+    # The Parallel ends when all its branches have: no single step's commit ends the run.
+    assert last_steps(_machine(_llm("a"), _llm("b", "a"), _llm("c", "a"))) == frozenset()
+    # A step after the Parallel ends it again.
+    assert last_steps(_machine(_llm("a"), _llm("b", "a"), _llm("c", "a"), _llm("d", "b", "c"))) == {
+        "d"
+    }
+
+
+def test_the_step_statement_that_writes_the_end_fits_psycopg_statement_cache() -> None:
+    # With the finish event's outbox insert as the lifecycle makes it, the triggers read
+    # with it and the provider calls recorded: the longest it gets.
+    sealer = Sealer(
+        canonical=canonical_json,
+        link=partial(link_hash, b"k"),
+        pending_mac=partial(pending_mac_of, b"k"),
+        rejection=lambda row, reason: {},
+    )
+    fields = {
+        "id": "e",
+        "occurred_at": datetime.now(UTC),
+        "event_type": "workflow_execution",
+        "user_id": "u",
+        "action": "finish",
+        "resource_type": "execution",
+        "resource_id": "x",
+        "result": "success",
+        "ip_address": None,
+        "details": {},
+    }
+    audit, _ = outbox_insert(fields, sealer, prefix="end_")
+    for calls in (False, True):
+        for live in (False, True):
+            sql = step_runs._complete_and_end_sql(calls=calls, audit=audit, live=live)
+            assert len(sql) <= _queries.MAX_CACHED_STATEMENT_LENGTH

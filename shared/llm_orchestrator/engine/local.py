@@ -112,6 +112,10 @@ class LocalEngine:
             LOADED_MACHINES_CACHED
         )
         """Step id → the step the machine runs right after it, by compiled document."""
+        self._last_steps: IdentityCache[dict[str, Any], frozenset[str]] = IdentityCache(
+            LOADED_MACHINES_CACHED
+        )
+        """The steps whose success ends the run, by compiled document."""
         self._controls: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -332,9 +336,16 @@ class LocalEngine:
         execution_id, state_machine = execution.id, execution.state_machine
         # In this task's context only (and the tasks it starts: Parallel branches, timers).
         RUN_FENCE.set(run.fence)
+        chain: Chain | None = None
         try:
             machine = self._machines.get(state_machine, load_state_machine)
-            chain = Chain(self._next_steps.get(state_machine, next_steps))
+            # The commit of a step whose success ends the run writes the execution's end
+            # too (one round trip and one transaction less per run): see Chain.ending.
+            chain = Chain(
+                self._next_steps.get(state_machine, next_steps),
+                last_steps=self._last_steps.get(state_machine, last_steps),
+                end=lambda: self._lifecycle.run_end(execution),
+            )
 
             async def invoke(function_name: str, payload: dict[str, Any]) -> Any:
                 try:
@@ -367,13 +378,19 @@ class LocalEngine:
             )
         except asyncio.CancelledError:
             if run.detached:
+                # Stopped on purpose: nothing recorded, but an end its last step's commit
+                # wrote has ended the execution, and is announced as any other.
+                await self._announce_written(execution, chain)
                 return
             raise
         except Exception:
             # Left as it is in the database, so the next start resumes it.
             log.exception("execution %s stopped unexpectedly", execution_id)
+            await self._announce_written(execution, chain)
             return
-        if run.detached:
+        if await self._announce_written(execution, chain) or run.detached:
+            # Its last step's commit wrote the end (whatever the run said after it: a
+            # timeout or a stop that came later found the execution ended).
             return
         status, error = _ending(result)
         try:
@@ -383,6 +400,18 @@ class LocalEngine:
             # Unrecorded, the execution stays active and the next start runs it to its end
             # again (every step returns its stored result).
             log.exception("could not record the end of execution %s", execution_id)
+
+    async def _announce_written(self, execution: ExecutionRecord, chain: Chain | None) -> bool:
+        """Whether the run's last step wrote the execution's end with its commit; if so,
+        the end is announced (its audit event linked, ``on_ended``)."""
+        ended = await chain.ended() if chain is not None else None
+        if ended is None:
+            return False
+        try:
+            await self._lifecycle.ended(execution, ended)
+        except Exception:
+            log.exception("could not announce the end of execution %s", execution.id)
+        return True
 
     async def _invoke(
         self, function_name: str, payload: dict[str, Any], chain: Chain | None = None
@@ -423,6 +452,35 @@ def next_steps(state_machine: dict[str, Any]) -> dict[str, str]:
 
     walk(state_machine.get("States", {}))
     return found
+
+
+def last_steps(state_machine: dict[str, Any]) -> frozenset[str]:
+    """The steps whose Task, once it succeeds, leads the compiled machine straight to its
+    successful end: in the top scope (not inside a Parallel, which waits for its other
+    branches), through Pass states only, to a Succeed state or the end. Nothing can fail
+    the run after such a step but its timeout or a stop, both of which find the execution
+    ended once that step's commit has ended it."""
+    states: dict[str, Any] = state_machine.get("States", {})
+    found: set[str] = set()
+    for state in states.values():
+        step = _run_step(state)
+        if step is None:
+            continue
+        following, seen = state, set()
+        while not following.get("End"):
+            name = following.get("Next")
+            if name is None or name in seen or name not in states:
+                break
+            seen.add(name)
+            following = states[name]
+            if following.get("Type") == "Succeed":
+                found.add(step)
+                break
+            if following.get("Type") != "Pass":
+                break
+        else:
+            found.add(step)
+    return frozenset(found)
 
 
 def _run_step(state: dict[str, Any]) -> str | None:

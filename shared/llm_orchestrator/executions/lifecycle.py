@@ -11,9 +11,13 @@ trail links first), and neither exists without the other.
 
 An execution's end is written once, by :meth:`ExecutionLifecycle.finish` when the engine
 reports how its run ended (or by :meth:`ExecutionLifecycle.cancel`, whose answer is final at
-once). A step's failure handler (the ASL ``fail`` Task) does not end the execution: it
-records why it is failing (:meth:`~ExecutionRepository.record_failure`), and the run's end
-that follows keeps that reason and makes the ending ``failed``. The end is announced once:
+once). Under the local engine, a run whose last step succeeds has its ``completed`` end
+written by the statement that commits that step (:meth:`~ExecutionLifecycle.run_end`, with
+its ``finish`` event; announced by :meth:`~ExecutionLifecycle.ended`), and ``finish`` only
+when that statement could not write it. A step's failure handler (the ASL ``fail`` Task)
+does not end the execution: it records why it is failing
+(:meth:`~ExecutionRepository.record_failure`), and the run's end that follows keeps that
+reason and makes the ending ``failed``. The end is announced once:
 the ``finish`` audit event commits with the one write, and ``on_ended`` (completion
 events) follows it.
 """
@@ -34,7 +38,9 @@ from llm_orchestrator.store.executions import (
     ExecutionRecord,
     ExecutionRepository,
     ExecutionSummary,
+    ended_record,
 )
+from llm_orchestrator.store.step_runs import RunEnd, RunEnded
 
 if TYPE_CHECKING:
     from llm_orchestrator.store.db import Connection
@@ -240,6 +246,43 @@ class ExecutionLifecycle:
             await self._linked()
             await self._announce(ended, live)
         return ended
+
+    async def run_end(self, execution: ExecutionSummary) -> RunEnd | None:
+        """The execution's end as the statement committing its run's last step writes it
+        (``StepRunRepository.complete_and_end``): ``completed``, with its ``finish`` event
+        (and the live event triggers, as :meth:`finish` reads them). None when the audit
+        trail cannot take the event in that statement: :meth:`finish` then writes the end.
+        Whatever that statement wrote is announced by :meth:`ended`."""
+        event = None
+        if self._audit is not None:
+            event = await self._audit.outbox_write(
+                prefix="end_",
+                **self._event(
+                    Actor(user_id=execution.owner_id),
+                    "finish",
+                    owner_id=execution.owner_id,
+                    execution_id=execution.id,
+                    workflow_id=execution.workflow_id,
+                    result="success",
+                    status=ExecutionStatus.COMPLETED,
+                ),
+            )
+            if event is None:
+                return None
+        return RunEnd(
+            now=self._now(),
+            event=event,
+            live_triggers=self.on_ended is not None and self.live_triggers_at_end(),
+        )
+
+    async def ended(self, execution: ExecutionRecord, ended: RunEnded) -> ExecutionRecord:
+        """After the commit of an end :meth:`run_end` gave: its event linked into the
+        chain and the end announced, as :meth:`finish` does after its own write.
+        ``execution``: as the engine started it (its definition and state machine)."""
+        record = ended_record(ended.row, execution)
+        await self._linked()
+        await self._announce(record, ended.triggers)
+        return record
 
     async def _end_events(
         self, execution: ExecutionSummary, status: ExecutionStatus

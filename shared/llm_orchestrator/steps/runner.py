@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
@@ -59,7 +59,13 @@ from llm_orchestrator.steps.vectors import (
     search_namespace,
     upsert_records,
 )
-from llm_orchestrator.store.step_runs import NextStep, StepContext, StepUsage
+from llm_orchestrator.store.step_runs import (
+    NextStep,
+    RunEnd,
+    RunEnded,
+    StepContext,
+    StepUsage,
+)
 from llm_orchestrator.store.usage import CallRow
 from llm_orchestrator.usage.budgets import Budgets
 from llm_orchestrator.usage.ledger import CallLog, UsageRecorder, price_keys, price_table
@@ -146,6 +152,19 @@ class StepStore(Protocol):
         inputs: dict[str, Any],
     ) -> tuple[bool, StepContext | None]: ...
 
+    async def complete_and_end(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
+        end: RunEnd,
+    ) -> tuple[bool, RunEnded | None]: ...
+
     async def record_step_error(
         self,
         execution_id: str,
@@ -189,9 +208,36 @@ class Chain:
     stopped just after a begin does, and goes with the run.
     """
 
-    def __init__(self, next_steps: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        next_steps: Mapping[str, str],
+        *,
+        last_steps: Collection[str] = (),
+        end: Callable[[], Awaitable[RunEnd | None]] | None = None,
+    ) -> None:
+        """``last_steps``: the steps whose success ends the run (the state machine goes
+        from their Task straight to its successful end); ``end``: the execution's end as
+        the statement committing one of them writes it (None from it: the run's end is
+        written on its own, as without ``end``). See :attr:`ending`."""
         self.next_steps = next_steps
         self.begun: dict[str, StepContext] = {}
+        self.last_steps = last_steps
+        self.end = end
+        self.ending: asyncio.Future[tuple[bool, RunEnded | None]] | None = None
+        """The statement that committed a last step with the execution's end, once sent.
+        It is not cancelled with the step (a step timeout, a stop, the run's own timeout):
+        the engine awaits it before the run's end and announces the end it wrote, or, when
+        it wrote none (or failed), writes the end itself."""
+
+    async def ended(self) -> RunEnded | None:
+        """The end a last step's commit wrote, if it did (see :attr:`ending`)."""
+        if self.ending is None:
+            return None
+        try:
+            _, ended = await asyncio.shield(self.ending)
+        except Exception:
+            return None
+        return ended
 
 
 class _Definitions:
@@ -230,6 +276,12 @@ class _Definitions:
         if len(self._cache) > DEFINITION_CACHE_SIZE:
             self._cache.popitem(last=False)
         return entry
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Its exception is the step's (or, once the step is gone, the engine's) to see."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _parse(raw: dict[str, Any]) -> tuple[WorkflowDefinition, dict[str, frozenset[str]]]:
@@ -390,7 +442,32 @@ class StepRunner:
                     raise  # its own name, so the execution's error says why it stopped
                 raise StepConfigurationError(str(exc)) from exc
             following = chain.next_steps.get(step_id) if chain is not None else None
-            if following is None:
+            end = None
+            if chain is not None and chain.end is not None and step_id in chain.last_steps:
+                end = await chain.end()
+            if end is not None:
+                assert chain is not None
+                # Sent as a task of its own and shielded: once sent, whether it ended the
+                # execution must be known even if this step is cancelled meanwhile.
+                ending = asyncio.ensure_future(
+                    self._repo.complete_and_end(
+                        execution_id,
+                        step_id,
+                        outputs=outputs,
+                        usage=usage,
+                        checkpoint_id=ids.checkpoint_id(),
+                        **self._priced(calls, context, month),
+                        end=end,
+                    )
+                )
+                ending.add_done_callback(_retrieved)
+                chain.ending = ending
+                try:
+                    committed, _ = await asyncio.shield(ending)
+                except asyncio.CancelledError:
+                    recorded = True  # the statement goes on, with the calls
+                    raise
+            elif following is None:
                 committed = await self._repo.complete_step(
                     execution_id,
                     step_id,

@@ -114,6 +114,15 @@ def _with_runs(rows: list[Row]) -> tuple[ExecutionSummary, list[str], list[StepR
     return ExecutionSummary(*summary), row[_SUMMARY_WIDTH], runs
 
 
+def ended_record(row: dict[str, Any], pinned: ExecutionRecord) -> ExecutionRecord:
+    """An execution's summary columns (``StepRunRepository.complete_and_end``'s end) as
+    its record, with ``pinned``'s definition and state machine (which never change)."""
+    return _row_as(
+        ExecutionRecord,
+        {**row, "definition": pinned.definition, "state_machine": pinned.state_machine},
+    )
+
+
 def _execution(row: dict[str, Any]) -> ExecutionRecord:
     return _row_as(ExecutionRecord, row)
 

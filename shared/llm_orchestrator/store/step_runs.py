@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
 from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
+from llm_orchestrator.store.triggers import LIVE_EVENT_TRIGGERS, TriggerRecord, trigger_record
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
     BudgetSetting,
@@ -88,6 +90,30 @@ def step_run_record(row: dict[str, Any]) -> StepRunRecord:
             "status": StepStatus(row["status"]),
         }
     )
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """The execution's end, for the statement that commits its run's last step to write
+    too (:meth:`StepRunRepository.complete_and_end`)."""
+
+    now: datetime
+    """Its ``completed_at``."""
+    event: tuple[str, dict[str, Any]] | None = None
+    """The ``finish`` audit event's outbox insert (``AuditTrail.outbox_write``), committed
+    with the end; None when there is no audit trail."""
+    live_triggers: bool = False
+    """Whether to read the live event triggers with the end (``store.triggers``)."""
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """The end :meth:`StepRunRepository.complete_and_end` wrote."""
+
+    row: dict[str, Any]
+    """The execution as it ended: an ``ExecutionSummary``'s columns."""
+    triggers: list[TriggerRecord] | None
+    """The live event triggers (asked for with ``RunEnd.live_triggers``), else None."""
 
 
 @dataclass(frozen=True)
@@ -179,8 +205,24 @@ _CHECKPOINT = (
     " ckpt AS (INSERT INTO checkpoint_rows (id, execution_id, step_id, kind, snapshot, parent_id)"
     " SELECT %(checkpoint_id)s, e.id, %(step_id)s, 'auto', snap.snapshot,"
     " e.last_checkpoint_id FROM done, snap, e{guard} RETURNING 1),"
+)
+_LAST = (
     " last AS (UPDATE executions SET last_checkpoint_id = %(checkpoint_id)s"
     "   WHERE id = %(execution_id)s AND EXISTS (SELECT 1 FROM ckpt))"
+)
+# The run's last step (``complete_and_end``): the same update of the execution's row also
+# writes its end (a statement may update a row only once), when the execution is still
+# active with no failure recorded (``e.ends``, read under the row's lock): ``completed``, as
+# ``ExecutionRepository.finish`` writes it. Otherwise only the checkpoint, and the run's end
+# is for ``finish`` to write, as before.
+_LAST_ENDING = (
+    " last AS (UPDATE executions x SET last_checkpoint_id = %(checkpoint_id)s,"
+    "   status = CASE WHEN e.ends THEN %(completed_execution)s ELSE x.status END,"
+    "   completed_at = CASE WHEN e.ends THEN %(end_now)s ELSE x.completed_at END,"
+    "   updated_at = CASE WHEN e.ends THEN %(end_now)s ELSE x.updated_at END,"
+    "   pause_requested = x.pause_requested AND NOT e.ends"
+    "   FROM e WHERE x.id = e.id AND EXISTS (SELECT 1 FROM ckpt)"
+    "   RETURNING e.ends AS ended, {columns})"
 )
 
 
@@ -433,6 +475,58 @@ class StepRunRepository:
             return False
         return bool(row["committed"])
 
+    async def complete_and_end(
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        outputs: dict[str, Any],
+        usage: StepUsage,
+        checkpoint_id: str,
+        calls: Sequence[CallRow] = (),
+        month: date | None = None,
+        end: RunEnd,
+    ) -> tuple[bool, RunEnded | None]:
+        """:meth:`complete_step` of the step whose success ends the run, and the
+        execution's end with it (``end``): one statement, so the run's end costs no round
+        trip nor transaction of its own. Written as ``ExecutionRepository.finish_recorded``
+        writes a ``completed`` end, its ``finish`` event committed with it, and only if the
+        step commits and the execution is still active with no failure recorded (a cancel
+        that locked the row first has ended it and closed the step; a failure recorded by
+        a failure handler makes the ending ``failed``, which ``finish`` writes).
+
+        Returns ``(committed, ended)``: ``ended`` is None when the end was not written
+        (then the caller's ``finish`` writes or refuses it, as before).
+        """
+        parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
+        parameters["end_now"] = end.now
+        audit = None
+        if end.event is not None:
+            audit, audit_parameters = end.event
+            parameters.update(audit_parameters)
+        sql = _complete_and_end_sql(calls=bool(calls), audit=audit, live=end.live_triggers)
+        async with self._db.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, parameters, prepare=True)
+            rows = await cur.fetchall()
+            names = [column.name for column in cur.description or ()]
+        if not rows:
+            _gone(execution_id)
+            return False, None
+        first = rows[0]
+        # committed, then ``last``'s ended and the execution's columns (NULL unless ended).
+        if not first[1]:
+            return bool(first[0]), None
+        if not end.live_triggers:
+            return True, RunEnded(dict(zip(names[2:], first[2:], strict=True)), None)
+        split = names.index("trigger__")
+        triggers = [
+            trigger_record(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
+            for row in rows
+            if row[split]
+        ]
+        return True, RunEnded(dict(zip(names[2:split], first[2:split], strict=True)), triggers)
+
     async def record_step_error(
         self,
         execution_id: str,
@@ -606,7 +700,7 @@ def _completion(
 
 
 @functools.cache
-def _completion_sql(*, calls: bool) -> str:
+def _completion_sql(*, calls: bool, end: bool = False) -> str:
     """The CTEs that complete a step (``done``; with ``calls``, the ledger's too) and write
     its checkpoint (``ckpt``, a row once the step has completed; ``last``, the execution's
     latest checkpoint). The statement has the execution row locked as ``e``, and the step's
@@ -614,7 +708,9 @@ def _completion_sql(*, calls: bool) -> str:
     # Only the attempt still running completes: a step that cancel, a timeout or the fail
     # handler has closed as failed meanwhile stays failed, and one that a restore has
     # dropped stays dropped (no row).
-    checkpoint = _CHECKPOINT.format(guard=" WHERE completed" if calls else "")
+    checkpoint = _CHECKPOINT.format(guard=" WHERE completed" if calls else "") + (
+        _LAST_ENDING.format(columns=_ended_columns()) if end else _LAST
+    )
     if not calls:
         return _compact(
             "done AS (UPDATE step_runs SET status = %(completed_step)s,"
@@ -668,6 +764,36 @@ def _complete_sql(*, calls: bool) -> str:
     )
 
 
+@functools.cache
+def _ended_columns() -> str:
+    """The columns of an ``ExecutionSummary``, as the ending ``last`` returns them."""
+    # Imported here: ``store.executions`` builds on this module.
+    from llm_orchestrator.store.executions import ExecutionSummary
+
+    return ", ".join(f"x.{name}" for name in ExecutionSummary.__dataclass_fields__)
+
+
+@functools.cache
+def _complete_and_end_sql(*, calls: bool, audit: str | None, live: bool) -> str:
+    """:func:`_complete_sql` whose ``last`` also writes the execution's end (``e.ends``:
+    still active, no failure recorded), with the ``finish`` event's outbox insert
+    (``audit``) and, with ``live``, the live event triggers, both only when it did."""
+    locked = _LOCKED_EXECUTION.replace(
+        " FROM executions", ", status = ANY(%(active)s) AND error IS NULL AS ends FROM executions"
+    )
+    sql = "WITH " + locked + ", " + _completion_sql(calls=calls, end=True)
+    if audit is not None:
+        sql += ", audit AS (" + audit + " FROM last WHERE last.ended)"
+    sql += " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, l.*"
+    if live:
+        sql += ", t.id IS NOT NULL AS trigger__, t.*"
+    sql += " FROM e LEFT JOIN last l ON l.ended"
+    if live:
+        sql += f" LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON l.ended"
+        sql += " ORDER BY t.created_at, t.id"
+    return _compact(sql)
+
+
 def _gone(execution_id: str) -> None:
     """No row: the execution is gone, or (in a fenced run) another runner's now. Either way
     a fenced run stops without writing anything more."""
@@ -714,6 +840,7 @@ _STATUS_LITERALS = {
     "%(completed_step)s": _literal(StepStatus.COMPLETED.value),
     "%(pending_execution)s": _literal(ExecutionStatus.PENDING.value),
     "%(running_execution)s": _literal(ExecutionStatus.RUNNING.value),
+    "%(completed_execution)s": _literal(ExecutionStatus.COMPLETED.value),
     "= ANY(%(active)s)": "IN (" + ", ".join(_literal(status) for status in _ACTIVE) + ")",
 }
 
