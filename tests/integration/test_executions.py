@@ -154,6 +154,28 @@ async def test_missing_input_is_rejected_naming_it(
     assert fake_openai.requests == []
 
 
+async def test_an_edited_workflow_requires_its_new_inputs_at_once(
+    client: httpx.AsyncClient, admin: Session
+) -> None:
+    workflow_id = await create_workflow(client, admin, [SENTIMENT_STEP])
+    await start_execution(client, admin, workflow_id, {"input": "fine"})
+    edited = {**SENTIMENT_STEP, "prompt": "Compare {{input}} with {{other}}"}
+    body = {"name": "test-workflow", "version": "1.1", "steps": [edited]}
+    updated = await client.put(f"/workflows/{workflow_id}", headers=admin.headers, json=body)
+    assert updated.status_code == 200, updated.text
+
+    response = await client.post(
+        f"/workflows/{workflow_id}/execute",
+        headers=admin.headers,
+        json={"inputs": {"input": "fine"}, "async": True},
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["details"]["errors"] == [
+        {"field": "inputs.other", "message": "Required input 'other' is missing"}
+    ]
+
+
 async def test_outputs_flow_along_depends_on(
     client: httpx.AsyncClient, admin: Session, fake_openai: FakeOpenAI
 ) -> None:
