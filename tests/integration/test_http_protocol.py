@@ -6,6 +6,7 @@ answer's head is not held back until its body."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -195,3 +196,177 @@ def test_a_kept_alive_connection_closes_once_idle_for_the_keep_alive_timeout(
         idle = time.monotonic() - answered
 
     assert idle >= 1.9
+
+
+# --- POSTs: the lean path takes a plain one whose body came with its head ---------------
+
+
+class _Echo:
+    """Answers every request with what the app was given: the scope's request fields, the
+    body ``receive`` gave and its last message, so two servers' answers differ wherever
+    what an app sees differs (``/parts``: the messages themselves). ``/stream`` streams,
+    ``/boom`` fails, neither reading the body."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
+        if scope["path"] == "/stream":
+            headers = [(b"content-type", b"text/plain")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+            return
+        messages = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        seen = {
+            key: scope[key]
+            for key in ("method", "http_version", "path", "raw_path", "query_string", "headers")
+        }
+        # The body whole, and how it ended (how it was split depends on how it arrived).
+        body = repr((seen, b"".join(m.get("body", b"") for m in messages), messages[-1])).encode()
+        if scope["path"] == "/parts":
+            body = repr(messages).encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def echoes() -> Iterator[tuple[int, int]]:
+    """The echo app behind the protocol ``llmo serve`` uses, twice: with the lean path, and
+    with every request through h11 (the lean path steps aside under ``limit_concurrency``)."""
+    with (
+        threaded_server(_Echo()) as lean,
+        threaded_server(_Echo(), limit_concurrency=1000) as h11_only,
+    ):
+        yield lean, h11_only
+
+
+def _one_answer(sock: socket.socket, received: bytearray) -> bytes:
+    """The next whole answer on ``sock`` (framed by its length, its chunks, or the close)."""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            answer = bytes(received)
+            received.clear()
+            return answer
+        received += chunk
+    head_end = received.index(b"\r\n\r\n") + 4
+    head = bytes(received[:head_end]).lower()
+    if b"content-length: " in head:
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(received) < head_end + length:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {bytes(received)!r}"
+            received += chunk
+        end = head_end + length
+    elif b"transfer-encoding: chunked" in head:
+        while b"0\r\n\r\n" not in received[head_end:]:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {bytes(received)!r}"
+            received += chunk
+        end = received.index(b"0\r\n\r\n", head_end) + 5
+    else:
+        while chunk := sock.recv(65536):
+            received += chunk
+        end = len(received)
+    answer = bytes(received[:end])
+    del received[:end]
+    return answer
+
+
+def _conversation(port: int, sends: list[bytes]) -> list[bytes]:
+    """Each of ``sends`` sent in turn, then a plain GET that closes: every answer, until
+    the server closes (answers with their dates and request ids blanked)."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for data in sends:
+            sock.sendall(data)
+        received = bytearray()
+        closing = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        sent_closing = False
+        while True:
+            answer = _one_answer(sock, received)
+            if not answer:
+                break
+            answers.append(answer)
+            if b"connection: close" in answer.lower().partition(b"\r\n\r\n")[0]:
+                break
+            if not sent_closing and not received:
+                sock.sendall(closing)
+                sent_closing = True
+    return [re.sub(rb"req-[0-9a-f-]{36}", b"req-?", _without_date(a)) for a in answers]
+
+
+def _post(body: bytes, *headers: bytes, target: bytes = b"/echo?x=1") -> bytes:
+    lines = [b"POST " + target + b" HTTP/1.1", b"Host: x", b"Content-Type: application/json"]
+    return b"\r\n".join([*lines, *headers, b"", b""]) + body
+
+
+JSON = b'{"inputs": {"input": "\xc3\xa9"}, "async": true}'
+LENGTH = b"Content-Length: %d" % len(JSON)
+
+POSTS = {
+    "plain": [_post(JSON, LENGTH)],
+    "empty body": [_post(b"", b"Content-Length: 0")],
+    "length with leading zeros": [_post(JSON, b"Content-Length: 00%d" % len(JSON))],
+    "blanks around the length": [_post(JSON, b"Content-Length:  %d \t" % len(JSON))],
+    "body sent after the head": [_post(b"", LENGTH), JSON],
+    "body sent in two parts": [_post(JSON[:5], LENGTH), JSON[5:]],
+    "a request behind it": [_post(JSON, LENGTH) + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"],
+    "more body than its length": [_post(JSON + b"xx", LENGTH)],
+    "a length listed twice": [_post(JSON, b"Content-Length: %d, %d" % (len(JSON), len(JSON)))],
+    "two equal lengths": [_post(JSON, LENGTH, LENGTH)],
+    "two different lengths": [_post(JSON, LENGTH, b"Content-Length: 3")],
+    "a length not a number": [_post(JSON, b"Content-Length: 4x")],
+    "a negative length": [_post(JSON, b"Content-Length: -1")],
+    "a length of 21 digits": [_post(JSON, b"Content-Length: 1" + b"0" * 20)],
+    "no length": [
+        _post(
+            b"",
+        )
+    ],
+    "chunked": [_post(b"%x\r\n%s\r\n0\r\n\r\n" % (len(JSON), JSON), b"Transfer-Encoding: chunked")],
+    "chunked and a length": [
+        _post(b"%x\r\n%s\r\n0\r\n\r\n" % (len(JSON), JSON), LENGTH, b"Transfer-Encoding: chunked")
+    ],
+    "an unknown transfer coding": [_post(JSON, b"Transfer-Encoding: gzip")],
+    "expects 100-continue": [_post(JSON, LENGTH, b"Expect: 100-continue")],
+    "asks to close": [_post(JSON, LENGTH, b"Connection: close")],
+    "no host": [_post(JSON, LENGTH).replace(b"Host: x\r\n", b"")],
+    "two hosts": [_post(JSON, LENGTH, b"Host: y")],
+    "a folded header": [_post(JSON, LENGTH, b"X-A: 1", b" 2")],
+    "a bad header name": [_post(JSON, LENGTH, b"X A: 1")],
+    "a NUL in a header": [_post(JSON, LENGTH, b"X-A: \x00")],
+    "HTTP/1.0": [_post(JSON, LENGTH).replace(b"HTTP/1.1", b"HTTP/1.0", 1)],
+    "PUT": [_post(JSON, LENGTH).replace(b"POST", b"PUT", 1)],
+    "a percent-encoded path": [_post(JSON, LENGTH, target=b"/ec%68o/%C3%A9?q=%20")],
+    "a raw 0xff in the target": [_post(JSON, LENGTH, target=b"/echo\xff")],
+    "a streamed answer": [_post(JSON, LENGTH, target=b"/stream")],
+    "an error in the app": [_post(JSON, LENGTH, target=b"/boom")],
+}
+
+
+@pytest.mark.parametrize("sends", POSTS.values(), ids=POSTS.keys())
+def test_a_post_is_answered_as_h11_answers_it(echoes: tuple[int, int], sends: list[bytes]) -> None:
+    lean, h11_only = echoes
+
+    answers = _conversation(lean, sends)
+
+    assert answers == _conversation(h11_only, sends)
+    assert answers  # every request here is answered
+
+
+def test_a_plain_posts_body_reaches_the_app_in_one_message(echoes: tuple[int, int]) -> None:
+    lean, _ = echoes
+
+    answers = _conversation(lean, [_post(JSON, LENGTH, target=b"/parts")])
+
+    body = answers[0].partition(b"\r\n\r\n")[2]
+    assert body == repr([{"type": "http.request", "body": JSON, "more_body": False}]).encode()

@@ -18,7 +18,10 @@ request into events, validates every header of the answer again and walks its st
 machine, about a fifth of a small read's CPU. A request that arrives whole on an idle
 connection, ``GET`` over HTTP/1.1 with one ``Host``, no body, no ``Connection``,
 ``Expect`` or ``Upgrade``, each line matching h11's own grammar, goes to the app as uvicorn
-would pass it (the same scope, ``receive`` and ``send``), and an answer with a
+would pass it (the same scope, ``receive`` and ``send``); so does a ``POST`` of the same
+kind with one plain ``Content-Length`` (digits only) whose body came with its head, whole
+and with nothing behind it (a submit): the app receives the body in one message, as uvicorn
+gives a body that h11 read in one piece. An answer with a
 ``Content-Length`` that matches its one body is written, head and body together, as the
 bytes h11 writes for it. Anything else (a request in doubt, an answer without a length, a
 streamed or chunked one, an error) is h11's as before: the request's bytes are handed to
@@ -110,36 +113,59 @@ _LEAN_HEAD_LIMIT = 8192
 _NOT_LEAN = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
 )
-"""Request headers that ask for more than the lean path does (a body, a close, a 100
-Continue, another protocol): h11 handles such a request."""
+"""Request headers that ask for more than the lean path does (a body of another framing, a
+close, a 100 Continue, another protocol): h11 handles such a request. A POST's one plain
+``Content-Length`` is the exception."""
+_LENGTH = re.compile(rb"[0-9]{1,20}")
+"""A ``Content-Length`` as h11 takes it unchanged (``[0-9]+``, at most 20 digits): a list of
+lengths, blanks or anything longer is h11's to judge."""
 
 
-def _lean_request(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-    """The target and headers (names lowercased, as uvicorn passes them) of ``data`` when
-    it is exactly one plain ``GET`` request head that h11 would accept as it stands; None
-    for anything else."""
-    if len(data) > _LEAN_HEAD_LIMIT or not data.endswith(b"\r\n\r\n"):
+def _lean_request(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes] | None:
+    """The method, target, headers (names lowercased, as uvicorn passes them) and body of
+    ``data`` when it is exactly one plain request that h11 would accept as it stands: a
+    ``GET`` head alone, or a ``POST`` head with one ``Content-Length`` and that many bytes
+    of body after it, all of it here; None for anything else."""
+    end = data.find(b"\r\n\r\n", 0, _LEAN_HEAD_LIMIT)
+    if end < 0:
         return None
-    lines = data[:-4].split(b"\r\n")
+    lines = data[:end].split(b"\r\n")
     request = _REQUEST_LINE.fullmatch(lines[0])
-    if request is None or request["method"] != b"GET" or request["http_version"] != b"1.1":
+    if request is None or request["http_version"] != b"1.1":
+        return None
+    method = request["method"]
+    if method != b"GET" and method != b"POST":
         return None
     headers = []
     hosts = 0
+    length = None
     for line in lines[1:]:
-        # An empty line (a second request behind this one), a folded or malformed line:
-        # no match.
+        # A folded or malformed line: no match.
         field = _HEADER_FIELD.fullmatch(line)
         if field is None:
             return None
         name = field["field_name"].lower()
+        value = field["field_value"]
         if name in _NOT_LEAN:
-            return None
+            if (
+                name != b"content-length"
+                or method != b"POST"
+                or length is not None
+                or _LENGTH.fullmatch(value) is None
+            ):
+                return None
+            length = int(value)
         hosts += name == b"host"
-        headers.append((name, field["field_value"]))
+        headers.append((name, value))
     if hosts != 1:
         return None  # h11 refuses an HTTP/1.1 request without exactly one Host
-    return request["target"], headers
+    if method == b"POST" and length is None:
+        return None  # a body framed otherwise (or none at all): h11's
+    body = data[end + 4 :]
+    # Less (the rest is on its way) or more (a request behind it): h11's.
+    if len(body) != (length or 0):
+        return None
+    return method, request["target"], headers, body
 
 
 _NAME_PLAIN, _NAME_LENGTH, _NAME_REFUSED = 0, 1, 2
@@ -185,9 +211,9 @@ def _valid_value(value: Any) -> bool:
 
 
 def _whole_response(status: Any, headers: list[tuple[bytes, bytes]], body: Any) -> bytes | None:
-    """The bytes h11 writes for this answer to a kept-alive ``GET`` (status line, headers
-    as given, body), when its framing is a ``Content-Length`` that matches ``body`` and h11
-    would change nothing in it; None otherwise."""
+    """The bytes h11 writes for this answer to a kept-alive ``GET`` or ``POST`` (status
+    line, headers as given, body), when its framing is a ``Content-Length`` that matches
+    ``body`` and h11 would change nothing in it; None otherwise."""
     if type(status) is not int or not 200 <= status < 600 or status in (204, 304):
         return None
     if not isinstance(body, bytes):
@@ -229,7 +255,9 @@ class _LeanCycle(RequestResponseCycle):
     docstring): the answer is written whole when :func:`_whole_response` can, else the
     request goes to h11 and uvicorn's cycle carries on from there."""
 
-    def __init__(self, protocol: EnvelopeH11Protocol, scope: Any, head: bytes) -> None:
+    def __init__(
+        self, protocol: EnvelopeH11Protocol, scope: Any, request: bytes, body: bytes
+    ) -> None:
         super().__init__(
             scope=scope,
             conn=protocol.conn,
@@ -242,10 +270,11 @@ class _LeanCycle(RequestResponseCycle):
             message_event=asyncio.Event(),
             on_response=protocol.lean_response_complete,
         )
-        # The request, without a body, is all there: what h11's EndOfMessage does.
+        # The request, its body included, is all there: what h11's Data and EndOfMessage do.
+        self.body = bytearray(body)
         self.more_body = False
         self.message_event.set()
-        self._head = head
+        self._request = request
         self._start: Any = None
         self._handed_over = False
 
@@ -298,9 +327,13 @@ class _LeanCycle(RequestResponseCycle):
         and ``message``."""
         self._handed_over = True
         conn = self.conn
-        conn.receive_data(self._head)
-        request, end = conn.next_event(), conn.next_event()
-        assert type(request) is h11.Request and type(end) is h11.EndOfMessage
+        conn.receive_data(self._request)
+        request = conn.next_event()
+        assert type(request) is h11.Request
+        end = conn.next_event()
+        while type(end) is h11.Data:  # the body the app has been given already
+            end = conn.next_event()
+        assert type(end) is h11.EndOfMessage
         start, self._start = self._start, None
         if start is not None:
             self.response_started = False
@@ -343,7 +376,14 @@ class EnvelopeH11Protocol(H11Protocol):
                 return
         super().data_received(data)
 
-    def _start_lean(self, head: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def _start_lean(
+        self,
+        request: bytes,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
         """What uvicorn does with a parsed request (``handle_events``), but for h11."""
         self.headers = headers
         raw_path, _, query_string = target.partition(b"?")
@@ -355,7 +395,7 @@ class EnvelopeH11Protocol(H11Protocol):
             "server": self.server,
             "client": self.client,
             "scheme": self.scheme,  # type: ignore[typeddict-item]
-            "method": "GET",
+            "method": "GET" if method == b"GET" else "POST",
             "root_path": root_path,
             "path": root_path + unquote(raw_path.decode("ascii")),
             "raw_path": root_path.encode("ascii") + raw_path,
@@ -363,7 +403,7 @@ class EnvelopeH11Protocol(H11Protocol):
             "headers": headers,
             "state": self.app_state.copy(),
         }
-        cycle = self.cycle = _LeanCycle(self, self.scope, head)
+        cycle = self.cycle = _LeanCycle(self, self.scope, request, body)
         task = self.loop.create_task(cycle.run_asgi(self.app))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
