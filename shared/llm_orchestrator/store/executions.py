@@ -181,11 +181,12 @@ class ExecutionRepository:
             updated_at=now,
         )
         pinned = (self._pinned(definition), self._pinned(state_machine))
+        sql, params = _insert(record, event, self.runner_id, pinned)
         if conn is not None:
-            await _insert(conn, record, event, self.runner_id, pinned)
+            await conn.execute(sql, params, prepare=True)
         else:
-            async with self._db.connection() as own:
-                await _insert(own, record, event, self.runner_id, pinned)
+            # On its own: the lean statement path (no cursor, no context managers).
+            await self._db.rows(sql, params)
         return record
 
     def _pinned(self, document: dict[str, Any]) -> Jsonb:
@@ -540,14 +541,15 @@ def _encoded(document: dict[str, Any]) -> bytes:
     return json.dumps(document).encode()
 
 
-async def _insert(
-    conn: Connection,
+def _insert(
     record: ExecutionRecord,
     event: tuple[str, dict[str, Any]] | None,
     runner_id: int | None,
     pinned: tuple[Jsonb, Jsonb],
-) -> None:
-    """``pinned``: the definition and the state machine as parameters, made once."""
+) -> tuple[str, dict[str, Any]]:
+    """The statement that inserts ``record`` (and ``event`` into the audit outbox), and its
+    parameters; ``pinned``: the definition and the state machine as parameters, made
+    once."""
     definition, state_machine = pinned
     sql = _INSERT
     params: dict[str, Any] = {
@@ -571,7 +573,7 @@ async def _insert(
         audit_sql, audit_params = event
         sql = f"WITH audit AS ({audit_sql}) {sql}"
         params.update(audit_params)
-    await conn.execute(sql, params, prepare=True)
+    return sql, params
 
 
 async def _cancel(
