@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from psycopg.pq.abc import PGresult
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
@@ -509,7 +510,7 @@ class StepRunRepository:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(sql, parameters, prepare=True)
             rows = await cur.fetchall()
-            names = [column.name for column in cur.description or ()]
+            names = _column_names(cur.pgresult)
         if not rows:
             _gone(execution_id)
             return False, None
@@ -762,6 +763,15 @@ def _complete_sql(*, calls: bool) -> str:
         + _completion_sql(calls=calls)
         + " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed FROM e"
     )
+
+
+def _column_names(result: PGresult | None) -> list[str]:
+    """The result's column names, read as ``dict_row`` reads them (``cursor.description``
+    builds a column object with its type for each, a sixth of this statement's client
+    time in a burst)."""
+    if result is None:
+        return []
+    return [(result.fname(i) or b"").decode() for i in range(result.nfields)]
 
 
 @functools.cache
