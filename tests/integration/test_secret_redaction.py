@@ -26,7 +26,15 @@ MARKER_KEY = f"sk-MARKERKEY{uuid.uuid4().hex[:12]}"
 MARKER_PASSWORD = f"MARKERPASS{uuid.uuid4().hex[:12]}"
 MARKER_USER = f"markeruser{uuid.uuid4().hex[:6]}"
 # The SDK's HTTP stack logs under httpx/httpcore or, in newer SDKs, httpx2/httpcore2.
-LIBRARY_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "llm_orchestrator")
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "aiohttp",
+    "openai",
+    "llm_orchestrator",
+)
 MARKERS = (MARKER_KEY, MARKER_PASSWORD, f"{MARKER_USER}:{MARKER_PASSWORD}")
 
 

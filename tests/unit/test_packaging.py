@@ -198,6 +198,14 @@ def test_the_local_server_imports_only_what_the_local_extra_installs():
     assert missing_requirements(targets, resolved_extras(("local",))) == {}
 
 
+def test_aiohttp_comes_with_the_server_and_stays_out_of_the_step_runners_bundle():
+    """The server's provider clients send through the SDKs' aiohttp transport; the SDKs
+    import aiohttp whenever it is installed (~220 ms), which the step runner's Lambda, one
+    call at a time, would pay on every cold start (``providers/transport.py``)."""
+    assert "aiohttp" in resolved_extras(("server",))
+    assert "aiohttp" not in resolved(tuple(bundle_requirements("step_runner")))
+
+
 def test_the_sdk_and_cli_import_with_the_base_install_alone():
     targets = ["llm_orchestrator.cli", "llm_orchestrator.config", "llm_orchestrator.compiler"]
     targets += ["llm_orchestrator.workflows.validation"]

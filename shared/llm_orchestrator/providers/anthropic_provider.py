@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import ChatRequest, ChatResult
 from .common import (
-    SdkAdapter,
     clean_detail,
     from_status,
     redact,
@@ -25,6 +24,7 @@ from .errors import (
     ProviderInvalidResponse,
     ProviderUnavailable,
 )
+from .transport import HttpxSdkAdapter, aiohttp_connection_failure
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -40,9 +40,10 @@ TOOL_DESCRIPTION = "Give your answer as this tool's input: a JSON object matchin
 """The forced tool of a structured-output step; its name is the schema's name."""
 
 
-class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
+class AnthropicProvider(HttpxSdkAdapter["AsyncAnthropic"]):
     """Chat completions against ``base_url`` (Anthropic's API by default), one client per
-    credential set, reused, the SDK's own retries off."""
+    credential set and event loop, reused, the SDK's own retries off, over aiohttp where
+    it is installed (``transport.py``)."""
 
     default_name: ClassVar[str] = "anthropic"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
@@ -84,13 +85,14 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
         return _chat_result(response, request, latency_ms, self._name)
 
     def _build_client(self, api_key: str, base_url: str) -> AsyncAnthropic:
-        from anthropic import AsyncAnthropic
+        import anthropic
 
-        return AsyncAnthropic(
+        return anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=self._timeout_seconds,
+            http_client=self._http_client(anthropic),
         )
 
     async def _close_client(self, client: AsyncAnthropic) -> None:
@@ -148,6 +150,9 @@ def _translate(
 ) -> ProviderError:
     import anthropic
 
+    failure = aiohttp_connection_failure(exc)
+    if failure is not None and isinstance(exc, anthropic.APIConnectionError):
+        return unreachable(provider, base_url, redact(str(failure), api_key, base_url))
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderUnavailable(
             f"{provider} did not answer within {timeout_seconds:g}s", provider=provider
