@@ -212,6 +212,23 @@ async def test_a_provider_that_hangs_up_is_unreachable_not_a_timeout(
     assert f"{name} could not be reached at 127.0.0.1:{port}" in error.message
 
 
+@each
+async def test_an_endpoint_with_credentials_in_its_url_answers(
+    name: str, transport: Transport, fakes: dict[str, FakeProviderServer]
+) -> None:
+    # A gateway in front of the provider that wants basic auth: httpx2 sends the URL's
+    # credentials as the Authorization header (the fake then checks no key).
+    fake = fakes[name]
+    fake.api_key = None
+    url = fake.base_url.replace("http://", "http://gateway-user:gateway-pass@")
+    async with opened(adapter(name, url, transport)) as provider:
+        result = await provider.complete(ChatRequest(model="m", prompt="through the gateway"))
+
+    assert result.text == "echo: through the gateway"
+    [call] = fake.requests_to(ENDPOINT[name])
+    assert call.headers["authorization"].startswith("Bas")  # the fake masks the rest
+
+
 # Sockets left behind by a finished loop can only be reclaimed by the garbage collector.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @each

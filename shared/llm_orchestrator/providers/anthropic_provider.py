@@ -92,7 +92,7 @@ class AnthropicProvider(HttpxSdkAdapter["AsyncAnthropic"]):
             base_url=base_url,
             max_retries=0,
             timeout=self._timeout_seconds,
-            http_client=self._http_client(anthropic),
+            http_client=self._http_client(anthropic, base_url),
         )
 
     async def _close_client(self, client: AsyncAnthropic) -> None:

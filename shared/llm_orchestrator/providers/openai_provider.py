@@ -142,7 +142,7 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
             base_url=base_url,
             max_retries=0,
             timeout=self._timeout_seconds,
-            http_client=self._http_client(openai),
+            http_client=self._http_client(openai, base_url),
         )
 
     async def _close_client(self, client: AsyncOpenAI) -> None:

@@ -30,6 +30,7 @@ import logging
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from .base import CredentialResolver
 from .common import DEFAULT_TIMEOUT_SECONDS, SdkAdapter
@@ -109,6 +110,14 @@ def aiohttp_connection_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or parts.password is not None
+    except ValueError:
+        return False
+
+
 class HttpxSdkAdapter(SdkAdapter[_C]):
     """An adapter over an SDK whose client sends through httpx2 and ships the aiohttp
     transport (OpenAI's, Anthropic's): each client it builds uses ``transport``, by
@@ -130,10 +139,15 @@ class HttpxSdkAdapter(SdkAdapter[_C]):
         """The HTTP transport under this adapter's clients."""
         return self._transport
 
-    def _http_client(self, sdk: ModuleType) -> Any:
+    def _http_client(self, sdk: ModuleType, base_url: str) -> Any:
         """The SDK's own HTTP client class (its limits and redirect defaults) over this
-        adapter's transport, verifying servers with the shared TLS context."""
-        if self._transport == "aiohttp":
+        adapter's transport, verifying servers with the shared TLS context.
+
+        An endpoint with ``user:password@`` gets httpx2's transport whatever the adapter's:
+        httpx2 turns those credentials into the request's ``Authorization`` header but
+        leaves them in the URL, and aiohttp refuses a URL's credentials next to that
+        header (a ValueError for every call)."""
+        if self._transport == "aiohttp" and not _has_credentials(base_url):
             try:
                 return sdk.DefaultAioHttpClient(
                     verify=shared_ssl_context(), timeout=self._timeout_seconds
