@@ -200,6 +200,37 @@ def outbox_insert(
     return f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {values}", params
 
 
+_OUTBOX_TYPES = {
+    "id": "text",
+    "occurred_at": "timestamptz",
+    "event_type": "text",
+    "user_id": "text",
+    "action": "text",
+    "resource_type": "text",
+    "resource_id": "text",
+    "result": "text",
+    "ip_address": "text",
+    "details": "jsonb",
+    "mac": "text",
+}
+
+
+def outbox_insert_many(
+    events: list[tuple[str, dict[str, Any]]], *, prefix: str
+) -> tuple[str, dict[str, Any]]:
+    """Several :func:`outbox_insert` answers (made with ``prefix``) as one ``INSERT``, the
+    events in the order given (their outbox positions, and so their order in the chain,
+    follow it), each column's values as one array parameter."""
+    columns = (*_HASHED_FIELDS, "mac")
+    arrays = ", ".join(f"%({prefix}{name})s::{_OUTBOX_TYPES[name]}[]" for name in columns)
+    params = {prefix + name: [event[1][prefix + name] for event in events] for name in columns}
+    return (
+        f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {_COLUMNS}, mac"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS e ({_COLUMNS}, mac, n) ORDER BY n",
+        params,
+    )
+
+
 MAC_MISMATCH = "mac_mismatch"
 DUPLICATE_ID = "duplicate_id"
 

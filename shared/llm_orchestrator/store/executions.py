@@ -9,6 +9,7 @@ reads and writes are in ``store.step_runs``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from llm_orchestrator.errors import Conflict, NotFound, ValidationFailed
 from llm_orchestrator.executions.status import (
     ACTIVE,
     UNFINISHED,
@@ -27,8 +29,10 @@ from llm_orchestrator.executions.status import (
     StepStatus,
 )
 from llm_orchestrator.memo import IdentityCache
+from llm_orchestrator.store.audit import outbox_insert_many
 from llm_orchestrator.store.checkpoints import CheckpointRecord
 from llm_orchestrator.store.db import Connection, Database, Read, Row, owner_clause
+from llm_orchestrator.store.deadlines import request_deadlines, serving_request
 from llm_orchestrator.store.step_runs import (
     StepRunRecord,
     close_running_steps,
@@ -131,6 +135,7 @@ class ExecutionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pinned_json: IdentityCache[dict[str, Any], bytes] = IdentityCache(PINNED_JSON_CACHED)
+        self._grouped = _GroupedInserts(db)
         self.runner_id: int | None = None
         """The runner (``store.runners``) this process is: every execution it creates or
         restores is written as its own, in the same statement, so no other runner can
@@ -181,12 +186,16 @@ class ExecutionRepository:
             updated_at=now,
         )
         pinned = (self._pinned(definition), self._pinned(state_machine))
-        sql, params = _insert(record, event, self.runner_id, pinned)
         if conn is not None:
+            sql, params = _insert(record, event, self.runner_id, pinned)
             await conn.execute(sql, params, prepare=True)
+        elif event is not None and serving_request():
+            # A request's, on its own, with its event: grouped with the submits made
+            # meanwhile.
+            await self._grouped.insert(_Insert(record, event, self.runner_id, pinned))
         else:
             # On its own: the lean statement path (no cursor, no context managers).
-            await self._db.rows(sql, params)
+            await self._db.rows(*_insert(record, event, self.runner_id, pinned))
         return record
 
     def _pinned(self, document: dict[str, Any]) -> Jsonb:
@@ -534,6 +543,175 @@ _INSERT = (
     " %(state_machine)s, %(timeout_seconds)s, %(pause_requested)s, %(cancel_requested)s,"
     " NULL, %(run_number)s, %(created_at)s, %(started_at)s, NULL, %(updated_at)s,"
     " %(runner_id)s)"
+)
+
+
+GROUPED_AT_MOST = 64
+"""The most inserts :class:`_GroupedInserts` sends in one statement."""
+
+
+@dataclass(frozen=True)
+class _Insert:
+    """One execution's insert with its ``start`` event, as :func:`_insert` takes it."""
+
+    record: ExecutionRecord
+    event: tuple[str, dict[str, Any]]
+    runner_id: int | None
+    pinned: tuple[Jsonb, Jsonb]
+
+    def statement(self) -> tuple[str, dict[str, Any]]:
+        """This insert alone."""
+        return _insert(self.record, self.event, self.runner_id, self.pinned)
+
+
+class _GroupedInserts:
+    """New executions' inserts (each with its audit event), sent as few statements as the
+    load allows: an insert made while none is in flight goes at once, alone, as before;
+    those made while one is in flight wait for it and then go together, as one statement
+    (one round trip, one commit, each pinned document sent and parsed once), at most
+    :data:`GROUPED_AT_MOST` at a time. A burst of submits thus costs the server and
+    PostgreSQL a few statements rather than one per submit, and nothing waits when idle.
+    Only a request's insert is grouped (its statement then goes with the request
+    deadlines); one made in the background (a trigger's) goes alone, as before.
+
+    Each insert still commits with its own event (the same statement writes both). A
+    statement of several that PostgreSQL refuses for a row's sake (a constraint, a value)
+    is sent again row by row, so each insert gets its own answer and one bad row fails no
+    other; any other failure (the database unavailable) is every insert's in it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._waiting: list[tuple[_Insert, asyncio.Future[None]]] = []
+        self._busy = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def insert(self, row: _Insert) -> None:
+        if not self._busy:
+            self._busy = True
+            try:
+                await self._db.rows(*row.statement())
+            finally:
+                self._next()
+            return
+        waited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, waited))
+        await waited
+
+    def _next(self) -> None:
+        """The inserts that waited go now (or nothing is in flight any more)."""
+        waiting = [(row, waited) for row, waited in self._waiting if not waited.done()]
+        if not waiting:
+            self._waiting = []
+            self._busy = False
+            return
+        group, self._waiting = waiting[:GROUPED_AT_MOST], waiting[GROUPED_AT_MOST:]
+        task = asyncio.get_running_loop().create_task(self._send(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: list[tuple[_Insert, asyncio.Future[None]]]) -> None:
+        try:
+            with request_deadlines():  # every insert in it is a request's
+                await self._send_now([(r, w) for r, w in group if not w.done()])
+        finally:
+            self._next()
+
+    async def _send_now(self, group: list[tuple[_Insert, asyncio.Future[None]]]) -> None:
+        """``group`` written, and each insert in it answered."""
+        try:
+            if len(group) == 1:
+                await self._db.rows(*group[0][0].statement())
+            elif group:
+                await self._db.rows(*_insert_many([row for row, _ in group]))
+        except (Conflict, NotFound, ValidationFailed) as exc:
+            if len(group) == 1:
+                _answer(group[0][1], exc)
+                return
+            # Which row was refused is not known: each on its own, for its own answer.
+            for row, waited in group:
+                try:
+                    await self._db.rows(*row.statement())
+                except Exception as own:
+                    _answer(waited, own)
+                else:
+                    _answer(waited, None)
+        except asyncio.CancelledError as exc:
+            for _, waited in group:
+                _answer(waited, exc)
+            raise
+        except Exception as exc:  # every request in it answers that (a 503, say)
+            for _, waited in group:
+                _answer(waited, exc)
+        else:
+            for _, waited in group:
+                _answer(waited, None)
+
+
+def _answer(waited: asyncio.Future[None], exc: BaseException | None) -> None:
+    if waited.done():
+        return  # given up on (its request cancelled)
+    if exc is None:
+        waited.set_result(None)
+    elif isinstance(exc, asyncio.CancelledError):
+        waited.cancel()
+    else:
+        waited.set_exception(exc)
+
+
+def _insert_many(rows: list[_Insert]) -> tuple[str, dict[str, Any]]:
+    """One statement that inserts every row of ``rows`` with its event, in order; each
+    distinct pinned document goes once, the rows naming theirs by position."""
+    documents: list[Jsonb] = []
+    at: dict[int, int] = {}
+
+    def position(document: Jsonb) -> int:
+        known = at.get(id(document.obj))
+        if known is None:
+            documents.append(document)
+            known = at[id(document.obj)] = len(documents)
+        return known
+
+    records = [row.record for row in rows]
+    audit_sql, params = outbox_insert_many([row.event for row in rows], prefix="audit_")
+    params.update(
+        {
+            "ids": [r.id for r in records],
+            "workflow_ids": [r.workflow_id for r in records],
+            "owner_ids": [r.owner_id for r in records],
+            "statuses": [r.status.value for r in records],
+            "inputs": [Jsonb(r.inputs) for r in records],
+            "definitions": [position(row.pinned[0]) for row in rows],
+            "state_machines": [position(row.pinned[1]) for row in rows],
+            "timeouts": [r.timeout_seconds for r in records],
+            "pauses": [r.pause_requested for r in records],
+            "cancels": [r.cancel_requested for r in records],
+            "run_numbers": [r.run_number for r in records],
+            "created": [r.created_at for r in records],
+            "started": [r.started_at for r in records],
+            "updated": [r.updated_at for r in records],
+            "runner_ids": [row.runner_id for row in rows],
+            "documents": documents,
+        }
+    )
+    return f"WITH audit AS ({audit_sql}) {_INSERT_MANY}", params
+
+
+_INSERT_MANY = (
+    "INSERT INTO executions (id, workflow_id, owner_id, status, inputs, definition,"
+    " state_machine, timeout_seconds, pause_requested, cancel_requested, error, run_number,"
+    " created_at, started_at, completed_at, updated_at, runner_id)"
+    " SELECT r.id, r.workflow_id, r.owner_id, r.status, r.inputs,"
+    " (%(documents)s::jsonb[])[r.definition], (%(documents)s::jsonb[])[r.state_machine],"
+    " r.timeout_seconds, r.pause_requested, r.cancel_requested, NULL, r.run_number,"
+    " r.created_at, r.started_at, NULL, r.updated_at, r.runner_id"
+    " FROM unnest(%(ids)s::text[], %(workflow_ids)s::uuid[], %(owner_ids)s::text[],"
+    " %(statuses)s::text[], %(inputs)s::jsonb[], %(definitions)s::integer[],"
+    " %(state_machines)s::integer[], %(timeouts)s::integer[], %(pauses)s::boolean[],"
+    " %(cancels)s::boolean[], %(run_numbers)s::integer[], %(created)s::timestamptz[],"
+    " %(started)s::timestamptz[], %(updated)s::timestamptz[], %(runner_ids)s::integer[])"
+    " WITH ORDINALITY AS r (id, workflow_id, owner_id, status, inputs, definition,"
+    " state_machine, timeout_seconds, pause_requested, cancel_requested, run_number,"
+    " created_at, started_at, updated_at, runner_id, n) ORDER BY r.n"
 )
 
 
