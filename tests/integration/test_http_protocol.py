@@ -228,8 +228,10 @@ class _Echo:
             key: scope[key]
             for key in ("method", "http_version", "path", "raw_path", "query_string", "headers")
         }
-        # The body whole, and how it ended (how it was split depends on how it arrived).
-        body = repr((seen, b"".join(m.get("body", b"") for m in messages), messages[-1])).encode()
+        # The body whole, and how it ended (how it was split, and so what the last message
+        # held, depends on how it arrived).
+        last = {key: value for key, value in messages[-1].items() if key != "body"}
+        body = repr((seen, b"".join(m.get("body", b"") for m in messages), last)).encode()
         if scope["path"] == "/parts":
             body = repr(messages).encode()
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
