@@ -1,4 +1,4 @@
-"""The OpenAI and Anthropic adapters over both HTTP transports their SDKs ship.
+"""The OpenAI, Anthropic and Cohere adapters over both HTTP transports their SDKs ship.
 
 The server installs aiohttp and its clients send through the SDKs' aiohttp transport; the
 Lambda step runner's bundle leaves aiohttp out and its clients use httpx2's. Each
@@ -22,6 +22,7 @@ import pytest
 from llm_orchestrator.providers import (
     AnthropicProvider,
     ChatRequest,
+    CohereProvider,
     EnvCredentialResolver,
     OpenAIProvider,
     ProviderAuthError,
@@ -31,17 +32,26 @@ from llm_orchestrator.providers import (
 from llm_orchestrator.providers.transport import Transport, default_transport
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.base import FakeProviderServer
+from tests.fakes.cohere_server import FakeCohere
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support import free_port
 
 OPENAI_KEY = "sk-transport-openai-5e1d0c"
 ANTHROPIC_KEY = "sk-ant-transport-9a4b7f"
+COHERE_KEY = "co-transport-3c8e2d"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRANSPORTS: tuple[Transport, ...] = ("aiohttp", "httpx")
-PROVIDERS = ("openai", "anthropic")
-ENDPOINT = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+PROVIDERS = ("openai", "anthropic", "cohere")
+ENDPOINT = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "cohere": "/v2/chat"}
+KEY = {"openai": OPENAI_KEY, "anthropic": ANTHROPIC_KEY, "cohere": COHERE_KEY}
+VARIABLES = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    "cohere": ("CO_API_KEY", "CO_API_URL"),
+}
+FACTORY = {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "cohere": CohereProvider}
 
-Adapter = OpenAIProvider | AnthropicProvider
+Adapter = OpenAIProvider | AnthropicProvider | CohereProvider
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +66,34 @@ def anthropic_fake() -> Iterator[FakeAnthropic]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def cohere_fake() -> Iterator[FakeCohere]:
+    with FakeCohere.start(api_key=COHERE_KEY) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
-def _fresh_fakes(openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic) -> None:
+def _fresh_fakes(
+    openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic, cohere_fake: FakeCohere
+) -> None:
     openai_fake.reset()
     anthropic_fake.reset()
+    cohere_fake.reset()
 
 
 def adapter(
     name: str, base_url: str, transport: Transport, *, timeout: float = 5.0, key: str | None = None
 ) -> Adapter:
-    if name == "openai":
-        resolver = EnvCredentialResolver(
-            {"OPENAI_API_KEY": key or OPENAI_KEY, "OPENAI_BASE_URL": base_url}
-        )
-        return OpenAIProvider(resolver, timeout_seconds=timeout, transport=transport)
-    resolver = EnvCredentialResolver(
-        {"ANTHROPIC_API_KEY": key or ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": base_url}
-    )
-    return AnthropicProvider(resolver, timeout_seconds=timeout, transport=transport)
+    key_variable, url_variable = VARIABLES[name]
+    resolver = EnvCredentialResolver({key_variable: key or KEY[name], url_variable: base_url})
+    return FACTORY[name](resolver, timeout_seconds=timeout, transport=transport)
 
 
 @pytest.fixture
-def fakes(openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic) -> dict[str, FakeProviderServer]:
-    return {"openai": openai_fake, "anthropic": anthropic_fake}
+def fakes(
+    openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic, cohere_fake: FakeCohere
+) -> dict[str, FakeProviderServer]:
+    return {"openai": openai_fake, "anthropic": anthropic_fake, "cohere": cohere_fake}
 
 
 @asynccontextmanager
@@ -182,7 +197,7 @@ async def test_a_refused_connection_is_unreachable_not_a_timeout(
     name: str, transport: Transport
 ) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}" + ("/v1" if name == "openai" else "")
+    url = f"http://127.0.0.1:{port}" + ("/v1" if name == "openai" else "")  # the SDK's path
     async with opened(adapter(name, url, transport)) as provider:
         error = await failure_of(provider)
 
@@ -200,7 +215,7 @@ async def test_a_provider_that_hangs_up_is_unreachable_not_a_timeout(
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}" + ("/v1" if name == "openai" else "")
+    url = f"http://127.0.0.1:{port}" + ("/v1" if name == "openai" else "")  # the SDK's path
     try:
         async with opened(adapter(name, url, transport)) as provider:
             error = await failure_of(provider)
@@ -253,17 +268,14 @@ _WITHOUT_AIOHTTP = """
 import asyncio, json, sys
 sys.modules["aiohttp"] = None  # as in the Lambda bundle: an import of it fails
 from llm_orchestrator.providers import (
-    AnthropicProvider, ChatRequest, EnvCredentialResolver, OpenAIProvider,
+    AnthropicProvider, ChatRequest, CohereProvider, EnvCredentialResolver, OpenAIProvider,
 )
-openai_url, anthropic_url, openai_key, anthropic_key = sys.argv[1:]
-resolver = EnvCredentialResolver({
-    "OPENAI_API_KEY": openai_key, "OPENAI_BASE_URL": openai_url,
-    "ANTHROPIC_API_KEY": anthropic_key, "ANTHROPIC_BASE_URL": anthropic_url,
-})
+resolver = EnvCredentialResolver(json.loads(sys.argv[1]))
 
 async def main():
     found = {}
-    for provider in (OpenAIProvider(resolver), AnthropicProvider(resolver)):
+    for factory in (OpenAIProvider, AnthropicProvider, CohereProvider):
+        provider = factory(resolver)
         result = await provider.complete(ChatRequest(model="m", prompt="lambda"))
         found[provider.name] = [provider.transport, result.text]
         await provider.aclose()
@@ -275,19 +287,15 @@ print(json.dumps(found))
 """
 
 
-def test_without_aiohttp_the_clients_use_httpx2_and_never_import_it(
-    openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic
+def test_without_aiohttp_the_clients_use_httpx_and_never_import_it(
+    fakes: dict[str, FakeProviderServer],
 ) -> None:
+    environ = {}
+    for name, (key_variable, url_variable) in VARIABLES.items():
+        environ[key_variable], environ[url_variable] = KEY[name], fakes[name].base_url
+
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _WITHOUT_AIOHTTP,
-            openai_fake.base_url,
-            anthropic_fake.base_url,
-            OPENAI_KEY,
-            ANTHROPIC_KEY,
-        ],
+        [sys.executable, "-c", _WITHOUT_AIOHTTP, json.dumps(environ)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -298,6 +306,7 @@ def test_without_aiohttp_the_clients_use_httpx2_and_never_import_it(
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == {
         "openai": ["httpx", "echo: lambda"],
         "anthropic": ["httpx", "echo: lambda"],
+        "cohere": ["httpx", "echo: lambda"],
         "aiohttp imported": False,
     }
 
@@ -307,13 +316,9 @@ async def test_where_aiohttp_is_installed_the_clients_use_it(
     name: str, fakes: dict[str, FakeProviderServer]
 ) -> None:
     # The dev install carries the SDKs' aiohttp extras, as the server's does.
-    factory = OpenAIProvider if name == "openai" else AnthropicProvider
-    key = OPENAI_KEY if name == "openai" else ANTHROPIC_KEY
-    prefix = name.upper()
-    resolver = EnvCredentialResolver(
-        {f"{prefix}_API_KEY": key, f"{prefix}_BASE_URL": fakes[name].base_url}
-    )
-    async with opened(factory(resolver)) as provider:
+    key_variable, url_variable = VARIABLES[name]
+    resolver = EnvCredentialResolver({key_variable: KEY[name], url_variable: fakes[name].base_url})
+    async with opened(FACTORY[name](resolver)) as provider:
         result = await provider.complete(ChatRequest(model="m", prompt="server"))
 
     assert result.text == "echo: server"

@@ -8,11 +8,11 @@ its import, so a secret stored later would otherwise never apply.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .base import ChatRequest, ChatResult, EmbedRequest, EmbedResult
 from .common import (
-    SdkAdapter,
     auth_refused,
     clean_detail,
     float_vector,
@@ -27,6 +27,7 @@ from .errors import (
     ProviderInvalidResponse,
     ProviderUnavailable,
 )
+from .transport import HttpxSdkAdapter, aiohttp_connection_failure, shared_ssl_context
 
 if TYPE_CHECKING:
     from cohere import AsyncClientV2
@@ -51,11 +52,12 @@ _AUTH_STATUSES = frozenset({401, 403, 498})
 _RETRYABLE_STATUSES = frozenset({408, 409, 499})
 
 
-class CohereProvider(SdkAdapter["AsyncClientV2"]):
+class CohereProvider(HttpxSdkAdapter["AsyncClientV2"]):
     """Chat and embeddings against ``base_url`` (Cohere's API by default).
 
-    One client per credential set, reused; the SDK's own retries are off (the state
-    machine's Retry owns retrying).
+    One client per credential set and event loop, reused, over aiohttp where it is
+    installed (``transport.py``); the SDK's own retries are off (the state machine's Retry
+    owns retrying).
     """
 
     default_name: ClassVar[str] = "cohere"
@@ -141,15 +143,41 @@ class CohereProvider(SdkAdapter["AsyncClientV2"]):
         )
 
     def _build_client(self, api_key: str, base_url: str) -> AsyncClientV2:
-        from cohere import AsyncClientV2
+        import cohere
 
-        return AsyncClientV2(
+        return cohere.AsyncClientV2(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=self._timeout_seconds,
             client_name="llm-orchestrator",
             log_warning_experimental_features=False,
+            # Always handed over: left to itself, the SDK sends through aiohttp whenever
+            # ``httpx-aiohttp`` happens to be installed, whatever this adapter chose.
+            httpx_client=self._http_client(cohere, base_url),
+        )
+
+    def _httpx_client(self, sdk: ModuleType) -> Any:
+        """What the SDK builds for itself without aiohttp: TCP keepalive probes on every
+        connection (and on the environment's proxies), so a long call survives a NAT or
+        load balancer reaping idle connections."""
+        import httpx
+
+        try:
+            from cohere.core.http_client import (
+                get_async_keepalive_proxy_mounts,
+                get_keepalive_socket_options,
+            )
+        except ImportError:  # releases without the keepalive default
+            return super()._httpx_client(sdk)
+        transport = httpx.AsyncHTTPTransport(
+            verify=shared_ssl_context(),
+            socket_options=get_keepalive_socket_options(idle=60, intvl=30, cnt=5),
+        )
+        return sdk.DefaultAsyncHttpxClient(
+            timeout=self._timeout_seconds,
+            transport=transport,
+            mounts=get_async_keepalive_proxy_mounts(idle=60, intvl=30, cnt=5),
         )
 
     async def _close_client(self, client: AsyncClientV2) -> None:
@@ -172,6 +200,11 @@ def _translate(
 ) -> ProviderError:
     import httpx
 
+    # Over aiohttp, the SDK's transport reports a refused or dropped connection as a
+    # timeout; the aiohttp error underneath says which it was.
+    failure = aiohttp_connection_failure(exc)
+    if failure is not None:
+        return unreachable(provider, base_url, redact(str(failure), api_key, base_url))
     if isinstance(exc, httpx.TimeoutException):
         return ProviderUnavailable(
             f"{provider} did not answer within {timeout_seconds:g}s", provider=provider

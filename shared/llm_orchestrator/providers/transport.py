@@ -1,24 +1,25 @@
-"""The HTTP transport under the OpenAI and Anthropic SDKs' async clients.
+"""The HTTP transport under the OpenAI, Anthropic and Cohere SDKs' async clients.
 
-Both SDKs send through an ``httpx2.AsyncClient``, by default over httpx2's own transport
-(httpcore2). That transport is most of a provider call's CPU, and its connection pool does
-work proportional to (waiting requests x open connections) whenever a request starts or
-ends, so hundreds of concurrent calls through one client cost more CPU than the calls
-themselves. Both SDKs also ship an aiohttp transport under the same client class (their
+OpenAI's and Anthropic's SDKs send through an ``httpx2.AsyncClient``, Cohere's through an
+``httpx.AsyncClient``, each by default over that package's own transport (httpcore). That
+transport is most of a provider call's CPU, and its connection pool does work
+proportional to (waiting requests x open connections) whenever a request starts or ends,
+so hundreds of concurrent calls through one client cost more CPU than the calls
+themselves. Each SDK also ships an aiohttp transport under the same client class (its
 ``aiohttp`` extra). Measured through these adapters against the fake servers in one
 process, alternating: an OpenAI call 1.4 ms of CPU sequentially against 2.1 ms, and 500
 concurrent calls through ONE client 1.1-1.3 ms each against 1.6-2.2 ms through httpx2
-clients sharded 64 ways (Anthropic's typed client: 1.4-2.0 against 2.4-2.8 ms, and 1.6-1.9
-against 5.5-6 ms in one client).
+clients sharded 64 ways; Anthropic's typed client 1.4-2.0 against 2.4-2.8 ms, and 1.6-1.9
+against 5.5-6 ms in one client; a Cohere call 1.2-2.2 against 2.4-2.8 ms.
 
 Which one a process uses follows from what is installed, not from a setting:
 
-- The long-running server (``llmo serve``; the ``server`` extra installs aiohttp) uses
-  aiohttp for every client.
+- The long-running server (``llmo serve``; the ``server`` extra installs the SDKs'
+  ``aiohttp`` extras) uses aiohttp for every client.
 - The Lambda step runner's bundle (the ``providers`` extra) leaves aiohttp out: a Lambda
   makes one call at a time, where the difference is under a millisecond, while importing
   aiohttp costs ~220 ms of a cold start (the SDKs import it at their own import whenever
-  it is installed). Its clients use httpx2's transport.
+  it is installed). Its clients use the httpx transports.
 
 Nothing here imports an SDK or aiohttp: ``aiohttp_installed`` only looks for it.
 """
@@ -161,6 +162,10 @@ class HttpxSdkAdapter(SdkAdapter[_C]):
                     exc,
                 )
                 self._transport = "httpx"
+        return self._httpx_client(sdk)
+
+    def _httpx_client(self, sdk: ModuleType) -> Any:
+        """The SDK's own HTTP client class over httpx's transport."""
         return sdk.DefaultAsyncHttpxClient(
             verify=shared_ssl_context(), timeout=self._timeout_seconds
         )
