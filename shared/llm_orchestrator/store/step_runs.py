@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from psycopg.pq.abc import PGresult
-from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from llm_orchestrator.executions.status import ACTIVE, ExecutionStatus, StepStatus
 from llm_orchestrator.store.db import Connection, Database
 from llm_orchestrator.store.fence import RUN_FENCE, FencedOff
-from llm_orchestrator.store.triggers import LIVE_EVENT_TRIGGERS, TriggerRecord, trigger_record
+from llm_orchestrator.store.triggers import LIVE_EVENT_TRIGGERS, TriggerRecord
 from llm_orchestrator.store.usage import (
     LEDGER_CTES,
     BudgetSetting,
@@ -338,19 +336,17 @@ class StepRunRepository:
         :meth:`ExecutionRepository.mark_running` does), so a run's start costs no round
         trip of its own; an execution with a step under way is never shown pending.
         """
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                _BEGIN_SQL,
-                {
-                    "execution_id": execution_id,
-                    **_begin_parameters(step_id, step_type, provider, month, price_keys),
-                },
-                prepare=True,
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.rows(
+            _BEGIN_SQL,
+            {
+                "execution_id": execution_id,
+                **_begin_parameters(step_id, step_type, provider, month, price_keys),
+            },
+        )
+        if not rows:
             _gone(execution_id)
             return None, False
+        row = dict(zip(_BEGIN_COLUMNS, rows[0], strict=True))
         return _context(row), bool(row["started"])
 
     async def complete_and_begin(
@@ -396,14 +392,11 @@ class StepRunRepository:
                 month_name="next_month",
             )
         )
-        async with self._db.connection() as conn:
-            cur = await conn.execute(
-                _complete_and_begin_sql(calls=bool(calls)), parameters, prepare=True
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.rows(_complete_and_begin_sql(calls=bool(calls)), parameters)
+        if not rows:
             _gone(execution_id)
             return False, None
+        row = dict(zip(_COMPLETE_AND_BEGIN_COLUMNS, rows[0], strict=True))
         committed = bool(row["committed"])
         if not (committed and row["started"]):
             return committed, None
@@ -468,13 +461,11 @@ class StepRunRepository:
         meanwhile. The calls are recorded either way: money spent stays spent.
         """
         parameters = _completion(execution_id, step_id, outputs, usage, checkpoint_id, calls, month)
-        async with self._db.connection() as conn:
-            cur = await conn.execute(_complete_sql(calls=bool(calls)), parameters, prepare=True)
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.rows(_complete_sql(calls=bool(calls)), parameters)
+        if not rows:
             _gone(execution_id)
             return False
-        return bool(row["committed"])
+        return bool(rows[0][0])
 
     async def complete_and_end(
         self,
@@ -506,27 +497,22 @@ class StepRunRepository:
             audit, audit_parameters = end.event
             parameters.update(audit_parameters)
         sql = _complete_and_end_sql(calls=bool(calls), audit=audit, live=end.live_triggers)
-        async with self._db.connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(sql, parameters, prepare=True)
-            rows = await cur.fetchall()
-            names = _column_names(cur.pgresult)
+        rows = await self._db.rows(sql, parameters)
         if not rows:
             _gone(execution_id)
             return False, None
         first = rows[0]
-        # committed, then ``last``'s ended and the execution's columns (NULL unless ended).
+        # committed, ``last``'s ended, the execution's columns (NULL unless ended), then
+        # with ``live_triggers`` whether the row has a trigger and the trigger's columns.
         if not first[1]:
             return bool(first[0]), None
+        columns = _ended_names()
+        split = 2 + len(columns)
+        ended = dict(zip(columns, first[2:split], strict=True))
         if not end.live_triggers:
-            return True, RunEnded(dict(zip(names[2:], first[2:], strict=True)), None)
-        split = names.index("trigger__")
-        triggers = [
-            trigger_record(dict(zip(names[split + 1 :], row[split + 1 :], strict=True)))
-            for row in rows
-            if row[split]
-        ]
-        return True, RunEnded(dict(zip(names[2:split], first[2:split], strict=True)), triggers)
+            return True, RunEnded(ended, None)
+        triggers = [TriggerRecord(*row[split + 1 :]) for row in rows if row[split]]
+        return True, RunEnded(ended, triggers)
 
     async def record_step_error(
         self,
@@ -765,22 +751,22 @@ def _complete_sql(*, calls: bool) -> str:
     )
 
 
-def _column_names(result: PGresult | None) -> list[str]:
-    """The result's column names, read as ``dict_row`` reads them (``cursor.description``
-    builds a column object with its type for each, a sixth of this statement's client
-    time in a burst)."""
-    if result is None:
-        return []
-    return [(result.fname(i) or b"").decode() for i in range(result.nfields)]
-
-
 @functools.cache
-def _ended_columns() -> str:
-    """The columns of an ``ExecutionSummary``, as the ending ``last`` returns them."""
+def _ended_names() -> tuple[str, ...]:
+    """The columns of an ``ExecutionSummary``, in the order the ending ``last`` returns
+    them."""
     # Imported here: ``store.executions`` builds on this module.
     from llm_orchestrator.store.executions import ExecutionSummary
 
-    return ", ".join(f"x.{name}" for name in ExecutionSummary.__dataclass_fields__)
+    return tuple(ExecutionSummary.__dataclass_fields__)
+
+
+def _ended_columns() -> str:
+    return ", ".join(f"x.{name}" for name in _ended_names())
+
+
+_TRIGGER_COLUMNS = ", ".join(f"t.{name}" for name in TriggerRecord.__dataclass_fields__)
+"""A live trigger's columns, in ``TriggerRecord``'s order (the rows are tuples)."""
 
 
 @functools.cache
@@ -796,7 +782,7 @@ def _complete_and_end_sql(*, calls: bool, audit: str | None, live: bool) -> str:
         sql += ", audit AS (" + audit + " FROM last WHERE last.ended)"
     sql += " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, l.*"
     if live:
-        sql += ", t.id IS NOT NULL AS trigger__, t.*"
+        sql += ", t.id IS NOT NULL AS trigger__, " + _TRIGGER_COLUMNS
     sql += " FROM e LEFT JOIN last l ON l.ended"
     if live:
         sql += f" LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON l.ended"
@@ -871,6 +857,22 @@ _BEGIN_SQL = _compact(
     "   WHERE execution_id = e.id AND status = %(completed_step)s), '{}'::jsonb)"
     "   AS outputs" + _CONTEXT_FROM.format(month="month")
 )
+
+
+# The columns of ``_CONTEXT``, then of what each statement adds, in order: the step
+# statements go by ``Database.rows`` (tuples, for a fraction of a cursor's CPU).
+_CONTEXT_COLUMNS = (
+    "status",
+    "pause_requested",
+    "cancel_requested",
+    "started",
+    "budget_user",
+    "budget_explicit",
+    "budget_monthly",
+    "prices",
+)
+_BEGIN_COLUMNS = (*_CONTEXT_COLUMNS, "inputs", "step_status", "outputs")
+_COMPLETE_AND_BEGIN_COLUMNS = ("committed", *_CONTEXT_COLUMNS)
 
 
 def _month(month: date | None) -> date:
