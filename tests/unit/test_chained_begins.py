@@ -96,7 +96,7 @@ def test_the_step_statement_that_writes_the_end_fits_psycopg_statement_cache() -
         "ip_address": None,
         "details": {},
     }
-    audit, _ = outbox_insert(fields, sealer, prefix="end_")
+    audit, _ = outbox_insert(fields, sealer, prefix="f_")
     for calls in (False, True):
         for live in (False, True):
             sql = step_runs._complete_and_end_sql(calls=calls, audit=audit, live=live)

@@ -256,7 +256,7 @@ class ExecutionLifecycle:
         event = None
         if self._audit is not None:
             event = await self._audit.outbox_write(
-                prefix="end_",
+                prefix="f_",
                 **self._event(
                     Actor(user_id=execution.owner_id),
                     "finish",

@@ -221,7 +221,7 @@ _LAST_ENDING = (
     "   updated_at = CASE WHEN e.ends THEN %(end_now)s ELSE x.updated_at END,"
     "   pause_requested = x.pause_requested AND NOT e.ends"
     "   FROM e WHERE x.id = e.id AND EXISTS (SELECT 1 FROM ckpt)"
-    "   RETURNING e.ends AS ended, {columns})"
+    "   RETURNING e.ends, {columns})"
 )
 
 
@@ -502,7 +502,7 @@ class StepRunRepository:
             _gone(execution_id)
             return False, None
         first = rows[0]
-        # committed, ``last``'s ended, the execution's columns (NULL unless ended), then
+        # committed, ``last``'s ends, the execution's columns (NULL unless ended), then
         # with ``live_triggers`` whether the row has a trigger and the trigger's columns.
         if not first[1]:
             return bool(first[0]), None
@@ -779,13 +779,13 @@ def _complete_and_end_sql(*, calls: bool, audit: str | None, live: bool) -> str:
     )
     sql = "WITH " + locked + ", " + _completion_sql(calls=calls, end=True)
     if audit is not None:
-        sql += ", audit AS (" + audit + " FROM last WHERE last.ended)"
+        sql += ", audit AS (" + audit + " FROM last WHERE last.ends)"
     sql += " SELECT EXISTS (SELECT 1 FROM ckpt) AS committed, l.*"
     if live:
-        sql += ", t.id IS NOT NULL AS trigger__, " + _TRIGGER_COLUMNS
-    sql += " FROM e LEFT JOIN last l ON l.ended"
+        sql += ", t.id IS NOT NULL, " + _TRIGGER_COLUMNS
+    sql += " FROM e LEFT JOIN last l ON l.ends"
     if live:
-        sql += f" LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON l.ended"
+        sql += f" LEFT JOIN LATERAL ({LIVE_EVENT_TRIGGERS}) t ON l.ends"
         sql += " ORDER BY t.created_at, t.id"
     return _compact(sql)
 
