@@ -81,6 +81,15 @@ async def test_the_end_commits_with_the_last_step(
     assert written["execution"] == written[last], written
     if len(steps) > 1:
         assert written["execution"] != written[steps[0]["id"]]
+    # And at one time: the run did not end before its last step did.
+    [ended] = await db_rows(
+        server,
+        "SELECT e.completed_at AS execution, r.completed_at AS step FROM executions e"
+        " JOIN step_runs r ON r.execution_id = e.id AND r.step_id = %s WHERE e.id = %s",
+        last,
+        execution_id,
+    )
+    assert ended["execution"] == ended["step"], ended
 
 
 async def test_a_cancel_that_reaches_the_execution_first_wins_over_the_last_commit(

@@ -698,12 +698,16 @@ def _completion_sql(*, calls: bool, end: bool = False) -> str:
     checkpoint = _CHECKPOINT.format(guard=" WHERE completed" if calls else "") + (
         _LAST_ENDING.format(columns=_ended_columns()) if end else _LAST
     )
+    # A step whose commit ends the run completed when its work did, as the execution did
+    # (``end_now``, the end's ``completed_at`` and its ``finish`` event's time): the
+    # statement's own clock, read later, would put the step's end after the execution's.
+    completed_at = "%(end_now)s" if end else "clock_timestamp()"
     if not calls:
         return _compact(
             "done AS (UPDATE step_runs SET status = %(completed_step)s,"
             " outputs = %(outputs)s, error = NULL, input_tokens = %(input_tokens)s,"
             " output_tokens = %(output_tokens)s, latency_ms = %(latency_ms)s,"
-            " completed_at = clock_timestamp()"
+            f" completed_at = {completed_at}"
             + " FROM e WHERE step_runs.execution_id = e.id AND"
             + " step_runs.execution_id = %(execution_id)s AND step_id = %(step_id)s"
             " AND step_runs.status = %(running_step)s RETURNING 1), " + checkpoint
@@ -730,7 +734,7 @@ def _completion_sql(*, calls: bool, end: bool = False) -> str:
         f"  output_tokens = CASE WHEN {running} THEN %(output_tokens)s::int"
         "     ELSE r.output_tokens END,"
         f"  latency_ms = CASE WHEN {running} THEN %(latency_ms)s ELSE r.latency_ms END,"
-        f"  completed_at = CASE WHEN {running} THEN clock_timestamp()"
+        f"  completed_at = CASE WHEN {running} THEN {completed_at}"
         "     ELSE r.completed_at END"
         "   FROM prior p WHERE r.execution_id = %(execution_id)s"
         "   AND r.step_id = %(step_id)s"
