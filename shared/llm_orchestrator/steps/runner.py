@@ -444,7 +444,18 @@ class StepRunner:
             following = chain.next_steps.get(step_id) if chain is not None else None
             end = None
             if chain is not None and chain.end is not None and step_id in chain.last_steps:
-                end = await chain.end()
+                try:
+                    end = await chain.end()
+                except Exception as exc:
+                    # The end could not be made ready (its audit event sealed): the step
+                    # commits on its own and the engine's finish writes the end, as it
+                    # does without the fold, rather than the finished step being lost.
+                    log.warning(
+                        "execution %s: the run's end cannot ride with its last step's"
+                        " commit (%s); it is written after it",
+                        execution_id,
+                        type(exc).__name__,
+                    )
             if end is not None:
                 assert chain is not None
                 # Sent as a task of its own and shielded: once sent, whether it ended the
