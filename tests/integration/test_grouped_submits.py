@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from llm_orchestrator.errors import NotFound
+from llm_orchestrator.errors import Conflict, NotFound
 from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.server import LocalServer
 from llm_orchestrator.store.deadlines import request_deadlines
@@ -66,19 +66,25 @@ async def test_a_burst_of_submits_each_gets_its_execution_and_its_start_event(
 
 
 async def _create_together(
-    server: LocalServer, owner_id: str, workflows: list[uuid.UUID], *, requests: bool = True
+    server: LocalServer,
+    owner_id: str,
+    workflows: list[uuid.UUID],
+    *,
+    requests: bool = True,
+    numbers: list[int] | None = None,
 ) -> list[Any]:
     """One execution of each of ``workflows``, all created at once through the execution
     lifecycle, each by a request as submits create them (``requests``) or in the background
     as a trigger does: the first goes alone, the others while it is in flight. Their
-    records, or what each raised."""
+    records, or what each raised. The n-th is ``exec-together-<numbers[n]>`` (n itself by
+    default)."""
     lifecycle = server.runtime.lifecycle
 
     async def create(n: int, workflow_id: uuid.UUID) -> Any:
         with request_deadlines() if requests else contextlib.nullcontext():
             return await lifecycle.create(
                 Actor(user_id=owner_id),
-                execution_id=f"exec-together-{n}",
+                execution_id=f"exec-together-{n if numbers is None else numbers[n]}",
                 workflow_id=workflow_id,
                 owner_id=owner_id,
                 inputs={"x": n},
@@ -140,6 +146,32 @@ async def test_a_refused_insert_in_a_group_fails_only_its_own_submit(
     client: httpx.AsyncClient, admin: Session, server: LocalServer
 ) -> None:
     workflow = uuid.UUID(await create_workflow(client, admin, [llm_step("one", "{{x}}", "y")]))
+
+    # The first goes alone; the other four together, where the fourth (id 1 again) breaks
+    # the primary key.
+    results = await _create_together(server, admin.user_id, [workflow] * 5, numbers=[0, 1, 2, 1, 4])
+
+    assert isinstance(results[3], Conflict), results[3]
+    good = [0, 1, 2, 4]
+    assert [results[n].id for n in good] == [f"exec-together-{n}" for n in good]
+    verified = await client.get("/audit/verify", headers=admin.headers)  # links the outbox
+    assert verified.json()["valid"] is True, verified.text
+    stored = _stored(server)
+    assert sorted(stored) == [f"exec-together-{n}" for n in good]
+    assert stored["exec-together-1"]["inputs"] == {"x": 1}  # the first one's, kept
+    assert all(stored[f"exec-together-{n}"]["event_seq"] is not None for n in good)
+    with psycopg.connect(server.database_url) as conn:
+        events = conn.execute(
+            "SELECT count(*) FROM audit_events WHERE resource_id = 'exec-together-1'"
+            " UNION ALL SELECT count(*) FROM audit_pending WHERE resource_id = 'exec-together-1'"
+        ).fetchall()
+    assert events == [(1,), (0,)]  # the refused submit's event was never written
+
+
+async def test_a_submit_to_a_missing_workflow_fails_alone(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer
+) -> None:
+    workflow = uuid.UUID(await create_workflow(client, admin, [llm_step("one", "{{x}}", "y")]))
     missing = uuid.uuid4()  # no such workflow: its row breaks a foreign key
 
     results = await _create_together(
@@ -149,17 +181,46 @@ async def test_a_refused_insert_in_a_group_fails_only_its_own_submit(
     assert isinstance(results[2], NotFound)
     good = [0, 1, 3, 4]
     assert [results[n].id for n in good] == [f"exec-together-{n}" for n in good]
-    verified = await client.get("/audit/verify", headers=admin.headers)  # links the outbox
-    assert verified.json()["valid"] is True, verified.text
-    stored = _stored(server)
-    assert sorted(stored) == [f"exec-together-{n}" for n in good]
-    assert all(stored[f"exec-together-{n}"]["event_seq"] is not None for n in good)
-    with psycopg.connect(server.database_url) as conn:
-        orphans = conn.execute(
-            "SELECT count(*) FROM audit_events WHERE resource_id = 'exec-together-2'"
-            " UNION ALL SELECT count(*) FROM audit_pending WHERE resource_id = 'exec-together-2'"
-        ).fetchall()
-    assert orphans == [(0,), (0,)]  # the refused submit's event was never written
+    assert sorted(_stored(server)) == [f"exec-together-{n}" for n in good]
+
+
+async def test_a_workflow_whose_row_is_held_does_not_hold_submits_to_another(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer
+) -> None:
+    """Deleting a workflow's finished executions holds its row; an insert of an execution of
+    it waits for that (the foreign key's check), and submits to other workflows must not
+    wait with it."""
+    steps = [llm_step("one", "{{x}}", "y")]
+    held = uuid.UUID(await create_workflow(client, admin, steps))
+    other = uuid.UUID(await create_workflow(client, admin, steps))
+    with psycopg.connect(server.database_url) as holder:
+        holder.execute("SELECT 1 FROM workflows WHERE id = %s FOR UPDATE", (held,))
+        blocked = asyncio.ensure_future(
+            _create_together(server, admin.user_id, [held], numbers=[99])
+        )
+        await _lock_waiters(server.database_url, 1)
+
+        results = await _create_together(server, admin.user_id, [other] * 5)
+
+        assert [r.id for r in results] == [f"exec-together-{n}" for n in range(5)]
+        assert not blocked.done()  # still waiting for the held row, alone
+        holder.rollback()
+    [created] = await blocked
+    assert created.id == "exec-together-99"
+
+
+async def _lock_waiters(database_url: str, count: int) -> None:
+    """Until ``count`` statements wait on a lock."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for _ in range(6000):
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} statement(s) never waited on a lock")
 
 
 async def test_executions_created_in_the_background_are_written_one_by_one(

@@ -260,7 +260,7 @@ class Database:
         """The 503 for a use of a connection that failed with ``exc`` (a pool timeout, a
         lost conflict, a broken or silent connection, a statement past its timeout)."""
         if isinstance(exc, _pool_timeout()):
-            return _unavailable("no database connection became available in time")
+            return self.no_connection_in_time()
         if isinstance(exc, _CONFLICTS):
             # A deadlock or a serialization failure: PostgreSQL chose this transaction to
             # lose a conflict with another. The connection is fine (no drain), and trying
@@ -349,6 +349,16 @@ class Database:
                 gate.leave()
         except (_pool_timeout(), *_CONFLICTS, psycopg.OperationalError) as exc:
             raise self._unavailable_after(exc, watchdog) from exc
+
+    def connection_wait_limit(self) -> float:
+        """How long a caller in the current context may wait for a connection (the pool
+        wait of ``connection`` and ``rows``)."""
+        return self._bounds(None)[0]
+
+    @staticmethod
+    def no_connection_in_time() -> ServiceUnavailable:
+        """The 503 of a caller whose wait for a connection outlasted its limit."""
+        return _unavailable("no database connection became available in time")
 
     def _bounds(self, timeout: float | None) -> tuple[float, float]:
         """The wait for a connection and the limit on its use (see ``connection``)."""

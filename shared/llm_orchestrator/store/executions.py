@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -566,13 +566,23 @@ class _Insert:
 
 class _GroupedInserts:
     """New executions' inserts (each with its audit event), sent as few statements as the
-    load allows: an insert made while none is in flight goes at once, alone, as before;
-    those made while one is in flight wait for it and then go together, as one statement
-    (one round trip, one commit, each pinned document sent and parsed once), at most
-    :data:`GROUPED_AT_MOST` at a time. A burst of submits thus costs the server and
+    load allows: an insert made while none of its kind is in flight goes at once, alone, as
+    before; those made while one is in flight wait for it and then go together, as one
+    statement (one round trip, one commit, each pinned document sent and parsed once), at
+    most :data:`GROUPED_AT_MOST` at a time. A burst of submits thus costs the server and
     PostgreSQL a few statements rather than one per submit, and nothing waits when idle.
     Only a request's insert is grouped (its statement then goes with the request
     deadlines); one made in the background (a trigger's) goes alone, as before.
+
+    Inserts are grouped by workflow and owner, each pair with its own queue: the rows an
+    insert can wait on a lock for are its workflow's and its owner's (the foreign keys'
+    checks; deleting a workflow's finished executions holds its row), so a group waits only
+    where each of its inserts alone would have waited, and a workflow being deleted never
+    holds the submits to another.
+
+    An insert waits in its queue no longer than a request waits for a connection; past
+    that it gives up with the same 503, unsent. Once sent, its statement has the request's
+    deadlines.
 
     Each insert still commits with its own event (the same statement writes both). A
     statement of several that PostgreSQL refuses for a row's sake (a constraint, a value)
@@ -581,70 +591,97 @@ class _GroupedInserts:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._waiting: list[tuple[_Insert, asyncio.Future[None]]] = []
-        self._busy = False
+        self._queues: dict[tuple[uuid.UUID, str], _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def insert(self, row: _Insert) -> None:
-        if not self._busy:
-            self._busy = True
+        key = (row.record.workflow_id, row.record.owner_id)
+        queue = self._queues.get(key)
+        if queue is None:
+            self._queues[key] = queue = _Queue()
             try:
                 await self._db.rows(*row.statement())
             finally:
-                self._next()
+                self._next(key, queue)
             return
-        waited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, waited))
-        await waited
+        loop = asyncio.get_running_loop()
+        waited: asyncio.Future[None] = loop.create_future()
+        entry = (row, waited)
+        queue.waiting.append(entry)
 
-    def _next(self) -> None:
-        """The inserts that waited go now (or nothing is in flight any more)."""
-        waiting = [(row, waited) for row, waited in self._waiting if not waited.done()]
+        def give_up() -> None:
+            # Still queued (not in a statement sent since): answered, and so never sent.
+            if not waited.done() and any(other is entry for other in queue.waiting):
+                waited.set_exception(self._db.no_connection_in_time())
+
+        timer = loop.call_later(self._db.connection_wait_limit(), give_up)
+        try:
+            await waited
+        finally:
+            timer.cancel()
+
+    def _next(self, key: tuple[uuid.UUID, str], queue: _Queue) -> None:
+        """The inserts that waited go now (or nothing of this kind is in flight any more)."""
+        waiting = [(row, waited) for row, waited in queue.waiting if not waited.done()]
         if not waiting:
-            self._waiting = []
-            self._busy = False
+            del self._queues[key]
             return
-        group, self._waiting = waiting[:GROUPED_AT_MOST], waiting[GROUPED_AT_MOST:]
-        task = asyncio.get_running_loop().create_task(self._send(group))
+        group, queue.waiting = waiting[:GROUPED_AT_MOST], waiting[GROUPED_AT_MOST:]
+        task = asyncio.get_running_loop().create_task(self._send(key, queue, group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, group: list[tuple[_Insert, asyncio.Future[None]]]) -> None:
+    async def _send(
+        self,
+        key: tuple[uuid.UUID, str],
+        queue: _Queue,
+        group: list[tuple[_Insert, asyncio.Future[None]]],
+    ) -> None:
         try:
             with request_deadlines():  # every insert in it is a request's
                 await self._send_now([(r, w) for r, w in group if not w.done()])
         finally:
-            self._next()
+            self._next(key, queue)
 
     async def _send_now(self, group: list[tuple[_Insert, asyncio.Future[None]]]) -> None:
-        """``group`` written, and each insert in it answered."""
+        """``group`` written, and each insert in it answered (also when this is cancelled:
+        each still waiting is then cancelled too)."""
         try:
-            if len(group) == 1:
-                await self._db.rows(*group[0][0].statement())
-            elif group:
-                await self._db.rows(*_insert_many([row for row, _ in group]))
-        except (Conflict, NotFound, ValidationFailed) as exc:
-            if len(group) == 1:
-                _answer(group[0][1], exc)
-                return
-            # Which row was refused is not known: each on its own, for its own answer.
-            for row, waited in group:
-                try:
-                    await self._db.rows(*row.statement())
-                except Exception as own:
-                    _answer(waited, own)
-                else:
+            try:
+                if len(group) == 1:
+                    await self._db.rows(*group[0][0].statement())
+                elif group:
+                    await self._db.rows(*_insert_many([row for row, _ in group]))
+            except (Conflict, NotFound, ValidationFailed) as exc:
+                if len(group) == 1:
+                    _answer(group[0][1], exc)
+                    return
+                # Which row was refused is not known: each on its own, for its own answer.
+                for row, waited in group:
+                    try:
+                        await self._db.rows(*row.statement())
+                    except Exception as own:
+                        _answer(waited, own)
+                    else:
+                        _answer(waited, None)
+            except Exception as exc:  # every request in it answers that (a 503, say)
+                for _, waited in group:
+                    _answer(waited, exc)
+            else:
+                for _, waited in group:
                     _answer(waited, None)
-        except asyncio.CancelledError as exc:
+        except BaseException:
+            # Cancelled (the server stopping), even amid the retries: none is left waiting.
             for _, waited in group:
-                _answer(waited, exc)
+                _answer(waited, asyncio.CancelledError())
             raise
-        except Exception as exc:  # every request in it answers that (a 503, say)
-            for _, waited in group:
-                _answer(waited, exc)
-        else:
-            for _, waited in group:
-                _answer(waited, None)
+
+
+@dataclass
+class _Queue:
+    """The inserts of one workflow and owner waiting for the one in flight to be back."""
+
+    waiting: list[tuple[_Insert, asyncio.Future[None]]] = field(default_factory=list)
 
 
 def _answer(waited: asyncio.Future[None], exc: BaseException | None) -> None:
