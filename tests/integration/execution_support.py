@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 
 from llm_orchestrator.executions.status import TERMINAL
 from llm_orchestrator.server import LocalServer
@@ -220,3 +221,17 @@ async def wait_step(
         if time.monotonic() > deadline:
             raise AssertionError(f"step {step_id} never became {status}: {body}")
         await asyncio.sleep(0.01)
+
+
+async def lock_waiters(database_url: str, count: int) -> None:
+    """Until ``count`` statements wait on a lock (a row or table the test holds)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for _ in range(6000):
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} statement(s) never waited on a lock")

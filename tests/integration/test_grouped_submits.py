@@ -19,7 +19,7 @@ from llm_orchestrator.executions.lifecycle import Actor
 from llm_orchestrator.server import LocalServer
 from llm_orchestrator.store.deadlines import request_deadlines
 from tests.integration.conftest import Session
-from tests.integration.execution_support import create_workflow, llm_step
+from tests.integration.execution_support import create_workflow, llm_step, lock_waiters
 
 pytestmark = pytest.mark.usefixtures("fake_openai")
 
@@ -198,7 +198,7 @@ async def test_a_workflow_whose_row_is_held_does_not_hold_submits_to_another(
         blocked = asyncio.ensure_future(
             _create_together(server, admin.user_id, [held], numbers=[99])
         )
-        await _lock_waiters(server.database_url, 1)
+        await lock_waiters(server.database_url, 1)
 
         results = await _create_together(server, admin.user_id, [other] * 5)
 
@@ -207,20 +207,6 @@ async def test_a_workflow_whose_row_is_held_does_not_hold_submits_to_another(
         holder.rollback()
     [created] = await blocked
     assert created.id == "exec-together-99"
-
-
-async def _lock_waiters(database_url: str, count: int) -> None:
-    """Until ``count`` statements wait on a lock."""
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        for _ in range(6000):
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} statement(s) never waited on a lock")
 
 
 async def test_executions_created_in_the_background_are_written_one_by_one(

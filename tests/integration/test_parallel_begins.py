@@ -18,24 +18,12 @@ from tests.integration.conftest import Session
 from tests.integration.execution_support import (
     create_workflow,
     llm_step,
+    lock_waiters,
     start_execution,
     wait_for,
 )
 
 pytestmark = pytest.mark.usefixtures("fake_openai")
-
-
-async def _waiting_on_locks(database_url: str, count: int) -> None:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        for _ in range(1000):
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} statements never waited on a lock")
 
 
 async def test_two_first_steps_beginning_together_on_a_pending_execution_both_begin(
@@ -65,7 +53,7 @@ async def test_two_first_steps_beginning_together_on_a_pending_execution_both_be
             )
             for step in ("left", "right")
         ]
-        await _waiting_on_locks(database_url, 2)
+        await lock_waiters(database_url, 2)
     finally:
         await reader.rollback()
         await reader.close()

@@ -22,6 +22,7 @@ from tests.integration.execution_support import (
     launch,
     launch_held,
     llm_step,
+    lock_waiters,
     wait_for,
 )
 from tests.integration.test_execution_races import check_invariants, db_rows
@@ -44,20 +45,6 @@ async def _transactions(server: LocalServer, execution_id: str) -> dict[str, int
         execution_id,
     )
     return {"execution": execution["x"], **{row["step_id"]: row["x"] for row in steps}}
-
-
-async def _lock_waiters(database_url: str, count: int) -> None:
-    """Until ``count`` statements wait on a lock (the row the test holds)."""
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        for _ in range(6000):
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} statement(s) never waited on a lock")
 
 
 @pytest.mark.parametrize("steps", [ONE_STEP, CHAIN], ids=["one step", "chain"])
@@ -105,9 +92,9 @@ async def test_a_cancel_that_reaches_the_execution_first_wins_over_the_last_comm
         # The cancel queues on the execution's row first, then the step's commit.
         await holder.execute("SELECT 1 FROM executions WHERE id = %s FOR SHARE", (execution_id,))
         cancel = asyncio.create_task(control(client, admin, "cancel", workflow_id, execution_id))
-        await _lock_waiters(database_url, 1)
+        await lock_waiters(database_url, 1)
         fake_openai.release()
-        await _lock_waiters(database_url, 2)
+        await lock_waiters(database_url, 2)
     finally:
         await holder.rollback()
         await holder.close()
@@ -144,9 +131,9 @@ async def test_a_cancel_after_the_last_commit_finds_the_execution_ended(
         # The step's commit queues on the execution's row first, then the cancel.
         await holder.execute("SELECT 1 FROM executions WHERE id = %s FOR SHARE", (execution_id,))
         fake_openai.release()
-        await _lock_waiters(database_url, 1)
+        await lock_waiters(database_url, 1)
         cancel = asyncio.create_task(control(client, admin, "cancel", workflow_id, execution_id))
-        await _lock_waiters(database_url, 2)
+        await lock_waiters(database_url, 2)
     finally:
         await holder.rollback()
         await holder.close()
