@@ -255,18 +255,7 @@ class ExecutionLifecycle:
         Whatever that statement wrote is announced by :meth:`ended`."""
         event = None
         if self._audit is not None:
-            event = await self._audit.outbox_write(
-                prefix="f_",
-                **self._event(
-                    Actor(user_id=execution.owner_id),
-                    "finish",
-                    owner_id=execution.owner_id,
-                    execution_id=execution.id,
-                    workflow_id=execution.workflow_id,
-                    result="success",
-                    status=ExecutionStatus.COMPLETED,
-                ),
-            )
+            event = await self._finish_event(execution, ExecutionStatus.COMPLETED, prefix="f_")
             if event is None:
                 return None
         return RunEnd(
@@ -294,22 +283,30 @@ class ExecutionLifecycle:
             return None
         events: dict[ExecutionStatus, tuple[str, dict[str, Any]]] = {}
         for number, ending in enumerate(dict.fromkeys((status, ExecutionStatus.FAILED))):
-            event = await self._audit.outbox_write(
-                prefix=f"audit{number}_",
-                **self._event(
-                    Actor(user_id=execution.owner_id),
-                    "finish",
-                    owner_id=execution.owner_id,
-                    execution_id=execution.id,
-                    workflow_id=execution.workflow_id,
-                    result="success" if ending == ExecutionStatus.COMPLETED else "failure",
-                    status=ending,
-                ),
-            )
+            event = await self._finish_event(execution, ending, prefix=f"audit{number}_")
             if event is None:
                 return None
             events[ending] = event
         return events
+
+    async def _finish_event(
+        self, execution: ExecutionSummary, status: ExecutionStatus, *, prefix: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The ``finish`` event of an end with ``status``, as an outbox insert whose
+        parameters are named with ``prefix`` (``AuditTrail.outbox_write``)."""
+        assert self._audit is not None
+        return await self._audit.outbox_write(
+            prefix=prefix,
+            **self._event(
+                Actor(user_id=execution.owner_id),
+                "finish",
+                owner_id=execution.owner_id,
+                execution_id=execution.id,
+                workflow_id=execution.workflow_id,
+                result="success" if status == ExecutionStatus.COMPLETED else "failure",
+                status=status,
+            ),
+        )
 
     async def _record_end(self, record: ExecutionRecord, conn: Connection) -> None:
         """The ``finish`` event, in the transaction that wrote the end."""

@@ -213,6 +213,8 @@ _OUTBOX_TYPES = {
     "details": "jsonb",
     "mac": "text",
 }
+"""The SQL type of each outbox column (``outbox_insert_many`` casts its arrays to them)."""
+assert set(_OUTBOX_TYPES) == {*_HASHED_FIELDS, "mac"}, "an outbox column without its type"
 
 
 def outbox_insert_many(

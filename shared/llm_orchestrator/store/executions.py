@@ -348,16 +348,7 @@ class ExecutionRepository:
         returned = "*" if pinned is None else _SUMMARY_COLUMNS
 
         def record_of(row: dict[str, Any]) -> ExecutionRecord:
-            if pinned is None:
-                return _execution(row)
-            return _row_as(
-                ExecutionRecord,
-                {
-                    **row,
-                    "definition": pinned.definition,
-                    "state_machine": pinned.state_machine,
-                },
-            )
+            return _execution(row) if pinned is None else ended_record(row, pinned)
 
         params: dict[str, Any] = {
             "status": status.value,

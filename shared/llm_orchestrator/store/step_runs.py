@@ -30,6 +30,7 @@ from llm_orchestrator.store.usage import (
     BudgetSetting,
     CallRow,
     PriceRow,
+    float_or_none,
     ledger_ctes,
     ledger_parameters,
 )
@@ -262,7 +263,7 @@ def _context(
         budget = BudgetSetting(
             row["budget_user"],
             row["budget_explicit"],
-            None if row["budget_monthly"] is None else float(row["budget_monthly"]),
+            float_or_none(row["budget_monthly"]),
         )
     return StepContext(
         status=ExecutionStatus(row["status"]),
@@ -781,6 +782,7 @@ def _complete_and_end_sql(*, calls: bool, audit: str | None, live: bool) -> str:
     locked = _LOCKED_EXECUTION.replace(
         " FROM executions", ", status = ANY(%(active)s) AND error IS NULL AS ends FROM executions"
     )
+    assert locked != _LOCKED_EXECUTION, "the locked execution's select list moved"
     sql = "WITH " + locked + ", " + _completion_sql(calls=calls, end=True)
     if audit is not None:
         sql += ", audit AS (" + audit + " FROM last WHERE last.ends)"
