@@ -24,15 +24,9 @@ MAX_WORKERS = 64
 """``llmo serve --workers``'s ceiling (as ``LLMO_WORKERS``'s)."""
 
 
-_TRACE = 5
-"""uvicorn's ``trace`` level, below ``debug``; logging has no name for it."""
-
-
-def log_level(name: str) -> int:
-    """The logging level of a ``--log-level`` (uvicorn's names)."""
-    if name.lower() == "trace":
-        return _TRACE
-    return logging.getLevelNamesMapping().get(name.upper(), logging.INFO)
+LOG_LEVEL_NAMES = ("critical", "error", "warning", "info", "debug", "trace")
+"""``--log-level``'s names: uvicorn's (``uvicorn.config.LOG_LEVELS``), which gives each its
+logging level."""
 
 
 def _server_extra(settings: Any) -> str:
@@ -50,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         extra, "llmo serve", lambda: importlib.import_module("llm_orchestrator.server")
     )
     workers = args.workers if args.workers is not None else settings.workers
-    level = log_level(args.log_level)
+    level = uvicorn.config.LOG_LEVELS[args.log_level]
     server_module.apply_log_level(level)
     os.environ[server_module.WORKER_LOG_LEVEL] = str(level)
     if workers > 1:
@@ -251,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API server (embedded PostgreSQL by default)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVEL_NAMES)
     serve.add_argument(
         "--workers",
         type=_worker_count,
