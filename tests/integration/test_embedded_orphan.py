@@ -13,9 +13,13 @@ from tests.integration.serve_support import ServeProcess, embedded_servers, serv
 pytestmark = pytest.mark.slow
 
 
-def test_stopping_serve_stops_its_embedded_postgres_even_one_it_adopted(tmp_path: Path) -> None:
-    env = serve_env(LLMO_DATA_DIR=str(tmp_path), LLMO_ADMIN_PASSWORD="embedded-admin-password")
-    pgdata = tmp_path / "pgdata"
+def test_stopping_serve_stops_its_embedded_postgres_even_one_it_adopted(
+    embedded_data_dir: Path,
+) -> None:
+    env = serve_env(
+        LLMO_DATA_DIR=str(embedded_data_dir), LLMO_ADMIN_PASSWORD="embedded-admin-password"
+    )
+    pgdata = embedded_data_dir / "pgdata"
     try:
         first = ServeProcess(env).start()  # initdb, then the database starts
         assert embedded_servers(pgdata), "serve runs its database on the data directory"

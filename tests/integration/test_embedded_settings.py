@@ -42,18 +42,20 @@ def _wait_stopped(pgdata: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path) -> None:
-    pgdata = (tmp_path / "pgdata").resolve()
+def test_the_embedded_server_runs_with_the_configured_shared_buffers(
+    embedded_data_dir: Path,
+) -> None:
+    pgdata = (embedded_data_dir / "pgdata").resolve()
     try:
-        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        url = start_embedded_postgres(embedded_data_dir, shared_buffers="160MB")
         assert _shared_buffers(url) == "160MB"
-        release_embedded_postgres(tmp_path)
+        release_embedded_postgres(embedded_data_dir)
         _wait_stopped(pgdata)
 
-        url = start_embedded_postgres(tmp_path, shared_buffers="192MB")
+        url = start_embedded_postgres(embedded_data_dir, shared_buffers="192MB")
         assert _shared_buffers(url) == "192MB"
     finally:
-        release_embedded_postgres(tmp_path)
+        release_embedded_postgres(embedded_data_dir)
     _wait_stopped(pgdata)
 
 
@@ -76,12 +78,12 @@ def _cached_blocks(url: str, table: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_restarted_embedded_server_gets_its_buffer_pool_back(tmp_path: Path) -> None:
+def test_a_restarted_embedded_server_gets_its_buffer_pool_back(embedded_data_dir: Path) -> None:
     """The pages that were in ``shared_buffers`` when the server stopped are read back in
     the background at its next start (autoprewarm), before anyone reads them."""
-    pgdata = (tmp_path / "pgdata").resolve()
+    pgdata = (embedded_data_dir / "pgdata").resolve()
     try:
-        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        url = start_embedded_postgres(embedded_data_dir, shared_buffers="160MB")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
             conn.execute(
@@ -93,16 +95,16 @@ def test_a_restarted_embedded_server_gets_its_buffer_pool_back(tmp_path: Path) -
         blocks = int(row[0])
         assert blocks > 100
         assert _cached_blocks(url, "warm") == blocks
-        release_embedded_postgres(tmp_path)
+        release_embedded_postgres(embedded_data_dir)
         _wait_stopped(pgdata)
 
-        url = start_embedded_postgres(tmp_path, shared_buffers="160MB")
+        url = start_embedded_postgres(embedded_data_dir, shared_buffers="160MB")
         deadline = time.monotonic() + 60
         while (cached := _cached_blocks(url, "warm")) < blocks:
             assert time.monotonic() < deadline, f"{cached} of {blocks} blocks read back"
             time.sleep(0.2)
     finally:
-        release_embedded_postgres(tmp_path)
+        release_embedded_postgres(embedded_data_dir)
     _wait_stopped(pgdata)
 
 
