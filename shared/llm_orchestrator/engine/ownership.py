@@ -40,6 +40,8 @@ PROBE_SECONDS = 5.0
 _LIVENESS_SLICE_SECONDS = 0.5
 """While waiting for a reply, the owner's lock is looked at this often: a dead owner never
 answers, and the request is then carried out here."""
+_RECANCEL_SECONDS = 1.0
+"""A stopping task that runs on after its cancellation is cancelled again this often."""
 
 HERE = "here"
 """:meth:`Ownership.route`'s answer when this process must carry the request out itself."""
@@ -132,9 +134,7 @@ class Ownership:
         self._closing = True
         for task in (self._watcher, self._listener, *self._serving):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await _stopped(task)
         self._watcher = self._listener = None
 
     async def release(self) -> None:
@@ -204,9 +204,8 @@ class Ownership:
                         "the worker running this execution did not answer in time; retry"
                     )
                 with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(
-                        asyncio.shield(reply), min(remaining, _LIVENESS_SLICE_SECONDS)
-                    )
+                    async with asyncio.timeout(min(remaining, _LIVENESS_SLICE_SECONDS)):
+                        return await asyncio.shield(reply)
                 if not await self._runners.alive(owner):
                     return None
         finally:
@@ -275,7 +274,9 @@ class Ownership:
     async def _listen(self, lease: RunnerLease) -> None:
         try:
             async for message in lease.messages(
-                probe_every=self._check_seconds, probe_timeout=self._probe_seconds
+                probe_every=self._check_seconds,
+                probe_timeout=self._probe_seconds,
+                stopped=lambda: self._closing,
             ):
                 try:
                     self._dispatch(message)
@@ -338,3 +339,14 @@ def _well_formed(message: dict[str, Any]) -> bool:
         and set(actor) <= _ACTOR_FIELDS
         and all(value is None or isinstance(value, str) for value in actor.values())
     )
+
+
+async def _stopped(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for its end, cancelling again each second it runs on: a
+    cancellation can be lost below (on Python 3.11, one that lands as an inner
+    ``asyncio.wait_for`` completes), and a stop must not wait for ever on the one it sent."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_RECANCEL_SECONDS)
+    if not task.cancelled():
+        task.exception()  # retrieved: a task that failed as it stopped is not logged as lost

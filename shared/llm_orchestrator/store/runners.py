@@ -171,10 +171,15 @@ class RunnerLease:
         return cls(conn, runner_id, signer)
 
     async def messages(
-        self, *, probe_every: float, probe_timeout: float
+        self,
+        *,
+        probe_every: float,
+        probe_timeout: float,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> AsyncIterator[dict[str, Any]]:
         """The control messages sent to this runner, until the connection is closed or lost
-        (then ``psycopg.OperationalError``: the lock is gone with it).
+        (then ``psycopg.OperationalError``: the lock is gone with it), or until ``stopped()``
+        (asked every ``probe_every`` seconds: a stop does not rest on its cancellation alone).
 
         Every ``probe_every`` seconds the connection is asked whether it still holds the
         lock, and must answer within ``probe_timeout``: a half-open connection (the server
@@ -198,19 +203,23 @@ class RunnerLease:
                     )
                     continue
                 yield message
+            if stopped():
+                return
             await self.probe(probe_timeout)
 
     async def probe(self, timeout: float) -> None:
         """Raise ``psycopg.OperationalError`` unless this connection still holds the lock."""
+        # asyncio.timeout, not wait_for: on Python 3.11 a cancellation that lands as the
+        # awaited statement completes is lost inside wait_for, and the listener looping over
+        # ``messages`` would outlive the stop that cancelled it (a server's close then waited
+        # on it for ever).
         try:
-            cur = await asyncio.wait_for(
-                self._conn.execute(
+            async with asyncio.timeout(timeout):
+                cur = await self._conn.execute(
                     f"SELECT %s::bigint IN ({_LIVE_RUNNERS} AND pid = pg_backend_pid()) AS held",
                     (self.runner_id,),
-                ),
-                timeout,
-            )
-            row = await asyncio.wait_for(cur.fetchone(), timeout)
+                )
+                row = await cur.fetchone()
         except TimeoutError:
             raise psycopg.OperationalError(
                 f"the lease connection did not answer within {timeout:g} s"

@@ -200,7 +200,10 @@ class WeaviateStore:
     async def _bounded(self, call: Awaitable[T]) -> T:
         # The client retries an UNAVAILABLE gRPC call itself, for up to a minute; one call
         # is one attempt of the state machine's Retry, so it gets the configured bound.
-        return await asyncio.wait_for(call, timeout=self._timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation
+        # that lands as the call completes.
+        async with asyncio.timeout(self._timeout):
+            return await call
 
     async def _connection(self) -> _Connection:
         found = await self._settings.resolve([WEAVIATE_URL, WEAVIATE_GRPC_URL, WEAVIATE_API_KEY])
