@@ -193,7 +193,8 @@ async def test_a_workflow_whose_row_is_held_does_not_hold_submits_to_another(
     steps = [llm_step("one", "{{x}}", "y")]
     held = uuid.UUID(await create_workflow(client, admin, steps))
     other = uuid.UUID(await create_workflow(client, admin, steps))
-    with psycopg.connect(server.database_url) as holder:
+    # A bounded wait for the lock: this blocking call runs on the server's own event loop.
+    with psycopg.connect(server.database_url, options="-c lock_timeout=5000") as holder:
         holder.execute("SELECT 1 FROM workflows WHERE id = %s FOR UPDATE", (held,))
         blocked = asyncio.ensure_future(
             _create_together(server, admin.user_id, [held], numbers=[99])

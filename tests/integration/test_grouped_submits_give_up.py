@@ -34,7 +34,8 @@ async def test_a_queued_insert_gives_up_unsent_while_the_one_ahead_still_waits(
     client: httpx.AsyncClient, admin: Session, server: LocalServer
 ) -> None:
     workflow = uuid.UUID(await create_workflow(client, admin, [llm_step("one", "{{x}}", "y")]))
-    with psycopg.connect(server.database_url) as holder:
+    # A bounded wait for the lock: this blocking call runs on the server's own event loop.
+    with psycopg.connect(server.database_url, options="-c lock_timeout=5000") as holder:
         holder.execute("SELECT 1 FROM workflows WHERE id = %s FOR UPDATE", (workflow,))
         ahead = asyncio.ensure_future(
             _create_together(server, admin.user_id, [workflow], numbers=[0])
