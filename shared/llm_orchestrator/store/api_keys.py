@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import tuple_row
-
 from llm_orchestrator.store.db import Database, Read, fetch_page
 from llm_orchestrator.store.rate_limits import RateCharge
-from llm_orchestrator.store.users import User, user_of
+from llm_orchestrator.store.users import UserIdentity
 
 
 @dataclass(frozen=True)
@@ -25,6 +23,14 @@ class ApiKey:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """What authenticating a request needs of its API key: read fresh on every request."""
+
+    id: uuid.UUID
+    scopes: tuple[str, ...]
 
 
 def _key(row: dict[str, Any]) -> ApiKey:
@@ -72,7 +78,7 @@ class ApiKeyRepository:
         *,
         count: RateCharge | None = None,
         ride: Read[Any] | None = None,
-    ) -> tuple[ApiKey, User, list[int] | None, tuple[Any] | None] | None:
+    ) -> tuple[KeyIdentity, UserIdentity, list[int] | None, tuple[Any] | None] | None:
         """The live key with this hash and its owner, the key marked used, with ``count``
         this request counted against the key's limits at the owner's tier, and with
         ``ride`` the answer of that read (as a 1-tuple); None (nothing marked, counted or
@@ -81,7 +87,8 @@ class ApiKeyRepository:
         One round trip, like a bearer token's (``UserRepository.get_in_session``): the key
         lookup, its ``last_used_at``, the owner, the rate-limit count and the request's own
         read (``ride``) go in one statement, so a revoked key, a changed role or tier, and
-        the count are all read fresh on every request.
+        the count are all read fresh on every request. Only the columns a request's caller
+        needs are read (no hashes, no timestamps to parse), through ``Database.rows``.
         """
         params: dict[str, Any] = {"hash": key_hash, "now": now}
         hits_sql = "NULL::integer[]"
@@ -91,15 +98,11 @@ class ApiKeyRepository:
         marked = (
             "WITH k AS (UPDATE api_keys SET last_used_at = %(now)s"
             " WHERE key_hash = %(hash)s AND revoked_at IS NULL"
-            " AND (expires_at IS NULL OR expires_at > %(now)s) RETURNING *)"
+            " AND (expires_at IS NULL OR expires_at > %(now)s) RETURNING id, user_id, scopes)"
         )
         found = (
-            "SELECT k.id AS key_id, k.user_id AS key_user_id, k.name AS key_name,"
-            " k.key_hash AS key_key_hash, k.scopes AS key_scopes,"
-            " k.created_at AS key_created_at, k.expires_at AS key_expires_at,"
-            " k.last_used_at AS key_last_used_at, k.revoked_at AS key_revoked_at, u.*,"
-            f" {hits_sql} AS rate_hits"
-            " FROM k JOIN users u ON u.id = k.user_id"
+            "SELECT k.id AS key_id, k.scopes AS key_scopes, u.id AS user_id, u.username,"
+            f" u.roles, u.tier, {hits_sql} AS rate_hits FROM k JOIN users u ON u.id = k.user_id"
         )
         sql = f"{marked} {found}"
         if ride is not None:
@@ -107,22 +110,19 @@ class ApiKeyRepository:
             # ride), then the ride's rows beside it; no live key, no row, no ride.
             sql = f"{marked}, a AS MATERIALIZED ({found}) SELECT a.*, r.* FROM a{ride.lateral()}"
             params.update(ride.params)
-        async with self._db.connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(sql, params)
-            rows = await cur.fetchall()
-            names = [column.name for column in cur.description or ()]
+        rows = await self._db.rows(sql, params)
         if not rows:
             return None
-        # The key and owner's columns, by name, up to the ride's (names repeat after it).
-        width = names.index("ridden__") if ride is not None else len(names)
-        row = dict(zip(names[:width], rows[0][:width], strict=True))
-        key = _key({name[4:]: value for name, value in row.items() if name.startswith("key_")})
-        hits = row["rate_hits"]
+        key_id, scopes, user_id, username, roles, tier, hits = rows[0][:7]
         carried = None
         if ride is not None:
-            carried = (ride.carried(rows, width),)
-        return key, user_of(row), None if hits is None else list(hits), carried
+            carried = (ride.carried(rows, 7),)
+        return (
+            KeyIdentity(key_id, tuple(scopes)),
+            UserIdentity(user_id, username, tuple(roles), tier),
+            None if hits is None else list(hits),
+            carried,
+        )
 
     async def list_for_user(
         self, user_id: str, *, limit: int, offset: int
