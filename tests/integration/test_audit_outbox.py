@@ -520,3 +520,45 @@ async def test_an_append_that_finds_the_head_taken_raises_no_warning(
     assert notices == []
     listed = await _events(client, admin, event_type="test")
     assert [e["action"] for e in listed["events"]] == ["while held"]
+
+
+SECRET_PLAIN = "sk-outbox-secret-plain-0001"
+SECRET_QUOTED = 'pa"ss\\word-outbox-0002'
+"""A secret with characters JSON escapes: the canonical JSON does not show it verbatim."""
+
+
+@pytest.mark.parametrize(
+    ("secret", "details"),
+    [
+        (SECRET_PLAIN, {"reason": f"provider said: bad key {SECRET_PLAIN}"}),
+        (SECRET_PLAIN, {"raison": f"clé refusée : {SECRET_PLAIN}"}),
+        (SECRET_PLAIN, {SECRET_PLAIN: "as a key"}),
+        (SECRET_QUOTED, {"reason": f"password {SECRET_QUOTED} refused"}),
+    ],
+    ids=["plain", "beside-non-ascii", "in-a-key", "with-json-escapes"],
+)
+async def test_a_secret_in_an_outbox_event_is_redacted_and_the_event_still_links(
+    client, admin, server, owner_database_url, secret, details
+):
+    """An event written through the outbox (the submit's path) never stores a registered
+    secret, whether or not its JSON shows the secret verbatim, and links and verifies."""
+    from llm_orchestrator.redaction import register_secret
+
+    register_secret(secret)
+    runtime = server.runtime
+    event = await runtime.audit.outbox_write(
+        prefix="t_", event_type="test", action="outbox-redaction", details=details
+    )
+    assert event is not None
+    sql, params = event
+    await runtime.db.rows(sql, params)
+    await runtime.audit.link_pending()
+
+    assert (await _verify(client, admin))["valid"] is True  # a read links what is pending
+    stored = _owner_rows(
+        owner_database_url,
+        "SELECT details::text AS details FROM audit_events WHERE action = 'outbox-redaction'",
+    )
+    assert len(stored) == 1
+    assert secret not in repr(json.loads(stored[0]["details"]))
+    assert "[redacted]" in stored[0]["details"]

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict
 
 from llm_orchestrator import ids
 from llm_orchestrator.audit.anchors import Anchor, AnchorStore, anchor_is_authentic, sign_anchor
-from llm_orchestrator.redaction import redact_data
+from llm_orchestrator.redaction import contains_secret, redact_data
 from llm_orchestrator.store.audit import (
     AuditFilter,
     AuditRecord,
@@ -85,13 +85,18 @@ LEGACY_PREFIX = "sha256:"
 KeySource = Callable[[], Awaitable[bytes]]
 
 
-def canonical_json(fields: Mapping[str, Any]) -> str:
-    def default(value: Any) -> str:
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).isoformat(timespec="microseconds")
-        return str(value)
+def _canonical_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return str(value)
 
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=default)
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_canonical_default)
+"""What ``json.dumps`` with these options builds on every call (an encoder), built once."""
+
+
+def canonical_json(fields: Mapping[str, Any]) -> str:
+    return _CANONICAL.encode(fields)
 
 
 def chain_hash(key: bytes, prev_hash: str, fields: Mapping[str, Any]) -> str:
@@ -211,27 +216,46 @@ class AuditTrail:
         outbox anyway. None elsewhere: :meth:`record` with ``conn`` then."""
         if self._linker is None:
             return None
-        fields = self._fields(event)
-        return outbox_insert(fields, await self._get_sealer(), prefix=prefix)
+        fields, canonical, details = self._sealed_fields(event)
+        return outbox_insert(
+            fields, await self._get_sealer(), prefix=prefix, canonical=canonical, details=details
+        )
 
     def _fields(self, event: AuditEvent) -> dict[str, Any]:
-        # Stored timestamps have microsecond precision; hash exactly what is stored. No
-        # secret value reaches the trail, even one quoted in a failure's reason.
-        fields: dict[str, Any] = redact_data(
-            {
-                "event_type": event["event_type"],
-                "user_id": event.get("user_id"),
-                "action": event["action"],
-                "resource_type": event.get("resource_type"),
-                "resource_id": event.get("resource_id"),
-                "result": event.get("result", "success"),
-                "ip_address": event.get("ip_address"),
-                "details": json.loads(canonical_json(event.get("details") or {})),
-            }
-        )
-        fields["id"] = ids.event_id()
-        fields["occurred_at"] = self._now().astimezone(UTC)
-        return fields
+        return self._sealed_fields(event)[0]
+
+    def _sealed_fields(self, event: AuditEvent) -> tuple[dict[str, Any], str, str]:
+        """The event's stored fields, their canonical JSON (what its MAC and link hash) and
+        the canonical JSON of its details (what the outbox stores).
+
+        Stored timestamps have microsecond precision; hash exactly what is stored. No secret
+        value reaches the trail, even one quoted in a failure's reason: every string of the
+        event (keys included) is redacted, which is skipped only when the canonical JSON has
+        no backslash in it (JSON escapes a quote, a backslash, a control or a non-ASCII
+        character with one), so that each string of the event stands in it verbatim, and
+        no registered secret occurs in it: then none occurs in any of the event's strings.
+        """
+        details_json = canonical_json(event.get("details") or {})
+        fields: dict[str, Any] = {
+            "event_type": event["event_type"],
+            "user_id": event.get("user_id"),
+            "action": event["action"],
+            "resource_type": event.get("resource_type"),
+            "resource_id": event.get("resource_id"),
+            "result": event.get("result", "success"),
+            "ip_address": event.get("ip_address"),
+            "details": json.loads(details_json),
+            "id": ids.event_id(),
+            "occurred_at": self._now().astimezone(UTC),
+        }
+        canonical = canonical_json(fields)
+        if "\\" in canonical or contains_secret(canonical):
+            stamped = {"id": fields.pop("id"), "occurred_at": fields.pop("occurred_at")}
+            fields = redact_data(fields)
+            fields.update(stamped)
+            canonical = canonical_json(fields)
+            details_json = canonical_json(fields["details"])
+        return fields, canonical, details_json
 
     async def _get_sealer(self) -> Sealer:
         if self._sealer is None:

@@ -33,6 +33,7 @@ pipeline would add a round trip of its own for its final sync), two round trips 
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -187,17 +188,41 @@ def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
 
 
 def outbox_insert(
-    fields: dict[str, Any], sealer: Sealer, *, prefix: str
+    fields: dict[str, Any],
+    sealer: Sealer,
+    *,
+    prefix: str,
+    canonical: str | None = None,
+    details: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """One event's ``audit_pending`` insert (sealed, as :meth:`AuditRepository.queue` seals
     it) for a caller to send inside a statement of its own (a data-modifying CTE beside its
     write): the event then commits, or not, with that write, and the caller links after the
     commit, as after :meth:`AuditRepository.queue`. ``INSERT ... SELECT`` (the caller may
     add ``FROM`` and ``WHERE``), parameters named ``prefix`` + field so that they do not
-    collide with the caller's."""
-    params = {prefix + name: value for name, value in _queue_params(fields, sealer).items()}
-    values = ", ".join(f"%({prefix}{name})s" for name in (*_HASHED_FIELDS, "mac"))
-    return f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {values}", params
+    collide with the caller's.
+
+    ``canonical``: the canonical JSON of ``fields`` (the sealer's), and ``details``: that
+    of their details, when the caller has them already: each is then not computed again,
+    and the details travel as that text (cast to ``jsonb`` by the statement) rather than
+    being encoded once more by psycopg's ``Jsonb`` dumper."""
+    if canonical is None:
+        canonical = sealer.canonical({name: fields[name] for name in _HASHED_FIELDS})
+    if details is None:
+        details = sealer.canonical(fields["details"])
+    params = {prefix + name: fields[name] for name in _EVENT_FIELDS}
+    params[prefix + "details"] = details
+    params[prefix + "mac"] = sealer.pending_mac(canonical)
+    return f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {_outbox_values(prefix)}", params
+
+
+@functools.cache
+def _outbox_values(prefix: str) -> str:
+    """The select list of :func:`outbox_insert` (the details sent as canonical JSON text)."""
+    return ", ".join(
+        f"%({prefix}{name})s::{_OUTBOX_TYPES[name]}" if name == "details" else f"%({prefix}{name})s"
+        for name in (*_HASHED_FIELDS, "mac")
+    )
 
 
 _OUTBOX_TYPES = {
