@@ -302,8 +302,8 @@ class AuditTrail:
         except Exception:
             log.exception("could not link the audit outbox; the next write or read will")
 
-    async def _link(self, *, wait: bool) -> None:
-        linked = await self._repo.link(await self._get_sealer(), wait=wait)
+    async def _link(self, *, wait: bool, look_first: bool = True) -> None:
+        linked = await self._repo.link(await self._get_sealer(), wait=wait, look_first=look_first)
         if linked.settled:
             self._contended = False
 
@@ -322,7 +322,8 @@ class AuditTrail:
             await self._link_wanted.wait()
             self._link_wanted.clear()
             try:
-                await self._link(wait=False)
+                # Woken by a commit to the outbox: no look at whether it holds anything.
+                await self._link(wait=False, look_first=False)
             except Exception:  # the next wake-up, or a reader, links them
                 log.exception("could not link the audit outbox")
 

@@ -414,20 +414,25 @@ class AuditRepository:
         async with self._db.connection() as own:
             await own.execute(_QUEUE, params)
 
-    async def link(self, sealer: Sealer, *, wait: bool, batch: int = LINK_BATCH) -> Linked:
+    async def link(
+        self, sealer: Sealer, *, wait: bool, batch: int = LINK_BATCH, look_first: bool = True
+    ) -> Linked:
         """Link what the outbox holds into the chain.
 
         ``wait=False`` gives up at once when another writer holds the chain head (that one
         looks at the outbox after it lets the head go); ``wait=True`` (a reader, which must
         see every committed event) waits for the head. One round trip when the outbox is
-        empty; otherwise two per batch.
+        empty; otherwise two per batch. ``look_first=False`` (a caller told that an event
+        was just committed to the outbox, which it then nearly always holds) skips the
+        look at whether it is empty: two round trips per batch, two when it is empty.
         """
         linked = 0
         async with self._db.connection() as conn:
-            cur = await conn.execute(_ANY_PENDING)
-            row = await cur.fetchone()
-            if not (row and row["queued"]):
-                return Linked(0, settled=True)
+            if look_first:
+                cur = await conn.execute(_ANY_PENDING)
+                row = await cur.fetchone()
+                if not (row and row["queued"]):
+                    return Linked(0, settled=True)
             client = psycopg.AsyncClientCursor(conn)
             while True:
                 lock = _WAIT_FOR_HEAD if wait else _TRY_HEAD
