@@ -55,11 +55,20 @@ def lazy_runtime(factory: Callable[[], Runtime]) -> LazyRuntime:
     return LazyRuntime(factory)
 
 
-def fixed_runtime(runtime: Runtime) -> RuntimeProvider:
-    async def provider() -> Runtime:
-        return runtime
+class FixedRuntime:
+    """A runtime built already (a local server's), shared by every request."""
 
-    return provider
+    __slots__ = ("built",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.built = runtime
+
+    async def __call__(self) -> Runtime:
+        return self.built
+
+
+def fixed_runtime(runtime: Runtime) -> RuntimeProvider:
+    return FixedRuntime(runtime)
 
 
 def _document_security(document: dict[str, Any], routers: Sequence[APIRouter]) -> None:

@@ -22,7 +22,7 @@ from llm_orchestrator.api.audit_log import client_ip
 from llm_orchestrator.auth.permissions import Permission
 from llm_orchestrator.auth.principal import Principal
 from llm_orchestrator.errors import RateLimited, ServiceUnavailable, Unauthorized
-from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER, RateLimitStatus
+from llm_orchestrator.ratelimit.limiter import PUBLIC_TIER
 from llm_orchestrator.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -55,20 +55,13 @@ def authenticates(call: Any) -> bool:
 
 async def get_runtime(request: Request) -> Runtime:
     provider: Callable[[], Awaitable[Runtime]] = request.app.state.runtime_provider
-    return await provider()
+    # Once built, the runtime is taken as it is (asked several times per request), rather
+    # than through a coroutine of the provider's each time.
+    built: Runtime | None = getattr(provider, "built", None)
+    return built if built is not None else await provider()
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def _settle(request: Request, settle: Callable[[], RateLimitStatus]) -> None:
-    state: Any = request.state
-    try:
-        status = settle()
-    except RateLimited as exc:
-        state.rate_limit_headers = {k: v for k, v in exc.headers.items() if k != "Retry-After"}
-        raise
-    state.rate_limit_headers = status.headers()
 
 
 async def _count_request(
@@ -174,7 +167,15 @@ async def _authenticate(request: Request, ride: RouteRead | None) -> Principal:
         raise
     state["principal"] = principal
     if charge is not None and counted is not None:
-        _settle(request, lambda: runtime.limiter.settle(charge, principal.tier, counted))
+        # Straight on the scope's state dict (what ``request.state`` wraps).
+        try:
+            status = runtime.limiter.settle(charge, principal.tier, counted)
+        except RateLimited as exc:
+            state["rate_limit_headers"] = {
+                k: v for k, v in exc.headers.items() if k != "Retry-After"
+            }
+            raise
+        state["rate_limit_headers"] = status.headers()
     else:
         await _count_request(request, runtime, principal.rate_limit_subject, principal.tier)
     return principal

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from llm_orchestrator.auth.keys import (
 from llm_orchestrator.auth.passwords import Passwords
 from llm_orchestrator.auth.permissions import (
     SCOPES,
+    Permission,
     key_permissions,
     permissions_for_roles,
     permissions_for_scopes,
@@ -36,6 +38,20 @@ OWNER_FILTERS_REMEMBERED = 10_000
 Ride = Callable[[str | None, str | None], "Read[Any] | None"]
 """Given the owner filter a caller is expected to have and their user id when known before
 the lookup (a bearer token's verified subject), the read their request will make."""
+
+
+@functools.lru_cache(maxsize=256)
+def _role_permissions(roles: tuple[str, ...]) -> frozenset[Permission]:
+    """``permissions_for_roles``, remembered per set of roles: a pure mapping asked on every
+    request (the roles themselves are read fresh each time, so a change takes effect on the
+    next request)."""
+    return permissions_for_roles(roles)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_permissions(scopes: tuple[str, ...], roles: tuple[str, ...]) -> frozenset[Permission]:
+    """``key_permissions``, remembered like :func:`_role_permissions`."""
+    return key_permissions(scopes, roles)
 
 
 @dataclass(frozen=True)
@@ -177,7 +193,7 @@ class AuthService:
             username=user.username,
             roles=user.roles,
             tier=user.tier,
-            permissions=permissions_for_roles(user.roles),
+            permissions=_role_permissions(user.roles),
             via="jwt",
             session_id=claims.family_id,
         )
@@ -222,7 +238,7 @@ class AuthService:
             username=user.username,
             roles=user.roles,
             tier=user.tier,
-            permissions=key_permissions(key.scopes, user.roles),
+            permissions=_key_permissions(key.scopes, user.roles),
             via="api_key",
             api_key_id=key.id,
         )

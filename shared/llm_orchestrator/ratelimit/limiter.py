@@ -99,32 +99,43 @@ class RateLimiter:
             # Every process sweeps now and then, so no scheduler is needed on Lambda and
             # the counters table holds about two days of windows, not all of history.
             await self._repo.purge_before(now - PURGE_AFTER, timeout=timeout)
-        epoch = now.timestamp()
+        # Whole seconds: each window's start is a whole multiple of its (whole) size.
+        epoch = int(now.timestamp())
         return RateCharge(
             at=now,
-            start_epochs=tuple(round(epoch - epoch % seconds) for seconds in _SECONDS),
+            start_epochs=tuple([epoch - epoch % seconds for seconds in _SECONDS]),
             table=self._table,
         )
 
     def settle(self, charge: RateCharge, tier: str, hits: Sequence[int]) -> RateLimitStatus:
         """The status of a request counted by a query (hits including it, as
         ``rate_limit_hit`` answers); raises ``RateLimited`` when it went over a limit."""
-        limits = self._limits(tier)
         values = self._values.get(tier)
         if values is None:
+            limits = self._limits(tier)
             values = self._values[tier] = tuple(limits.for_window(w) for w, _, _ in WINDOWS)
-        if len(hits) == len(values) and all(n <= v for n, v in zip(hits, values, strict=True)):
+        if len(hits) == len(values):
             # Allowed, the case of nearly every request: ``_conclude``'s answer (the window
             # with the smallest share left, the first of equals) without its objects.
-            tightest = min(range(len(values)), key=lambda i: (values[i] - hits[i]) / values[i])
-            return RateLimitStatus(
-                values[tightest],
-                max(0, values[tightest] - hits[tightest]),
-                charge.start_epochs[tightest] + _SECONDS[tightest],
-                WINDOWS[tightest][2],
-            )
+            tightest = -1
+            smallest = 0.0
+            for i, limit in enumerate(values):
+                used = hits[i]
+                if used > limit:
+                    break
+                share = (limit - used) / limit
+                if tightest < 0 or share < smallest:
+                    tightest, smallest = i, share
+            else:
+                limit = values[tightest]
+                return RateLimitStatus(
+                    limit,
+                    max(0, limit - hits[tightest]),
+                    charge.start_epochs[tightest] + _SECONDS[tightest],
+                    WINDOWS[tightest][2],
+                )
         allowed, counts = evaluate(self._windows(charge, tier), hits)
-        return self._conclude(charge.at, limits, allowed, counts)
+        return self._conclude(charge.at, self._limits(tier), allowed, counts)
 
     async def check(
         self, subject: str, tier: str, *, timeout: float | None = None
