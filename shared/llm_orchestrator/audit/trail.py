@@ -109,6 +109,15 @@ def link_hash(key: bytes, prev_hash: str, canonical: str) -> str:
     return f"{HMAC_PREFIX}{digest.hexdigest()}"
 
 
+LINK_PAUSE_SECONDS = 0.05
+"""How long a local server's linker task lets events gather in the outbox after it is woken
+before it links them. Each round costs two round trips and a pass over the chain's head
+whatever it links, and the task is woken after every commit that queued an event: without
+a pause, a burst of submits was linked a few events a round (184 rounds for 1,000 events),
+the rounds paced by how fast each went. Nobody waits for the task: every read of the trail
+links what is pending first. Only after a round that found a burst going on (at least
+``LINK_BUSY_EVENTS`` events): a lone event is linked at once, as before."""
+LINK_BUSY_EVENTS = 2
 PENDING_DOMAIN = b"audit-pending\0"
 REJECTED_EVENT_TYPE = "audit.pending_rejected"
 
@@ -302,10 +311,12 @@ class AuditTrail:
         except Exception:
             log.exception("could not link the audit outbox; the next write or read will")
 
-    async def _link(self, *, wait: bool, look_first: bool = True) -> None:
+    async def _link(self, *, wait: bool, look_first: bool = True) -> int:
+        """Link what is pending; the number of events linked."""
         linked = await self._repo.link(await self._get_sealer(), wait=wait, look_first=look_first)
         if linked.settled:
             self._contended = False
+        return linked.linked
 
     async def _link_for_reading(self) -> None:
         """Readers see every event committed before they asked: link what is pending."""
@@ -318,13 +329,18 @@ class AuditTrail:
 
     async def _link_continuously(self) -> None:
         self._link_wanted.set()  # whatever a previous process left in the outbox
+        busy = False
         while not self._linking_stops:
             await self._link_wanted.wait()
+            if busy and not self._linking_stops:
+                # Let the events of a burst gather: one round then links many.
+                await asyncio.sleep(LINK_PAUSE_SECONDS)
             self._link_wanted.clear()
             try:
                 # Woken by a commit to the outbox: no look at whether it holds anything.
-                await self._link(wait=False, look_first=False)
+                busy = await self._link(wait=False, look_first=False) >= LINK_BUSY_EVENTS
             except Exception:  # the next wake-up, or a reader, links them
+                busy = False
                 log.exception("could not link the audit outbox")
 
     async def get(self, event_id: str) -> AuditRecord | None:
