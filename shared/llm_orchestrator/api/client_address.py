@@ -56,8 +56,10 @@ def client_ip(request: Request, trusted_proxies: str = "") -> str:
     if not peer_text:
         return UNKNOWN
     networks = parse_trusted_proxies(trusted_proxies)
+    if not networks:
+        return peer_text  # nobody trusted (the default): the peer, without parsing it
     peer = _address(peer_text)
-    if not networks or peer is None or not _trusted(peer, networks):
+    if peer is None or not _trusted(peer, networks):
         return peer_text
     hops = [
         hop
