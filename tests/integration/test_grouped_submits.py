@@ -142,6 +142,56 @@ async def test_executions_created_while_one_is_in_flight_are_written_together(
     assert seqs == sorted(seqs)
 
 
+async def test_each_insert_of_a_group_keeps_its_own_inputs_documents_and_times(
+    client: httpx.AsyncClient, admin: Session, server: LocalServer
+) -> None:
+    """A group's rows travel as one JSON document: text that JSON and SQL both escape,
+    non-ASCII text, nested values, each row's own pinned documents (a workflow updated
+    between two submits) and its timestamps come back exactly as each insert had them."""
+    workflow = uuid.UUID(await create_workflow(client, admin, [llm_step("one", "{{x}}", "y")]))
+    lifecycle = server.runtime.lifecycle
+    awkward = ['quote " and \\ backslash', "{braces}, 'single'", "ünïcödé ✓ 😀", "NULL", ""]
+
+    async def create(n: int) -> Any:
+        with request_deadlines():
+            return await lifecycle.create(
+                Actor(user_id=admin.user_id),
+                execution_id=f"exec-together-{n}",
+                workflow_id=workflow,
+                owner_id=admin.user_id,
+                inputs={"x": awkward[n], "nested": {"list": [n, 1.5, None, True]}},
+                definition={**DEFINITION, "version": str(n % 2)},
+                state_machine={**STATE_MACHINE, "Comment": awkward[n]},
+                timeout_seconds=60 + n,
+            )
+
+    records = await asyncio.gather(*(create(n) for n in range(len(awkward))))
+
+    verified = await client.get("/audit/verify", headers=admin.headers)  # links the outbox
+    assert verified.json()["valid"] is True, verified.text
+    stored = _stored(server)
+    transactions = {stored[r.id]["tx"] for r in records[1:]}
+    assert len(transactions) == 1  # all but the first in one statement
+    with psycopg.connect(server.database_url, row_factory=dict_row) as conn:
+        times = {
+            row["id"]: row
+            for row in conn.execute(
+                "SELECT id, timeout_seconds, created_at, started_at, updated_at"
+                " FROM executions WHERE id LIKE 'exec-together-%'"
+            ).fetchall()
+        }
+    for n, record in enumerate(records):
+        row = stored[record.id]
+        assert row["inputs"] == {"x": awkward[n], "nested": {"list": [n, 1.5, None, True]}}
+        assert row["definition"] == {**DEFINITION, "version": str(n % 2)}
+        assert row["state_machine"] == {**STATE_MACHINE, "Comment": awkward[n]}
+        assert row["event_seq"] is not None
+        assert times[record.id]["timeout_seconds"] == 60 + n
+        assert times[record.id]["created_at"] == record.created_at
+        assert times[record.id]["started_at"] == record.started_at
+        assert times[record.id]["updated_at"] == record.updated_at
+
+
 async def test_a_refused_insert_in_a_group_fails_only_its_own_submit(
     client: httpx.AsyncClient, admin: Session, server: LocalServer
 ) -> None:
