@@ -201,6 +201,7 @@ async def execute(
     tokens: TaskTokenRegistry | None = None,
     rng: random.Random | None = None,
     stop: StopSignal | None = None,
+    history: bool = True,
 ) -> ExecutionResult:
     return await run_execution(
         load_state_machine(definition),
@@ -211,4 +212,5 @@ async def execute(
         timers=FakeTimers() if timers is None else timers,
         rng=random.Random(7) if rng is None else rng,
         stop=stop,
+        history=history,
     )

@@ -72,6 +72,28 @@ async def test_chain_runs_its_steps_in_order_and_records_the_history() -> None:
     assert result.history[-1].type is HistoryEventType.EXECUTION_SUCCEEDED
 
 
+@pytest.mark.parametrize("failure", [None, TaskFailed("Boom", "it broke")])
+async def test_a_run_without_history_ends_as_one_with_it_and_records_no_events(
+    failure: TaskFailed | None,
+) -> None:
+    def runner() -> FakeStepRunner:
+        return FakeStepRunner({"b": [failure]} if failure is not None else None)
+
+    kept = await execute(workflow("a", "b"), runner())
+    unkept_runner = runner()
+
+    result = await execute(workflow("a", "b"), unkept_runner, history=False)
+
+    assert kept.history and result.history == ()
+    ending = (result.status, result.output, result.error, result.cause)
+    assert ending == (kept.status, kept.output, kept.error, kept.cause)
+    ended = ExecutionStatus.SUCCEEDED if failure is None else ExecutionStatus.FAILED
+    assert result.status is ended
+    assert unkept_runner.trace() == [("run", "a"), ("run", "b")] + (
+        [] if failure is None else [("fail", "b")]  # the catch's failure handler
+    )
+
+
 async def test_execution_id_context_path_is_the_execution_arn() -> None:
     definition = {
         "StartAt": "t",

@@ -375,6 +375,8 @@ class LocalEngine:
                 timers=self._timers,
                 rng=self._rng,
                 stop=run.stop,
+                # Nothing here reads the run's event history (its ending is in ``result``).
+                history=False,
             )
         except asyncio.CancelledError:
             if run.detached:
