@@ -563,6 +563,24 @@ async def test_cancelling_the_task_running_an_execution_cancels_its_work() -> No
     assert log == ["a started", "a cancelled"]
 
 
+@pytest.mark.parametrize("levels", [("a",), (("a", "b"),)], ids=["top scope", "parallel"])
+async def test_a_cancellation_the_invoker_raises_of_its_own_fails_only_the_task(
+    levels: tuple[str | tuple[str, ...], ...],
+) -> None:
+    """Nobody cancelled the run: the step's own ``CancelledError`` (a library that lets one
+    escape) is the task's failure, which Catch routes, not the run's cancellation. A step
+    of the top scope is awaited in the run's own task, a branch's in a task of its own."""
+
+    async def escapes(payload: dict[str, Any]) -> None:
+        raise asyncio.CancelledError("not the run's")
+
+    result = await execute(workflow(*levels), FakeStepRunner({"a": [escapes]}))
+
+    assert result.status is ExecutionStatus.FAILED  # through the Catch, as any failure
+    [failed] = result.events(HistoryEventType.TASK_FAILED)
+    assert (failed.state, failed.error) == ("a", "CancelledError")
+
+
 async def test_hundreds_of_executions_wait_concurrently_in_one_event_loop() -> None:
     machine = load_state_machine(workflow("a", timeout_seconds=60))
     timers = SystemTimers()

@@ -184,6 +184,8 @@ class _Execution:
         """Branch tasks stopped because a sibling branch failed (see :meth:`_call`)."""
         self._orphans: dict[str, asyncio.Future[Any]] = {}
         """Calls of stopped branches still running, by function name and payload."""
+        self._body: asyncio.Future[Any] | None = None
+        """The task running the top scope (states outside any Parallel)."""
 
     def _record(self, event: HistoryEventType, state: str | None = None, **details: Any) -> None:
         if self._keeps_history:
@@ -201,7 +203,7 @@ class _Execution:
         self._record(_Event.EXECUTION_STARTED, payload=data)
         if stop is not None and stop.requested:
             return self._aborted(stop)
-        body = asyncio.ensure_future(self._run_scope(self._machine.root, data))
+        body = self._body = asyncio.ensure_future(self._run_scope(self._machine.root, data))
 
         def interrupt(status: ExecutionStatus) -> None:
             if self._interrupt is None and not body.done():
@@ -412,6 +414,12 @@ class _Execution:
         than invoking the step a second time. Any other cancellation (StopExecution, a
         timeout, the caller) ends the call at once.
         """
+        if asyncio.current_task() is self._body:
+            # A state of the top scope: no sibling branch can stop it, and no call a
+            # stopped branch left running can be this one (step ids are unique, and a
+            # branch's states are its own), so none of the above applies: the call is
+            # awaited in place, without a task, a shield and its key of its own.
+            return await self._invoker(function_name, payload)
         key = json.dumps([function_name, payload], sort_keys=True, default=str)
         call = self._orphans.pop(key, None)
         if call is None:
