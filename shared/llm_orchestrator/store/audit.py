@@ -246,20 +246,16 @@ assert set(_OUTBOX_TYPES) == {*_HASHED_FIELDS, "mac"}, "an outbox column without
 def _outbox_value(position: int, name: str) -> str:
     """Column ``name`` of an ``outbox_insert_many`` row (``e.v``, a JSON array)."""
     kind = _OUTBOX_TYPES[name]
-    if kind == "jsonb":
-        return f"e.v->{position}"
     if kind == "text":
         return f"e.v->>{position}"
     return f"(e.v->>{position})::{kind}"
 
 
 def _json_default(value: Any) -> Any:
-    """What ``json.dumps`` writes for an event's value it cannot itself: a timestamp, the
-    details (as ``_event_params`` wraps them)."""
+    """What ``json.dumps`` writes for an event's value it cannot itself: a timestamp. (The
+    details are their canonical JSON text already, read back by ``->>`` and cast.)"""
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Jsonb):
-        return value.obj
     raise TypeError(f"an outbox value of type {type(value).__name__}")
 
 
