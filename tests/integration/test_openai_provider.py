@@ -109,6 +109,29 @@ async def test_unset_options_are_not_sent(fake: FakeOpenAI, registry: ProviderRe
     assert not {"temperature", "max_tokens", "max_completion_tokens"} & call.body.keys()
 
 
+async def test_a_prompt_beyond_ascii_arrives_as_json_text(
+    fake: FakeOpenAI, registry: ProviderRegistry
+) -> None:
+    await registry.llm("openai").complete(ChatRequest(model="gpt-4", prompt="grüße ✓ 日本"))
+
+    [call] = fake.requests_to("/v1/chat/completions")
+    assert call.headers["content-type"] == "application/json"
+    assert call.body["messages"] == [{"role": "user", "content": "grüße ✓ 日本"}]
+
+
+@pytest.mark.parametrize("suffix", ["", "/"], ids=["bare", "trailing-slash"])
+async def test_the_endpoint_is_joined_to_the_base_url_as_the_sdk_joins_it(
+    fake: FakeOpenAI, suffix: str
+) -> None:
+    provider = OpenAIProvider(env_for(fake.base_url + suffix))
+
+    await provider.complete(ChatRequest(model="gpt-4", prompt="hi"))
+    await provider.embed(EmbedRequest(model="text-embedding-3-small", input="hi"))
+
+    assert [call.path for call in fake.requests] == ["/v1/chat/completions", "/v1/embeddings"]
+    await provider.aclose()
+
+
 async def test_responder_chooses_the_reply(fake: FakeOpenAI, registry: ProviderRegistry) -> None:
     fake.responder = lambda body: "positive" if "amazing" in str(body["messages"]) else "neutral"
 

@@ -10,10 +10,11 @@ cold start noticeable time, and the handlers that never call a model should not 
 from __future__ import annotations
 
 import functools
+import json
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from .base import ChatRequest, ChatResult, EmbedRequest, EmbedResult
+from .base import ChatRequest, ChatResult, CredentialResolver, EmbedRequest, EmbedResult
 from .common import (
     DEFAULT_TIMEOUT_SECONDS,
     clean_detail,
@@ -30,9 +31,10 @@ from .errors import (
     ProviderQuotaExceeded,
     ProviderUnavailable,
 )
-from .transport import HttpxSdkAdapter, aiohttp_connection_failure
+from .transport import HttpxSdkAdapter, Transport, aiohttp_connection_failure
 
 if TYPE_CHECKING:
+    import httpx2
     from openai import APIStatusError, AsyncOpenAI
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_SECONDS", "OpenAIProvider"]
@@ -53,6 +55,17 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
 
     default_name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
+
+    def __init__(
+        self,
+        resolver: CredentialResolver,
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        name: str | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__(resolver, timeout_seconds=timeout_seconds, name=name, transport=transport)
+        self._endpoints: dict[tuple[str, str], str] = {}
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         client, api_key, base_url = await self._clients.get()
@@ -166,10 +179,64 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
         call itself: they walk every parameter through the SDK's type-driven transform and
         build a typed model of every reply, recursively. The bodies built here are plain
         JSON already, and the few reply fields read are checked here, so the call goes
-        through the client's ``post`` with ``cast_to=object`` (the SDK's documented way to
-        reach an endpoint): same client, connections, headers, timeout and error types.
+        through the client's ``post`` (the SDK's documented way to reach an endpoint): same
+        client, connections, headers, timeout and error types.
+
+        Within ``post``, what the SDK would redo on every call is done once or not at all,
+        each through its documented arguments: the endpoint's URL is absolute (joined to
+        the base URL once, as the SDK joins it; a relative path is parsed and merged with
+        the base URL again on every call), the body goes as encoded JSON
+        (``content``), and the reply comes back as the HTTP response (``cast_to`` the
+        response class) whose JSON is read here, as the SDK's ``cast_to=object`` reads it.
         """
-        return await self._call(client.post(path, body=body, cast_to=object), api_key, base_url)
+        url = self._endpoint(client, base_url, path)
+        return await self._call(_post_json(client, url, body), api_key, base_url)
+
+    def _endpoint(self, client: AsyncOpenAI, base_url: str, path: str) -> str:
+        """``path`` joined to the client's base URL as the SDK joins a relative one, once
+        per base URL."""
+        url = self._endpoints.get((base_url, path))
+        if url is None:
+            if len(self._endpoints) >= _MAX_ENDPOINTS:  # base URLs rotated many times over
+                self._endpoints.clear()
+            base = client.base_url  # its path ends with "/", the SDK sees to that
+            url = str(base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode()))
+            self._endpoints[(base_url, path)] = url
+        return url
+
+
+_MAX_ENDPOINTS = 64
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""JSON bodies encoded as the SDK encodes them: UTF-8, compact, no NaN."""
+
+
+@functools.cache
+def _response_class() -> type[httpx2.Response]:
+    """The response class of the HTTP package under the SDK's client (``httpx2`` in current
+    releases, ``httpx`` in earlier ones): as ``cast_to``, the SDK hands back the response."""
+    import importlib
+
+    import openai
+
+    for base in openai.DefaultAsyncHttpxClient.__mro__:
+        if base.__name__ == "AsyncClient":
+            package = importlib.import_module(base.__module__.partition(".")[0])
+            return package.Response
+    raise RuntimeError("the OpenAI SDK's HTTP client is not an httpx client")
+
+
+async def _post_json(client: AsyncOpenAI, url: str, body: dict[str, object]) -> object:
+    """POST ``body`` to ``url``; the reply's JSON, read as the SDK reads it for
+    ``cast_to=object``: a body not declared JSON comes back as its text (an HTML page from a
+    proxy); one declared JSON that is not raises ``ValueError`` (which ``_call`` reports as
+    an invalid response)."""
+    content = _JSON.encode(body).encode()
+    response = await client.post(url, content=content, cast_to=_response_class())
+    content_type = response.headers.get("content-type", "*").split(";", 1)[0]
+    if not content_type.endswith("json"):
+        return response.text
+    return json.loads(response.content)
 
 
 @functools.lru_cache(maxsize=64)
