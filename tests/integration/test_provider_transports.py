@@ -29,7 +29,7 @@ from llm_orchestrator.providers import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
-from llm_orchestrator.providers.transport import Transport, default_transport
+from llm_orchestrator.providers.transport import SDK_PLATFORM_HEADERS, Transport, default_transport
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.base import FakeProviderServer
 from tests.fakes.cohere_server import FakeCohere
@@ -129,6 +129,21 @@ async def test_warm_calls_answer_over_one_kept_alive_connection(
     assert [r.text for r in results] == ["echo: call 0", "echo: call 1", "echo: call 2"]
     assert all(r.input_tokens > 0 and r.output_tokens > 0 for r in results)
     assert len({call.client for call in fake.requests_to(ENDPOINT[name])}) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "transport"), [(name, t) for name in ("openai", "anthropic") for t in TRANSPORTS]
+)
+async def test_requests_leave_out_the_sdks_platform_headers_but_name_the_sdk(
+    name: str, transport: Transport, fakes: dict[str, FakeProviderServer]
+) -> None:
+    fake = fakes[name]
+    async with opened(adapter(name, fake.base_url, transport)) as provider:
+        await provider.complete(ChatRequest(model="m", prompt="hi"))
+
+    [call] = fake.requests_to(ENDPOINT[name])
+    assert not {header.lower() for header in SDK_PLATFORM_HEADERS} & call.headers.keys()
+    assert call.headers["user-agent"].startswith(("AsyncOpenAI/", "AsyncAnthropic/"))
 
 
 @each

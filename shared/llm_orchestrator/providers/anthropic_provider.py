@@ -93,6 +93,7 @@ class AnthropicProvider(HttpxSdkAdapter["AsyncAnthropic"]):
             max_retries=0,
             timeout=self._timeout_seconds,
             http_client=self._http_client(anthropic, base_url),
+            default_headers=self._default_headers(anthropic),
         )
 
     async def _close_client(self, client: AsyncAnthropic) -> None:

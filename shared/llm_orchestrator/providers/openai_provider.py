@@ -156,6 +156,7 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
             max_retries=0,
             timeout=self._timeout_seconds,
             http_client=self._http_client(openai, base_url),
+            default_headers=self._default_headers(openai),
         )
 
     async def _close_client(self, client: AsyncOpenAI) -> None:
