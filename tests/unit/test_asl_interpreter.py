@@ -563,6 +563,33 @@ async def test_cancelling_the_task_running_an_execution_cancels_its_work() -> No
     assert log == ["a started", "a cancelled"]
 
 
+async def test_a_step_that_swallows_the_runs_cancellation_still_stops_the_run() -> None:
+    """A library under the step may swallow a cancellation: the run stops all the same, and
+    no later step is called (a top-scope step is awaited in the run's own task)."""
+    log: list[str] = []
+    started = asyncio.Event()
+
+    async def swallows(payload: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            log.append("a swallowed its cancellation")
+
+    async def later(payload: dict[str, Any]) -> None:
+        log.append("b called")
+
+    run = asyncio.create_task(
+        execute(workflow("a", "b"), FakeStepRunner({"a": [swallows], "b": [later]}))
+    )
+    await started.wait()
+
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert log == ["a swallowed its cancellation"]
+
+
 @pytest.mark.parametrize("levels", [("a",), (("a", "b"),)], ids=["top scope", "parallel"])
 async def test_a_cancellation_the_invoker_raises_of_its_own_fails_only_the_task(
     levels: tuple[str | tuple[str, ...], ...],

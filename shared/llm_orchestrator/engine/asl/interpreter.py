@@ -418,8 +418,13 @@ class _Execution:
             # A state of the top scope: no sibling branch can stop it, and no call a
             # stopped branch left running can be this one (step ids are unique, and a
             # branch's states are its own), so none of the above applies: the call is
-            # awaited in place, without a task, a shield and its key of its own.
-            return await self._invoker(function_name, payload)
+            # awaited in place, without a task, a shield and its key of its own. A shield
+            # would still raise the body's cancellation (a stop, a state's timeout) were the
+            # invoker ever to swallow it; so does the check after it here.
+            result = await self._invoker(function_name, payload)
+            if _being_cancelled():
+                raise asyncio.CancelledError
+            return result
         key = json.dumps([function_name, payload], sort_keys=True, default=str)
         call = self._orphans.pop(key, None)
         if call is None:
