@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from .base import ChatRequest, ChatResult, CredentialResolver, EmbedRequest, EmbedResult
+from .base import ChatRequest, ChatResult, EmbedRequest, EmbedResult
 from .common import (
     DEFAULT_TIMEOUT_SECONDS,
     clean_detail,
@@ -31,7 +31,7 @@ from .errors import (
     ProviderQuotaExceeded,
     ProviderUnavailable,
 )
-from .transport import HttpxSdkAdapter, Transport, aiohttp_connection_failure
+from .transport import HttpxSdkAdapter, aiohttp_connection_failure
 
 if TYPE_CHECKING:
     import httpx2
@@ -55,17 +55,6 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
 
     default_name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-
-    def __init__(
-        self,
-        resolver: CredentialResolver,
-        *,
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-        name: str | None = None,
-        transport: Transport | None = None,
-    ) -> None:
-        super().__init__(resolver, timeout_seconds=timeout_seconds, name=name, transport=transport)
-        self._endpoints: dict[tuple[str, str], str] = {}
 
     async def complete(self, request: ChatRequest, /) -> ChatResult:
         client, api_key, base_url = await self._clients.get()
@@ -195,18 +184,19 @@ class OpenAIProvider(HttpxSdkAdapter["AsyncOpenAI"]):
 
     def _endpoint(self, client: AsyncOpenAI, base_url: str, path: str) -> str:
         """``path`` joined to the client's base URL as the SDK joins a relative one, once
-        per base URL."""
-        url = self._endpoints.get((base_url, path))
+        per base URL (the join depends on nothing else: one table for every adapter)."""
+        url = _ENDPOINTS.get((base_url, path))
         if url is None:
-            if len(self._endpoints) >= _MAX_ENDPOINTS:  # base URLs rotated many times over
-                self._endpoints.clear()
+            if len(_ENDPOINTS) >= _MAX_ENDPOINTS:  # base URLs rotated many times over
+                _ENDPOINTS.clear()
             base = client.base_url  # its path ends with "/", the SDK sees to that
             url = str(base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode()))
-            self._endpoints[(base_url, path)] = url
+            _ENDPOINTS[(base_url, path)] = url
         return url
 
 
 _MAX_ENDPOINTS = 64
+_ENDPOINTS: dict[tuple[str, str], str] = {}
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 """JSON bodies encoded as the SDK encodes them: UTF-8, compact, no NaN."""
