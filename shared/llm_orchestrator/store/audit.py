@@ -183,9 +183,15 @@ def _event_params(fields: dict[str, Any]) -> dict[str, Any]:
     return {**{name: fields[name] for name in _EVENT_FIELDS}, "details": Jsonb(fields["details"])}
 
 
+def _pending_mac(fields: dict[str, Any], sealer: Sealer, canonical: str | None = None) -> str:
+    """The outbox MAC of ``fields``; ``canonical``: their canonical JSON, when made already."""
+    if canonical is None:
+        canonical = sealer.canonical({name: fields[name] for name in _HASHED_FIELDS})
+    return sealer.pending_mac(canonical)
+
+
 def _queue_params(fields: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
-    mac = sealer.pending_mac(sealer.canonical({name: fields[name] for name in _HASHED_FIELDS}))
-    return {**_event_params(fields), "mac": mac}
+    return {**_event_params(fields), "mac": _pending_mac(fields, sealer)}
 
 
 def outbox_insert(
@@ -207,13 +213,9 @@ def outbox_insert(
     of their details, when the caller has them already: each is then not computed again,
     and the details travel as that text (cast to ``jsonb`` by the statement) rather than
     being encoded once more by psycopg's ``Jsonb`` dumper."""
-    if canonical is None:
-        canonical = sealer.canonical({name: fields[name] for name in _HASHED_FIELDS})
-    if details is None:
-        details = sealer.canonical(fields["details"])
     params = {prefix + name: fields[name] for name in _EVENT_FIELDS}
-    params[prefix + "details"] = details
-    params[prefix + "mac"] = sealer.pending_mac(canonical)
+    params[prefix + "details"] = details or sealer.canonical(fields["details"])
+    params[prefix + "mac"] = _pending_mac(fields, sealer, canonical)
     return f"INSERT INTO audit_pending ({_COLUMNS}, mac) SELECT {_outbox_values(prefix)}", params
 
 
